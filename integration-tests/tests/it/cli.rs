@@ -1,0 +1,154 @@
+//! The `sediment` binary, run as a script would run it, against the S3 server.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::common::s3_uri;
+
+fn sediment_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("SEDIMENT_BIN") {
+        return PathBuf::from(bin);
+    }
+    // target/<profile>/deps/it-<hash> -> target/<profile>/sediment
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("sediment");
+    assert!(bin.exists(), "build the CLI first (cargo build --bin sediment) or set SEDIMENT_BIN; looked at {}", bin.display());
+    bin
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(sediment_bin()).args(args).output().expect("sediment runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().to_string()
+}
+
+fn version_of(uri: &str) -> i64 {
+    let out = run(&["info", uri, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    info["version"].as_i64().unwrap()
+}
+
+#[test]
+fn append_scan_history_info_on_s3() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = s3_uri("cli");
+    let csv = write(dir.path(), "a.csv", "id,city,amount\n1,paris,1.5\n2,oslo,2.5\n3,paris,3.0\n");
+    let ndjson = write(dir.path(), "b.ndjson", "{\"id\": 4, \"city\": \"lima\", \"amount\": 4.0}\n{\"id\": 5, \"city\": \"oslo\"}\n");
+
+    let out = run(&["append", &uri, &csv, &ndjson, "--partition-by", "city", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["version"], 0);
+    assert_eq!(report["rows_written"], 5);
+    assert_eq!(report["created"], true);
+
+    // Parquet written by `scan --format parquet` goes back in as a source file.
+    let parquet = dir.path().join("c.parquet");
+    let out = run(&["scan", &uri, "--where", "city = 'paris'", "--format", "parquet", "--output", parquet.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["append", &uri, parquet.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(version_of(&uri), 1);
+
+    let out = run(&["scan", &uri, "--where", "city = 'paris'", "--columns", "id,amount", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), 4, "two paris rows, appended twice");
+    assert!(rows.iter().all(|r| r.get("city").is_none() && r.get("id").is_some()));
+    let report: serde_json::Value = serde_json::from_str(stderr(&out).lines().last().unwrap()).unwrap();
+    assert_eq!(report["files_after_partition_pruning"], 2);
+    assert_eq!(report["files_in_snapshot"], 4);
+
+    // Time travel and CSV output.
+    let out = run(&["scan", &uri, "--version", "0", "--format", "csv"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).lines().count(), 6, "header and five rows");
+
+    let out = run(&["history", &uri, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let history: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history[0]["engine"].as_str().unwrap().starts_with("sediment/"));
+
+    let out = run(&["info", &uri]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("partitions   3 by [city]"), "{}", stdout(&out));
+}
+
+#[test]
+fn bad_files_are_refused_by_name_and_nothing_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = s3_uri("cli-bad");
+    let good = write(dir.path(), "good.csv", "id,name\n1,a\n2,b\n");
+    let out = run(&["append", &uri, &good]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A row that does not parse as the inferred type, after a good file in the same call.
+    let mut text = String::from("id,name\n");
+    for i in 0..1_500 {
+        text.push_str(&format!("{i},n{i}\n"));
+    }
+    text.push_str("not-a-number,x\n");
+    let malformed = write(dir.path(), "malformed.csv", &text);
+    let out = run(&["append", &uri, &good, &malformed]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("malformed.csv"), "{}", stderr(&out));
+    assert_eq!(version_of(&uri), 0);
+
+    // A file whose column type does not fit the table.
+    let unfitting = write(dir.path(), "unfitting.ndjson", "{\"id\": \"seven\", \"name\": \"x\"}\n");
+    let out = run(&["append", &uri, &unfitting]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("`id`") && err.contains("Int64") && err.contains("Utf8"), "{err}");
+    assert_eq!(version_of(&uri), 0);
+
+    // Not a parquet file at all; an unknown extension; a missing file.
+    let fake = write(dir.path(), "fake.parquet", "this is not parquet");
+    let out = run(&["append", &uri, &fake]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("fake.parquet"), "{}", stderr(&out));
+    let out = run(&["append", &uri, &write(dir.path(), "x.txt", "hello")]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["append", &uri, "/no/such/file.csv"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(version_of(&uri), 0);
+
+    // Missing tables and versions are "not found" (3); bad expressions are input errors (2).
+    let out = run(&["scan", &s3_uri("cli-none")]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = run(&["scan", &uri, "--version", "9"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let out = run(&["scan", &uri, "--where", "id >>> 3"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let out = run(&["append", &uri, &good, "--storage-option", "novalue"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn demo_runs_on_a_local_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&["demo", "--dir", dir.path().to_str().unwrap(), "--appends", "6", "--rows-per-append", "300"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("time travel") && text.contains("== next"), "{text}");
+    let uri = dir.path().join("bronze/events");
+    let out = run(&["info", uri.to_str().unwrap(), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["rows"], 1_800);
+    assert_eq!(info["version"], 5);
+    assert_eq!(info["small_files"], info["files"]);
+}

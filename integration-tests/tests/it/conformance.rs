@@ -1,0 +1,174 @@
+//! Conformance: real Delta tables that Sediment did not write.
+//!
+//! - DAT: every case returns exactly its `expected/` rows at every listed version.
+//! - delta-rs test data and the delta-io golden tables: every table either scans to
+//!   the row count an independent reader found (`INVENTORY.md`), or is refused with a
+//!   clear error for a reason written down in [`REFUSED`]; none panics.
+//! - Broken logs: `a` and `b` open; `c`..`f`, `h`, `i` fail with an error, not a panic.
+//!
+//! When `../shared/conformance` (or `SEDIMENT_CONFORMANCE_DIR`) does not exist, as in
+//! a user's clone, these tests say so and pass without checking anything.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sediment::arrow::array::RecordBatch;
+use sediment::arrow::compute::cast;
+use sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sediment::{OpenOptions, Table};
+
+use crate::common::{canonical_rows, conformance_dir, count};
+
+/// Tables that Sediment refuses or cannot read, and why. A table listed here must
+/// fail with an error (never a panic); a table not listed must return the rows the
+/// independent reader found.
+const REFUSED: &[(&str, &str)] = &[];
+
+fn dir_or_skip(test: &str) -> Option<PathBuf> {
+    let dir = conformance_dir();
+    if dir.is_none() {
+        eprintln!("{test}: skipped, no ../shared/conformance and no SEDIMENT_CONFORMANCE_DIR");
+    }
+    dir
+}
+
+fn read_parquet(path: &Path) -> Vec<RecordBatch> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap()
+}
+
+/// Cast `expected`'s columns to the types the scan returned, so values print alike.
+fn align(expected: &[RecordBatch], actual_schema: &sediment::arrow::datatypes::SchemaRef) -> Vec<RecordBatch> {
+    expected
+        .iter()
+        .map(|b| {
+            let columns = actual_schema
+                .fields()
+                .iter()
+                .map(|f| {
+                    let column = b.column_by_name(f.name()).unwrap_or_else(|| panic!("expected data has no column {}", f.name()));
+                    cast(column, f.data_type()).unwrap()
+                })
+                .collect();
+            RecordBatch::try_new(actual_schema.clone(), columns).unwrap()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn dat_cases_return_the_expected_rows_at_every_version() {
+    let Some(dir) = dir_or_skip("dat") else { return };
+    let mut checked = 0;
+    for case in std::fs::read_dir(dir.join("dat")).unwrap() {
+        let case = case.unwrap().path();
+        let uri = case.join("delta").to_string_lossy().to_string();
+        for expected in std::fs::read_dir(case.join("expected")).unwrap() {
+            let expected = expected.unwrap().path();
+            let meta: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(expected.join("table_version_metadata.json")).unwrap()).unwrap();
+            let version = meta["version"].as_i64().unwrap();
+            let table = Table::open_with(&uri, OpenOptions::new().version(version)).await.unwrap();
+            let (batches, _) = table.scan().execute().await.unwrap().collect().await.unwrap();
+            let schema = table.scan().execute().await.unwrap().schema();
+            let want = align(&read_parquet(&expected.join("table_content.parquet")), &schema);
+            assert_eq!(
+                canonical_rows(&batches),
+                canonical_rows(&want),
+                "{} at version {version}",
+                case.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 9, "all DAT versions were checked ({checked})");
+}
+
+#[derive(Debug)]
+enum Outcome {
+    Rows(usize),
+    Error(String),
+    Panic(String),
+}
+
+async fn open_and_scan(path: PathBuf) -> Outcome {
+    let uri = path.to_string_lossy().to_string();
+    let task = tokio::spawn(async move {
+        let table = Table::open(&uri).await?;
+        let (batches, _) = table.scan().execute().await?.collect().await?;
+        Ok::<_, sediment::Error>(count(&batches))
+    });
+    match task.await {
+        Ok(Ok(rows)) => Outcome::Rows(rows),
+        Ok(Err(e)) => Outcome::Error(format!("{:?}: {e}", e.kind())),
+        Err(e) => Outcome::Panic(e.to_string()),
+    }
+}
+
+/// `table -> Some(rows)` (or `None` where the independent reader failed) from INVENTORY.md.
+fn inventory(dir: &Path) -> BTreeMap<String, Option<usize>> {
+    let text = std::fs::read_to_string(dir.join("INVENTORY.md")).unwrap();
+    let mut section = "";
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        if line.starts_with("## DAT") {
+            section = "dat";
+        } else if line.starts_with("## delta-rs") {
+            section = "delta-rs";
+        } else if line.starts_with("## delta-io") {
+            section = "delta-golden";
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if cells.len() < 8 || !line.starts_with("| ") || cells[1] == "table" || section == "dat" {
+            continue;
+        }
+        let rows = cells[7].strip_prefix("rows=").and_then(|n| n.parse().ok());
+        out.insert(format!("{section}/{}", cells[1]), rows);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_tables_scan_to_the_independent_row_counts_or_are_refused_cleanly() {
+    let Some(dir) = dir_or_skip("foreign tables") else { return };
+    let tables = inventory(&dir);
+    assert!(tables.len() > 150, "inventory parsed ({} tables)", tables.len());
+    let mut failures = Vec::new();
+    let mut summary = Vec::new();
+    for (name, rows) in &tables {
+        let outcome = open_and_scan(dir.join(name)).await;
+        let refused = REFUSED.iter().find(|(t, _)| t == name);
+        summary.push(format!("{name}: {outcome:?}"));
+        match (&outcome, rows, refused) {
+            (Outcome::Panic(p), _, _) => failures.push(format!("{name}: panicked: {p}")),
+            (Outcome::Rows(n), Some(want), None) if n == want => {}
+            (Outcome::Rows(n), Some(want), None) => failures.push(format!("{name}: {n} rows, independent reader found {want}")),
+            (Outcome::Rows(n), None, None) => failures.push(format!("{name}: {n} rows where the independent reader failed; add it to the expectations")),
+            (Outcome::Error(_), _, Some(_)) => {}
+            (Outcome::Error(e), _, None) => failures.push(format!("{name}: unexpected error: {e}")),
+            (Outcome::Rows(n), _, Some((_, why))) => failures.push(format!("{name}: listed as refused ({why}) but returned {n} rows")),
+        }
+    }
+    eprintln!("{}", summary.join("\n"));
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[tokio::test]
+async fn broken_logs_fail_with_errors_not_panics() {
+    let Some(dir) = dir_or_skip("broken logs") else { return };
+    let base = dir.join("delta-rs-broken-logs");
+    for (table, must_open) in [("table_a", true), ("table_b", true), ("table_c", false), ("table_d", false), ("table_e", false), ("table_f", false), ("table_h", false), ("table_i", false)] {
+        let outcome = open_and_scan(base.join(table)).await;
+        match (outcome, must_open) {
+            (Outcome::Panic(p), _) => panic!("{table} panicked: {p}"),
+            (Outcome::Rows(_), true) | (Outcome::Error(_), false) => {}
+            (other, _) => panic!("{table}: expected {}, got {other:?}", if must_open { "to open" } else { "an error" }),
+        }
+    }
+    // table_g: whatever it is, no panic.
+    assert!(!matches!(open_and_scan(base.join("table_g")).await, Outcome::Panic(_)));
+}

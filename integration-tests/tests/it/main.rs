@@ -1,0 +1,14 @@
+//! Sediment's integration tests: one binary, a module per scenario.
+//!
+//! They run against a real S3-compatible server (moto, started by `scripts/test.sh`,
+//! which exports `SEDIMENT_TEST_S3_ENDPOINT` and the `AWS_*` variables) and against
+//! the real Delta tables in `../shared/conformance/`.
+
+mod cli;
+mod common;
+mod concurrency;
+mod conformance;
+mod crash;
+mod interop;
+mod s3_table;
+mod table_writer;

@@ -1,0 +1,273 @@
+//! Appends, overwrites, scans with pruning, schema enforcement and time travel on S3.
+
+use std::sync::Arc;
+
+use sediment::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
+use sediment::{ErrorKind, OpenOptions, SchemaMode, Table, WriteOptions};
+
+use crate::common::{append_events, canonical_rows, count, s3_uri, table_rows};
+
+#[tokio::test]
+async fn append_overwrite_and_time_travel_on_s3() {
+    let uri = s3_uri("basic");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    assert!(!table.exists());
+    let first = append_events(&mut table, 0, 1_000).await;
+    assert_eq!(first.version, Some(0));
+    assert!(first.created);
+    assert_eq!(first.rows_written, 1_000);
+    // One file per partition (5 days), each far below the target size.
+    assert_eq!(first.files_added, 5);
+    let second = append_events(&mut table, 1_000, 500).await;
+    assert_eq!(second.version, Some(1));
+
+    let reopened = Table::open(&uri).await.unwrap();
+    assert_eq!(reopened.version(), Some(1));
+    let info = reopened.info().unwrap();
+    assert_eq!(info.rows, Some(1_500));
+    assert_eq!(info.files, 10);
+    assert_eq!(info.partitions, 5);
+    assert_eq!(info.small_files, 10);
+
+    // Time travel to version 0 sees only the first append.
+    let v0 = Table::open_with(&uri, OpenOptions::new().version(0)).await.unwrap();
+    let (batches, _) = v0.scan().execute().await.unwrap().collect().await.unwrap();
+    assert_eq!(count(&batches), 1_000);
+    let expected = canonical_rows(&[sediment::demo::events_batch(0, 1_000)]);
+    assert_eq!(canonical_rows(&batches), expected);
+
+    // Time travel by timestamp: the commit time of version 0 resolves to version 0.
+    let history = reopened.history(None).await.unwrap();
+    assert_eq!(history.iter().map(|h| h.version).collect::<Vec<_>>(), vec![1, 0]);
+    assert_eq!(history[0].engine.as_deref(), Some(sediment::commit::engine_info().as_str()));
+    assert_eq!(history[0].operation.as_deref(), Some("WRITE"));
+    assert_eq!(history[0].metrics["numOutputRows"], "500");
+    let t0 = chrono::DateTime::from_timestamp_millis(history[1].timestamp.unwrap()).unwrap();
+    let at_t0 = Table::open_with(&uri, OpenOptions::new().as_of(t0)).await.unwrap();
+    assert_eq!(at_t0.version(), Some(0));
+
+    // A full overwrite replaces every file.
+    let report = table
+        .write([sediment::demo::events_batch(5_000, 100)], WriteOptions::overwrite())
+        .await
+        .unwrap();
+    assert_eq!(report.files_removed, 10);
+    assert_eq!(table_rows(&table).await, canonical_rows(&[sediment::demo::events_batch(5_000, 100)]));
+    // ...and the old version is still readable.
+    let v1 = Table::open_with(&uri, OpenOptions::new().version(1)).await.unwrap();
+    assert_eq!(v1.info().unwrap().rows, Some(1_500));
+}
+
+#[tokio::test]
+async fn replace_where_overwrites_only_matching_partitions() {
+    let uri = s3_uri("replace-where");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    append_events(&mut table, 0, 2_000).await;
+    let before = table_rows(&table).await;
+    let day = "2024-05-02";
+    let filter = format!("event_date = '{day}'");
+    let (old_day, _) = table.scan().filter(&filter).execute().await.unwrap().collect().await.unwrap();
+
+    // New rows for that one day only.
+    let replacement = crate::common::events_on_day(10_000, 2_000, day);
+    let report = table
+        .write([replacement.clone()], WriteOptions::append().replace_where(&filter))
+        .await
+        .unwrap();
+    assert_eq!(report.files_removed, 1, "only the {day} partition's file is replaced");
+
+    let mut expected: Vec<String> = before
+        .into_iter()
+        .filter(|row| !canonical_rows(&old_day).contains(row))
+        .collect();
+    expected.extend(canonical_rows(&[replacement]));
+    expected.sort();
+    assert_eq!(table_rows(&table).await, expected);
+
+    // Rows outside the predicate are refused and nothing is committed.
+    let version = table.version();
+    let err = table
+        .write([sediment::demo::events_batch(20_000, 100)], WriteOptions::append().replace_where(&filter))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("do not match replace_where"), "{err}");
+    table.refresh().await.unwrap();
+    assert_eq!(table.version(), version);
+
+    // A predicate on a data column is refused.
+    let err = table
+        .write([sediment::demo::events_batch(0, 1)], WriteOptions::append().replace_where("user_id = 1"))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("may only mention partition columns"), "{err}");
+}
+
+#[tokio::test]
+async fn scans_prune_by_partition_and_statistics() {
+    let uri = s3_uri("pruning");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    // Ten appends with disjoint event_id ranges: statistics can skip by event_id.
+    for i in 0..10 {
+        append_events(&mut table, i * 1_000, 1_000).await;
+    }
+    let all = table.plan_scan(None).unwrap().report;
+    assert_eq!(all.files_in_snapshot, 50);
+
+    let scan = table.scan().filter("event_date = '2024-05-03'").execute().await.unwrap();
+    let (batches, report) = scan.collect().await.unwrap();
+    assert_eq!(report.files_in_snapshot, 50);
+    assert_eq!(report.files_after_partition_pruning, 10);
+    assert_eq!(report.files_after_stats_skipping, 10);
+    assert!(report.bytes_read > 0 && report.bytes_read <= report.bytes_in_selected_files * 2);
+    let all_rows = sediment::demo::events_batch(0, 10_000);
+    let day_mask = sediment::predicate::Predicate::parse("event_date = '2024-05-03'", &all_rows.schema())
+        .unwrap()
+        .matches(&all_rows)
+        .unwrap();
+    let expected = sediment::arrow::compute::filter_record_batch(&all_rows, &day_mask).unwrap();
+    assert_eq!(canonical_rows(&batches), canonical_rows(&[expected]));
+
+    // Statistics skipping: ids 3000..3999 live in the fourth append's 5 files only.
+    let (batches, report) = table
+        .scan()
+        .filter("event_id >= 3000 AND event_id < 3100")
+        .columns(["event_id", "user_id"])
+        .execute()
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(report.files_after_partition_pruning, 50);
+    assert_eq!(report.files_after_stats_skipping, 5);
+    assert_eq!(count(&batches), 100);
+    assert_eq!(batches[0].schema().fields().len(), 2);
+
+    // Both at once, and a limit.
+    let (batches, report) = table
+        .scan()
+        .filter("event_date = '2024-05-01' AND event_id < 1000")
+        .limit(7)
+        .execute()
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(report.files_after_partition_pruning, 10);
+    assert_eq!(report.files_after_stats_skipping, 1);
+    assert!(count(&batches) <= 7);
+
+    // Bad filters and columns are clear errors.
+    let err = table.scan().filter("no_such_column = 1").execute().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("no_such_column"), "{err}");
+    let err = table.scan().filter("event_id >").execute().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let err = table.scan().filter("event_id + 1").execute().await.unwrap_err();
+    assert!(err.to_string().contains("expected a boolean"), "{err}");
+    let err = table.scan().columns(["nope"]).execute().await.unwrap_err();
+    assert!(err.to_string().contains("`nope`"), "{err}");
+}
+
+fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
+    RecordBatch::try_from_iter(columns).unwrap()
+}
+
+#[tokio::test]
+async fn schema_enforcement_and_evolution() {
+    let uri = s3_uri("schema");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let ids: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+    let names: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
+    table
+        .write([batch(vec![("id", ids.clone()), ("name", names.clone())])], WriteOptions::append())
+        .await
+        .unwrap();
+
+    // Wrong type: refused, naming the column and both types; nothing committed.
+    let bad: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
+    let err = table.write([batch(vec![("id", bad)])], WriteOptions::append()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    let msg = err.to_string();
+    assert!(msg.contains("`id`") && msg.contains("Int64") && msg.contains("Utf8"), "{msg}");
+    // An extra column is refused in strict mode...
+    let extra: ArrayRef = Arc::new(StringArray::from(vec!["e1"]));
+    let err = table
+        .write([batch(vec![("id", Arc::new(Int64Array::from(vec![4]))), ("color", extra.clone())])], WriteOptions::append())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("`color`"), "{err}");
+    assert_eq!(Table::open(&uri).await.unwrap().version(), Some(0));
+
+    // ...and added in merge mode, old rows reading it as null.
+    let report = table
+        .write(
+            [batch(vec![("id", Arc::new(Int64Array::from(vec![4]))), ("color", extra)])],
+            WriteOptions::append().schema_mode(SchemaMode::Merge),
+        )
+        .await
+        .unwrap();
+    assert!(report.schema_evolved);
+    let table = Table::open(&uri).await.unwrap();
+    let schema = table.arrow_schema().unwrap();
+    assert!(schema.field_with_name("color").unwrap().is_nullable());
+    let rows = crate::common::table_rows(&table).await;
+    assert_eq!(
+        rows,
+        vec!["color=NULL|id=1|name=a", "color=NULL|id=2|name=b", "color=NULL|id=3|name=c", "color=e1|id=4|name=NULL"]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_input_stream_commits_nothing_and_leaves_no_files() {
+    let uri = s3_uri("failing-stream");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    append_events(&mut table, 0, 100).await;
+    let files_before = list_data_files(&table).await;
+    let batches = futures::stream::iter(vec![
+        Ok(sediment::demo::events_batch(100, 500)),
+        Ok(sediment::demo::events_batch(600, 500)),
+        Err(sediment::Error::invalid("input broke half-way")),
+    ]);
+    let err = table.write_stream(batches, WriteOptions::append()).await.unwrap_err();
+    assert!(err.to_string().contains("input broke half-way"));
+    let reopened = Table::open(&uri).await.unwrap();
+    assert_eq!(reopened.version(), Some(0));
+    assert_eq!(reopened.info().unwrap().rows, Some(100));
+    assert_eq!(list_data_files(&table).await, files_before, "written files are cleaned up");
+}
+
+/// Every parquet file under the table root, committed or not.
+pub async fn list_data_files(table: &Table) -> Vec<String> {
+    use futures::TryStreamExt;
+    let mut files: Vec<String> = table
+        .object_store()
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|p| p.ends_with(".parquet") && !p.contains("_delta_log"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn opening_what_is_not_there() {
+    let err = Table::open(&s3_uri("missing")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let err = Table::open(dir.path().join("nope").to_str().unwrap()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let uri = s3_uri("versions");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    append_events(&mut table, 0, 10).await;
+    let err = Table::open_with(&uri, OpenOptions::new().version(7)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = Table::open("ftp://x/y").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}

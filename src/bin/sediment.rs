@@ -1,0 +1,495 @@
+//! The `sediment` command line. Every verb is a library call; this file parses
+//! arguments, installs logging and renders results.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use sediment::arrow::array::RecordBatch;
+use sediment::arrow::util::pretty::pretty_format_batches;
+use sediment::{OpenOptions, SchemaMode, StorageOptions, Table, WriteMode, WriteOptions};
+
+#[derive(Parser)]
+#[command(name = "sediment", version, about = "Keep Delta Lake tables healthy: write, scan, time travel, inspect.")]
+struct Cli {
+    /// Print results as JSON (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    /// A storage option such as aws_endpoint=http://127.0.0.1:9000 (repeatable).
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", global = true, value_parser = parse_key_value)]
+    storage_options: Vec<(String, String)>,
+    /// Log more (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Append (or overwrite) Parquet, CSV or NDJSON files into a table, creating it when missing.
+    Append(AppendArgs),
+    /// Read a table, optionally at an older version.
+    Scan(ScanArgs),
+    /// List the table's commits, newest first.
+    History {
+        /// Table location: a path, file://, memory:// or s3://bucket/prefix.
+        uri: String,
+        /// At most this many commits.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Describe a table: version, files, bytes, rows, partitions, file sizes.
+    Info {
+        /// Table location.
+        uri: String,
+        #[command(flatten)]
+        at: TimeTravel,
+    },
+    /// Write a bronze events table the way a streaming writer would, then inspect it.
+    Demo {
+        /// Where to put the demo tables.
+        #[arg(long, default_value = "sediment-demo")]
+        dir: PathBuf,
+        /// How many small appends to make.
+        #[arg(long, default_value_t = 40)]
+        appends: usize,
+        /// Rows per append.
+        #[arg(long, default_value_t = 2_500)]
+        rows_per_append: usize,
+    },
+}
+
+#[derive(Args)]
+struct AppendArgs {
+    /// Table location.
+    uri: String,
+    /// Input files (.parquet, .csv, .ndjson/.jsonl/.json).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Partition columns of a new table, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    partition_by: Vec<String>,
+    /// append adds rows; overwrite replaces them (all, or those matching --where).
+    #[arg(long, value_enum, default_value = "append")]
+    mode: ModeArg,
+    /// With --mode overwrite: replace only partitions matching this predicate.
+    #[arg(long = "where", value_name = "EXPR")]
+    predicate: Option<String>,
+    /// strict refuses columns the table lacks; merge adds them.
+    #[arg(long, value_enum, default_value = "strict")]
+    schema_mode: SchemaModeArg,
+    /// Cut data files at about this size.
+    #[arg(long, default_value = "128MiB", value_parser = parse_size)]
+    target_size: u64,
+}
+
+#[derive(Args)]
+struct TimeTravel {
+    /// Read the table as of this version.
+    #[arg(long, conflicts_with = "as_of")]
+    version: Option<i64>,
+    /// Read the table as of this time (RFC 3339, or YYYY-MM-DD[ HH:MM:SS] in UTC).
+    #[arg(long, value_parser = parse_timestamp)]
+    as_of: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Args)]
+struct ScanArgs {
+    /// Table location.
+    uri: String,
+    #[command(flatten)]
+    at: TimeTravel,
+    /// Columns to return, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    columns: Vec<String>,
+    /// Rows to return: a SQL boolean expression.
+    #[arg(long = "where", value_name = "EXPR")]
+    predicate: Option<String>,
+    /// At most this many rows.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Output format (default: table, or ndjson with --json).
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// Write to this file instead of standard output (required for parquet).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    Append,
+    Overwrite,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchemaModeArg {
+    Strict,
+    Merge,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum FormatArg {
+    Table,
+    Csv,
+    Ndjson,
+    Parquet,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    install_tracing(cli.verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = err
+                .chain()
+                .find_map(|e| e.downcast_ref::<sediment::Error>())
+                .map(|e| e.kind().exit_code())
+                .unwrap_or(1);
+            eprintln!("error: {err:#}");
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn install_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info,sediment=info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let options: StorageOptions = cli.storage_options.iter().cloned().collect();
+    match cli.command {
+        Command::Append(args) => append(args, options, cli.json).await,
+        Command::Scan(args) => scan(args, options, cli.json).await,
+        Command::History { uri, limit } => history(&uri, limit, options, cli.json).await,
+        Command::Info { uri, at } => info(&uri, &at, options, cli.json).await,
+        Command::Demo { dir, appends, rows_per_append } => demo(dir, appends, rows_per_append, cli.json).await,
+    }
+}
+
+fn open_options(options: StorageOptions, at: &TimeTravel) -> OpenOptions {
+    let mut open = OpenOptions::new().storage_options(options);
+    if let Some(v) = at.version {
+        open = open.version(v);
+    }
+    if let Some(ts) = at.as_of {
+        open = open.as_of(ts);
+    }
+    open
+}
+
+async fn append(args: AppendArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    // Open every file first: a missing or malformed file fails before anything is written.
+    let mut sources = Vec::new();
+    for path in &args.files {
+        sources.push(sediment::source::open_source_file(path)?);
+    }
+    let mut table = Table::open_or_new(&args.uri, options).await?;
+    let write_options = WriteOptions {
+        mode: match args.mode {
+            ModeArg::Append => WriteMode::Append,
+            ModeArg::Overwrite => WriteMode::Overwrite,
+        },
+        partition_by: args.partition_by,
+        replace_where: args.predicate,
+        schema_mode: match args.schema_mode {
+            SchemaModeArg::Strict => SchemaMode::Strict,
+            SchemaModeArg::Merge => SchemaMode::Merge,
+        },
+        target_file_size: args.target_size,
+        ..WriteOptions::default()
+    };
+    let progress = progress_bar(args.files.len() as u64, "files");
+    let bar = progress.clone();
+    let batches = futures::stream::iter(sources.into_iter().flat_map(move |source| {
+        let bar = bar.clone();
+        source.batches.chain(std::iter::from_fn(move || {
+            bar.inc(1);
+            None
+        }))
+    }));
+    let report = table.write_stream(batches, write_options).await?;
+    progress.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        match report.version {
+            Some(v) => println!(
+                "{} version {v}: {} rows in {} files ({}), {} files removed, {} ms",
+                if report.created { "created table at" } else { "committed" },
+                report.rows_written,
+                report.files_added,
+                human_bytes(report.bytes_written),
+                report.files_removed,
+                report.duration_ms
+            ),
+            None => println!("nothing to commit: the input had no rows"),
+        }
+    }
+    Ok(())
+}
+
+async fn scan(args: ScanArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    let format = args.format.unwrap_or(if json { FormatArg::Ndjson } else { FormatArg::Table });
+    if format == FormatArg::Parquet && args.output.is_none() {
+        anyhow::bail!(sediment::Error::invalid("--format parquet needs --output PATH"));
+    }
+    let table = Table::open_with(&args.uri, open_options(options, &args.at)).await?;
+    let mut builder = table.scan();
+    if !args.columns.is_empty() {
+        builder = builder.columns(args.columns.clone());
+    }
+    if let Some(p) = &args.predicate {
+        builder = builder.filter(p.clone());
+    }
+    if let Some(n) = args.limit {
+        builder = builder.limit(n);
+    }
+    let mut scan = builder.execute().await?;
+    let schema = scan.schema();
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match format {
+        FormatArg::Table => {
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            while let Some(batch) = scan.next().await {
+                batches.push(batch?);
+            }
+            if batches.is_empty() {
+                batches.push(RecordBatch::new_empty(schema.clone()));
+            }
+            writeln!(out, "{}", pretty_format_batches(&batches)?)?;
+        }
+        FormatArg::Csv => {
+            let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(&mut out);
+            let mut wrote = false;
+            while let Some(batch) = scan.next().await {
+                writer.write(&batch?)?;
+                wrote = true;
+            }
+            if !wrote {
+                writer.write(&RecordBatch::new_empty(schema.clone()))?;
+            }
+        }
+        FormatArg::Ndjson => {
+            let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
+            while let Some(batch) = scan.next().await {
+                writer.write(&batch?)?;
+            }
+            writer.finish()?;
+        }
+        FormatArg::Parquet => {
+            let mut writer = sediment::deltalake::parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(sediment::writer_properties()))?;
+            while let Some(batch) = scan.next().await {
+                writer.write(&batch?)?;
+            }
+            writer.close()?;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    let report = scan.report();
+    if json {
+        eprintln!("{}", serde_json::to_string(&report)?);
+    } else {
+        eprintln!(
+            "version {}: {} rows; files {} in snapshot, {} after partition pruning, {} after stats skipping; {} read",
+            report.version,
+            report.rows_returned,
+            report.files_in_snapshot,
+            report.files_after_partition_pruning,
+            report.files_after_stats_skipping,
+            human_bytes(report.bytes_read)
+        );
+    }
+    Ok(())
+}
+
+async fn history(uri: &str, limit: usize, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    let table = Table::open_with(uri, OpenOptions::new().storage_options(options)).await?;
+    let entries = table.history(Some(limit)).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    println!("{:>8}  {:<24}  {:<18}  {:<22}  metrics", "version", "time (UTC)", "operation", "engine");
+    for e in entries {
+        let time = e
+            .timestamp
+            .and_then(chrono::DateTime::from_timestamp_millis)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+            .unwrap_or_default();
+        let metrics = match &e.metrics {
+            serde_json::Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect::<Vec<_>>().join(" "),
+            _ => String::new(),
+        };
+        println!(
+            "{:>8}  {:<24}  {:<18}  {:<22}  {}",
+            e.version,
+            time,
+            e.operation.unwrap_or_default(),
+            e.engine.unwrap_or_default(),
+            metrics
+        );
+    }
+    Ok(())
+}
+
+async fn info(uri: &str, at: &TimeTravel, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    let table = Table::open_with(uri, open_options(options, at)).await?;
+    let info = table.info()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        print_info(&info);
+    }
+    Ok(())
+}
+
+fn print_info(info: &sediment::TableInfo) {
+    println!("table        {}", info.uri);
+    println!("version      {}", info.version);
+    println!("files        {} ({} small: below 1/8 of the {} target)", info.files, info.small_files, human_bytes(info.target_file_size));
+    println!("bytes        {}", human_bytes(info.bytes));
+    match info.rows {
+        Some(rows) => println!("rows         {rows}"),
+        None => println!("rows         unknown ({} files have no statistics)", info.files_without_stats),
+    }
+    if info.partition_columns.is_empty() {
+        println!("partitions   none (not partitioned)");
+    } else {
+        println!("partitions   {} by [{}]", info.partitions, info.partition_columns.join(", "));
+    }
+    if info.files_with_deletion_vectors > 0 {
+        println!("deletion vectors in {} files", info.files_with_deletion_vectors);
+    }
+    println!("file sizes");
+    let widest = info.size_histogram.iter().map(|b| b.files).max().unwrap_or(0).max(1);
+    for bucket in &info.size_histogram {
+        let bar = "#".repeat((bucket.files * 40).div_ceil(widest));
+        println!("  {:>14} {:>7}  {}", bucket.label, bucket.files, bar);
+    }
+    println!("schema");
+    for c in &info.schema {
+        println!("  {:<24} {}{}", c.name, c.data_type, if c.nullable { "" } else { " not null" });
+    }
+}
+
+async fn demo(dir: PathBuf, appends: usize, rows_per_append: usize, json: bool) -> anyhow::Result<()> {
+    let events_path = dir.join("bronze").join("events");
+    let uri = events_path.to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, StorageOptions::new()).await?;
+    let first_id = match table.info() {
+        Ok(info) => info.rows.unwrap_or(0) as i64,
+        Err(_) => 0,
+    };
+    if !json {
+        println!("== 1. a streaming writer appends {appends} small batches of {rows_per_append} events to {uri}");
+    }
+    let progress = progress_bar(appends as u64, "appends");
+    let mut first_version = None;
+    for i in 0..appends {
+        let batch = sediment::demo::events_batch(first_id + (i * rows_per_append) as i64, rows_per_append);
+        let report = table.write([batch], WriteOptions::append().partition_by(["event_date"])).await?;
+        first_version = first_version.or(report.version);
+        progress.inc(1);
+    }
+    progress.finish_and_clear();
+    let info = table.info()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!("\n== 2. the table now: many commits, many small files");
+    print_info(&info);
+    let old_version = first_version.unwrap_or(0);
+    let old = Table::open_with(&uri, OpenOptions::new().version(old_version)).await?;
+    let old_info = old.info()?;
+    println!("\n== 3. time travel: version {old_version} (after the first append of this run)");
+    println!("rows then    {}", old_info.rows.unwrap_or(0));
+    println!("rows now     {}", info.rows.unwrap_or(0));
+    let (batches, report) = table.scan().filter("event_date = '2024-05-03' AND event_type = 'purchase'").execute().await?.collect().await?;
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    println!(
+        "\n== 4. a pruned scan: {rows} purchases on 2024-05-03, reading {} of {} files ({})",
+        report.files_after_stats_skipping,
+        report.files_in_snapshot,
+        human_bytes(report.bytes_read)
+    );
+    let bin = "sediment";
+    println!("\n== next");
+    println!("  {bin} info {uri}");
+    println!("  {bin} history {uri} --limit 5");
+    println!("  {bin} scan {uri} --where \"event_type = 'refund'\" --columns event_id,user_id,amount --limit 10");
+    println!("  {bin} scan {uri} --version {old_version} --format csv --limit 5");
+    Ok(())
+}
+
+fn progress_bar(len: u64, unit: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let style = ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit} {{elapsed}}"))
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+fn human_bytes(bytes: u64) -> String {
+    bytesize::ByteSize(bytes).display().iec().to_string()
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))?;
+    if k.is_empty() {
+        return Err(format!("empty key in {s:?}"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let size: bytesize::ByteSize = s.parse().map_err(|e| format!("invalid size {s:?}: {e}"))?;
+    if size.as_u64() == 0 {
+        return Err(format!("size must be positive, got {s:?}"));
+    }
+    Ok(size.as_u64())
+}
+
+fn parse_timestamp(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    Err(format!("invalid timestamp {s:?}: expected RFC 3339 or YYYY-MM-DD[ HH:MM:SS] (UTC)"))
+}

@@ -1,0 +1,63 @@
+//! Committing actions to the Delta log.
+//!
+//! Every Sediment commit carries a `commitInfo` with the operation, its parameters,
+//! the read version, operation metrics and `engineInfo = "sediment/<version>"`.
+//! Commits on every store are put-if-absent (`If-None-Match` on S3), so concurrent
+//! writers never overwrite each other's log entries; delta-rs's conflict checker
+//! decides whether a commit can be rebased over what landed first.
+
+use std::collections::HashMap;
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::protocol::DeltaOperation;
+use serde_json::Value;
+
+use crate::error::Result;
+use crate::table::Table;
+
+/// The `engineInfo` Sediment writes into every commit.
+pub fn engine_info() -> String {
+    format!("sediment/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Everything a commit needs besides its actions.
+pub(crate) struct CommitRequest {
+    pub operation: DeltaOperation,
+    pub metrics: Vec<(&'static str, u64)>,
+    pub blind_append: bool,
+    pub max_retries: usize,
+    pub app_transaction: Option<Transaction>,
+}
+
+/// Commit `actions` on top of the version `table` is at (or create version 0 when
+/// the table does not exist), and move `table` to the committed version.
+pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request: CommitRequest) -> Result<i64> {
+    let mut info = request.operation.get_commit_info();
+    info.timestamp = Some(chrono::Utc::now().timestamp_millis());
+    info.engine_info = Some(engine_info());
+    info.read_version = table.version().map(|v| v as u64);
+    info.is_blind_append = Some(request.blind_append);
+    let metrics: HashMap<String, Value> = request
+        .metrics
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+        .collect();
+    info.info.insert("operationMetrics".into(), Value::Object(metrics.into_iter().collect()));
+    info.info.insert("clientVersion".into(), Value::String(engine_info()));
+    actions.insert(0, Action::CommitInfo(info));
+
+    let mut properties = CommitProperties::default().with_max_retries(request.max_retries);
+    if let Some(txn) = request.app_transaction {
+        properties = properties.with_application_transaction(txn);
+    }
+    let log_store = table.delta().log_store();
+    let snapshot = table.delta().snapshot().ok();
+    let finalized = CommitBuilder::from(properties)
+        .with_actions(actions)
+        .build(snapshot.map(|s| s as &dyn TableReference), log_store, request.operation)
+        .await?;
+    let version = finalized.version();
+    table.refresh().await?;
+    Ok(version)
+}

@@ -1,0 +1,178 @@
+//! Errors of the Sediment library.
+//!
+//! Every error carries an [`ErrorKind`] a caller can act on: retry a
+//! [`ErrorKind::Conflict`] or [`ErrorKind::Unavailable`], fix the request on
+//! [`ErrorKind::InvalidInput`], and so on. Messages are lowercase and name the
+//! table, file, column or version involved.
+
+use deltalake::DeltaTableError;
+use deltalake::kernel::transaction::TransactionError;
+
+/// What a caller can do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// Another writer committed first in a way that cannot be reconciled: retry.
+    Conflict,
+    /// The request is wrong (bad expression, schema that does not fit, bad option): fix it.
+    InvalidInput,
+    /// The table, version or file does not exist.
+    NotFound,
+    /// The table uses a protocol feature Sediment cannot honour.
+    Unsupported,
+    /// Storage could not be reached or answered with a transient error: retry later.
+    Unavailable,
+    /// The table is damaged (broken log, unreadable file).
+    Data,
+    /// A bug or an unexpected state inside Sediment or its dependencies.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The process exit code the CLI uses for this kind (stable, for scripts).
+    pub fn exit_code(self) -> i32 {
+        match self {
+            ErrorKind::InvalidInput => 2,
+            ErrorKind::NotFound => 3,
+            ErrorKind::Conflict => 4,
+            ErrorKind::Unsupported => 5,
+            ErrorKind::Unavailable => 6,
+            ErrorKind::Data => 7,
+            ErrorKind::Internal => 1,
+        }
+    }
+}
+
+/// The error type of every Sediment operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Error {
+    kind: ErrorKind,
+    message: String,
+    #[source]
+    source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+/// Shorthand for results of Sediment operations.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An [`ErrorKind::InvalidInput`] error.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::InvalidInput, message)
+    }
+
+    /// An [`ErrorKind::Unsupported`] error.
+    pub fn unsupported(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Unsupported, message)
+    }
+
+    /// An [`ErrorKind::Internal`] error.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Internal, message)
+    }
+
+    /// What a caller can do about this error.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// Prefix the message with context (a table, a file), keeping the kind.
+    pub fn context(mut self, context: impl std::fmt::Display) -> Self {
+        self.message = format!("{context}: {}", self.message);
+        self
+    }
+
+    /// Wrap a delta-rs error, classifying it.
+    pub fn delta(err: DeltaTableError) -> Self {
+        let kind = classify_delta(&err);
+        let message = match &err {
+            DeltaTableError::NotATable(path) => format!("no delta table at {path}"),
+            other => other.to_string(),
+        };
+        Self {
+            kind,
+            message,
+            source: Some(Box::new(err)),
+        }
+    }
+}
+
+fn classify_delta(err: &DeltaTableError) -> ErrorKind {
+    use DeltaTableError as E;
+    match err {
+        E::NotATable(_) | E::InvalidVersion(_) => ErrorKind::NotFound,
+        E::VersionAlreadyExists(_) | E::VersionMismatch(..) => ErrorKind::Conflict,
+        E::Transaction { source } => match source {
+            TransactionError::VersionAlreadyExists(_)
+            | TransactionError::CommitConflict(_)
+            | TransactionError::MaxCommitAttempts(_) => ErrorKind::Conflict,
+            TransactionError::UnsupportedTableFeatures(_)
+            | TransactionError::TableFeaturesRequired(_) => ErrorKind::Unsupported,
+            TransactionError::DeltaTableAppendOnly => ErrorKind::InvalidInput,
+            TransactionError::ObjectStore { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        },
+        E::ObjectStore { source } => match source {
+            deltalake::ObjectStoreError::NotFound { .. } => ErrorKind::NotFound,
+            _ => ErrorKind::Unavailable,
+        },
+        E::InvalidJsonLog { .. }
+        | E::InvalidStatsJson { .. }
+        | E::InvalidData { .. }
+        | E::Parquet { .. }
+        | E::KernelError(_)
+        | E::Kernel { .. }
+        | E::MetadataError(_)
+        | E::NoSchema => ErrorKind::Data,
+        E::SchemaMismatch { .. }
+        | E::InvalidPartitionFilter { .. }
+        | E::InvalidDateTimeString { .. }
+        | E::InvalidTableLocation(_)
+        | E::PartitionError { .. } => ErrorKind::InvalidInput,
+        E::UnsupportedColumnMapping { .. } | E::MissingFeature { .. } => ErrorKind::Unsupported,
+        _ => ErrorKind::Internal,
+    }
+}
+
+impl From<DeltaTableError> for Error {
+    fn from(err: DeltaTableError) -> Self {
+        Error::delta(err)
+    }
+}
+
+impl From<deltalake::arrow::error::ArrowError> for Error {
+    fn from(err: deltalake::arrow::error::ArrowError) -> Self {
+        Self {
+            kind: ErrorKind::InvalidInput,
+            message: err.to_string(),
+            source: Some(Box::new(err)),
+        }
+    }
+}
+
+impl From<deltalake::datafusion::error::DataFusionError> for Error {
+    fn from(err: deltalake::datafusion::error::DataFusionError) -> Self {
+        use deltalake::datafusion::error::DataFusionError as D;
+        let kind = match &err {
+            D::SQL(..) | D::Plan(_) | D::SchemaError(..) => ErrorKind::InvalidInput,
+            D::ObjectStore(_) | D::IoError(_) => ErrorKind::Unavailable,
+            D::ParquetError(_) => ErrorKind::Data,
+            _ => ErrorKind::Internal,
+        };
+        Self {
+            kind,
+            message: err.to_string(),
+            source: Some(Box::new(err)),
+        }
+    }
+}

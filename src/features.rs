@@ -1,0 +1,101 @@
+//! Which Delta protocol features Sediment reads and writes.
+//!
+//! Reading goes through delta-rs, so every reader feature delta-rs supports is
+//! readable (deletion vectors, column mapping, timestamp without time zone, v2
+//! checkpoints, variant). Writing is stricter: Sediment writes data files itself and
+//! only writes to tables whose writer features it honours. A feature that is merely
+//! *declared* but has nothing to enforce (no invariant, constraint or generated
+//! column in the schema) does not stop a write; one that would have to be enforced
+//! does, and the error names it.
+
+use deltalake::kernel::transaction::PROTOCOL;
+use deltalake::kernel::{StructType, TableFeature};
+use deltalake::table::state::DeltaTableState;
+
+use crate::error::{Error, Result};
+
+/// Writer features Sediment honours when it adds or removes whole data files.
+const WRITABLE_FEATURES: &[&str] = &[
+    "appendOnly",
+    "invariants",
+    "checkConstraints",
+    "changeDataFeed",
+    "generatedColumns",
+    "timestampNtz",
+    "deletionVectors",
+    "v2Checkpoint",
+    "vacuumProtocolCheck",
+    "checkpointProtection",
+    "domainMetadata",
+];
+
+/// Check that `table` (named by `uri`) can be read. Errors name the unsupported feature.
+pub fn check_readable(uri: &str, state: &DeltaTableState) -> Result<()> {
+    PROTOCOL
+        .can_read_from(state)
+        .map_err(|e| Error::unsupported(format!("cannot read table {uri}: {e}")))
+}
+
+/// Check that Sediment can write to `table`, naming the first feature it cannot honour.
+pub fn check_writable(uri: &str, state: &DeltaTableState) -> Result<()> {
+    let protocol = state.protocol();
+    let refuse = |what: String| Err(Error::unsupported(format!("cannot write to table {uri}: {what}")));
+    if protocol.min_writer_version() > 7 {
+        return refuse(format!("writer version {} is newer than 7", protocol.min_writer_version()));
+    }
+    if let Some(features) = protocol.writer_features() {
+        for feature in features {
+            let name = feature.as_ref();
+            if !WRITABLE_FEATURES.contains(&name) {
+                return refuse(format!("writer feature {name:?} is not supported"));
+            }
+        }
+    }
+    let legacy = protocol.writer_features().is_none();
+    let declares = |feature: &TableFeature, legacy_version: i32| {
+        protocol
+            .writer_features()
+            .map(|f| f.contains(feature))
+            .unwrap_or(legacy && protocol.min_writer_version() >= legacy_version)
+    };
+    let config = state.metadata().configuration();
+    let mapping = config.get("delta.columnMapping.mode").map(String::as_str).unwrap_or("none");
+    if mapping != "none" {
+        return refuse(format!("column mapping mode {mapping:?} is not supported"));
+    }
+    if config.keys().any(|k| k.starts_with("delta.constraints.")) {
+        return refuse("check constraints (writer feature \"checkConstraints\") are not enforced".into());
+    }
+    let schema = state.schema();
+    if declares(&TableFeature::Invariants, 2) && schema_has_metadata(&schema, "delta.invariants") {
+        return refuse("column invariants (writer feature \"invariants\") are not enforced".into());
+    }
+    if declares(&TableFeature::GeneratedColumns, 4) && schema_has_metadata(&schema, "delta.generationExpression") {
+        return refuse("generated columns (writer feature \"generatedColumns\") are not computed".into());
+    }
+    if schema_has_metadata(&schema, "delta.identity.start") {
+        return refuse("identity columns (writer feature \"identityColumns\") are not supported".into());
+    }
+    if config.get("delta.enableRowTracking").is_some_and(|v| v == "true") {
+        return refuse("row tracking (writer feature \"rowTracking\") is not supported".into());
+    }
+    PROTOCOL
+        .can_write_to(state)
+        .map_err(|e| Error::unsupported(format!("cannot write to table {uri}: {e}")))
+}
+
+/// Whether the table refuses anything but appends (`delta.appendOnly = true`).
+pub fn is_append_only(state: &DeltaTableState) -> bool {
+    state
+        .metadata()
+        .configuration()
+        .get("delta.appendOnly")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn schema_has_metadata(schema: &StructType, key: &str) -> bool {
+    // The schema's JSON form carries every (nested) field's metadata.
+    serde_json::to_string(schema)
+        .map(|json| json.contains(&format!("\"{key}\"")))
+        .unwrap_or(false)
+}

@@ -1,0 +1,166 @@
+//! Writing data files: batches in, Parquet files and their `add` actions out.
+//!
+//! A [`FileSink`] fits each batch to the table schema, splits it by partition values
+//! and streams it into zstd-compressed Parquet files with column statistics, rolling
+//! to a new file at the target size. Nothing it writes is visible until the caller
+//! commits the returned `add` actions; [`FileSink::abort`] deletes what it wrote.
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::Add;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use futures::StreamExt;
+
+use crate::error::{Error, Result};
+use crate::schema::{SchemaFitter, SchemaMode};
+use crate::table::Table;
+
+/// The default target size of data files: 128 MiB.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// Parquet settings of every data file Sediment writes: zstd level 3, page statistics.
+pub fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .build()
+}
+
+/// Streams batches into data files of one table.
+pub(crate) struct FileSink {
+    url: String,
+    storage_options: crate::StorageOptions,
+    partition_columns: Vec<String>,
+    target_file_size: u64,
+    fitter: SchemaFitter,
+    writer: RecordBatchWriter,
+    writer_schema: SchemaRef,
+    finished: Vec<Add>,
+    rows: u64,
+}
+
+impl FileSink {
+    /// A sink for `table` with `schema` (the table's, or the first batch's for a new table).
+    pub(crate) fn new(
+        table: &Table,
+        schema: SchemaRef,
+        partition_columns: Vec<String>,
+        schema_mode: SchemaMode,
+        target_file_size: u64,
+    ) -> Result<Self> {
+        for column in &partition_columns {
+            if schema.field_with_name(column).is_err() {
+                return Err(Error::invalid(format!(
+                    "partition column `{column}` is not in the schema (columns: {})",
+                    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+        if !partition_columns.is_empty() && partition_columns.len() == schema.fields().len() {
+            return Err(Error::invalid("every column is a partition column; a table needs at least one data column"));
+        }
+        let writer = if table.exists() {
+            RecordBatchWriter::for_table(table.delta())?
+        } else {
+            Self::writer_for(table.url().as_str(), &schema, &partition_columns, table.storage_options())?
+        }
+        .with_writer_properties(writer_properties())
+        .with_target_file_size(target_file_size);
+        let writer_schema = writer.arrow_schema();
+        Ok(Self {
+            url: table.url().to_string(),
+            storage_options: table.storage_options().clone(),
+            partition_columns,
+            target_file_size,
+            fitter: SchemaFitter::new(schema, schema_mode),
+            writer,
+            writer_schema,
+            finished: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    fn writer_for(
+        url: &str,
+        schema: &SchemaRef,
+        partition_columns: &[String],
+        options: &crate::StorageOptions,
+    ) -> Result<RecordBatchWriter> {
+        Ok(RecordBatchWriter::try_new(
+            url,
+            schema.clone(),
+            Some(partition_columns.to_vec()),
+            Some(options.clone()),
+        )?)
+    }
+
+    /// The table schema after the batches written so far (grows in merge mode).
+    pub(crate) fn schema(&self) -> &SchemaRef {
+        self.fitter.schema()
+    }
+
+    /// Whether a batch added columns to the schema.
+    pub(crate) fn schema_evolved(&self) -> bool {
+        self.fitter.evolved()
+    }
+
+    /// Rows accepted so far.
+    pub(crate) fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Approximate bytes written since the last [`FileSink::finish`].
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.writer.buffer_len() + self.finished.iter().map(|a| a.size as usize).sum::<usize>()
+    }
+
+    /// Fit `batch` to the schema and write it. On error nothing of this batch is kept
+    /// in the table's future commit, but files already written stay for [`Self::abort`].
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let fitted = self.fitter.fit(batch)?;
+        if fitted.schema().fields() != self.writer_schema.fields() {
+            // Schema evolution: seal the files written so far and continue with a writer
+            // for the wider schema; every file lands in the same commit.
+            let adds = self.writer.flush().await?;
+            self.finished.extend(adds);
+            self.writer = Self::writer_for(&self.url, fitted.schema_ref(), &self.partition_columns, &self.storage_options)?
+                .with_writer_properties(writer_properties())
+                .with_target_file_size(self.target_file_size);
+            self.writer_schema = self.writer.arrow_schema();
+        }
+        let rows = fitted.num_rows() as u64;
+        self.writer.write(fitted).await.map_err(|e| match Error::delta(e) {
+            err if err.kind() == crate::ErrorKind::Internal => err.context("writing data file"),
+            err => err,
+        })?;
+        self.rows += rows;
+        Ok(())
+    }
+
+    /// Close the open files and return the `add` actions of everything written.
+    pub(crate) async fn finish(&mut self) -> Result<Vec<Add>> {
+        let mut adds = std::mem::take(&mut self.finished);
+        adds.extend(self.writer.flush().await?);
+        Ok(adds)
+    }
+
+    /// Delete files that were written but will not be committed (best effort).
+    pub(crate) async fn abort(table: &Table, adds: &[Add]) {
+        let store = table.object_store();
+        let paths = futures::stream::iter(adds.iter().map(|a| {
+            Ok(deltalake::Path::from_url_path(&a.path).unwrap_or_else(|_| deltalake::Path::from(a.path.as_str())))
+        }))
+        .boxed();
+        let mut results = store.delete_stream(paths);
+        while let Some(result) = results.next().await {
+            if let Err(e) = result {
+                tracing::warn!(error = %e, "could not delete an uncommitted data file");
+            }
+        }
+    }
+}

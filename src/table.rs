@@ -1,0 +1,264 @@
+//! Opening Delta tables and looking at one snapshot of them.
+//!
+//! A [`Table`] is a handle on one table at one version: the latest when opened with
+//! [`Table::open`], or an older one through [`OpenOptions::version`] /
+//! [`OpenOptions::as_of`] (time travel). Writes take a `&mut Table` and move it to the
+//! version they commit.
+//!
+//! ```no_run
+//! # async fn example() -> sediment::Result<()> {
+//! use sediment::{OpenOptions, Table};
+//! let table = Table::open("s3://lake/bronze/events").await?;
+//! let v3 = Table::open_with("s3://lake/bronze/events", OpenOptions::new().version(3)).await?;
+//! assert!(v3.version() <= table.version());
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::table::state::DeltaTableState;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use tracing::instrument;
+use url::Url;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::features;
+use crate::storage::{StorageOptions, parse_table_uri};
+
+/// How to open a table: storage options and, for time travel, a version or a timestamp.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    storage_options: StorageOptions,
+    version: Option<i64>,
+    as_of: Option<DateTime<Utc>>,
+}
+
+impl OpenOptions {
+    /// Options that open the latest version with storage settings from the environment.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set one storage option (for example `aws_endpoint` or `aws_region`).
+    pub fn storage_option(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.storage_options.insert(key.into(), value.into());
+        self
+    }
+
+    /// Replace all storage options.
+    pub fn storage_options(mut self, options: StorageOptions) -> Self {
+        self.storage_options = options;
+        self
+    }
+
+    /// Open the table as it was at `version`.
+    pub fn version(mut self, version: i64) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// Open the table as it was at `timestamp`: the newest version committed at or before it.
+    pub fn as_of(mut self, timestamp: DateTime<Utc>) -> Self {
+        self.as_of = Some(timestamp);
+        self
+    }
+}
+
+/// A Delta table at one version.
+#[derive(Debug, Clone)]
+pub struct Table {
+    uri: String,
+    url: Url,
+    storage_options: StorageOptions,
+    delta: DeltaTable,
+}
+
+/// One data file of a snapshot, as the log describes it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DataFile {
+    /// Path relative to the table root, as written in the log.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Row count from the file's statistics, when the writer recorded them.
+    pub rows: Option<u64>,
+    /// Partition values (`None` is a null partition value).
+    pub partition_values: BTreeMap<String, Option<String>>,
+    /// When the file was written, in milliseconds since the epoch.
+    pub modification_time: i64,
+    /// Whether some of the file's rows are deleted by a deletion vector.
+    pub has_deletion_vector: bool,
+}
+
+impl Table {
+    /// Open the latest version of an existing table.
+    pub async fn open(uri: &str) -> Result<Self> {
+        Self::open_with(uri, OpenOptions::new()).await
+    }
+
+    /// Open an existing table with `options` (storage settings, time travel).
+    #[instrument(skip_all, fields(table = %uri))]
+    pub async fn open_with(uri: &str, options: OpenOptions) -> Result<Self> {
+        let url = parse_table_uri(uri, false)?;
+        if url.scheme() == "file" {
+            let path = url.to_file_path().map_err(|_| Error::invalid(format!("bad table path {uri}")))?;
+            if !path.exists() {
+                return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {uri}: the directory does not exist")));
+            }
+        }
+        let mut builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
+        if let Some(version) = options.version {
+            if version < 0 {
+                return Err(Error::invalid(format!("version must be at least 0, got {version}")));
+            }
+            builder = builder.with_version(version);
+        }
+        if let Some(ts) = options.as_of {
+            builder = builder.with_timestamp(ts);
+        }
+        let delta = builder.load().await.map_err(|e| open_error(uri, &options, e))?;
+        let table = Self {
+            uri: uri.to_string(),
+            url,
+            storage_options: options.storage_options,
+            delta,
+        };
+        features::check_readable(uri, table.state()?)?;
+        Ok(table)
+    }
+
+    /// Open a table for writing: the latest version if it exists, else a handle with no
+    /// version that the first write creates.
+    #[instrument(skip_all, fields(table = %uri))]
+    pub async fn open_or_new(uri: &str, storage_options: StorageOptions) -> Result<Self> {
+        let url = parse_table_uri(uri, true)?;
+        let builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage_options.clone());
+        let mut delta = builder.build()?;
+        let exists = delta
+            .log_store()
+            .is_delta_table_location()
+            .await
+            .map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
+        if exists {
+            delta.load().await.map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
+        }
+        Ok(Self {
+            uri: uri.to_string(),
+            url,
+            storage_options,
+            delta,
+        })
+    }
+
+    /// The location as the user gave it.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// The normalized table URL.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The storage options this handle was opened with.
+    pub fn storage_options(&self) -> &StorageOptions {
+        &self.storage_options
+    }
+
+    /// Whether the table exists (has at least version 0).
+    pub fn exists(&self) -> bool {
+        self.delta.version().is_some()
+    }
+
+    /// The version this handle looks at, or `None` for a table not created yet.
+    pub fn version(&self) -> Option<i64> {
+        self.delta.version()
+    }
+
+    /// The underlying delta-rs table, for operations Sediment does not wrap.
+    pub fn delta(&self) -> &DeltaTable {
+        &self.delta
+    }
+
+    pub(crate) fn set_delta(&mut self, delta: DeltaTable) {
+        self.delta = delta;
+    }
+
+    /// The loaded snapshot.
+    pub fn state(&self) -> Result<&DeltaTableState> {
+        self.delta
+            .snapshot()
+            .map_err(|_| Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.uri)))
+    }
+
+    /// The table's schema as Arrow sees it (partition columns included).
+    pub fn arrow_schema(&self) -> Result<SchemaRef> {
+        Ok(self.state()?.snapshot().arrow_schema())
+    }
+
+    /// The table's partition columns, in order.
+    pub fn partition_columns(&self) -> Result<Vec<String>> {
+        Ok(self.state()?.metadata().partition_columns().to_vec())
+    }
+
+    /// The table properties (`delta.*` and user keys).
+    pub fn configuration(&self) -> Result<std::collections::HashMap<String, String>> {
+        Ok(self.state()?.metadata().configuration().clone())
+    }
+
+    /// Move this handle to the latest version.
+    pub async fn refresh(&mut self) -> Result<()> {
+        if self.exists() {
+            self.delta.update_state().await?;
+        } else if self.delta.log_store().is_delta_table_location().await? {
+            self.delta.load().await?;
+        }
+        Ok(())
+    }
+
+    /// The live data files of this snapshot.
+    pub fn files(&self) -> Result<Vec<DataFile>> {
+        let state = self.state()?;
+        Ok(state
+            .log_data()
+            .iter()
+            .map(|f| DataFile {
+                path: f.path().to_string(),
+                size: f.size().max(0) as u64,
+                rows: f.num_records().map(|n| n as u64),
+                partition_values: f.partition_values_map().into_iter().collect(),
+                modification_time: f.modification_time(),
+                has_deletion_vector: f.deletion_vector_descriptor().is_some(),
+            })
+            .collect())
+    }
+
+    /// The object store rooted at the table directory.
+    pub fn object_store(&self) -> Arc<dyn deltalake::ObjectStore> {
+        self.delta.object_store()
+    }
+}
+
+fn open_error(uri: &str, options: &OpenOptions, err: deltalake::DeltaTableError) -> Error {
+    use deltalake::DeltaTableError as E;
+    match (&err, options.version, options.as_of) {
+        (E::InvalidVersion(v), _, _) => Error::new(ErrorKind::NotFound, format!("table {uri} has no version {v}")),
+        (E::NotATable(_), _, _) => Error::new(ErrorKind::NotFound, format!("no delta table at {uri}")),
+        (_, Some(v), _) => {
+            let message = err.to_string();
+            let kind = match Error::delta(err).kind() {
+                ErrorKind::Unavailable => ErrorKind::Unavailable,
+                _ => ErrorKind::NotFound,
+            };
+            Error::new(kind, format!("table {uri} has no readable version {v}: {message}"))
+        }
+        (_, _, Some(ts)) => {
+            let message = err.to_string();
+            Error::new(ErrorKind::NotFound, format!("table {uri} has no version at or before {ts}: {message}"))
+        }
+        _ => Error::delta(err).context(format!("table {uri}")),
+    }
+}

@@ -1,0 +1,486 @@
+//! Appends and overwrites.
+//!
+//! A *write* turns a stream of record batches into data files ([`crate::sink`]) and
+//! commits them in one Delta commit: `add` actions for the new files, `remove`
+//! actions for the files an overwrite replaces, and a `metaData` action when the
+//! table is created or its schema grows. Readers see all of it or none of it.
+//!
+//! - **Append** adds files. Concurrent appends never conflict with each other.
+//! - **Overwrite** replaces every file, or with `replace_where` only the files whose
+//!   partition values match the predicate; every written row must match it too. If
+//!   another writer commits first, the overwrite is re-planned on the new version
+//!   (the files to remove are recomputed) and retried, a bounded number of times.
+//!
+//! ```no_run
+//! # async fn example(batches: Vec<deltalake::arrow::array::RecordBatch>) -> sediment::Result<()> {
+//! use sediment::{Table, WriteOptions};
+//! let mut table = Table::open_or_new("/data/bronze/events", Default::default()).await?;
+//! let report = table.write(batches, WriteOptions::append().partition_by(["date"])).await?;
+//! println!("committed version {} with {} files", report.version, report.files_added);
+//! # Ok(()) }
+//! ```
+
+use std::time::Instant;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::{Action, Add, MetadataExt, StructType, Transaction, new_metadata};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use futures::{Stream, StreamExt, stream};
+use tracing::instrument;
+
+use crate::commit::{CommitRequest, commit};
+use crate::error::{Error, ErrorKind, Result};
+use crate::features;
+use crate::predicate::Predicate;
+use crate::schema::SchemaMode;
+use crate::sink::{DEFAULT_TARGET_FILE_SIZE, FileSink};
+use crate::table::Table;
+
+/// Append to or overwrite a table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteMode {
+    /// Add the rows to the table.
+    #[default]
+    Append,
+    /// Replace the table's rows (or those of the partitions matching `replace_where`).
+    Overwrite,
+}
+
+/// How to write: mode, partitioning of a new table, schema evolution, file size.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Append or overwrite.
+    pub mode: WriteMode,
+    /// Partition columns of a new table; for an existing table, if given, must match.
+    pub partition_by: Vec<String>,
+    /// With [`WriteMode::Overwrite`]: replace only files whose partition values match.
+    pub replace_where: Option<String>,
+    /// Refuse (strict) or add (merge) columns the table does not have.
+    pub schema_mode: SchemaMode,
+    /// Files are cut at about this many bytes (default 128 MiB).
+    pub target_file_size: u64,
+    /// How often a commit that lost a race is re-planned and retried.
+    pub max_retries: usize,
+    /// Exactly-once: an application id and the version of the batch being written.
+    pub app_transaction: Option<(String, i64)>,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            mode: WriteMode::Append,
+            partition_by: Vec::new(),
+            replace_where: None,
+            schema_mode: SchemaMode::Strict,
+            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            max_retries: 15,
+            app_transaction: None,
+        }
+    }
+}
+
+impl WriteOptions {
+    /// Options for an append.
+    pub fn append() -> Self {
+        Self::default()
+    }
+
+    /// Options for a full overwrite.
+    pub fn overwrite() -> Self {
+        Self {
+            mode: WriteMode::Overwrite,
+            ..Self::default()
+        }
+    }
+
+    /// Overwrite only the partitions matching `predicate` (a SQL boolean expression
+    /// over partition columns).
+    pub fn replace_where(mut self, predicate: impl Into<String>) -> Self {
+        self.mode = WriteMode::Overwrite;
+        self.replace_where = Some(predicate.into());
+        self
+    }
+
+    /// Partition a new table by these columns.
+    pub fn partition_by<S: Into<String>>(mut self, columns: impl IntoIterator<Item = S>) -> Self {
+        self.partition_by = columns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Set the schema mode.
+    pub fn schema_mode(mut self, mode: SchemaMode) -> Self {
+        self.schema_mode = mode;
+        self
+    }
+
+    /// Set the target file size in bytes.
+    pub fn target_file_size(mut self, bytes: u64) -> Self {
+        self.target_file_size = bytes;
+        self
+    }
+}
+
+/// What a write did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct WriteReport {
+    /// The version committed (`None` when there was nothing to commit).
+    pub version: Option<i64>,
+    /// Whether this write created the table.
+    pub created: bool,
+    /// Data files added.
+    pub files_added: usize,
+    /// Data files removed (overwrite).
+    pub files_removed: usize,
+    /// Rows written.
+    pub rows_written: u64,
+    /// Bytes of the files added.
+    pub bytes_written: u64,
+    /// Whether the schema grew.
+    pub schema_evolved: bool,
+    /// Times the commit was re-planned after another writer committed first.
+    pub retries: usize,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Table {
+    /// Write `batches` to the table (creating it when it does not exist).
+    pub async fn write(
+        &mut self,
+        batches: impl IntoIterator<Item = RecordBatch>,
+        options: WriteOptions,
+    ) -> Result<WriteReport> {
+        let batches: Vec<Result<RecordBatch>> = batches.into_iter().map(Ok).collect();
+        self.write_stream(stream::iter(batches), options).await
+    }
+
+    /// Write a stream of batches; files are written as the stream is read, so memory
+    /// stays bounded by the open files' buffers, not by the stream.
+    ///
+    /// If the stream yields an error, nothing is committed and the files written so
+    /// far are deleted.
+    #[instrument(skip_all, fields(table = %self.uri(), mode = ?options.mode))]
+    pub async fn write_stream(
+        &mut self,
+        batches: impl Stream<Item = Result<RecordBatch>> + Unpin,
+        options: WriteOptions,
+    ) -> Result<WriteReport> {
+        let started = Instant::now();
+        if self.already_committed(&options).await? {
+            return Ok(WriteReport {
+                duration_ms: started.elapsed().as_millis() as u64,
+                ..Default::default()
+            });
+        }
+        let mut batches = batches.peekable();
+        let first_schema = match std::pin::Pin::new(&mut batches).peek().await {
+            Some(Ok(batch)) => Some(batch.schema()),
+            Some(Err(_)) => {
+                return Err(batches.next().await.and_then(Result::err).unwrap_or_else(|| Error::internal("stream error vanished")));
+            }
+            None => None,
+        };
+        let mut job = self.begin_write(first_schema, options)?;
+        while let Some(batch) = batches.next().await {
+            let written = match batch {
+                Ok(batch) => job.write(&batch).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                job.abort(self).await;
+                return Err(e);
+            }
+        }
+        let mut report = self.commit_job(job).await?;
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        Ok(report)
+    }
+
+    /// Whether `options` names an application transaction already committed.
+    pub(crate) async fn already_committed(&self, options: &WriteOptions) -> Result<bool> {
+        if let Some((app, version)) = &options.app_transaction {
+            if let Some(done) = self.app_transaction_version(app).await? {
+                if done >= *version {
+                    tracing::info!(app, version, done, "batch already committed; nothing to do");
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Check the table and options and open a sink. `first_schema` is the schema of the
+    /// first batch, needed when the table does not exist yet.
+    pub(crate) fn begin_write(&self, first_schema: Option<SchemaRef>, options: WriteOptions) -> Result<WriteJob> {
+        let created = !self.exists();
+        let (schema, partition_columns) = if created {
+            let Some(first) = first_schema else {
+                return Err(Error::invalid(format!(
+                    "cannot create table {} from no data: no batch to take the schema from",
+                    self.uri()
+                )));
+            };
+            (normalize_new_schema(&first), options.partition_by.clone())
+        } else {
+            let state = self.state()?;
+            features::check_writable(self.uri(), state)?;
+            if options.mode == WriteMode::Overwrite && features::is_append_only(state) {
+                return Err(Error::invalid(format!(
+                    "table {} is append-only (delta.appendOnly = true); it cannot be overwritten",
+                    self.uri()
+                )));
+            }
+            let existing = self.partition_columns()?;
+            if !options.partition_by.is_empty() && options.partition_by != existing {
+                return Err(Error::invalid(format!(
+                    "table {} is partitioned by [{}], not [{}]",
+                    self.uri(),
+                    existing.join(", "),
+                    options.partition_by.join(", ")
+                )));
+            }
+            (self.arrow_schema()?, existing)
+        };
+        let replace = match (&options.replace_where, options.mode) {
+            (Some(_), WriteMode::Append) => return Err(Error::invalid("replace_where needs overwrite mode")),
+            (Some(sql), WriteMode::Overwrite) => {
+                let predicate = Predicate::parse(sql, &schema)?;
+                if !predicate.only_mentions(&partition_columns) {
+                    return Err(Error::invalid(format!(
+                        "replace_where {sql:?} may only mention partition columns ({})",
+                        partition_columns.join(", ")
+                    )));
+                }
+                Some(predicate)
+            }
+            _ => None,
+        };
+        let sink = FileSink::new(self, schema, partition_columns.clone(), options.schema_mode, options.target_file_size)?;
+        Ok(WriteJob {
+            sink,
+            options,
+            partition_columns,
+            replace,
+            created,
+        })
+    }
+
+    /// Close the job's files and commit them.
+    pub(crate) async fn commit_job(&mut self, mut job: WriteJob) -> Result<WriteReport> {
+        let adds = match job.sink.finish().await {
+            Ok(adds) => adds,
+            Err(e) => {
+                job.abort(self).await;
+                return Err(e);
+            }
+        };
+        let mut report = WriteReport {
+            created: job.created,
+            files_added: adds.len(),
+            rows_written: job.sink.rows(),
+            bytes_written: adds.iter().map(|a| a.size.max(0) as u64).sum(),
+            schema_evolved: job.sink.schema_evolved(),
+            ..Default::default()
+        };
+        if adds.is_empty() && job.options.mode == WriteMode::Append {
+            report.created = false;
+            return Ok(report);
+        }
+        let schema = job.sink.schema().clone();
+        let result = self
+            .commit_write(&adds, &schema, &job.partition_columns, &job.options, job.replace.as_ref(), &mut report)
+            .await;
+        match result {
+            Ok(version) => {
+                report.version = Some(version);
+                Ok(report)
+            }
+            Err(e) => {
+                FileSink::abort(self, &adds).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn commit_write(
+        &mut self,
+        adds: &[Add],
+        schema: &SchemaRef,
+        partition_columns: &[String],
+        options: &WriteOptions,
+        replace: Option<&Predicate>,
+        report: &mut WriteReport,
+    ) -> Result<i64> {
+        let mut attempt = 0;
+        loop {
+            let mut actions: Vec<Action> = Vec::new();
+            let mut removed = 0;
+            if !self.exists() {
+                let kernel_schema: StructType = schema.as_ref().try_into_kernel()?;
+                let protocol: deltalake::kernel::Protocol = serde_json::from_value(serde_json::json!({
+                    "minReaderVersion": 1,
+                    "minWriterVersion": 2
+                }))
+                .map_err(|e| Error::internal(format!("building protocol action: {e}")))?;
+                actions.push(Action::Protocol(protocol));
+                actions.push(Action::Metadata(new_metadata(&kernel_schema, partition_columns, Vec::<(String, String)>::new())?));
+            } else {
+                if report.schema_evolved {
+                    let kernel_schema: StructType = schema.as_ref().try_into_kernel()?;
+                    let metadata = self.state()?.metadata().clone().with_schema(&kernel_schema)?;
+                    actions.push(Action::Metadata(metadata));
+                }
+                if options.mode == WriteMode::Overwrite {
+                    let state = self.state()?;
+                    let matching = match replace {
+                        Some(predicate) => {
+                            let files = self.files()?;
+                            Predicate::match_partitions(predicate.expr(), &files, &self.arrow_schema()?, partition_columns)?
+                        }
+                        None => vec![true; state.log_data().num_files()],
+                    };
+                    for (file, matches) in state.log_data().iter().zip(matching) {
+                        if matches {
+                            actions.push(Action::Remove(file.remove_action(true)));
+                            removed += 1;
+                        }
+                    }
+                }
+            }
+            actions.extend(adds.iter().cloned().map(Action::Add));
+            let operation = DeltaOperation::Write {
+                mode: match options.mode {
+                    WriteMode::Append => SaveMode::Append,
+                    WriteMode::Overwrite => SaveMode::Overwrite,
+                },
+                partition_by: (!partition_columns.is_empty()).then(|| partition_columns.to_vec()),
+                predicate: replace.map(|p| p.sql().to_string()),
+            };
+            let request = CommitRequest {
+                operation,
+                metrics: vec![
+                    ("numFiles", adds.len() as u64),
+                    ("numOutputRows", report.rows_written),
+                    ("numOutputBytes", report.bytes_written),
+                    ("numRemovedFiles", removed as u64),
+                ],
+                blind_append: options.mode == WriteMode::Append && !report.schema_evolved && self.exists(),
+                max_retries: if options.mode == WriteMode::Append { options.max_retries } else { 0 },
+                app_transaction: options
+                    .app_transaction
+                    .as_ref()
+                    .map(|(app, v)| Transaction::new(app.clone(), *v)),
+            };
+            match commit(self, actions, request).await {
+                Ok(version) => {
+                    report.files_removed = removed;
+                    return Ok(version);
+                }
+                Err(e) if e.kind() == ErrorKind::Conflict && attempt < options.max_retries => {
+                    // Another writer won the race (to create the table, or to change the
+                    // files an overwrite replaces): re-plan on the newest version.
+                    attempt += 1;
+                    report.retries = attempt;
+                    tracing::info!(attempt, error = %e, "commit conflict; re-planning on the latest version");
+                    self.refresh().await?;
+                    if self.exists() {
+                        features::check_writable(self.uri(), self.state()?)?;
+                        let current = self.arrow_schema()?;
+                        if current.fields() != schema.fields() && !report.schema_evolved {
+                            return Err(Error::new(
+                                ErrorKind::Conflict,
+                                format!("table {} changed its schema while this write ran; nothing was committed", self.uri()),
+                            ));
+                        }
+                        if self.partition_columns()? != partition_columns {
+                            return Err(Error::new(
+                                ErrorKind::Conflict,
+                                format!("table {} was created concurrently with other partition columns; nothing was committed", self.uri()),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => return Err(e.context(format!("table {}", self.uri()))),
+            }
+        }
+    }
+
+    /// The last batch version committed by application `app` (Delta `txn` action).
+    pub async fn app_transaction_version(&self, app: &str) -> Result<Option<i64>> {
+        if !self.exists() {
+            return Ok(None);
+        }
+        Ok(self.state()?.transaction_version(&self.delta().log_store(), app).await?)
+    }
+}
+
+/// One write in progress: an open sink and what its commit needs.
+pub(crate) struct WriteJob {
+    sink: FileSink,
+    options: WriteOptions,
+    partition_columns: Vec<String>,
+    replace: Option<Predicate>,
+    created: bool,
+}
+
+impl WriteJob {
+    /// Write one batch (checked against `replace_where` for partition overwrites).
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        if let Some(predicate) = &self.replace {
+            check_rows_match(predicate, batch)?;
+        }
+        self.sink.write(batch).await
+    }
+
+    /// Rows written so far.
+    pub(crate) fn rows(&self) -> u64 {
+        self.sink.rows()
+    }
+
+    /// Approximate bytes written so far.
+    pub(crate) fn buffered_bytes(&self) -> usize {
+        self.sink.buffered_bytes()
+    }
+
+    /// Give up: delete every file written (best effort); nothing is committed.
+    pub(crate) async fn abort(mut self, table: &Table) {
+        let adds = self.sink.finish().await.unwrap_or_default();
+        FileSink::abort(table, &adds).await;
+    }
+}
+
+fn check_rows_match(predicate: &Predicate, batch: &RecordBatch) -> Result<()> {
+    let mask = predicate.matches(batch)?;
+    let misses = mask.len() - mask.true_count();
+    if misses > 0 {
+        return Err(Error::invalid(format!(
+            "{misses} row(s) do not match replace_where {:?}; an overwrite of matching partitions may only write matching rows",
+            predicate.sql()
+        )));
+    }
+    Ok(())
+}
+
+/// The schema a new table gets from its first batch: nanosecond timestamps become
+/// microseconds (Delta's unit) and field metadata is dropped.
+fn normalize_new_schema(schema: &SchemaRef) -> SchemaRef {
+    use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let data_type = match f.data_type() {
+                DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
+                DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
+                DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
+                DataType::Date64 => DataType::Date32,
+                other => other.clone(),
+            };
+            Field::new(f.name(), data_type, f.is_nullable())
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new(fields))
+}
