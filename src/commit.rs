@@ -32,17 +32,14 @@ pub(crate) struct CommitRequest {
 
 /// Commit `actions` on top of the version `table` is at (or create version 0 when
 /// the table does not exist), and move `table` to the committed version.
-pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request: CommitRequest) -> Result<i64> {
+pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request: CommitRequest) -> Result<u64> {
     let mut info = request.operation.get_commit_info();
     info.timestamp = Some(chrono::Utc::now().timestamp_millis());
     info.engine_info = Some(engine_info());
-    info.read_version = table.version().map(|v| v as u64);
+    info.read_version = table.version();
     info.is_blind_append = Some(request.blind_append);
-    let metrics: HashMap<String, Value> = request
-        .metrics
-        .iter()
-        .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
-        .collect();
+    let metrics: HashMap<String, Value> =
+        request.metrics.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
     info.info.insert("operationMetrics".into(), Value::Object(metrics.into_iter().collect()));
     info.info.insert("clientVersion".into(), Value::String(engine_info()));
     actions.insert(0, Action::CommitInfo(info));

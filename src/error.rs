@@ -59,11 +59,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl Error {
     /// A new error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            message: message.into(),
-            source: None,
-        }
+        Self { kind, message: message.into(), source: None }
     }
 
     /// An [`ErrorKind::InvalidInput`] error.
@@ -99,11 +95,7 @@ impl Error {
             DeltaTableError::NotATable(path) => format!("no delta table at {path}"),
             other => other.to_string(),
         };
-        Self {
-            kind,
-            message,
-            source: Some(Box::new(err)),
-        }
+        Self { kind, message, source: Some(Box::new(err)) }
     }
 }
 
@@ -116,8 +108,9 @@ fn classify_delta(err: &DeltaTableError) -> ErrorKind {
             TransactionError::VersionAlreadyExists(_)
             | TransactionError::CommitConflict(_)
             | TransactionError::MaxCommitAttempts(_) => ErrorKind::Conflict,
-            TransactionError::UnsupportedTableFeatures(_)
-            | TransactionError::TableFeaturesRequired(_) => ErrorKind::Unsupported,
+            TransactionError::UnsupportedTableFeatures(_) | TransactionError::TableFeaturesRequired(_) => {
+                ErrorKind::Unsupported
+            }
             TransactionError::DeltaTableAppendOnly => ErrorKind::InvalidInput,
             TransactionError::ObjectStore { .. } => ErrorKind::Unavailable,
             _ => ErrorKind::Internal,
@@ -150,13 +143,15 @@ impl From<DeltaTableError> for Error {
     }
 }
 
+impl From<deltalake::kernel::Error> for Error {
+    fn from(err: deltalake::kernel::Error) -> Self {
+        Error::delta(DeltaTableError::from(err))
+    }
+}
+
 impl From<deltalake::arrow::error::ArrowError> for Error {
     fn from(err: deltalake::arrow::error::ArrowError) -> Self {
-        Self {
-            kind: ErrorKind::InvalidInput,
-            message: err.to_string(),
-            source: Some(Box::new(err)),
-        }
+        Self { kind: ErrorKind::InvalidInput, message: err.to_string(), source: Some(Box::new(err)) }
     }
 }
 
@@ -169,10 +164,6 @@ impl From<deltalake::datafusion::error::DataFusionError> for Error {
             D::ParquetError(_) => ErrorKind::Data,
             _ => ErrorKind::Internal,
         };
-        Self {
-            kind,
-            message: err.to_string(),
-            source: Some(Box::new(err)),
-        }
+        Self { kind, message: err.to_string(), source: Some(Box::new(err)) }
     }
 }

@@ -8,8 +8,8 @@
 //! column in the schema) does not stop a write; one that would have to be enforced
 //! does, and the error names it.
 
+use deltalake::kernel::StructType;
 use deltalake::kernel::transaction::PROTOCOL;
-use deltalake::kernel::{StructType, TableFeature};
 use deltalake::table::state::DeltaTableState;
 
 use crate::error::{Error, Result};
@@ -31,9 +31,7 @@ const WRITABLE_FEATURES: &[&str] = &[
 
 /// Check that `table` (named by `uri`) can be read. Errors name the unsupported feature.
 pub fn check_readable(uri: &str, state: &DeltaTableState) -> Result<()> {
-    PROTOCOL
-        .can_read_from(state)
-        .map_err(|e| Error::unsupported(format!("cannot read table {uri}: {e}")))
+    PROTOCOL.can_read_from(state).map_err(|e| Error::unsupported(format!("cannot read table {uri}: {e}")))
 }
 
 /// Check that Sediment can write to `table`, naming the first feature it cannot honour.
@@ -52,10 +50,10 @@ pub fn check_writable(uri: &str, state: &DeltaTableState) -> Result<()> {
         }
     }
     let legacy = protocol.writer_features().is_none();
-    let declares = |feature: &TableFeature, legacy_version: i32| {
+    let declares = |feature: &str, legacy_version: i32| {
         protocol
             .writer_features()
-            .map(|f| f.contains(feature))
+            .map(|f| f.iter().any(|x| x.as_ref() == feature))
             .unwrap_or(legacy && protocol.min_writer_version() >= legacy_version)
     };
     let config = state.metadata().configuration();
@@ -67,10 +65,10 @@ pub fn check_writable(uri: &str, state: &DeltaTableState) -> Result<()> {
         return refuse("check constraints (writer feature \"checkConstraints\") are not enforced".into());
     }
     let schema = state.schema();
-    if declares(&TableFeature::Invariants, 2) && schema_has_metadata(&schema, "delta.invariants") {
+    if declares("invariants", 2) && schema_has_metadata(&schema, "delta.invariants") {
         return refuse("column invariants (writer feature \"invariants\") are not enforced".into());
     }
-    if declares(&TableFeature::GeneratedColumns, 4) && schema_has_metadata(&schema, "delta.generationExpression") {
+    if declares("generatedColumns", 4) && schema_has_metadata(&schema, "delta.generationExpression") {
         return refuse("generated columns (writer feature \"generatedColumns\") are not computed".into());
     }
     if schema_has_metadata(&schema, "delta.identity.start") {
@@ -79,23 +77,15 @@ pub fn check_writable(uri: &str, state: &DeltaTableState) -> Result<()> {
     if config.get("delta.enableRowTracking").is_some_and(|v| v == "true") {
         return refuse("row tracking (writer feature \"rowTracking\") is not supported".into());
     }
-    PROTOCOL
-        .can_write_to(state)
-        .map_err(|e| Error::unsupported(format!("cannot write to table {uri}: {e}")))
+    PROTOCOL.can_write_to(state).map_err(|e| Error::unsupported(format!("cannot write to table {uri}: {e}")))
 }
 
 /// Whether the table refuses anything but appends (`delta.appendOnly = true`).
 pub fn is_append_only(state: &DeltaTableState) -> bool {
-    state
-        .metadata()
-        .configuration()
-        .get("delta.appendOnly")
-        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    state.metadata().configuration().get("delta.appendOnly").is_some_and(|v| v.eq_ignore_ascii_case("true"))
 }
 
 fn schema_has_metadata(schema: &StructType, key: &str) -> bool {
     // The schema's JSON form carries every (nested) field's metadata.
-    serde_json::to_string(schema)
-        .map(|json| json.contains(&format!("\"{key}\"")))
-        .unwrap_or(false)
+    serde_json::to_string(schema).map(|json| json.contains(&format!("\"{key}\""))).unwrap_or(false)
 }

@@ -10,7 +10,7 @@ use crate::table::Table;
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryEntry {
     /// The version the commit created.
-    pub version: i64,
+    pub version: u64,
     /// Commit time in milliseconds since the epoch (`inCommitTimestamp` when present).
     pub timestamp: Option<i64>,
     /// Operation (`WRITE`, `MERGE`, `OPTIMIZE`, ...).
@@ -22,7 +22,7 @@ pub struct HistoryEntry {
     /// The engine that wrote the commit.
     pub engine: Option<String>,
     /// The version the writer read.
-    pub read_version: Option<i64>,
+    pub read_version: Option<u64>,
 }
 
 impl Table {
@@ -36,19 +36,17 @@ impl Table {
         let log_store = self.delta().log_store();
         let limit = limit.unwrap_or(usize::MAX);
         let mut entries = Vec::new();
-        let mut version = latest;
-        while version >= 0 && entries.len() < limit {
+        for version in (0..=latest).rev().take(limit) {
             let Some(bytes) = log_store.read_commit_entry(version).await? else {
                 break;
             };
             entries.push(parse_commit(version, &bytes).map_err(|e| e.context(format!("table {}", self.uri())))?);
-            version -= 1;
         }
         Ok(entries)
     }
 }
 
-fn parse_commit(version: i64, bytes: &[u8]) -> Result<HistoryEntry> {
+fn parse_commit(version: u64, bytes: &[u8]) -> Result<HistoryEntry> {
     let mut entry = HistoryEntry {
         version,
         timestamp: None,
@@ -66,10 +64,7 @@ fn parse_commit(version: i64, bytes: &[u8]) -> Result<HistoryEntry> {
             Error::new(ErrorKind::Data, format!("commit {version} line {} is not valid json: {e}", n + 1))
         })?;
         if let Some(info) = action.get("commitInfo") {
-            entry.timestamp = info
-                .get("inCommitTimestamp")
-                .or_else(|| info.get("timestamp"))
-                .and_then(Value::as_i64);
+            entry.timestamp = info.get("inCommitTimestamp").or_else(|| info.get("timestamp")).and_then(Value::as_i64);
             entry.operation = info.get("operation").and_then(Value::as_str).map(str::to_string);
             entry.parameters = info.get("operationParameters").cloned().unwrap_or(Value::Null);
             entry.metrics = info.get("operationMetrics").cloned().unwrap_or(Value::Null);
@@ -78,7 +73,7 @@ fn parse_commit(version: i64, bytes: &[u8]) -> Result<HistoryEntry> {
                 .or_else(|| info.get("clientVersion"))
                 .and_then(Value::as_str)
                 .map(str::to_string);
-            entry.read_version = info.get("readVersion").and_then(Value::as_i64);
+            entry.read_version = info.get("readVersion").and_then(Value::as_u64);
         }
     }
     Ok(entry)

@@ -14,7 +14,7 @@ pub struct TableInfo {
     /// The table location.
     pub uri: String,
     /// The version described.
-    pub version: i64,
+    pub version: u64,
     /// Live data files.
     pub files: usize,
     /// Total bytes of the live data files.
@@ -110,7 +110,11 @@ impl Table {
             rows: (files_without_stats == 0).then(|| files.iter().filter_map(|f| f.rows).sum()),
             files_without_stats,
             partition_columns: self.partition_columns()?,
-            partitions: if self.partition_columns()?.is_empty() { usize::from(!files.is_empty()) } else { partitions.len() },
+            partitions: if self.partition_columns()?.is_empty() {
+                usize::from(!files.is_empty())
+            } else {
+                partitions.len()
+            },
             target_file_size,
             small_files: files.iter().filter(|f| f.size < target_file_size / 8).count(),
             files_with_deletion_vectors: files.iter().filter(|f| f.has_deletion_vector).count(),

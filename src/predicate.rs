@@ -39,9 +39,8 @@ impl Predicate {
         let expr = ctx
             .parse_sql_expr(sql, &df_schema)
             .map_err(|e| Error::invalid(format!("invalid expression {sql:?}: {e}")))?;
-        let data_type = expr
-            .get_type(&df_schema)
-            .map_err(|e| Error::invalid(format!("invalid expression {sql:?}: {e}")))?;
+        let data_type =
+            expr.get_type(&df_schema).map_err(|e| Error::invalid(format!("invalid expression {sql:?}: {e}")))?;
         if data_type != DataType::Boolean {
             return Err(Error::invalid(format!(
                 "expression {sql:?} is of type {data_type}, expected a boolean condition"
@@ -50,11 +49,7 @@ impl Predicate {
         // Planning the physical form checks column references and types now.
         ctx.create_physical_expr(expr.clone(), &df_schema)
             .map_err(|e| Error::invalid(format!("invalid expression {sql:?}: {e}")))?;
-        Ok(Self {
-            sql: sql.to_string(),
-            expr,
-            schema: schema.clone(),
-        })
+        Ok(Self { sql: sql.to_string(), expr, schema: schema.clone() })
     }
 
     /// The expression as the user wrote it.
@@ -138,13 +133,10 @@ fn partition_values_batch(
     let mut fields = Vec::new();
     let mut columns: Vec<ArrayRef> = Vec::new();
     for name in partition_columns {
-        let field = table_schema
-            .field_with_name(name)
-            .map_err(|_| Error::new(crate::ErrorKind::Data, format!("partition column `{name}` is not in the table schema")))?;
-        let raw: StringArray = files
-            .iter()
-            .map(|f| f.partition_values.get(name).cloned().flatten())
-            .collect();
+        let field = table_schema.field_with_name(name).map_err(|_| {
+            Error::new(crate::ErrorKind::Data, format!("partition column `{name}` is not in the table schema"))
+        })?;
+        let raw: StringArray = files.iter().map(|f| f.partition_values.get(name).cloned().flatten()).collect();
         let typed = if field.data_type() == &DataType::Utf8 {
             Arc::new(raw) as ArrayRef
         } else {

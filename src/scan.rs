@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::execution::object_store::ObjectStoreUrl;
-use deltalake::datafusion::physical_optimizer::pruning::PruningPredicate;
+use deltalake::datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
@@ -46,7 +46,7 @@ use crate::table::Table;
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ScanReport {
     /// Version scanned.
-    pub version: i64,
+    pub version: u64,
     /// Live data files in the snapshot.
     pub files_in_snapshot: usize,
     /// Files left after partition pruning.
@@ -84,12 +84,7 @@ pub struct ScanBuilder<'a> {
 impl Table {
     /// Start building a scan of this table version.
     pub fn scan(&self) -> ScanBuilder<'_> {
-        ScanBuilder {
-            table: self,
-            columns: None,
-            filter: None,
-            limit: None,
-        }
+        ScanBuilder { table: self, columns: None, filter: None, limit: None }
     }
 
     /// Which files a filter selects, and how many each pruning step kept.
@@ -113,7 +108,7 @@ impl Table {
         if let Some(predicate) = &predicate {
             let physical = Predicate::physical(predicate.expr(), &schema)?;
             // A predicate DataFusion cannot turn into a statistics check simply skips nothing.
-            if let Ok(pruning) = PruningPredicate::try_new(physical, schema.clone()) {
+            if let Some(pruning) = PruningPredicateBuilder::new().with_file_schema(schema.clone()).build(physical) {
                 if let Ok(stats_keep) = pruning.prune(&state.log_data()) {
                     for (k, s) in keep.iter_mut().zip(stats_keep) {
                         *k &= s;
@@ -126,15 +121,15 @@ impl Table {
             .iter()
             .zip(&keep)
             .filter(|(_, k)| **k)
-            .map(|(f, _)| f.add_action())
+            // delta-rs's table provider takes the selection as `add` actions.
+            .map(|(f, _)| {
+                #[allow(deprecated)]
+                f.add_action()
+            })
             .collect();
         report.files_after_stats_skipping = selected.len();
         report.bytes_in_selected_files = selected.iter().map(|a| a.size.max(0) as u64).sum();
-        Ok(ScanPlan {
-            report,
-            files: selected,
-            predicate,
-        })
+        Ok(ScanPlan { report, files: selected, predicate })
     }
 }
 
@@ -193,13 +188,9 @@ impl<'a> ScanBuilder<'a> {
         if let Some(limit) = self.limit {
             df = df.limit(0, Some(limit))?;
         }
-        let stream = df.execute_stream().await.map_err(|e| Error::from(e).context(format!("scanning table {}", table.uri())))?;
-        Ok(Scan {
-            schema: stream.schema(),
-            stream,
-            report: plan.report,
-            bytes_read,
-        })
+        let stream =
+            df.execute_stream().await.map_err(|e| Error::from(e).context(format!("scanning table {}", table.uri())))?;
+        Ok(Scan { schema: stream.schema(), stream, report: plan.report, bytes_read })
     }
 }
 
@@ -211,6 +202,12 @@ pub struct Scan {
     bytes_read: Arc<AtomicU64>,
 }
 
+impl std::fmt::Debug for Scan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scan").field("schema", &self.schema).field("report", &self.report()).finish()
+    }
+}
+
 impl Scan {
     /// The schema of the batches.
     pub fn schema(&self) -> SchemaRef {
@@ -219,10 +216,7 @@ impl Scan {
 
     /// The report so far (bytes read and rows returned grow as the stream is read).
     pub fn report(&self) -> ScanReport {
-        ScanReport {
-            bytes_read: self.bytes_read.load(Ordering::Relaxed),
-            ..self.report.clone()
-        }
+        ScanReport { bytes_read: self.bytes_read.load(Ordering::Relaxed), ..self.report.clone() }
     }
 
     /// Read everything: the batches and the final report.

@@ -40,11 +40,7 @@ pub struct SchemaFitter {
 impl SchemaFitter {
     /// A fitter for a table whose schema is `schema`.
     pub fn new(schema: SchemaRef, mode: SchemaMode) -> Self {
-        Self {
-            schema,
-            mode,
-            evolved: false,
-        }
+        Self { schema, mode, evolved: false }
     }
 
     /// The table schema, including columns added so far.
@@ -60,11 +56,8 @@ impl SchemaFitter {
     /// Return `batch` with exactly the table's columns, in the table's order and types.
     pub fn fit(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
         let batch_schema = batch.schema();
-        let extra: Vec<&Arc<Field>> = batch_schema
-            .fields()
-            .iter()
-            .filter(|f| self.schema.field_with_name(f.name()).is_err())
-            .collect();
+        let extra: Vec<&Arc<Field>> =
+            batch_schema.fields().iter().filter(|f| self.schema.field_with_name(f.name()).is_err()).collect();
         if !extra.is_empty() {
             match self.mode {
                 SchemaMode::Strict => {
@@ -129,10 +122,7 @@ fn fit_column(array: &ArrayRef, from: &Field, to: &Field) -> Result<ArrayRef> {
     } else if from.data_type() == &DataType::Null {
         new_null_array(to.data_type(), array.len())
     } else if convertible(from.data_type(), to.data_type()) {
-        let options = CastOptions {
-            safe: false,
-            ..Default::default()
-        };
+        let options = CastOptions { safe: false, ..Default::default() };
         cast_with_options(array, to.data_type(), &options).map_err(|e| {
             Error::invalid(format!(
                 "column `{}`: cannot convert {} to the table's {}: {e}",
@@ -194,15 +184,13 @@ mod tests {
     use deltalake::arrow::array::{Int32Array, Int64Array, StringArray};
 
     fn table_schema() -> SchemaRef {
-        Arc::new(Schema::new(vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("name", DataType::Utf8, true),
-        ]))
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("name", DataType::Utf8, true)]))
     }
 
     #[test]
     fn widens_integers_and_fills_missing_nullable_columns() {
-        let batch = RecordBatch::try_from_iter(vec![("id", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef)]).unwrap();
+        let batch =
+            RecordBatch::try_from_iter(vec![("id", Arc::new(Int32Array::from(vec![1, 2])) as ArrayRef)]).unwrap();
         let mut fitter = SchemaFitter::new(table_schema(), SchemaMode::Strict);
         let out = fitter.fit(&batch).unwrap();
         assert_eq!(out.schema(), table_schema());
@@ -211,7 +199,8 @@ mod tests {
 
     #[test]
     fn refuses_wrong_type_naming_column_and_both_types() {
-        let batch = RecordBatch::try_from_iter(vec![("id", Arc::new(StringArray::from(vec!["a"])) as ArrayRef)]).unwrap();
+        let batch =
+            RecordBatch::try_from_iter(vec![("id", Arc::new(StringArray::from(vec!["a"])) as ArrayRef)]).unwrap();
         let err = SchemaFitter::new(table_schema(), SchemaMode::Strict).fit(&batch).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("`id`") && msg.contains("Int64") && msg.contains("Utf8"), "{msg}");
@@ -219,10 +208,13 @@ mod tests {
 
     #[test]
     fn refuses_missing_non_null_column_and_nulls_in_non_null_column() {
-        let batch = RecordBatch::try_from_iter(vec![("name", Arc::new(StringArray::from(vec!["a"])) as ArrayRef)]).unwrap();
+        let batch =
+            RecordBatch::try_from_iter(vec![("name", Arc::new(StringArray::from(vec!["a"])) as ArrayRef)]).unwrap();
         let err = SchemaFitter::new(table_schema(), SchemaMode::Strict).fit(&batch).unwrap_err();
         assert!(err.to_string().contains("`id` (non-null Int64) is missing"), "{err}");
-        let batch = RecordBatch::try_from_iter(vec![("id", Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef)]).unwrap();
+        let batch =
+            RecordBatch::try_from_iter(vec![("id", Arc::new(Int64Array::from(vec![Some(1), None])) as ArrayRef)])
+                .unwrap();
         let err = SchemaFitter::new(table_schema(), SchemaMode::Strict).fit(&batch).unwrap_err();
         assert!(err.to_string().contains("1 null value"), "{err}");
     }

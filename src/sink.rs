@@ -88,12 +88,7 @@ impl FileSink {
         partition_columns: &[String],
         options: &crate::StorageOptions,
     ) -> Result<RecordBatchWriter> {
-        Ok(RecordBatchWriter::try_new(
-            url,
-            schema.clone(),
-            Some(partition_columns.to_vec()),
-            Some(options.clone()),
-        )?)
+        Ok(RecordBatchWriter::try_new(url, schema.clone(), Some(partition_columns.to_vec()), Some(options.clone()))?)
     }
 
     /// The table schema after the batches written so far (grows in merge mode).
@@ -128,9 +123,10 @@ impl FileSink {
             // for the wider schema; every file lands in the same commit.
             let adds = self.writer.flush().await?;
             self.finished.extend(adds);
-            self.writer = Self::writer_for(&self.url, fitted.schema_ref(), &self.partition_columns, &self.storage_options)?
-                .with_writer_properties(writer_properties())
-                .with_target_file_size(self.target_file_size);
+            self.writer =
+                Self::writer_for(&self.url, fitted.schema_ref(), &self.partition_columns, &self.storage_options)?
+                    .with_writer_properties(writer_properties())
+                    .with_target_file_size(self.target_file_size);
             self.writer_schema = self.writer.arrow_schema();
         }
         let rows = fitted.num_rows() as u64;
@@ -152,10 +148,13 @@ impl FileSink {
     /// Delete files that were written but will not be committed (best effort).
     pub(crate) async fn abort(table: &Table, adds: &[Add]) {
         let store = table.object_store();
-        let paths = futures::stream::iter(adds.iter().map(|a| {
-            Ok(deltalake::Path::from_url_path(&a.path).unwrap_or_else(|_| deltalake::Path::from(a.path.as_str())))
-        }))
-        .boxed();
+        let paths: Vec<_> = adds
+            .iter()
+            .map(|a| {
+                Ok(deltalake::Path::from_url_path(&a.path).unwrap_or_else(|_| deltalake::Path::from(a.path.as_str())))
+            })
+            .collect();
+        let paths = futures::stream::iter(paths).boxed();
         let mut results = store.delete_stream(paths);
         while let Some(result) = results.next().await {
             if let Err(e) = result {

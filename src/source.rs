@@ -69,10 +69,7 @@ pub fn open_source_file(path: &Path) -> Result<SourceFile> {
                 .build()
                 .map_err(|e| fail("not a readable parquet file", &e))?;
             let schema = deltalake::arrow::array::RecordBatchReader::schema(&reader);
-            Ok(SourceFile {
-                schema,
-                batches: Box::new(reader.map(move |b| b.map_err(&context))),
-            })
+            Ok(SourceFile { schema, batches: Box::new(reader.map(move |b| b.map_err(&context))) })
         }
         FileFormat::Csv => {
             let format = arrow_csv::reader::Format::default().with_header(true);
@@ -89,10 +86,7 @@ pub fn open_source_file(path: &Path) -> Result<SourceFile> {
                 .with_batch_size(BATCH_ROWS)
                 .build(file)
                 .map_err(|e| fail("not valid csv", &e))?;
-            Ok(SourceFile {
-                schema,
-                batches: Box::new(reader.map(move |b| b.map_err(&context))),
-            })
+            Ok(SourceFile { schema, batches: Box::new(reader.map(move |b| b.map_err(&context))) })
         }
         FileFormat::NdJson => {
             let (schema, _) =
@@ -107,10 +101,7 @@ pub fn open_source_file(path: &Path) -> Result<SourceFile> {
                 .with_batch_size(BATCH_ROWS)
                 .build(BufReader::new(file))
                 .map_err(|e| fail("not valid newline-delimited json", &e))?;
-            Ok(SourceFile {
-                schema,
-                batches: Box::new(reader.map(move |b| b.map_err(&context))),
-            })
+            Ok(SourceFile { schema, batches: Box::new(reader.map(move |b| b.map_err(&context))) })
         }
     }
 }

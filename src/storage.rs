@@ -32,8 +32,7 @@ pub fn parse_table_uri(uri: &str, create_local_dir: bool) -> Result<Url> {
     }
     let has_scheme = uri.contains("://");
     if has_scheme {
-        let url = Url::parse(uri)
-            .map_err(|e| Error::invalid(format!("table uri {uri:?} is not a valid url: {e}")))?;
+        let url = Url::parse(uri).map_err(|e| Error::invalid(format!("table uri {uri:?} is not a valid url: {e}")))?;
         match url.scheme() {
             "s3" | "s3a" | "memory" => {}
             "file" => {
@@ -64,11 +63,9 @@ fn local_path_url(path: &std::path::Path, uri: &str, create: bool) -> Result<Url
             .map_err(|e| Error::invalid(format!("cannot create table directory {uri:?}: {e}")))?;
     }
     let absolute = if path.exists() {
-        std::fs::canonicalize(path)
-            .map_err(|e| Error::invalid(format!("cannot resolve table path {uri:?}: {e}")))?
+        std::fs::canonicalize(path).map_err(|e| Error::invalid(format!("cannot resolve table path {uri:?}: {e}")))?
     } else {
-        std::path::absolute(path)
-            .map_err(|e| Error::invalid(format!("cannot resolve table path {uri:?}: {e}")))?
+        std::path::absolute(path).map_err(|e| Error::invalid(format!("cannot resolve table path {uri:?}: {e}")))?
     };
     Url::from_directory_path(&absolute)
         .map_err(|_| Error::invalid(format!("table path {uri:?} cannot be expressed as a url")))
@@ -90,10 +87,7 @@ impl ObjectStoreFactory for SharedMemoryFactory {
     fn parse_url_opts(&self, url: &Url, _config: &StorageConfig) -> DeltaResult<(ObjectStoreRef, Path)> {
         static STORES: OnceLock<Mutex<HashMap<String, ObjectStoreRef>>> = OnceLock::new();
         let host = url.host_str().unwrap_or_default().to_string();
-        let mut stores = STORES
-            .get_or_init(Default::default)
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut stores = STORES.get_or_init(Default::default).lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let store = stores
             .entry(host)
             .or_insert_with(|| Arc::new(object_store::memory::InMemory::new()) as ObjectStoreRef)

@@ -32,7 +32,7 @@ use crate::storage::{StorageOptions, parse_table_uri};
 #[derive(Debug, Clone, Default)]
 pub struct OpenOptions {
     storage_options: StorageOptions,
-    version: Option<i64>,
+    version: Option<u64>,
     as_of: Option<DateTime<Utc>>,
 }
 
@@ -55,7 +55,7 @@ impl OpenOptions {
     }
 
     /// Open the table as it was at `version`.
-    pub fn version(mut self, version: i64) -> Self {
+    pub fn version(mut self, version: u64) -> Self {
         self.version = Some(version);
         self
     }
@@ -106,26 +106,22 @@ impl Table {
         if url.scheme() == "file" {
             let path = url.to_file_path().map_err(|_| Error::invalid(format!("bad table path {uri}")))?;
             if !path.exists() {
-                return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {uri}: the directory does not exist")));
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("no delta table at {uri}: the directory does not exist"),
+                ));
             }
         }
-        let mut builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
+        let mut builder =
+            DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
         if let Some(version) = options.version {
-            if version < 0 {
-                return Err(Error::invalid(format!("version must be at least 0, got {version}")));
-            }
             builder = builder.with_version(version);
         }
         if let Some(ts) = options.as_of {
             builder = builder.with_timestamp(ts);
         }
         let delta = builder.load().await.map_err(|e| open_error(uri, &options, e))?;
-        let table = Self {
-            uri: uri.to_string(),
-            url,
-            storage_options: options.storage_options,
-            delta,
-        };
+        let table = Self { uri: uri.to_string(), url, storage_options: options.storage_options, delta };
         features::check_readable(uri, table.state()?)?;
         Ok(table)
     }
@@ -145,12 +141,7 @@ impl Table {
         if exists {
             delta.load().await.map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
         }
-        Ok(Self {
-            uri: uri.to_string(),
-            url,
-            storage_options,
-            delta,
-        })
+        Ok(Self { uri: uri.to_string(), url, storage_options, delta })
     }
 
     /// The location as the user gave it.
@@ -174,7 +165,7 @@ impl Table {
     }
 
     /// The version this handle looks at, or `None` for a table not created yet.
-    pub fn version(&self) -> Option<i64> {
+    pub fn version(&self) -> Option<u64> {
         self.delta.version()
     }
 
@@ -183,15 +174,9 @@ impl Table {
         &self.delta
     }
 
-    pub(crate) fn set_delta(&mut self, delta: DeltaTable) {
-        self.delta = delta;
-    }
-
     /// The loaded snapshot.
     pub fn state(&self) -> Result<&DeltaTableState> {
-        self.delta
-            .snapshot()
-            .map_err(|_| Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.uri)))
+        self.delta.snapshot().map_err(|_| Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.uri)))
     }
 
     /// The table's schema as Arrow sees it (partition columns included).

@@ -95,12 +95,7 @@ pub struct TableWriter {
 impl TableWriter {
     /// A writer appending to `table` (created by the first commit if it does not exist).
     pub fn new(table: Table, settings: TableWriterSettings) -> Self {
-        Self {
-            table,
-            settings,
-            job: None,
-            commits: Vec::new(),
-        }
+        Self { table, settings, job: None, commits: Vec::new() }
     }
 
     /// The table, at the version of the last commit this writer made or saw.

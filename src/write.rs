@@ -90,10 +90,7 @@ impl WriteOptions {
 
     /// Options for a full overwrite.
     pub fn overwrite() -> Self {
-        Self {
-            mode: WriteMode::Overwrite,
-            ..Self::default()
-        }
+        Self { mode: WriteMode::Overwrite, ..Self::default() }
     }
 
     /// Overwrite only the partitions matching `predicate` (a SQL boolean expression
@@ -127,7 +124,7 @@ impl WriteOptions {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct WriteReport {
     /// The version committed (`None` when there was nothing to commit).
-    pub version: Option<i64>,
+    pub version: Option<u64>,
     /// Whether this write created the table.
     pub created: bool,
     /// Data files added.
@@ -170,16 +167,17 @@ impl Table {
     ) -> Result<WriteReport> {
         let started = Instant::now();
         if self.already_committed(&options).await? {
-            return Ok(WriteReport {
-                duration_ms: started.elapsed().as_millis() as u64,
-                ..Default::default()
-            });
+            return Ok(WriteReport { duration_ms: started.elapsed().as_millis() as u64, ..Default::default() });
         }
         let mut batches = batches.peekable();
         let first_schema = match std::pin::Pin::new(&mut batches).peek().await {
             Some(Ok(batch)) => Some(batch.schema()),
             Some(Err(_)) => {
-                return Err(batches.next().await.and_then(Result::err).unwrap_or_else(|| Error::internal("stream error vanished")));
+                return Err(batches
+                    .next()
+                    .await
+                    .and_then(Result::err)
+                    .unwrap_or_else(|| Error::internal("stream error vanished")));
             }
             None => None,
         };
@@ -258,14 +256,9 @@ impl Table {
             }
             _ => None,
         };
-        let sink = FileSink::new(self, schema, partition_columns.clone(), options.schema_mode, options.target_file_size)?;
-        Ok(WriteJob {
-            sink,
-            options,
-            partition_columns,
-            replace,
-            created,
-        })
+        let sink =
+            FileSink::new(self, schema, partition_columns.clone(), options.schema_mode, options.target_file_size)?;
+        Ok(WriteJob { sink, options, partition_columns, replace, created })
     }
 
     /// Close the job's files and commit them.
@@ -313,7 +306,7 @@ impl Table {
         options: &WriteOptions,
         replace: Option<&Predicate>,
         report: &mut WriteReport,
-    ) -> Result<i64> {
+    ) -> Result<u64> {
         let mut attempt = 0;
         loop {
             let mut actions: Vec<Action> = Vec::new();
@@ -326,7 +319,11 @@ impl Table {
                 }))
                 .map_err(|e| Error::internal(format!("building protocol action: {e}")))?;
                 actions.push(Action::Protocol(protocol));
-                actions.push(Action::Metadata(new_metadata(&kernel_schema, partition_columns, Vec::<(String, String)>::new())?));
+                actions.push(Action::Metadata(new_metadata(
+                    &kernel_schema,
+                    partition_columns,
+                    Vec::<(String, String)>::new(),
+                )?));
             } else {
                 if report.schema_evolved {
                     let kernel_schema: StructType = schema.as_ref().try_into_kernel()?;
@@ -338,7 +335,12 @@ impl Table {
                     let matching = match replace {
                         Some(predicate) => {
                             let files = self.files()?;
-                            Predicate::match_partitions(predicate.expr(), &files, &self.arrow_schema()?, partition_columns)?
+                            Predicate::match_partitions(
+                                predicate.expr(),
+                                &files,
+                                &self.arrow_schema()?,
+                                partition_columns,
+                            )?
                         }
                         None => vec![true; state.log_data().num_files()],
                     };
@@ -369,10 +371,7 @@ impl Table {
                 ],
                 blind_append: options.mode == WriteMode::Append && !report.schema_evolved && self.exists(),
                 max_retries: if options.mode == WriteMode::Append { options.max_retries } else { 0 },
-                app_transaction: options
-                    .app_transaction
-                    .as_ref()
-                    .map(|(app, v)| Transaction::new(app.clone(), *v)),
+                app_transaction: options.app_transaction.as_ref().map(|(app, v)| Transaction::new(app.clone(), *v)),
             };
             match commit(self, actions, request).await {
                 Ok(version) => {
@@ -392,13 +391,19 @@ impl Table {
                         if current.fields() != schema.fields() && !report.schema_evolved {
                             return Err(Error::new(
                                 ErrorKind::Conflict,
-                                format!("table {} changed its schema while this write ran; nothing was committed", self.uri()),
+                                format!(
+                                    "table {} changed its schema while this write ran; nothing was committed",
+                                    self.uri()
+                                ),
                             ));
                         }
                         if self.partition_columns()? != partition_columns {
                             return Err(Error::new(
                                 ErrorKind::Conflict,
-                                format!("table {} was created concurrently with other partition columns; nothing was committed", self.uri()),
+                                format!(
+                                    "table {} was created concurrently with other partition columns; nothing was committed",
+                                    self.uri()
+                                ),
                             ));
                         }
                     }
@@ -473,7 +478,9 @@ fn normalize_new_schema(schema: &SchemaRef) -> SchemaRef {
         .iter()
         .map(|f| {
             let data_type = match f.data_type() {
-                DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into())),
+                DataType::Timestamp(_, tz) => {
+                    DataType::Timestamp(TimeUnit::Microsecond, tz.as_ref().map(|_| "UTC".into()))
+                }
                 DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
                 DataType::LargeBinary | DataType::BinaryView => DataType::Binary,
                 DataType::Date64 => DataType::Date32,

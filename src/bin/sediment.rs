@@ -92,7 +92,7 @@ struct AppendArgs {
 struct TimeTravel {
     /// Read the table as of this version.
     #[arg(long, conflicts_with = "as_of")]
-    version: Option<i64>,
+    version: Option<u64>,
     /// Read the table as of this time (RFC 3339, or YYYY-MM-DD[ HH:MM:SS] in UTC).
     #[arg(long, value_parser = parse_timestamp)]
     as_of: Option<chrono::DateTime<chrono::Utc>>,
@@ -171,7 +171,8 @@ fn install_tracing(verbose: u8) {
         1 => "info,sediment=info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
@@ -266,11 +267,11 @@ async fn scan(args: ScanArgs, options: StorageOptions, json: bool) -> anyhow::Re
     }
     let mut scan = builder.execute().await?;
     let schema = scan.schema();
-    let mut out: Box<dyn Write> = match &args.output {
+    let mut out: Box<dyn Write + Send> = match &args.output {
         Some(path) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
         )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
     };
     match format {
         FormatArg::Table => {
@@ -302,7 +303,11 @@ async fn scan(args: ScanArgs, options: StorageOptions, json: bool) -> anyhow::Re
             writer.finish()?;
         }
         FormatArg::Parquet => {
-            let mut writer = sediment::deltalake::parquet::arrow::ArrowWriter::try_new(&mut out, schema.clone(), Some(sediment::writer_properties()))?;
+            let mut writer = sediment::deltalake::parquet::arrow::ArrowWriter::try_new(
+                &mut out,
+                schema.clone(),
+                Some(sediment::writer_properties()),
+            )?;
             while let Some(batch) = scan.next().await {
                 writer.write(&batch?)?;
             }
@@ -343,7 +348,11 @@ async fn history(uri: &str, limit: usize, options: StorageOptions, json: bool) -
             .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
             .unwrap_or_default();
         let metrics = match &e.metrics {
-            serde_json::Value::Object(m) => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect::<Vec<_>>().join(" "),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect::<Vec<_>>()
+                .join(" "),
             _ => String::new(),
         };
         println!(
@@ -372,7 +381,12 @@ async fn info(uri: &str, at: &TimeTravel, options: StorageOptions, json: bool) -
 fn print_info(info: &sediment::TableInfo) {
     println!("table        {}", info.uri);
     println!("version      {}", info.version);
-    println!("files        {} ({} small: below 1/8 of the {} target)", info.files, info.small_files, human_bytes(info.target_file_size));
+    println!(
+        "files        {} ({} small: below 1/8 of the {} target)",
+        info.files,
+        info.small_files,
+        human_bytes(info.target_file_size)
+    );
     println!("bytes        {}", human_bytes(info.bytes));
     match info.rows {
         Some(rows) => println!("rows         {rows}"),
@@ -431,7 +445,8 @@ async fn demo(dir: PathBuf, appends: usize, rows_per_append: usize, json: bool) 
     println!("\n== 3. time travel: version {old_version} (after the first append of this run)");
     println!("rows then    {}", old_info.rows.unwrap_or(0));
     println!("rows now     {}", info.rows.unwrap_or(0));
-    let (batches, report) = table.scan().filter("event_date = '2024-05-03' AND event_type = 'purchase'").execute().await?.collect().await?;
+    let (batches, report) =
+        table.scan().filter("event_date = '2024-05-03' AND event_type = 'purchase'").execute().await?.collect().await?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     println!(
         "\n== 4. a pruned scan: {rows} purchases on 2024-05-03, reading {} of {} files ({})",

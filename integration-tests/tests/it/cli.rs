@@ -12,7 +12,11 @@ fn sediment_bin() -> PathBuf {
     // target/<profile>/deps/it-<hash> -> target/<profile>/sediment
     let exe = std::env::current_exe().unwrap();
     let bin = exe.parent().unwrap().parent().unwrap().join("sediment");
-    assert!(bin.exists(), "build the CLI first (cargo build --bin sediment) or set SEDIMENT_BIN; looked at {}", bin.display());
+    assert!(
+        bin.exists(),
+        "build the CLI first (cargo build --bin sediment) or set SEDIMENT_BIN; looked at {}",
+        bin.display()
+    );
     bin
 }
 
@@ -46,7 +50,11 @@ fn append_scan_history_info_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     let uri = s3_uri("cli");
     let csv = write(dir.path(), "a.csv", "id,city,amount\n1,paris,1.5\n2,oslo,2.5\n3,paris,3.0\n");
-    let ndjson = write(dir.path(), "b.ndjson", "{\"id\": 4, \"city\": \"lima\", \"amount\": 4.0}\n{\"id\": 5, \"city\": \"oslo\"}\n");
+    let ndjson = write(
+        dir.path(),
+        "b.ndjson",
+        "{\"id\": 4, \"city\": \"lima\", \"amount\": 4.0}\n{\"id\": 5, \"city\": \"oslo\"}\n",
+    );
 
     let out = run(&["append", &uri, &csv, &ndjson, "--partition-by", "city", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -57,7 +65,8 @@ fn append_scan_history_info_on_s3() {
 
     // Parquet written by `scan --format parquet` goes back in as a source file.
     let parquet = dir.path().join("c.parquet");
-    let out = run(&["scan", &uri, "--where", "city = 'paris'", "--format", "parquet", "--output", parquet.to_str().unwrap()]);
+    let out =
+        run(&["scan", &uri, "--where", "city = 'paris'", "--format", "parquet", "--output", parquet.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = run(&["append", &uri, parquet.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));

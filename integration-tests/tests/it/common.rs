@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use sediment::arrow::array::{Array, RecordBatch};
+use sediment::arrow::array::RecordBatch;
 use sediment::arrow::util::display::{ArrayFormatter, FormatOptions};
 use sediment::{Table, WriteOptions};
 
@@ -105,9 +105,4 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(entry.path(), &target).expect("copy file");
         }
     }
-}
-
-/// Whether any value in the column is null (for assertions on filled columns).
-pub fn all_null(array: &dyn Array) -> bool {
-    array.null_count() == array.len()
 }

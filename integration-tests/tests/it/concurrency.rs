@@ -18,10 +18,7 @@ async fn eight_concurrent_appenders_each_land_exactly_once() {
         handles.push(tokio::spawn(async move {
             let mut table = Table::open(&uri).await.unwrap();
             let start = 1_000 + (w * rows_per_writer) as i64;
-            table
-                .write([sediment::demo::events_batch(start, rows_per_writer)], WriteOptions::append())
-                .await
-                .unwrap()
+            table.write([sediment::demo::events_batch(start, rows_per_writer)], WriteOptions::append()).await.unwrap()
         }));
     }
     let mut versions = Vec::new();
@@ -29,21 +26,16 @@ async fn eight_concurrent_appenders_each_land_exactly_once() {
         versions.push(h.await.unwrap().version.unwrap());
     }
     versions.sort();
-    assert_eq!(versions, (1..=writers as i64).collect::<Vec<_>>(), "versions are contiguous, one per writer");
+    assert_eq!(versions, (1..=writers as u64).collect::<Vec<_>>(), "versions are contiguous, one per writer");
 
     let table = Table::open(&uri).await.unwrap();
-    assert_eq!(table.version(), Some(writers as i64));
+    assert_eq!(table.version(), Some(writers as u64));
     let (batches, _) = table.scan().columns(["event_id"]).execute().await.unwrap().collect().await.unwrap();
     assert_eq!(count(&batches), 10 + writers * rows_per_writer);
     let mut ids: Vec<i64> = batches
         .iter()
         .flat_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<sediment::arrow::array::Int64Array>()
-                .unwrap()
-                .values()
-                .to_vec()
+            b.column(0).as_any().downcast_ref::<sediment::arrow::array::Int64Array>().unwrap().values().to_vec()
         })
         .collect();
     ids.sort();
@@ -89,17 +81,12 @@ async fn an_overwrite_racing_appends_is_replanned_and_wins_cleanly() {
             let uri = uri.clone();
             tokio::spawn(async move {
                 let mut t = Table::open(&uri).await.unwrap();
-                t.write([sediment::demo::events_batch(1_000 + w * 10, 10)], WriteOptions::append())
-                    .await
-                    .unwrap()
+                t.write([sediment::demo::events_batch(1_000 + w * 10, 10)], WriteOptions::append()).await.unwrap()
             })
         })
         .collect();
     let mut overwriter = Table::open(&uri).await.unwrap();
-    let report = overwriter
-        .write([sediment::demo::events_batch(50_000, 7)], WriteOptions::overwrite())
-        .await
-        .unwrap();
+    let report = overwriter.write([sediment::demo::events_batch(50_000, 7)], WriteOptions::overwrite()).await.unwrap();
     for a in appenders {
         a.await.unwrap();
     }
@@ -107,12 +94,7 @@ async fn an_overwrite_racing_appends_is_replanned_and_wins_cleanly() {
     // left is its 7 rows plus exactly the appends that committed after it.
     let latest = Table::open(&uri).await.unwrap();
     let overwrite_version = report.version.unwrap();
-    let appended_after = latest
-        .history(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|h| h.version > overwrite_version)
-        .count();
+    let appended_after =
+        latest.history(None).await.unwrap().into_iter().filter(|h| h.version > overwrite_version).count();
     assert_eq!(latest.info().unwrap().rows, Some(7 + 10 * appended_after as u64));
 }

@@ -34,12 +34,7 @@ fn dir_or_skip(test: &str) -> Option<PathBuf> {
 
 fn read_parquet(path: &Path) -> Vec<RecordBatch> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap()
-        .build()
-        .unwrap()
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap()
+    ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().collect::<Result<Vec<_>, _>>().unwrap()
 }
 
 /// Cast `expected`'s columns to the types the scan returned, so values print alike.
@@ -51,7 +46,9 @@ fn align(expected: &[RecordBatch], actual_schema: &sediment::arrow::datatypes::S
                 .fields()
                 .iter()
                 .map(|f| {
-                    let column = b.column_by_name(f.name()).unwrap_or_else(|| panic!("expected data has no column {}", f.name()));
+                    let column = b
+                        .column_by_name(f.name())
+                        .unwrap_or_else(|| panic!("expected data has no column {}", f.name()));
                     cast(column, f.data_type()).unwrap()
                 })
                 .collect();
@@ -71,17 +68,12 @@ async fn dat_cases_return_the_expected_rows_at_every_version() {
             let expected = expected.unwrap().path();
             let meta: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(expected.join("table_version_metadata.json")).unwrap()).unwrap();
-            let version = meta["version"].as_i64().unwrap();
+            let version = meta["version"].as_u64().unwrap();
             let table = Table::open_with(&uri, OpenOptions::new().version(version)).await.unwrap();
             let (batches, _) = table.scan().execute().await.unwrap().collect().await.unwrap();
             let schema = table.scan().execute().await.unwrap().schema();
             let want = align(&read_parquet(&expected.join("table_content.parquet")), &schema);
-            assert_eq!(
-                canonical_rows(&batches),
-                canonical_rows(&want),
-                "{} at version {version}",
-                case.display()
-            );
+            assert_eq!(canonical_rows(&batches), canonical_rows(&want), "{} at version {version}", case.display());
             checked += 1;
         }
     }
@@ -146,11 +138,16 @@ async fn foreign_tables_scan_to_the_independent_row_counts_or_are_refused_cleanl
         match (&outcome, rows, refused) {
             (Outcome::Panic(p), _, _) => failures.push(format!("{name}: panicked: {p}")),
             (Outcome::Rows(n), Some(want), None) if n == want => {}
-            (Outcome::Rows(n), Some(want), None) => failures.push(format!("{name}: {n} rows, independent reader found {want}")),
-            (Outcome::Rows(n), None, None) => failures.push(format!("{name}: {n} rows where the independent reader failed; add it to the expectations")),
+            (Outcome::Rows(n), Some(want), None) => {
+                failures.push(format!("{name}: {n} rows, independent reader found {want}"))
+            }
+            (Outcome::Rows(n), None, None) => failures
+                .push(format!("{name}: {n} rows where the independent reader failed; add it to the expectations")),
             (Outcome::Error(_), _, Some(_)) => {}
             (Outcome::Error(e), _, None) => failures.push(format!("{name}: unexpected error: {e}")),
-            (Outcome::Rows(n), _, Some((_, why))) => failures.push(format!("{name}: listed as refused ({why}) but returned {n} rows")),
+            (Outcome::Rows(n), _, Some((_, why))) => {
+                failures.push(format!("{name}: listed as refused ({why}) but returned {n} rows"))
+            }
         }
     }
     eprintln!("{}", summary.join("\n"));
@@ -161,7 +158,16 @@ async fn foreign_tables_scan_to_the_independent_row_counts_or_are_refused_cleanl
 async fn broken_logs_fail_with_errors_not_panics() {
     let Some(dir) = dir_or_skip("broken logs") else { return };
     let base = dir.join("delta-rs-broken-logs");
-    for (table, must_open) in [("table_a", true), ("table_b", true), ("table_c", false), ("table_d", false), ("table_e", false), ("table_f", false), ("table_h", false), ("table_i", false)] {
+    for (table, must_open) in [
+        ("table_a", true),
+        ("table_b", true),
+        ("table_c", false),
+        ("table_d", false),
+        ("table_e", false),
+        ("table_f", false),
+        ("table_h", false),
+        ("table_i", false),
+    ] {
         let outcome = open_and_scan(base.join(table)).await;
         match (outcome, must_open) {
             (Outcome::Panic(p), _) => panic!("{table} panicked: {p}"),
@@ -171,4 +177,44 @@ async fn broken_logs_fail_with_errors_not_panics() {
     }
     // table_g: whatever it is, no panic.
     assert!(!matches!(open_and_scan(base.join("table_g")).await, Outcome::Panic(_)));
+}
+
+/// Tables copied and appended to: writable ones take the append (their own rows again),
+/// the rest are refused with the feature named and left untouched.
+#[tokio::test]
+async fn appends_to_copies_of_foreign_tables_or_refuses_them() {
+    let Some(dir) = dir_or_skip("foreign appends") else { return };
+    let cases = [
+        ("dat/basic_append/delta", true),
+        ("dat/basic_partitioned/delta", true),
+        ("dat/multi_partitioned/delta", true),
+        ("dat/with_schema_change/delta", true),
+        ("delta-rs/delta-0.8.0-partitioned", true),
+        ("delta-rs/table-with-dv-small", true),
+        ("delta-rs/table_with_column_mapping", false),
+        ("delta-rs/checkpoint-v2-table", false),
+    ];
+    for (name, writable) in cases {
+        let work = tempfile::tempdir().unwrap();
+        let copy = work.path().join("t");
+        crate::common::copy_dir(&dir.join(name), &copy);
+        let uri = copy.to_string_lossy().to_string();
+        let mut table = Table::open(&uri).await.unwrap();
+        let version = table.version();
+        let (batches, _) = table.scan().execute().await.unwrap().collect().await.unwrap();
+        let before = canonical_rows(&batches);
+        let result = table.write(batches.clone(), sediment::WriteOptions::append()).await;
+        let after = Table::open(&uri).await.unwrap();
+        if writable {
+            result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            let mut doubled: Vec<String> = before.iter().chain(before.iter()).cloned().collect();
+            doubled.sort();
+            assert_eq!(crate::common::table_rows(&after).await, doubled, "{name}");
+        } else {
+            let err = result.expect_err(name);
+            assert_eq!(err.kind(), sediment::ErrorKind::Unsupported, "{name}: {err}");
+            assert!(err.to_string().contains("cannot write"), "{name}: {err}");
+            assert_eq!(after.version(), version, "{name} untouched");
+        }
+    }
 }

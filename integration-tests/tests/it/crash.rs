@@ -14,10 +14,7 @@ async fn a_writer_crash_before_commit_leaves_the_table_unchanged() {
     let files_before = list_data_files(&table).await;
 
     // Small target files so the writer finishes (uploads) some before it "crashes".
-    let settings = TableWriterSettings {
-        target_file_size: 16 * 1024,
-        ..TableWriterSettings::default()
-    };
+    let settings = TableWriterSettings { target_file_size: 16 * 1024, ..TableWriterSettings::default() };
     let mut writer = TableWriter::new(Table::open(&uri).await.unwrap(), settings);
     for i in 0..5 {
         let committed = writer.write(sediment::demo::events_batch(10_000 + i * 4_000, 4_000)).await.unwrap();

@@ -39,13 +39,17 @@ async fn python_deltalake_reads_what_sediment_writes() {
         append_events(&mut table, 0, 700).await;
         append_events(&mut table, 700, 300).await;
         table
-            .write([crate::common::events_on_day(5_000, 50, "2024-05-01")], WriteOptions::append().replace_where("event_date = '2024-05-01'"))
+            .write(
+                [crate::common::events_on_day(5_000, 50, "2024-05-01")],
+                WriteOptions::append().replace_where("event_date = '2024-05-01'"),
+            )
             .await
             .unwrap();
         let ours = table.info().unwrap().rows.unwrap();
         let (rows, mut columns) = python_read(&uri);
         assert_eq!(rows, ours, "{uri}");
-        let mut expected: Vec<String> = table.arrow_schema().unwrap().fields().iter().map(|f| f.name().clone()).collect();
+        let mut expected: Vec<String> =
+            table.arrow_schema().unwrap().fields().iter().map(|f| f.name().clone()).collect();
         expected.sort();
         columns.sort();
         assert_eq!(columns, expected);

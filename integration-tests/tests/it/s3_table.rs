@@ -47,10 +47,7 @@ async fn append_overwrite_and_time_travel_on_s3() {
     assert_eq!(at_t0.version(), Some(0));
 
     // A full overwrite replaces every file.
-    let report = table
-        .write([sediment::demo::events_batch(5_000, 100)], WriteOptions::overwrite())
-        .await
-        .unwrap();
+    let report = table.write([sediment::demo::events_batch(5_000, 100)], WriteOptions::overwrite()).await.unwrap();
     assert_eq!(report.files_removed, 10);
     assert_eq!(table_rows(&table).await, canonical_rows(&[sediment::demo::events_batch(5_000, 100)]));
     // ...and the old version is still readable.
@@ -70,16 +67,10 @@ async fn replace_where_overwrites_only_matching_partitions() {
 
     // New rows for that one day only.
     let replacement = crate::common::events_on_day(10_000, 2_000, day);
-    let report = table
-        .write([replacement.clone()], WriteOptions::append().replace_where(&filter))
-        .await
-        .unwrap();
+    let report = table.write([replacement.clone()], WriteOptions::append().replace_where(&filter)).await.unwrap();
     assert_eq!(report.files_removed, 1, "only the {day} partition's file is replaced");
 
-    let mut expected: Vec<String> = before
-        .into_iter()
-        .filter(|row| !canonical_rows(&old_day).contains(row))
-        .collect();
+    let mut expected: Vec<String> = before.into_iter().filter(|row| !canonical_rows(&old_day).contains(row)).collect();
     expected.extend(canonical_rows(&[replacement]));
     expected.sort();
     assert_eq!(table_rows(&table).await, expected);
@@ -181,10 +172,7 @@ async fn schema_enforcement_and_evolution() {
     let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
     let ids: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
     let names: ArrayRef = Arc::new(StringArray::from(vec!["a", "b", "c"]));
-    table
-        .write([batch(vec![("id", ids.clone()), ("name", names.clone())])], WriteOptions::append())
-        .await
-        .unwrap();
+    table.write([batch(vec![("id", ids.clone()), ("name", names.clone())])], WriteOptions::append()).await.unwrap();
 
     // Wrong type: refused, naming the column and both types; nothing committed.
     let bad: ArrayRef = Arc::new(StringArray::from(vec!["x"]));
@@ -195,7 +183,10 @@ async fn schema_enforcement_and_evolution() {
     // An extra column is refused in strict mode...
     let extra: ArrayRef = Arc::new(StringArray::from(vec!["e1"]));
     let err = table
-        .write([batch(vec![("id", Arc::new(Int64Array::from(vec![4]))), ("color", extra.clone())])], WriteOptions::append())
+        .write(
+            [batch(vec![("id", Arc::new(Int64Array::from(vec![4]))), ("color", extra.clone())])],
+            WriteOptions::append(),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("`color`"), "{err}");

@@ -10,9 +10,7 @@ use crate::common::{canonical_rows, s3_uri, table_rows};
 async fn table_writer_buffers_small_batches_into_few_commits() {
     let uri = s3_uri("table-writer");
     let table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    let settings = TableWriterSettings::default()
-        .partition_by(["event_date"])
-        .max_age(Duration::from_secs(3600));
+    let settings = TableWriterSettings::default().partition_by(["event_date"]).max_age(Duration::from_secs(3600));
     let mut writer = TableWriter::new(table, settings);
     let mut expected = Vec::new();
     for i in 0..50 {
