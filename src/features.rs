@@ -29,9 +29,27 @@ const WRITABLE_FEATURES: &[&str] = &[
     "domainMetadata",
 ];
 
+/// Reader features delta-rs reads correctly.
+const READABLE_FEATURES: &[&str] =
+    &["columnMapping", "deletionVectors", "timestampNtz", "v2Checkpoint", "variantType", "variantType-preview"];
+
 /// Check that `table` (named by `uri`) can be read. Errors name the unsupported feature.
 pub fn check_readable(uri: &str, state: &DeltaTableState) -> Result<()> {
-    PROTOCOL.can_read_from(state).map_err(|e| Error::unsupported(format!("cannot read table {uri}: {e}")))
+    let protocol = state.protocol();
+    let version = protocol.min_reader_version();
+    if version > 3 {
+        return Err(Error::unsupported(format!("cannot read table {uri}: reader version {version} is newer than 3")));
+    }
+    if version == 3
+        && let Some(features) = protocol.reader_features()
+        && let Some(feature) = features.iter().find(|f| !READABLE_FEATURES.contains(&f.as_ref()))
+    {
+        return Err(Error::unsupported(format!(
+            "cannot read table {uri}: reader feature {:?} is not supported",
+            feature.as_ref()
+        )));
+    }
+    Ok(())
 }
 
 /// Check that Sediment can write to `table`, naming the first feature it cannot honour.
@@ -61,10 +79,19 @@ pub fn check_writable(uri: &str, state: &DeltaTableState) -> Result<()> {
     if mapping != "none" {
         return refuse(format!("column mapping mode {mapping:?} is not supported"));
     }
+    let schema = state.schema();
+    for column in state.metadata().partition_columns() {
+        if let Some(field) = schema.field(column)
+            && field.data_type() == &deltalake::kernel::DataType::BINARY
+        {
+            return refuse(format!(
+                "binary partition column `{column}`: its partition values are not encoded the same way by all readers"
+            ));
+        }
+    }
     if config.keys().any(|k| k.starts_with("delta.constraints.")) {
         return refuse("check constraints (writer feature \"checkConstraints\") are not enforced".into());
     }
-    let schema = state.schema();
     if declares("invariants", 2) && schema_has_metadata(&schema, "delta.invariants") {
         return refuse("column invariants (writer feature \"invariants\") are not enforced".into());
     }

@@ -19,8 +19,11 @@ pub struct TableInfo {
     pub files: usize,
     /// Total bytes of the live data files.
     pub bytes: u64,
-    /// Total rows, when every file has a row count in its statistics.
+    /// Live rows (rows in files less rows deleted by deletion vectors), when every
+    /// file has a row count in its statistics.
     pub rows: Option<u64>,
+    /// Rows deleted by deletion vectors but still stored in the files.
+    pub deleted_rows: u64,
     /// Files without a row count in their statistics.
     pub files_without_stats: usize,
     /// Partition columns.
@@ -101,13 +104,16 @@ impl Table {
         let partitions: BTreeSet<Vec<Option<String>>> =
             files.iter().map(|f| f.partition_values.values().cloned().collect()).collect();
         let files_without_stats = files.iter().filter(|f| f.rows.is_none()).count();
+        let deleted_rows: u64 = files.iter().map(|f| f.deleted_rows).sum();
         let schema = self.arrow_schema()?;
         Ok(TableInfo {
             uri: self.uri().to_string(),
             version: self.version().unwrap_or_default(),
             files: files.len(),
             bytes: files.iter().map(|f| f.size).sum(),
-            rows: (files_without_stats == 0).then(|| files.iter().filter_map(|f| f.rows).sum()),
+            rows: (files_without_stats == 0)
+                .then(|| files.iter().filter_map(|f| f.rows).sum::<u64>().saturating_sub(deleted_rows)),
+            deleted_rows,
             files_without_stats,
             partition_columns: self.partition_columns()?,
             partitions: if self.partition_columns()?.is_empty() {

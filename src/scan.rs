@@ -28,7 +28,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::datafusion::execution::object_store::ObjectStoreUrl;
 use deltalake::datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use deltalake::datafusion::physical_plan::SendableRecordBatchStream;
@@ -108,11 +109,11 @@ impl Table {
         if let Some(predicate) = &predicate {
             let physical = Predicate::physical(predicate.expr(), &schema)?;
             // A predicate DataFusion cannot turn into a statistics check simply skips nothing.
-            if let Some(pruning) = PruningPredicateBuilder::new().with_file_schema(schema.clone()).build(physical) {
-                if let Ok(stats_keep) = pruning.prune(&state.log_data()) {
-                    for (k, s) in keep.iter_mut().zip(stats_keep) {
-                        *k &= s;
-                    }
+            if let Some(pruning) = PruningPredicateBuilder::new().with_file_schema(schema.clone()).build(physical)
+                && let Ok(stats_keep) = pruning.prune(&state.log_data())
+            {
+                for (k, s) in keep.iter_mut().zip(stats_keep) {
+                    *k &= s;
                 }
             }
         }
@@ -190,7 +191,7 @@ impl<'a> ScanBuilder<'a> {
         }
         let stream =
             df.execute_stream().await.map_err(|e| Error::from(e).context(format!("scanning table {}", table.uri())))?;
-        Ok(Scan { schema: stream.schema(), stream, report: plan.report, bytes_read })
+        Ok(Scan { schema: plain_schema(&stream.schema()), stream, report: plan.report, bytes_read })
     }
 }
 
@@ -237,11 +238,45 @@ impl Stream for Scan {
         match self.stream.poll_next_unpin(cx) {
             Poll::Ready(Some(Ok(batch))) => {
                 self.report.rows_returned += batch.num_rows() as u64;
-                Poll::Ready(Some(Ok(batch)))
+                Poll::Ready(Some(decode_dictionaries(batch, &self.schema)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// The scan's schema with dictionary-encoded columns (delta-rs returns partition
+/// columns that way) replaced by their value types, as the table declares them.
+fn plain_schema(schema: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, values) => Field::new(f.name(), values.as_ref().clone(), f.is_nullable()),
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+fn decode_dictionaries(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch);
+    }
+    let columns =
+        batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .map(|(column, field)| {
+                if column.data_type() == field.data_type() {
+                    Ok(column.clone())
+                } else {
+                    cast(column, field.data_type())
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }

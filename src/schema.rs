@@ -117,6 +117,12 @@ fn fit_column(array: &ArrayRef, from: &Field, to: &Field) -> Result<ArrayRef> {
             from.data_type()
         ))
     };
+    if let DataType::Dictionary(_, values) = from.data_type() {
+        // Dictionary-encoded input (as scans return partition columns): decode, then fit.
+        let decoded = deltalake::arrow::compute::cast(array, values).map_err(|_| mismatch())?;
+        let decoded_field = Field::new(from.name(), values.as_ref().clone(), from.is_nullable());
+        return fit_column(&decoded, &decoded_field, to);
+    }
     let array = if from.data_type().equals_datatype(to.data_type()) {
         array.clone()
     } else if from.data_type() == &DataType::Null {

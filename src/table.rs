@@ -91,6 +91,8 @@ pub struct DataFile {
     pub modification_time: i64,
     /// Whether some of the file's rows are deleted by a deletion vector.
     pub has_deletion_vector: bool,
+    /// Rows of the file that its deletion vector deletes (0 without one).
+    pub deleted_rows: u64,
 }
 
 impl Table {
@@ -121,6 +123,22 @@ impl Table {
             builder = builder.with_timestamp(ts);
         }
         let delta = builder.load().await.map_err(|e| open_error(uri, &options, e))?;
+        if let (Some(ts), Some(version)) = (options.as_of, delta.version()) {
+            // delta-rs falls back to the first version for a time before it; that
+            // version did not exist then.
+            let committed = delta.snapshot().ok().and_then(|s| s.version_timestamp(version));
+            if let Some(committed) = committed
+                && committed > ts.timestamp_millis()
+            {
+                let first = chrono::DateTime::from_timestamp_millis(committed).unwrap_or_default();
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "table {uri} has no version at or before {ts}: its oldest available version {version} was committed at {first}"
+                    ),
+                ));
+            }
+        }
         let table = Self { uri: uri.to_string(), url, storage_options: options.storage_options, delta };
         features::check_readable(uri, table.state()?)?;
         Ok(table)
@@ -217,6 +235,7 @@ impl Table {
                 partition_values: f.partition_values_map().into_iter().collect(),
                 modification_time: f.modification_time(),
                 has_deletion_vector: f.deletion_vector_descriptor().is_some(),
+                deleted_rows: f.deletion_vector_descriptor().map_or(0, |dv| dv.cardinality.max(0) as u64),
             })
             .collect())
     }

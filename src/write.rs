@@ -199,13 +199,12 @@ impl Table {
 
     /// Whether `options` names an application transaction already committed.
     pub(crate) async fn already_committed(&self, options: &WriteOptions) -> Result<bool> {
-        if let Some((app, version)) = &options.app_transaction {
-            if let Some(done) = self.app_transaction_version(app).await? {
-                if done >= *version {
-                    tracing::info!(app, version, done, "batch already committed; nothing to do");
-                    return Ok(true);
-                }
-            }
+        if let Some((app, version)) = &options.app_transaction
+            && let Some(done) = self.app_transaction_version(app).await?
+            && done >= *version
+        {
+            tracing::info!(app, version, done, "batch already committed; nothing to do");
+            return Ok(true);
         }
         Ok(false)
     }
