@@ -46,9 +46,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy (warnings denied)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo nextest"
-cargo build --locked --bin sediment
+echo "== doc examples"
+cargo test --doc --workspace --locked
+echo "== build the CLI and the examples"
+cargo build --locked --bin sediment --examples
 export SEDIMENT_BIN="$CARGO_TARGET_DIR/debug/sediment"
 echo "== bucket"
 curl -s -f -X PUT "http://127.0.0.1:$PORT/sediment-tests" >/dev/null
+echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast "$@"

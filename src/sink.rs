@@ -20,11 +20,18 @@ use crate::table::Table;
 /// The default target size of data files: 128 MiB.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
-/// Parquet settings of every data file Sediment writes: zstd level 3, page statistics.
-pub fn writer_properties() -> WriterProperties {
+/// Parquet settings of every data file Sediment writes: zstd level 3, page statistics,
+/// and row groups of at most `target_file_size / 8` encoded bytes (64 KiB to 16 MiB).
+///
+/// The row-group bound is what makes files come out near the target: a file is cut
+/// when its compressed bytes plus the open row group's *uncompressed* estimate reach
+/// the target, so a large open row group would cut files at a fraction of it.
+pub fn writer_properties(target_file_size: u64) -> WriterProperties {
+    let row_group_bytes = (target_file_size / 8).clamp(64 * 1024, 16 * 1024 * 1024) as usize;
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_bytes(Some(row_group_bytes))
         .build()
 }
 
@@ -66,7 +73,7 @@ impl FileSink {
         } else {
             Self::writer_for(table.url().as_str(), &schema, &partition_columns, table.storage_options())?
         }
-        .with_writer_properties(writer_properties())
+        .with_writer_properties(writer_properties(target_file_size))
         .with_target_file_size(target_file_size);
         let writer_schema = writer.arrow_schema();
         Ok(Self {
@@ -125,7 +132,7 @@ impl FileSink {
             self.finished.extend(adds);
             self.writer =
                 Self::writer_for(&self.url, fitted.schema_ref(), &self.partition_columns, &self.storage_options)?
-                    .with_writer_properties(writer_properties())
+                    .with_writer_properties(writer_properties(self.target_file_size))
                     .with_target_file_size(self.target_file_size);
             self.writer_schema = self.writer.arrow_schema();
         }

@@ -16,7 +16,7 @@
 //! use sediment::{Table, WriteOptions};
 //! let mut table = Table::open_or_new("/data/bronze/events", Default::default()).await?;
 //! let report = table.write(batches, WriteOptions::append().partition_by(["date"])).await?;
-//! println!("committed version {} with {} files", report.version, report.files_added);
+//! println!("committed version {:?} with {} files", report.version, report.files_added);
 //! # Ok(()) }
 //! ```
 

@@ -306,7 +306,7 @@ async fn scan(args: ScanArgs, options: StorageOptions, json: bool) -> anyhow::Re
             let mut writer = sediment::deltalake::parquet::arrow::ArrowWriter::try_new(
                 &mut out,
                 schema.clone(),
-                Some(sediment::writer_properties()),
+                Some(sediment::writer_properties(sediment::DEFAULT_TARGET_FILE_SIZE)),
             )?;
             while let Some(batch) = scan.next().await {
                 writer.write(&batch?)?;

@@ -24,6 +24,16 @@ fn run(args: &[&str]) -> Output {
     Command::new(sediment_bin()).args(args).output().expect("sediment runs")
 }
 
+/// Run with no AWS endpoint in the environment: settings must come from options.
+fn run_without_env(args: &[&str]) -> Output {
+    Command::new(sediment_bin())
+        .args(args)
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_ALLOW_HTTP")
+        .output()
+        .expect("sediment runs")
+}
+
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
@@ -160,4 +170,24 @@ fn demo_runs_on_a_local_directory() {
     assert_eq!(info["rows"], 1_800);
     assert_eq!(info["version"], 5);
     assert_eq!(info["small_files"], info["files"]);
+}
+
+#[test]
+fn storage_options_on_the_command_line_reach_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = s3_uri("cli-options");
+    let file = write(dir.path(), "x.csv", "id\n1\n2\n");
+    let endpoint = crate::common::s3_endpoint();
+    let endpoint_option = format!("aws_endpoint={endpoint}");
+    let options = ["--storage-option", &endpoint_option, "--storage-option", "aws_allow_http=true"];
+    let mut args = vec!["append", &uri, &file];
+    args.extend(options);
+    let out = run_without_env(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut args = vec!["info", &uri, "--json"];
+    args.extend(options);
+    let out = run_without_env(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["rows"], 2);
 }

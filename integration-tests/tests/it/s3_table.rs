@@ -273,3 +273,44 @@ async fn opening_what_is_not_there() {
     let err = Table::open("ftp://x/y").await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn files_are_zstd_parquet_with_statistics_cut_at_the_target_size() {
+    use sediment::deltalake::parquet::basic::Compression;
+    use sediment::deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("sized").to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let target = 512 * 1024;
+    let batches: Vec<RecordBatch> = (0..20).map(|i| sediment::demo::events_batch(i * 10_000, 10_000)).collect();
+    let report = table.write(batches, WriteOptions::append().target_file_size(target)).await.unwrap();
+    assert!(report.files_added > 1, "200k rows at a 512 KiB target make several files");
+    let files = table.files().unwrap();
+    assert_eq!(files.len(), report.files_added);
+    let sizes: Vec<u64> = files.iter().map(|f| f.size).collect();
+    // Files are cut near the target (all but the last reach 3/4 of it).
+    assert!(sizes.iter().filter(|s| **s >= target * 3 / 4).count() >= files.len() - 1, "{sizes:?}");
+    assert!(sizes.iter().all(|s| *s <= target * 5 / 4), "{sizes:?}");
+    for f in &files {
+        assert!(f.rows.is_some(), "every file has a row count in its statistics");
+        let path = dir.path().join("sized").join(&f.path);
+        let reader = SerializedFileReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+        let row_group = reader.metadata().row_group(0);
+        for column in row_group.columns() {
+            assert!(matches!(column.compression(), Compression::ZSTD(_)), "{:?}", column.compression());
+            assert!(column.statistics().is_some(), "column statistics are written");
+        }
+    }
+    assert_eq!(table.info().unwrap().rows, Some(200_000));
+}
+
+#[tokio::test]
+async fn memory_tables_are_shared_within_the_process() {
+    let uri = format!("memory://sediment-test-{}/events", std::process::id());
+    let mut writer = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    append_events(&mut writer, 0, 100).await;
+    let reader = Table::open(&uri).await.unwrap();
+    assert_eq!(reader.info().unwrap().rows, Some(100));
+    assert_eq!(table_rows(&reader).await, canonical_rows(&[sediment::demo::events_batch(0, 100)]));
+}
