@@ -33,7 +33,7 @@ pub fn events_schema() -> SchemaRef {
 /// `rows` events with ids `start_id..start_id + rows`, spread over [`EVENT_DAYS`] days.
 pub fn events_batch(start_id: i64, rows: usize) -> RecordBatch {
     let ids: Vec<i64> = (start_id..start_id + rows as i64).collect();
-    let mix = |id: i64, salt: u64| (id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ salt;
+    let mix = |id: i64, salt: u64| splitmix64((id as u64) ^ salt.wrapping_mul(0xD6E8_FEB8_6659_FD93));
     let day = |id: i64| (mix(id, 7) % EVENT_DAYS as u64) as i32;
     let columns: Vec<ArrayRef> = vec![
         Arc::new(Int64Array::from(ids.clone())),
@@ -58,4 +58,12 @@ pub fn events_batch(start_id: i64, rows: usize) -> RecordBatch {
         Arc::new(Date32Array::from_iter_values(ids.iter().map(|id| FIRST_DAY + day(*id)))),
     ];
     RecordBatch::try_new(events_schema(), columns).expect("columns match the schema")
+}
+
+/// SplitMix64: a fast, well-mixed hash of a 64-bit value.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
