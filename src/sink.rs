@@ -118,13 +118,17 @@ impl FileSink {
         self.writer.buffer_len() + self.finished.iter().map(|a| a.size as usize).sum::<usize>()
     }
 
-    /// Fit `batch` to the schema and write it. On error nothing of this batch is kept
-    /// in the table's future commit, but files already written stay for [`Self::abort`].
-    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
+    /// Fit `batch` to the table schema (growing it in merge mode). Nothing is written.
+    pub(crate) fn fit(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
+        self.fitter.fit(batch)
+    }
+
+    /// Write a batch returned by [`Self::fit`]. After an error the open files are
+    /// unusable: the caller must give up the whole sink.
+    pub(crate) async fn write_fitted(&mut self, fitted: RecordBatch) -> Result<()> {
+        if fitted.num_rows() == 0 {
             return Ok(());
         }
-        let fitted = self.fitter.fit(batch)?;
         if fitted.schema().fields() != self.writer_schema.fields() {
             // Schema evolution: seal the files written so far and continue with a writer
             // for the wider schema; every file lands in the same commit.

@@ -11,6 +11,10 @@
 //! was not committed yet; nothing committed is lost and nothing half-written becomes
 //! visible (files of an uncommitted buffer are unreferenced and removed by vacuum).
 //!
+//! A batch that does not fit the table is refused and the buffer stays as it was. If
+//! storage fails while writing or committing, the whole buffer is given up and the
+//! error says how many rows must be written again.
+//!
 //! ```no_run
 //! # async fn example(batch: deltalake::arrow::array::RecordBatch) -> sediment::Result<()> {
 //! use sediment::{Table, TableWriter, TableWriterSettings};
@@ -29,7 +33,7 @@ use crate::error::Result;
 use crate::schema::SchemaMode;
 use crate::sink::DEFAULT_TARGET_FILE_SIZE;
 use crate::table::Table;
-use crate::write::{WriteJob, WriteOptions, WriteReport};
+use crate::write::{BatchError, WriteJob, WriteOptions, WriteReport};
 
 /// When a [`TableWriter`] commits, and how it writes.
 #[derive(Debug, Clone)]
@@ -139,7 +143,20 @@ impl TableWriter {
             self.job = Some((job, Instant::now()));
         }
         if let Some((job, _)) = &mut self.job {
-            job.write(&batch).await?;
+            let buffered = job.rows();
+            match job.write(&batch).await {
+                Ok(()) => {}
+                Err(BatchError::Refused(e)) => return Err(e),
+                Err(BatchError::Failed(e)) => {
+                    // The open files are unusable: give up the whole buffer, loudly.
+                    if let Some((job, _)) = self.job.take() {
+                        job.abort(&self.table).await;
+                    }
+                    return Err(e.context(format!(
+                        "writing failed; the {buffered} buffered rows and this batch were not committed and must be written again"
+                    )));
+                }
+            }
         }
         self.flush_if_due().await
     }
@@ -154,7 +171,10 @@ impl TableWriter {
         let Some((job, _)) = self.job.take() else {
             return Ok(None);
         };
-        let report = self.table.commit_job(job).await?;
+        let rows = job.rows();
+        let report = self.table.commit_job(job).await.map_err(|e| {
+            e.context(format!("commit failed; the {rows} buffered rows were not committed and must be written again"))
+        })?;
         if report.version.is_none() {
             return Ok(None);
         }

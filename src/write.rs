@@ -184,7 +184,7 @@ impl Table {
         let mut job = self.begin_write(first_schema, options)?;
         while let Some(batch) = batches.next().await {
             let written = match batch {
-                Ok(batch) => job.write(&batch).await,
+                Ok(batch) => job.write(&batch).await.map_err(Error::from),
                 Err(e) => Err(e),
             };
             if let Err(e) = written {
@@ -421,6 +421,23 @@ impl Table {
     }
 }
 
+/// Why a batch could not be added to a [`WriteJob`].
+#[derive(Debug)]
+pub(crate) enum BatchError {
+    /// The batch does not fit (schema, `replace_where`); the job is unchanged.
+    Refused(Error),
+    /// Storage failed while writing; the job's open files are lost.
+    Failed(Error),
+}
+
+impl From<BatchError> for Error {
+    fn from(err: BatchError) -> Self {
+        match err {
+            BatchError::Refused(e) | BatchError::Failed(e) => e,
+        }
+    }
+}
+
 /// One write in progress: an open sink and what its commit needs.
 pub(crate) struct WriteJob {
     sink: FileSink,
@@ -432,11 +449,15 @@ pub(crate) struct WriteJob {
 
 impl WriteJob {
     /// Write one batch (checked against `replace_where` for partition overwrites).
-    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+    ///
+    /// A batch that does not fit is [`BatchError::Refused`] and leaves the job as it
+    /// was; a failure while writing is [`BatchError::Failed`] and ruins the job.
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> std::result::Result<(), BatchError> {
         if let Some(predicate) = &self.replace {
-            check_rows_match(predicate, batch)?;
+            check_rows_match(predicate, batch).map_err(BatchError::Refused)?;
         }
-        self.sink.write(batch).await
+        let fitted = self.sink.fit(batch).map_err(BatchError::Refused)?;
+        self.sink.write_fitted(fitted).await.map_err(BatchError::Failed)
     }
 
     /// Rows written so far.
