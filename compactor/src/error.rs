@@ -1,0 +1,53 @@
+//! Errors of compaction.
+
+/// What went wrong while compacting.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactionError {
+    /// The settings or plan are not usable (bad knob, column not in the table).
+    #[error("invalid compaction request: {0}")]
+    Invalid(String),
+    /// The table uses something compaction cannot preserve.
+    #[error("cannot compact table: {0}")]
+    Unsupported(String),
+    /// Storage failed (after retries).
+    #[error("storage error while compacting: {0}")]
+    Storage(String),
+    /// Another writer won every commit attempt.
+    #[error("commit conflict while compacting: {0}")]
+    Conflict(String),
+    /// A data file could not be read or written.
+    #[error("data error while compacting: {0}")]
+    Data(String),
+}
+
+/// Shorthand for compaction results.
+pub type Result<T, E = CompactionError> = std::result::Result<T, E>;
+
+impl From<deltalake::DeltaTableError> for CompactionError {
+    fn from(err: deltalake::DeltaTableError) -> Self {
+        use deltalake::DeltaTableError as E;
+        match &err {
+            E::ObjectStore { .. } => CompactionError::Storage(err.to_string()),
+            E::Transaction { .. } | E::VersionAlreadyExists(_) => CompactionError::Conflict(err.to_string()),
+            _ => CompactionError::Data(err.to_string()),
+        }
+    }
+}
+
+impl From<deltalake::arrow::error::ArrowError> for CompactionError {
+    fn from(err: deltalake::arrow::error::ArrowError) -> Self {
+        CompactionError::Data(err.to_string())
+    }
+}
+
+impl From<deltalake::parquet::errors::ParquetError> for CompactionError {
+    fn from(err: deltalake::parquet::errors::ParquetError) -> Self {
+        CompactionError::Data(err.to_string())
+    }
+}
+
+impl From<object_store::Error> for CompactionError {
+    fn from(err: object_store::Error) -> Self {
+        CompactionError::Storage(err.to_string())
+    }
+}

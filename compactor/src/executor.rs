@@ -1,0 +1,632 @@
+//! The compaction executor: runs a [`CompactionPlan`] against a table and commits it.
+//!
+//! For each bin the executor streams the inputs one row group at a time (never whole
+//! files), conforms old files to the current schema (columns added later are null),
+//! and writes one zstd Parquet file with column statistics. With a clustering order
+//! the bin's rows are held in memory to be sorted (a bin is at most the target size).
+//!
+//! - **Memory**: every bin reserves an estimate of its memory (three times its largest
+//!   input, plus the writer's row-group buffer) from `memory_budget` before it
+//!   starts; bins run in parallel up to `max_concurrent_bins` while the budget allows.
+//! - **Commits**: finished bins are committed together, every `commit_every_bins`
+//!   bins or `commit_every` of time, as `remove` (dataChange = false) of their inputs
+//!   plus `add` of their outputs. A crash loses only bins not yet committed, and
+//!   their files are never referenced.
+//! - **Conflicts**: concurrent appends do not conflict. When another writer removed
+//!   an input of a bin (delete, merge, overwrite, another compaction), the commit is
+//!   re-planned on the newest version: bins whose inputs are all still live are
+//!   committed, the others are given up, their files deleted, and the report says so.
+//! - **Errors**: a bin whose storage calls fail is retried with backoff
+//!   (`max_bin_attempts`); a bin whose input cannot be read is given up with the file
+//!   named, and the other bins go on.
+//! - **Deletion vectors**: files with deletion vectors are never planned (see
+//!   [`crate::planner`]), so no deleted row can come back.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use deltalake::DeltaTable;
+use deltalake::arrow::array::{ArrayRef, RecordBatch, UInt64Array, new_null_array};
+use deltalake::arrow::compute::{SortColumn, cast, concat_batches, lexsort_to_indices, take_record_batch};
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::{Action, Add, Remove};
+use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use deltalake::protocol::DeltaOperation;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use futures::stream::FuturesUnordered;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tracing::{info, instrument, warn};
+
+use crate::error::{CompactionError, Result};
+use crate::health::PartitionKey;
+use crate::planner::{Bin, Clustering, CompactionPlan};
+use crate::reader::StoreFileReader;
+
+/// How the executor runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorSettings {
+    /// Bins rewritten at the same time, at most.
+    pub max_concurrent_bins: usize,
+    /// Memory the bins in flight may reserve, in bytes.
+    pub memory_budget: u64,
+    /// Commit after this many finished bins.
+    pub commit_every_bins: usize,
+    /// Commit when this much time has passed since the last commit.
+    #[serde(with = "duration_secs")]
+    pub commit_every: Duration,
+    /// Attempts at a commit that conflicts with other writers.
+    pub max_commit_attempts: usize,
+    /// Attempts at a bin whose storage calls fail.
+    pub max_bin_attempts: usize,
+    /// The `engineInfo` written into commits.
+    pub engine_info: String,
+}
+
+impl Default for ExecutorSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent_bins: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            memory_budget: 1024 * 1024 * 1024,
+            commit_every_bins: 64,
+            commit_every: Duration::from_secs(60),
+            max_commit_attempts: 10,
+            max_bin_attempts: 3,
+            engine_info: format!("sediment-compactor/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+impl ExecutorSettings {
+    /// Check the knobs.
+    pub fn validate(&self) -> Result<()> {
+        if self.max_concurrent_bins == 0 || self.commit_every_bins == 0 || self.max_commit_attempts == 0 {
+            return Err(CompactionError::Invalid(
+                "max_concurrent_bins, commit_every_bins and max_commit_attempts must be positive".into(),
+            ));
+        }
+        if self.memory_budget < 16 * 1024 * 1024 {
+            return Err(CompactionError::Invalid(format!(
+                "memory budget of {} bytes is below the 16 MiB minimum",
+                self.memory_budget
+            )));
+        }
+        Ok(())
+    }
+}
+
+mod duration_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A bin that was not committed, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AbandonedBin {
+    /// The bin's partition.
+    pub partition: PartitionKey,
+    /// Its input files.
+    pub inputs: usize,
+    /// Why it was given up.
+    pub reason: String,
+}
+
+/// What a compaction job did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CompactionReport {
+    /// The version the plan was made from.
+    pub read_version: u64,
+    /// Versions committed, in order.
+    pub versions: Vec<u64>,
+    /// Bins in the plan.
+    pub bins_planned: usize,
+    /// Bins committed.
+    pub bins_committed: usize,
+    /// Bins given up (conflicts, unreadable inputs).
+    pub abandoned: Vec<AbandonedBin>,
+    /// Files removed by the commits.
+    pub files_removed: usize,
+    /// Files added by the commits.
+    pub files_added: usize,
+    /// Bytes of the removed files.
+    pub bytes_removed: u64,
+    /// Bytes of the added files.
+    pub bytes_added: u64,
+    /// Bytes of input files read (including bins later given up).
+    pub bytes_read: u64,
+    /// Bytes of output files written (including bins later given up).
+    pub bytes_written: u64,
+    /// Rows rewritten in committed bins.
+    pub rows: u64,
+    /// Commit attempts that lost a race and were re-planned.
+    pub commit_conflicts: usize,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+impl CompactionReport {
+    /// Bytes written per byte of committed output: 1.0 when nothing was wasted on bins
+    /// given up.
+    pub fn write_amplification(&self) -> f64 {
+        if self.bytes_added == 0 { 0.0 } else { self.bytes_written as f64 / self.bytes_added as f64 }
+    }
+}
+
+/// A progress callback: bins finished so far, bins planned, bytes read so far.
+pub type ProgressFn = Arc<dyn Fn(usize, usize, u64) + Send + Sync>;
+
+/// Runs compaction plans against one table.
+pub struct CompactionExecutor {
+    table: DeltaTable,
+    settings: ExecutorSettings,
+    before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
+    progress: Option<ProgressFn>,
+}
+
+/// A rewritten bin waiting for its commit.
+struct BinOutput {
+    bin: Bin,
+    adds: Vec<Add>,
+    rows: u64,
+}
+
+/// What every bin task needs, shared.
+struct BinContext {
+    table: DeltaTable,
+    store: Arc<dyn ObjectStore>,
+    file_schema: SchemaRef,
+    partition_values: HashMap<String, PartitionScalars>,
+    clustering: Option<Clustering>,
+    target_file_size: u64,
+    bytes_read: AtomicU64,
+}
+
+type PartitionScalars = indexmap::IndexMap<String, delta_kernel::expressions::Scalar>;
+
+impl CompactionExecutor {
+    /// An executor for `table`, loaded at the version the plan was made from.
+    pub fn new(table: DeltaTable, settings: ExecutorSettings) -> Self {
+        Self { table, settings, before_commit: None, progress: None }
+    }
+
+    /// Call `hook` right before every commit (fault injection in tests: a hook that
+    /// aborts the process is a crash between writing files and committing).
+    pub fn with_before_commit(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.before_commit = Some(hook);
+        self
+    }
+
+    /// Report progress as bins finish.
+    pub fn with_progress(mut self, progress: ProgressFn) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Run `plan` and commit it; returns the report and the table at its newest version.
+    #[instrument(skip_all, fields(table = %self.table.table_url(), bins = plan.bins().count()))]
+    pub async fn execute(mut self, plan: &CompactionPlan) -> Result<(CompactionReport, DeltaTable)> {
+        self.settings.validate()?;
+        let started = Instant::now();
+        let state = self.table.snapshot().map_err(|e| CompactionError::Invalid(format!("table is not loaded: {e}")))?;
+        let read_version = state.version();
+        let mut report = CompactionReport { read_version, bins_planned: plan.bins().count(), ..Default::default() };
+        if plan.is_empty() {
+            report.duration_ms = started.elapsed().as_millis() as u64;
+            return Ok((report, self.table));
+        }
+        let context = Arc::new(self.bin_context(plan)?);
+        let row_group_bytes = row_group_bytes(plan.target_file_size);
+        let permits_total = (self.settings.memory_budget / 1024).min(u32::MAX as u64) as u32;
+        let memory = Arc::new(Semaphore::new(permits_total as usize));
+        let slots = Arc::new(Semaphore::new(self.settings.max_concurrent_bins));
+
+        let mut running = FuturesUnordered::new();
+        for bin in plan.bins().cloned() {
+            let context = context.clone();
+            let memory = memory.clone();
+            let slots = slots.clone();
+            let attempts = self.settings.max_bin_attempts.max(1);
+            let estimate = bin_memory_estimate(&bin, row_group_bytes).div_ceil(1024).min(permits_total as u64) as u32;
+            running.push(tokio::spawn(async move {
+                let _slot = slots.acquire_owned().await.expect("semaphore is never closed");
+                let _memory = memory.acquire_many_owned(estimate).await.expect("semaphore is never closed");
+                rewrite_bin_with_retries(&context, bin, attempts).await
+            }));
+        }
+
+        let mut pending: Vec<BinOutput> = Vec::new();
+        let mut last_commit = Instant::now();
+        let mut finished = 0;
+        while let Some(joined) = running.next().await {
+            finished += 1;
+            match joined {
+                Ok(Ok(output)) => pending.push(output),
+                Ok(Err((bin, error))) => {
+                    warn!(error = %error, "giving up a bin");
+                    report.abandoned.push(AbandonedBin {
+                        partition: bin.partition.clone(),
+                        inputs: bin.inputs.len(),
+                        reason: error.to_string(),
+                    });
+                }
+                Err(join_error) => {
+                    return Err(CompactionError::Data(format!("a bin task failed: {join_error}")));
+                }
+            }
+            if let Some(progress) = &self.progress {
+                progress(finished, report.bins_planned, context.bytes_read.load(Ordering::Relaxed));
+            }
+            if pending.len() >= self.settings.commit_every_bins || last_commit.elapsed() >= self.settings.commit_every {
+                self.commit(std::mem::take(&mut pending), plan, &mut report).await?;
+                last_commit = Instant::now();
+            }
+        }
+        if !pending.is_empty() {
+            self.commit(pending, plan, &mut report).await?;
+        }
+        report.bytes_read = context.bytes_read.load(Ordering::Relaxed);
+        report.duration_ms = started.elapsed().as_millis() as u64;
+        info!(
+            bins = report.bins_committed,
+            abandoned = report.abandoned.len(),
+            files_removed = report.files_removed,
+            files_added = report.files_added,
+            "compaction finished"
+        );
+        Ok((report, self.table))
+    }
+
+    fn bin_context(&self, plan: &CompactionPlan) -> Result<BinContext> {
+        let state = self.table.snapshot()?;
+        let partition_columns: Vec<String> = state.metadata().partition_columns().to_vec();
+        let table_schema = state.snapshot().arrow_schema();
+        let file_schema = Arc::new(Schema::new(
+            table_schema.fields().iter().filter(|f| !partition_columns.contains(f.name())).cloned().collect::<Vec<_>>(),
+        ));
+        if let Some(clustering) = &plan.clustering {
+            let columns = match clustering {
+                Clustering::SortBy { columns } | Clustering::ZOrder { columns } => columns,
+            };
+            for column in columns {
+                if file_schema.field_with_name(column).is_err() {
+                    return Err(CompactionError::Invalid(format!(
+                        "clustering column `{column}` is not a data column of the table (partition columns cannot be clustered)"
+                    )));
+                }
+            }
+        }
+        // Typed partition values of every planned input, from the snapshot.
+        let planned: HashSet<&str> = plan.bins().flat_map(|b| b.inputs.iter().map(|f| f.path.as_str())).collect();
+        let mut partition_values = HashMap::new();
+        let mut live = 0;
+        for view in state.log_data().iter() {
+            let path = view.path().to_string();
+            if planned.contains(path.as_str()) {
+                live += 1;
+                let values: PartitionScalars = view
+                    .partition_values()
+                    .map(|s| s.fields().iter().map(|f| f.name().to_string()).zip(s.values().iter().cloned()).collect())
+                    .unwrap_or_default();
+                partition_values.insert(path, values);
+            }
+        }
+        if live != planned.len() {
+            return Err(CompactionError::Invalid(format!(
+                "the plan names {} files that are not live at version {}; plan again from this version",
+                planned.len() - live,
+                state.version()
+            )));
+        }
+        Ok(BinContext {
+            table: self.table.clone(),
+            store: self.table.object_store(),
+            file_schema,
+            partition_values,
+            clustering: plan.clustering.clone(),
+            target_file_size: plan.target_file_size,
+            bytes_read: AtomicU64::new(0),
+        })
+    }
+
+    /// Commit finished bins; on a conflict keep the bins whose inputs are still live
+    /// at the newest version and give up the others.
+    async fn commit(
+        &mut self,
+        mut outputs: Vec<BinOutput>,
+        plan: &CompactionPlan,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            if outputs.is_empty() {
+                return Ok(());
+            }
+            attempt += 1;
+            let state = self.table.snapshot()?;
+            let live: HashMap<String, Remove> =
+                state.log_data().iter().map(|v| (v.path().to_string(), v.remove_action(false))).collect();
+            let (keep, lost): (Vec<BinOutput>, Vec<BinOutput>) =
+                outputs.into_iter().partition(|o| o.bin.inputs.iter().all(|f| live.contains_key(&f.path)));
+            for output in lost {
+                self.give_up(output, "another writer removed one of its input files first", report).await;
+            }
+            outputs = keep;
+            if outputs.is_empty() {
+                return Ok(());
+            }
+            let mut actions = Vec::new();
+            for output in &outputs {
+                for input in &output.bin.inputs {
+                    if let Some(remove) = live.get(&input.path) {
+                        actions.push(Action::Remove(remove.clone()));
+                    }
+                }
+                actions.extend(output.adds.iter().cloned().map(Action::Add));
+            }
+            let operation = DeltaOperation::Optimize { predicate: None, target_size: plan.target_file_size as i64 };
+            let mut info = operation.get_commit_info();
+            info.timestamp = Some(chrono::Utc::now().timestamp_millis());
+            info.engine_info = Some(self.settings.engine_info.clone());
+            info.read_version = Some(state.version());
+            info.is_blind_append = Some(false);
+            let removed = outputs.iter().map(|o| o.bin.inputs.len()).sum::<usize>();
+            let added = outputs.iter().map(|o| o.adds.len()).sum::<usize>();
+            let metrics = serde_json::json!({
+                "numRemovedFiles": removed.to_string(),
+                "numAddedFiles": added.to_string(),
+                "numRemovedBytes": outputs.iter().map(|o| o.bin.input_bytes).sum::<u64>().to_string(),
+                "numAddedBytes": outputs.iter().flat_map(|o| o.adds.iter().map(|a| a.size.max(0) as u64)).sum::<u64>().to_string(),
+                "numBins": outputs.len().to_string(),
+            });
+            info.info.insert("operationMetrics".into(), metrics);
+            info.info.insert("clientVersion".into(), serde_json::Value::String(self.settings.engine_info.clone()));
+            actions.insert(0, Action::CommitInfo(info));
+            if let Some(hook) = &self.before_commit {
+                hook();
+            }
+            let result = CommitBuilder::from(CommitProperties::default().with_max_retries(3))
+                .with_actions(actions)
+                .build(Some(state as &dyn TableReference), self.table.log_store(), operation)
+                .await;
+            match result {
+                Ok(finalized) => {
+                    report.versions.push(finalized.version());
+                    report.bins_committed += outputs.len();
+                    report.files_removed += removed;
+                    report.files_added += added;
+                    report.bytes_removed += outputs.iter().map(|o| o.bin.input_bytes).sum::<u64>();
+                    report.bytes_added +=
+                        outputs.iter().flat_map(|o| o.adds.iter().map(|a| a.size.max(0) as u64)).sum::<u64>();
+                    report.rows += outputs.iter().map(|o| o.rows).sum::<u64>();
+                    self.table.update_state().await?;
+                    return Ok(());
+                }
+                Err(e) if attempt < self.settings.max_commit_attempts && is_conflict(&e) => {
+                    report.commit_conflicts += 1;
+                    info!(attempt, error = %e, "compaction commit conflicted; re-planning on the newest version");
+                    self.table.update_state().await?;
+                }
+                Err(e) => {
+                    for output in outputs {
+                        self.give_up(output, &format!("commit failed: {e}"), report).await;
+                    }
+                    return Err(CompactionError::from(e));
+                }
+            }
+        }
+    }
+
+    async fn give_up(&self, output: BinOutput, reason: &str, report: &mut CompactionReport) {
+        delete_files(self.table.object_store().as_ref(), &output.adds).await;
+        report.abandoned.push(AbandonedBin {
+            partition: output.bin.partition.clone(),
+            inputs: output.bin.inputs.len(),
+            reason: reason.to_string(),
+        });
+    }
+}
+
+fn is_conflict(err: &deltalake::DeltaTableError) -> bool {
+    use deltalake::kernel::transaction::TransactionError as T;
+    matches!(
+        err,
+        deltalake::DeltaTableError::Transaction {
+            source: T::CommitConflict(_) | T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_)
+        } | deltalake::DeltaTableError::VersionAlreadyExists(_)
+    )
+}
+
+/// Parquet settings of rewritten files: zstd level 3, page statistics, bounded row groups.
+pub fn writer_properties(target_file_size: u64) -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_bytes(Some(row_group_bytes(target_file_size)))
+        .build()
+}
+
+/// Row groups of at most `target / 8` encoded bytes, between 64 KiB and 16 MiB.
+pub fn row_group_bytes(target_file_size: u64) -> usize {
+    (target_file_size / 8).clamp(64 * 1024, 16 * 1024 * 1024) as usize
+}
+
+/// Memory a bin may hold: its largest input decoded (about three times its size) and
+/// two writer row groups; with clustering, the whole bin decoded.
+fn bin_memory_estimate(bin: &Bin, row_group_bytes: usize) -> u64 {
+    let largest = bin.inputs.iter().map(|f| f.size).max().unwrap_or(0);
+    3 * largest + 2 * row_group_bytes as u64
+}
+
+async fn delete_files(store: &dyn ObjectStore, adds: &[Add]) {
+    for add in adds {
+        let path = Path::from_url_path(&add.path).unwrap_or_else(|_| Path::from(add.path.as_str()));
+        if let Err(e) = store.delete(&path).await {
+            warn!(path = %add.path, error = %e, "could not delete an uncommitted compaction output");
+        }
+    }
+}
+
+async fn rewrite_bin_with_retries(
+    context: &BinContext,
+    bin: Bin,
+    attempts: usize,
+) -> std::result::Result<BinOutput, (Bin, CompactionError)> {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1..=attempts {
+        match rewrite_bin(context, &bin).await {
+            Ok((adds, rows)) => return Ok(BinOutput { bin, adds, rows }),
+            Err(CompactionError::Storage(e)) if attempt < attempts => {
+                warn!(attempt, error = %e, "storage error while rewriting a bin; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            Err(e) => return Err((bin, e)),
+        }
+    }
+    Err((bin, CompactionError::Storage("no attempt was made".into())))
+}
+
+/// Rewrite one bin into one file; returns its `add` actions (dataChange = false).
+async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64)> {
+    let partition_values = context
+        .partition_values
+        .get(&bin.inputs[0].path)
+        .cloned()
+        .ok_or_else(|| CompactionError::Invalid(format!("no partition values for {}", bin.inputs[0].path)))?;
+    let mut writer = RecordBatchWriter::for_table(&context.table)?
+        .with_writer_properties(writer_properties(context.target_file_size))
+        // One output per bin: inputs total at most the target, never cut it.
+        .with_target_file_size(u64::MAX);
+    let mut rows = 0u64;
+    let mut held: Vec<RecordBatch> = Vec::new();
+    for input in &bin.inputs {
+        let path = Path::from_url_path(&input.path)
+            .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.path)))?;
+        let reader = StoreFileReader::new(context.store.clone(), path, input.size);
+        let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
+            .await
+            .map_err(|e| read_error(&input.path, e))?
+            .with_batch_size(8192)
+            .build()
+            .map_err(|e| read_error(&input.path, e))?;
+        while let Some(batch) = stream.try_next().await.map_err(|e| read_error(&input.path, e))? {
+            let batch = conform(&batch, &context.file_schema).map_err(|e| {
+                CompactionError::Data(format!("data file {} does not fit the table schema: {e}", input.path))
+            })?;
+            rows += batch.num_rows() as u64;
+            if context.clustering.is_some() {
+                held.push(batch);
+            } else {
+                writer.write_partition(batch, &partition_values, WriteMode::Default).await?;
+            }
+        }
+        context.bytes_read.fetch_add(input.size, Ordering::Relaxed);
+    }
+    if let Some(clustering) = &context.clustering {
+        let all = concat_batches(&context.file_schema, &held)?;
+        drop(held);
+        let sorted = cluster(&all, clustering)?;
+        drop(all);
+        writer.write_partition(sorted, &partition_values, WriteMode::Default).await?;
+    }
+    let mut adds = writer.flush().await?;
+    for add in &mut adds {
+        add.data_change = false;
+    }
+    Ok((adds, rows))
+}
+
+fn read_error(path: &str, e: deltalake::parquet::errors::ParquetError) -> CompactionError {
+    use deltalake::parquet::errors::ParquetError as P;
+    match e {
+        P::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
+            CompactionError::Storage(format!("reading {path}: {inner}"))
+        }
+        other => CompactionError::Data(format!("cannot read data file {path}: {other}")),
+    }
+}
+
+/// `batch` with exactly `schema`'s columns: missing ones (added to the table later)
+/// as nulls, others cast to the table's type.
+fn conform(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+) -> std::result::Result<RecordBatch, deltalake::arrow::error::ArrowError> {
+    if batch.schema().fields() == schema.fields() {
+        return Ok(batch.clone());
+    }
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|field| match batch.column_by_name(field.name()) {
+            Some(column) if column.data_type() == field.data_type() => Ok(column.clone()),
+            Some(column) => cast(column, field.data_type()),
+            None => Ok(new_null_array(field.data_type(), batch.num_rows())),
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    RecordBatch::try_new(schema.clone(), columns)
+}
+
+/// Reorder `batch` by the clustering.
+fn cluster(batch: &RecordBatch, clustering: &Clustering) -> Result<RecordBatch> {
+    let indices = match clustering {
+        Clustering::SortBy { columns } => {
+            let keys: Vec<SortColumn> = columns
+                .iter()
+                .map(|c| SortColumn {
+                    values: batch.column_by_name(c).expect("validated column").clone(),
+                    options: None,
+                })
+                .collect();
+            lexsort_to_indices(&keys, None)?
+        }
+        Clustering::ZOrder { columns } => zorder_indices(batch, columns)?,
+    };
+    Ok(take_record_batch(batch, &indices)?)
+}
+
+/// Z-order: each column's values are replaced by their rank (0..n, scaled to 21
+/// bits), the ranks' bits interleaved into one key per row, and rows sorted by it.
+fn zorder_indices(batch: &RecordBatch, columns: &[String]) -> Result<deltalake::arrow::array::UInt32Array> {
+    let n = batch.num_rows();
+    let bits_per_column = (64 / columns.len()).min(21) as u32;
+    let mut keys = vec![0u64; n];
+    for (c, name) in columns.iter().enumerate() {
+        let column = batch.column_by_name(name).expect("validated column").clone();
+        let order = lexsort_to_indices(&[SortColumn { values: column, options: None }], None)?;
+        let scale = |rank: usize| -> u64 {
+            if n <= 1 { 0 } else { (rank as u64 * ((1u64 << bits_per_column) - 1)) / (n as u64 - 1) }
+        };
+        for (rank, row) in order.values().iter().enumerate() {
+            let value = scale(rank);
+            let mut key = keys[*row as usize];
+            for bit in 0..bits_per_column {
+                if value & (1 << bit) != 0 {
+                    key |= 1 << (bit as usize * columns.len() + c);
+                }
+            }
+            keys[*row as usize] = key;
+        }
+    }
+    let keys = UInt64Array::from(keys);
+    Ok(lexsort_to_indices(&[SortColumn { values: Arc::new(keys), options: None }], None)?)
+}

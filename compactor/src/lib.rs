@@ -1,0 +1,33 @@
+//! # sediment-compactor
+//!
+//! Small-file compaction for Delta tables, planned from table health.
+//!
+//! The words, fixed:
+//! - **file view**: what the planner knows of a data file: path, size, rows, partition,
+//!   whether it has a deletion vector ([`FileView`]);
+//! - **health**: per partition and per table, how far the file layout is from the
+//!   target file size, with a score from 0 to 100 ([`health`]);
+//! - **plan**: the bins to rewrite, partition by partition ([`CompactionPlan`]); a
+//!   **bin** is a set of small files of one partition rewritten into one file;
+//! - **job**: one running attempt of a plan by the [`executor`];
+//! - **commit**: the log entry a job produces: `remove` (dataChange = false) of a bin's
+//!   inputs and `add` of its output, for one or more bins at a time.
+//!
+//! Data flow: snapshot → `Vec<FileView>` → [`planner::plan`] (pure: no I/O, no clock)
+//! → [`CompactionPlan`] (serializable: shown by `--dry-run`, logged) →
+//! [`executor::CompactionExecutor`] (reads, writes, commits, handles conflicts) →
+//! [`executor::CompactionReport`].
+//!
+//! This crate knows nothing of the rest of Sediment; callers check the table's
+//! protocol features before executing a plan.
+
+pub mod error;
+pub mod executor;
+pub mod health;
+pub mod planner;
+pub mod reader;
+
+pub use error::{CompactionError, Result};
+pub use executor::{CompactionExecutor, CompactionReport, ExecutorSettings};
+pub use health::{FileView, PartitionHealth, PartitionKey, TableHealth};
+pub use planner::{Bin, Clustering, CompactionPlan, PartitionPlan, PlannedFile, PlannerSettings};
