@@ -1,11 +1,13 @@
-//! Table info: what a snapshot holds and how healthy its file layout is.
+//! Table info: what a snapshot holds, how healthy its file layout is, and which
+//! files in storage no version references.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 
+use futures::TryStreamExt;
 use serde::Serialize;
 
+use crate::compaction::TableHealth;
 use crate::error::Result;
-use crate::sink::DEFAULT_TARGET_FILE_SIZE;
 use crate::table::Table;
 
 /// A snapshot's size, layout and protocol.
@@ -36,29 +38,14 @@ pub struct TableInfo {
     pub small_files: usize,
     /// Files with a deletion vector.
     pub files_with_deletion_vectors: usize,
-    /// File-size histogram.
-    pub size_histogram: Vec<SizeBucket>,
+    /// Health: fragments, undersized files, score, histogram, per-partition health.
+    pub health: TableHealth,
     /// Columns and their types.
     pub schema: Vec<ColumnInfo>,
     /// Protocol versions and features.
     pub protocol: serde_json::Value,
     /// Table properties.
     pub configuration: std::collections::BTreeMap<String, String>,
-}
-
-/// One bucket of the file-size histogram: files with `min_bytes <= size < max_bytes`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SizeBucket {
-    /// Human label, e.g. `1MiB-8MiB`.
-    pub label: String,
-    /// Lower bound, inclusive.
-    pub min_bytes: u64,
-    /// Upper bound, exclusive (`u64::MAX` for the last bucket).
-    pub max_bytes: u64,
-    /// Files in the bucket.
-    pub files: usize,
-    /// Bytes in the bucket.
-    pub bytes: u64,
 }
 
 /// One column of the schema.
@@ -72,8 +59,18 @@ pub struct ColumnInfo {
     pub nullable: bool,
 }
 
-const MIB: u64 = 1024 * 1024;
-const BUCKET_EDGES: &[u64] = &[0, MIB, 8 * MIB, 32 * MIB, 64 * MIB, 128 * MIB, 256 * MIB, u64::MAX];
+/// A data file in storage that neither the snapshot nor its tombstones reference:
+/// left by a writer or compactor that died before committing, or by a write still in
+/// flight (judge by its age).
+#[derive(Debug, Clone, Serialize)]
+pub struct OrphanFile {
+    /// Path relative to the table root.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification, in milliseconds since the epoch.
+    pub last_modified: i64,
+}
 
 impl Table {
     /// Describe this snapshot.
@@ -81,50 +78,31 @@ impl Table {
         let state = self.state()?;
         let files = self.files()?;
         let configuration = self.configuration()?;
-        let target_file_size = configuration
-            .get("delta.targetFileSize")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(DEFAULT_TARGET_FILE_SIZE);
-        let mut size_histogram: Vec<SizeBucket> = BUCKET_EDGES
-            .windows(2)
-            .map(|w| SizeBucket {
-                label: bucket_label(w[0], w[1]),
-                min_bytes: w[0],
-                max_bytes: w[1],
-                files: 0,
-                bytes: 0,
-            })
-            .collect();
-        for f in &files {
-            if let Some(bucket) = size_histogram.iter_mut().find(|b| f.size >= b.min_bytes && f.size < b.max_bytes) {
-                bucket.files += 1;
-                bucket.bytes += f.size;
-            }
-        }
-        let partitions: BTreeSet<Vec<Option<String>>> =
-            files.iter().map(|f| f.partition_values.values().cloned().collect()).collect();
+        let target_file_size = self.target_file_size()?;
+        let health = self.health(target_file_size)?;
         let files_without_stats = files.iter().filter(|f| f.rows.is_none()).count();
         let deleted_rows: u64 = files.iter().map(|f| f.deleted_rows).sum();
         let schema = self.arrow_schema()?;
+        let partition_columns = self.partition_columns()?;
         Ok(TableInfo {
             uri: self.uri().to_string(),
             version: self.version().unwrap_or_default(),
             files: files.len(),
-            bytes: files.iter().map(|f| f.size).sum(),
+            bytes: health.bytes,
             rows: (files_without_stats == 0)
                 .then(|| files.iter().filter_map(|f| f.rows).sum::<u64>().saturating_sub(deleted_rows)),
             deleted_rows,
             files_without_stats,
-            partition_columns: self.partition_columns()?,
-            partitions: if self.partition_columns()?.is_empty() {
+            partitions: if partition_columns.is_empty() {
                 usize::from(!files.is_empty())
             } else {
-                partitions.len()
+                health.partitions.len()
             },
+            partition_columns,
             target_file_size,
-            small_files: files.iter().filter(|f| f.size < target_file_size / 8).count(),
+            small_files: health.fragments,
             files_with_deletion_vectors: files.iter().filter(|f| f.has_deletion_vector).count(),
-            size_histogram,
+            health,
             schema: schema
                 .fields()
                 .iter()
@@ -138,13 +116,41 @@ impl Table {
             configuration: configuration.into_iter().collect(),
         })
     }
+
+    /// Data files in storage referenced by neither this snapshot nor its tombstones.
+    /// Lists the whole table directory: as costly as a listing of the table.
+    pub async fn orphan_files(&self) -> Result<Vec<OrphanFile>> {
+        let state = self.state()?;
+        let log_store = self.delta().log_store();
+        let mut referenced: HashSet<String> = state.log_data().iter().map(|f| decode(&f.path())).collect();
+        let tombstones: Vec<String> =
+            state.all_tombstones(log_store.as_ref()).map_ok(|t| decode(&t.path())).try_collect().await?;
+        referenced.extend(tombstones);
+        let mut orphans: Vec<OrphanFile> = self
+            .object_store()
+            .list(None)
+            .try_filter_map(|meta| {
+                let path = meta.location.to_string();
+                let is_data = path.ends_with(".parquet")
+                    && !path.starts_with("_delta_log/")
+                    && !path.starts_with("_change_data/")
+                    && !path.contains("/_change_data/");
+                let orphan = is_data && !referenced.contains(&path);
+                futures::future::ready(Ok(orphan.then(|| OrphanFile {
+                    path,
+                    size: meta.size,
+                    last_modified: meta.last_modified.timestamp_millis(),
+                })))
+            })
+            .try_collect()
+            .await
+            .map_err(|e| crate::Error::delta(deltalake::DeltaTableError::from(e)))?;
+        orphans.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(orphans)
+    }
 }
 
-fn bucket_label(min: u64, max: u64) -> String {
-    let show = |b: u64| bytesize::ByteSize(b).display().iec_short().to_string().replace(' ', "");
-    match (min, max) {
-        (0, m) => format!("<{}", show(m)),
-        (m, u64::MAX) => format!(">={}", show(m)),
-        (a, b) => format!("{}-{}", show(a), show(b)),
-    }
+/// Log paths are URL-encoded; listings give the stored names.
+fn decode(path: &str) -> String {
+    deltalake::Path::from_url_path(path).map(|p| p.to_string()).unwrap_or_else(|_| path.to_string())
 }

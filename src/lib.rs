@@ -24,6 +24,7 @@
 //! ```
 
 pub mod commit;
+pub mod compaction;
 pub mod demo;
 pub mod error;
 pub mod features;
@@ -43,6 +44,7 @@ pub mod write;
 pub use deltalake;
 pub use deltalake::arrow;
 
+pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
 pub use error::{Error, ErrorKind, Result};
 pub use history::HistoryEntry;
 pub use info::TableInfo;

@@ -128,6 +128,8 @@ pub struct AbandonedBin {
     pub inputs: usize,
     /// Why it was given up.
     pub reason: String,
+    /// Files it had written, deleted when it was given up.
+    pub deleted_outputs: Vec<String>,
 }
 
 /// What a compaction job did.
@@ -266,6 +268,7 @@ impl CompactionExecutor {
                         partition: bin.partition.clone(),
                         inputs: bin.inputs.len(),
                         reason: error.to_string(),
+                        deleted_outputs: Vec::new(),
                     });
                 }
                 Err(join_error) => {
@@ -441,6 +444,7 @@ impl CompactionExecutor {
             partition: output.bin.partition.clone(),
             inputs: output.bin.inputs.len(),
             reason: reason.to_string(),
+            deleted_outputs: output.adds.iter().map(|a| a.path.clone()).collect(),
         });
     }
 }
@@ -514,8 +518,9 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64)>
         .ok_or_else(|| CompactionError::Invalid(format!("no partition values for {}", bin.inputs[0].path)))?;
     let mut writer = RecordBatchWriter::for_table(&context.table)?
         .with_writer_properties(writer_properties(context.target_file_size))
-        // One output per bin: inputs total at most the target, never cut it.
-        .with_target_file_size(u64::MAX);
+        // One output per bin: its inputs total at most the target, so a cut at twice
+        // the target never happens in practice.
+        .with_target_file_size(context.target_file_size.saturating_mul(2));
     let mut rows = 0u64;
     let mut held: Vec<RecordBatch> = Vec::new();
     for input in &bin.inputs {

@@ -50,6 +50,8 @@ enum Command {
         #[command(flatten)]
         at: TimeTravel,
     },
+    /// Compact small files into files near the target size, partition by partition.
+    Compact(CompactArgs),
     /// Write a bronze events table the way a streaming writer would, then inspect it.
     Demo {
         /// Where to put the demo tables.
@@ -86,6 +88,39 @@ struct AppendArgs {
     /// Cut data files at about this size.
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     target_size: u64,
+}
+
+#[derive(Args)]
+struct CompactArgs {
+    /// Table location.
+    uri: String,
+    /// Target file size (default: the table's delta.targetFileSize, else 128MiB).
+    #[arg(long, value_parser = parse_size)]
+    target_size: Option<u64>,
+    /// Only partitions matching this predicate over partition columns.
+    #[arg(long = "where", value_name = "EXPR")]
+    predicate: Option<String>,
+    /// Fewest files worth rewriting together.
+    #[arg(long, default_value_t = 2)]
+    min_input_files: usize,
+    /// Rewrite at most about this many bytes in this run.
+    #[arg(long, value_parser = parse_size)]
+    max_bytes: Option<u64>,
+    /// Sort rows in rewritten files by these columns.
+    #[arg(long, value_delimiter = ',', conflicts_with = "zorder_by")]
+    sort_by: Vec<String>,
+    /// Z-order rows in rewritten files by these columns (two or more).
+    #[arg(long, value_delimiter = ',')]
+    zorder_by: Vec<String>,
+    /// Print the plan and stop.
+    #[arg(long)]
+    dry_run: bool,
+    /// Bins rewritten in parallel, at most.
+    #[arg(long)]
+    max_concurrent_bins: Option<usize>,
+    /// Memory the bins in flight may use.
+    #[arg(long, value_parser = parse_size)]
+    memory_budget: Option<u64>,
 }
 
 #[derive(Args)]
@@ -142,6 +177,12 @@ enum FormatArg {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`sediment scan ... | head`) like other Unix tools.
+    #[cfg(unix)]
+    // SAFETY: restoring the default SIGPIPE disposition before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     install_tracing(cli.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -183,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scan(args) => scan(args, options, cli.json).await,
         Command::History { uri, limit } => history(&uri, limit, options, cli.json).await,
         Command::Info { uri, at } => info(&uri, &at, options, cli.json).await,
+        Command::Compact(args) => compact(args, options, cli.json).await,
         Command::Demo { dir, appends, rows_per_append } => demo(dir, appends, rows_per_append, cli.json).await,
     }
 }
@@ -367,15 +409,163 @@ async fn history(uri: &str, limit: usize, options: StorageOptions, json: bool) -
     Ok(())
 }
 
+#[derive(serde::Serialize)]
+struct InfoOutput {
+    #[serde(flatten)]
+    info: sediment::TableInfo,
+    orphan_files: Vec<sediment::info::OrphanFile>,
+}
+
 async fn info(uri: &str, at: &TimeTravel, options: StorageOptions, json: bool) -> anyhow::Result<()> {
     let table = Table::open_with(uri, open_options(options, at)).await?;
     let info = table.info()?;
+    let orphan_files = table.orphan_files().await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        println!("{}", serde_json::to_string_pretty(&InfoOutput { info, orphan_files })?);
     } else {
         print_info(&info);
+        if !orphan_files.is_empty() {
+            let bytes: u64 = orphan_files.iter().map(|o| o.size).sum();
+            println!(
+                "orphans      {} data files ({}) referenced by no version: left by writers that died before committing, or still being written",
+                orphan_files.len(),
+                human_bytes(bytes)
+            );
+        }
     }
     Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct CompactOutput<'a> {
+    plan: &'a sediment::CompactionPlan,
+    report: Option<&'a sediment::CompactionReport>,
+}
+
+async fn compact(args: CompactArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    let mut table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
+    let mut compact_options = sediment::CompactOptions {
+        target_file_size: args.target_size,
+        min_input_files: Some(args.min_input_files),
+        max_bytes: args.max_bytes,
+        filter: args.predicate.clone(),
+        clustering: if !args.sort_by.is_empty() {
+            Some(sediment::Clustering::SortBy { columns: args.sort_by.clone() })
+        } else if !args.zorder_by.is_empty() {
+            Some(sediment::Clustering::ZOrder { columns: args.zorder_by.clone() })
+        } else {
+            None
+        },
+        ..Default::default()
+    };
+    if let Some(n) = args.max_concurrent_bins {
+        compact_options.executor.max_concurrent_bins = n;
+    }
+    if let Some(bytes) = args.memory_budget {
+        compact_options.executor.memory_budget = bytes;
+    }
+    if std::env::var("SEDIMENT_FAULT").as_deref() == Ok("crash-before-commit") {
+        // Fault injection for tests: die the way a killed process does, after the
+        // data files are written and before the commit.
+        compact_options.before_commit = Some(std::sync::Arc::new(|| std::process::abort()));
+    }
+    let plan = table.compaction_plan(&compact_options)?;
+    let before = table.info()?;
+    if !json {
+        print_plan(&table, &plan, &before);
+    }
+    if plan.is_empty() || args.dry_run {
+        if json {
+            println!("{}", serde_json::to_string_pretty(&CompactOutput { plan: &plan, report: None })?);
+        }
+        return Ok(());
+    }
+    let progress = progress_bar(plan.bins().count() as u64, "bins");
+    let bar = progress.clone();
+    compact_options.progress = Some(std::sync::Arc::new(move |done, _total, _bytes| bar.set_position(done as u64)));
+    let report = table.execute_compaction(&plan, compact_options).await?;
+    progress.finish_and_clear();
+    let after = table.info()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&CompactOutput { plan: &plan, report: Some(&report) })?);
+        return Ok(());
+    }
+    println!(
+        "files        {} -> {} ({} -> {}), health {} -> {}",
+        before.files,
+        after.files,
+        human_bytes(before.bytes),
+        human_bytes(after.bytes),
+        before.health.score,
+        after.health.score
+    );
+    println!(
+        "rewrote      {} files into {} in {} bins; read {}, wrote {}, write amplification {:.2}",
+        report.files_removed,
+        report.files_added,
+        report.bins_committed,
+        human_bytes(report.bytes_read),
+        human_bytes(report.bytes_written),
+        report.write_amplification()
+    );
+    println!(
+        "commits      {:?} in {} ms; {} conflicts re-planned",
+        report.versions, report.duration_ms, report.commit_conflicts
+    );
+    for abandoned in &report.abandoned {
+        println!(
+            "given up     {} ({} files): {}",
+            partition_label(&abandoned.partition),
+            abandoned.inputs,
+            abandoned.reason
+        );
+    }
+    Ok(())
+}
+
+fn print_plan(table: &Table, plan: &sediment::CompactionPlan, info: &sediment::TableInfo) {
+    if plan.is_empty() {
+        println!(
+            "table {} at version {} is healthy: nothing to compact (health {}/100, {} files, target {})",
+            table.uri(),
+            info.version,
+            info.health.score,
+            info.files,
+            human_bytes(plan.target_file_size)
+        );
+        return;
+    }
+    println!("plan for {} at version {} (target {}):", table.uri(), info.version, human_bytes(plan.target_file_size));
+    for partition in &plan.partitions {
+        let inputs: usize = partition.bins.iter().map(|b| b.inputs.len()).sum();
+        let bytes: u64 = partition.bins.iter().map(|b| b.input_bytes).sum();
+        let label =
+            if partition.partition.is_empty() { "(table)".to_string() } else { partition_label(&partition.partition) };
+        println!(
+            "  {:<40} health {:>3}  {:>6} files -> {:<4} ({})",
+            label,
+            partition.score,
+            inputs,
+            partition.bins.len(),
+            human_bytes(bytes)
+        );
+    }
+    println!(
+        "  total: {} files in {} partitions -> {} files ({})",
+        plan.input_files(),
+        plan.partitions.len(),
+        plan.bins().count(),
+        human_bytes(plan.input_bytes())
+    );
+    if plan.skipped_with_deletion_vectors > 0 {
+        println!(
+            "  left out: {} small files with deletion vectors (not rewritten)",
+            plan.skipped_with_deletion_vectors
+        );
+    }
+    if plan.deferred_bins > 0 {
+        println!("  deferred: {} bins beyond --max-bytes, for a later run", plan.deferred_bins);
+    }
 }
 
 fn print_info(info: &sediment::TableInfo) {
@@ -400,11 +590,23 @@ fn print_info(info: &sediment::TableInfo) {
     if info.files_with_deletion_vectors > 0 {
         println!("deletion vectors in {} files", info.files_with_deletion_vectors);
     }
+    let health = &info.health;
+    println!(
+        "health       score {}/100: {} fragments (< {}), {} undersized (< 3/4 of the target), average file {}",
+        health.score,
+        health.fragments,
+        human_bytes(info.target_file_size / 8),
+        health.undersized,
+        human_bytes(health.average_file_size)
+    );
+    if let Some(worst) = health.partitions.first().filter(|p| p.score < 100 && !p.partition.is_empty()) {
+        println!("worst        {} ({} files, score {})", partition_label(&worst.partition), worst.files, worst.score);
+    }
     println!("file sizes");
-    let widest = info.size_histogram.iter().map(|b| b.files).max().unwrap_or(0).max(1);
-    for bucket in &info.size_histogram {
+    let widest = health.histogram.iter().map(|b| b.files).max().unwrap_or(0).max(1);
+    for bucket in &health.histogram {
         let bar = "#".repeat((bucket.files * 40).div_ceil(widest));
-        println!("  {:>14} {:>7}  {}", bucket.label, bucket.files, bar);
+        println!("  {:>14} {:>7}  {}", bucket_label(bucket.min_bytes, bucket.max_bytes), bucket.files, bar);
     }
     println!("schema");
     for c in &info.schema {
@@ -445,19 +647,32 @@ async fn demo(dir: PathBuf, appends: usize, rows_per_append: usize, json: bool) 
     println!("\n== 3. time travel: version {old_version} (after the first append of this run)");
     println!("rows then    {}", old_info.rows.unwrap_or(0));
     println!("rows now     {}", info.rows.unwrap_or(0));
-    let (batches, report) =
+    let before_compaction = table.version().unwrap_or_default();
+    let report = table.compact(sediment::CompactOptions::default()).await?;
+    let compacted = table.info()?;
+    println!("\n== 4. compaction: small files rewritten into files near the target, partition by partition");
+    println!(
+        "files        {} -> {} in {} commit(s), health {} -> {}; version {before_compaction} still reads the old files",
+        info.files,
+        compacted.files,
+        report.versions.len(),
+        info.health.score,
+        compacted.health.score
+    );
+    let (batches, scan) =
         table.scan().filter("event_date = '2024-05-03' AND event_type = 'purchase'").execute().await?.collect().await?;
     let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
     println!(
-        "\n== 4. a pruned scan: {rows} purchases on 2024-05-03, reading {} of {} files ({})",
-        report.files_after_stats_skipping,
-        report.files_in_snapshot,
-        human_bytes(report.bytes_read)
+        "\n== 5. a pruned scan: {rows} purchases on 2024-05-03, reading {} of {} files ({})",
+        scan.files_after_stats_skipping,
+        scan.files_in_snapshot,
+        human_bytes(scan.bytes_read)
     );
     let bin = "sediment";
     println!("\n== next");
     println!("  {bin} info {uri}");
     println!("  {bin} history {uri} --limit 5");
+    println!("  {bin} compact {uri} --dry-run");
     println!("  {bin} scan {uri} --where \"event_type = 'refund'\" --columns event_id,user_id,amount --limit 10");
     println!("  {bin} scan {uri} --version {old_version} --format csv --limit 5");
     Ok(())
@@ -472,6 +687,19 @@ fn progress_bar(len: u64, unit: &str) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     bar
+}
+
+fn bucket_label(min: u64, max: u64) -> String {
+    let show = |b: u64| bytesize::ByteSize(b).display().iec_short().to_string().replace(' ', "");
+    match (min, max) {
+        (0, m) => format!("<{}", show(m)),
+        (m, u64::MAX) => format!(">={}", show(m)),
+        (a, b) => format!("{}-{}", show(a), show(b)),
+    }
+}
+
+fn partition_label(partition: &sediment::compaction::PartitionKey) -> String {
+    partition.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect::<Vec<_>>().join("/")
 }
 
 fn human_bytes(bytes: u64) -> String {

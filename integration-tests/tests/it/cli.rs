@@ -5,7 +5,7 @@ use std::process::{Command, Output};
 
 use crate::common::s3_uri;
 
-fn sediment_bin() -> PathBuf {
+pub fn sediment_bin() -> PathBuf {
     if let Ok(bin) = std::env::var("SEDIMENT_BIN") {
         return PathBuf::from(bin);
     }
@@ -168,8 +168,9 @@ fn demo_runs_on_a_local_directory() {
     let out = run(&["info", uri.to_str().unwrap(), "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["rows"], 1_800);
-    assert_eq!(info["version"], 5);
-    assert_eq!(info["small_files"], info["files"]);
+    assert_eq!(info["version"], 6, "six appends and a compaction");
+    assert_eq!(info["files"], 5, "compacted to one file per day");
+    assert!(text.contains("30 -> 5"), "{text}");
 }
 
 #[test]

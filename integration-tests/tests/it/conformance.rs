@@ -300,3 +300,47 @@ async fn appends_to_copies_of_foreign_tables_or_refuses_them() {
         }
     }
 }
+
+/// Copies of foreign tables compacted with a small target keep their rows; tables
+/// with features compaction cannot preserve are refused and left untouched.
+#[tokio::test]
+async fn compacting_copies_of_foreign_tables_keeps_their_rows() {
+    let Some(dir) = dir_or_skip("foreign compaction") else { return };
+    let cases = [
+        ("dat/basic_append/delta", true),
+        ("dat/basic_partitioned/delta", true),
+        ("dat/with_schema_change/delta", true),
+        ("delta-rs/delta-0.8.0-partitioned", true),
+        ("delta-rs/delta-0.8.0-null-partition", true),
+        ("delta-rs/delta-2.2.0-partitioned-types", true),
+        ("delta-rs/table-with-dv-small", true),
+        ("delta-rs/http_requests", true),
+        ("delta-rs/table_with_column_mapping", false),
+        ("delta-rs/checkpoint-v2-table", false),
+    ];
+    for (name, writable) in cases {
+        let work = tempfile::tempdir().unwrap();
+        let copy = work.path().join("t");
+        crate::common::copy_dir(&dir.join(name), &copy);
+        let uri = copy.to_string_lossy().to_string();
+        let mut table = Table::open(&uri).await.unwrap();
+        assert!(table.orphan_files().await.unwrap().is_empty(), "{name}: a pristine table has no orphans");
+        let version = table.version();
+        let before = crate::common::table_rows(&table).await;
+        let options = sediment::CompactOptions { target_file_size: Some(1024 * 1024), ..Default::default() };
+        let result = table.compact(options).await;
+        let after = Table::open(&uri).await.unwrap();
+        if writable {
+            let report = result.unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert!(report.abandoned.is_empty(), "{name}: {report:?}");
+            assert_eq!(crate::common::table_rows(&after).await, before, "{name}: rows unchanged");
+            if report.files_removed > 0 {
+                assert!(after.version() > version, "{name}");
+            }
+        } else {
+            let err = result.expect_err(name);
+            assert_eq!(err.kind(), sediment::ErrorKind::Unsupported, "{name}: {err}");
+            assert_eq!(after.version(), version, "{name} untouched");
+        }
+    }
+}

@@ -35,3 +35,36 @@ async fn a_writer_crash_before_commit_leaves_the_table_unchanged() {
         files_after.len()
     );
 }
+
+/// The compactor process dies after writing its files and before committing.
+#[tokio::test]
+async fn a_compactor_crash_before_commit_leaves_the_table_unchanged_and_orphans_reported() {
+    let uri = s3_uri("compact-crash");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    for i in 0..6 {
+        append_events(&mut table, i * 200, 200).await;
+    }
+    let rows_before = table_rows(&table).await;
+    let version = table.version();
+
+    let out = std::process::Command::new(crate::cli::sediment_bin())
+        .args(["compact", &uri])
+        .env("SEDIMENT_FAULT", "crash-before-commit")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the process died");
+    assert_eq!(out.status.code(), None, "killed by a signal (abort), not an orderly exit");
+
+    let after = Table::open(&uri).await.unwrap();
+    assert_eq!(after.version(), version, "nothing committed");
+    assert_eq!(table_rows(&after).await, rows_before, "readable, same rows");
+    let out = std::process::Command::new(crate::cli::sediment_bin()).args(["info", &uri, "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let orphans = info["orphan_files"].as_array().unwrap();
+    assert_eq!(orphans.len(), 5, "one rewritten file per partition, never committed: {orphans:?}");
+
+    // A later run compacts normally; the orphans stay orphans (vacuum removes them).
+    let report = Table::open(&uri).await.unwrap().compact(Default::default()).await.unwrap();
+    assert_eq!(report.files_removed, 30);
+}

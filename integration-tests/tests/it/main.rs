@@ -6,6 +6,7 @@
 
 mod cli;
 mod common;
+mod compaction;
 mod concurrency;
 mod conformance;
 mod crash;

@@ -1,0 +1,300 @@
+//! Compaction against the S3 server: content kept, files merged, time travel intact,
+//! conflicts with concurrent writers handled, crashes invisible.
+
+use std::sync::Arc;
+
+use sediment::arrow::array::{Array, Int64Array, RecordBatch};
+use sediment::{Clustering, CompactOptions, OpenOptions, Table, WriteOptions};
+
+use crate::common::{append_events, canonical_rows, s3_uri, table_rows};
+
+async fn fragmented_table(name: &str, appends: i64, rows: usize) -> (String, Table) {
+    let uri = s3_uri(name);
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    for i in 0..appends {
+        append_events(&mut table, i * rows as i64, rows).await;
+    }
+    (uri, table)
+}
+
+#[tokio::test]
+async fn compaction_keeps_rows_merges_files_and_converges() {
+    let (uri, mut table) = fragmented_table("compact", 20, 500).await;
+    let before_version = table.version().unwrap();
+    let before_rows = table_rows(&table).await;
+    assert_eq!(table.files().unwrap().len(), 100);
+    let health = table.info().unwrap().health;
+    assert!(health.score < 10, "100 small files in 5 partitions: {}", health.score);
+
+    let plan = table.compaction_plan(&CompactOptions::default()).unwrap();
+    assert_eq!(plan.partitions.len(), 5);
+    assert_eq!(plan.bins().count(), 5);
+    assert_eq!(plan.input_files(), 100);
+
+    let report = table.compact(CompactOptions::default()).await.unwrap();
+    assert_eq!(report.files_removed, 100);
+    assert_eq!(report.files_added, 5);
+    assert_eq!(report.bins_committed, 5);
+    assert!(report.abandoned.is_empty());
+    assert_eq!(report.rows, 10_000);
+    assert_eq!(table.files().unwrap().len(), 5);
+    assert_eq!(table_rows(&table).await, before_rows, "same rows after compaction");
+    assert_eq!(table.info().unwrap().health.score, 100);
+
+    // Time travel to before the compaction reads the old files.
+    let old = Table::open_with(&uri, OpenOptions::new().version(before_version)).await.unwrap();
+    assert_eq!(old.files().unwrap().len(), 100);
+    assert_eq!(table_rows(&old).await, before_rows);
+
+    // The commit is an OPTIMIZE by Sediment that changes no data.
+    let history = table.history(Some(1)).await.unwrap();
+    assert_eq!(history[0].operation.as_deref(), Some("OPTIMIZE"));
+    assert_eq!(history[0].engine.as_deref(), Some(sediment::commit::engine_info().as_str()));
+    let log = table.delta().log_store().read_commit_entry(history[0].version).await.unwrap().unwrap();
+    let log = String::from_utf8(log.to_vec()).unwrap();
+    let data_change_flags: Vec<bool> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|a| a.get("add").or_else(|| a.get("remove")).map(|x| x["dataChange"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(data_change_flags.len(), 105);
+    assert!(data_change_flags.iter().all(|d| !d), "compaction commits dataChange = false");
+
+    // A second run on the healthy table plans nothing and commits nothing.
+    let version = table.version();
+    let second = table.compact(CompactOptions::default()).await.unwrap();
+    assert_eq!(second.bins_planned, 0);
+    assert!(second.versions.is_empty());
+    assert_eq!(table.version(), version);
+}
+
+#[tokio::test]
+async fn filters_budgets_small_targets_and_clustering() {
+    let (_uri, mut table) = fragmented_table("compact-knobs", 12, 2_000).await;
+    let before_rows = table_rows(&table).await;
+
+    // Only one partition.
+    let report = table.compact(CompactOptions::default().filter("event_date = '2024-05-02'")).await.unwrap();
+    assert_eq!(report.files_removed, 12);
+    let per_day = |t: &Table| {
+        let mut counts = std::collections::BTreeMap::new();
+        for f in t.files().unwrap() {
+            *counts.entry(f.partition_values["event_date"].clone().unwrap()).or_insert(0) += 1;
+        }
+        counts
+    };
+    assert_eq!(per_day(&table)["2024-05-02"], 1);
+    assert_eq!(per_day(&table)["2024-05-01"], 12);
+    let err = table.compaction_plan(&CompactOptions::default().filter("user_id = 3")).unwrap_err();
+    assert!(err.to_string().contains("partition columns"), "{err}");
+
+    // A small target makes several files per partition, each at most the target, and
+    // planning again on the result plans nothing.
+    let target = 64 * 1024;
+    let options = CompactOptions { target_file_size: Some(target), ..Default::default() };
+    let report = table.compact(options.clone()).await.unwrap();
+    assert!(report.files_added > 5, "{report:?}");
+    for f in table.files().unwrap() {
+        // 2024-05-02 was compacted above into one file above the new target: left alone.
+        if f.partition_values["event_date"].as_deref() != Some("2024-05-02") {
+            assert!(f.size <= target + target / 4, "{} is {} bytes", f.path, f.size);
+        }
+    }
+    assert!(table.compaction_plan(&options).unwrap().is_empty(), "compaction converged");
+    assert_eq!(table_rows(&table).await, before_rows);
+
+    // A budget limits one run.
+    let (_uri, mut budgeted) = fragmented_table("compact-budget", 6, 1_000).await;
+    let total: u64 = budgeted.files().unwrap().iter().map(|f| f.size).sum();
+    let options = CompactOptions { max_bytes: Some(total / 3), ..Default::default() };
+    let plan = budgeted.compaction_plan(&options).unwrap();
+    assert!(plan.input_bytes() <= total / 3 && plan.deferred_bins > 0, "{plan:?}");
+    budgeted.compact(options).await.unwrap();
+
+    // Sorting within rewritten files.
+    let (_uri, mut sorted) = fragmented_table("compact-sort", 6, 1_000).await;
+    let rows = table_rows(&sorted).await;
+    let options = CompactOptions {
+        clustering: Some(Clustering::SortBy { columns: vec!["user_id".into()] }),
+        ..Default::default()
+    };
+    sorted.compact(options).await.unwrap();
+    assert_eq!(table_rows(&sorted).await, rows);
+    let (batches, _) = sorted
+        .scan()
+        .filter("event_date = '2024-05-04'")
+        .columns(["user_id"])
+        .execute()
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let ids: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+        .collect();
+    assert!(ids.len() > 100 && ids.windows(2).all(|w| w[0] <= w[1]), "rows are sorted by user_id in the file");
+
+    // Z-order keeps the content; a clustering column must exist.
+    let (_uri, mut zordered) = fragmented_table("compact-zorder", 4, 1_000).await;
+    let rows = table_rows(&zordered).await;
+    let options = CompactOptions {
+        clustering: Some(Clustering::ZOrder { columns: vec!["user_id".into(), "amount".into()] }),
+        ..Default::default()
+    };
+    zordered.compact(options).await.unwrap();
+    assert_eq!(table_rows(&zordered).await, rows);
+    let bad =
+        CompactOptions { clustering: Some(Clustering::SortBy { columns: vec!["nope".into()] }), ..Default::default() };
+    let (_uri, mut other) = fragmented_table("compact-bad", 3, 100).await;
+    let err = other.compact(bad).await.unwrap_err();
+    assert!(err.to_string().contains("`nope`"), "{err}");
+    assert_eq!(other.files().unwrap().len(), 15, "nothing changed");
+}
+
+#[tokio::test]
+async fn old_files_missing_new_columns_are_compacted_with_nulls() {
+    let (_uri, mut table) = fragmented_table("compact-evolved", 3, 200).await;
+    // Add a column; new files carry it, old ones do not.
+    let batch = sediment::demo::events_batch(10_000, 200);
+    let mut columns: Vec<(String, Arc<dyn Array>)> =
+        batch.schema().fields().iter().zip(batch.columns()).map(|(f, c)| (f.name().clone(), c.clone())).collect();
+    columns.push(("source".into(), Arc::new(sediment::arrow::array::StringArray::from(vec![Some("app"); 200]))));
+    let evolved = RecordBatch::try_from_iter_with_nullable(columns.into_iter().map(|(n, c)| (n, c, true))).unwrap();
+    table.write([evolved], WriteOptions::append().schema_mode(sediment::SchemaMode::Merge)).await.unwrap();
+    let rows = table_rows(&table).await;
+    assert!(rows.iter().any(|r| r.contains("source=NULL")) && rows.iter().any(|r| r.contains("source=app")));
+    table.compact(CompactOptions::default()).await.unwrap();
+    assert_eq!(table.files().unwrap().len(), 5);
+    assert_eq!(table_rows(&table).await, rows);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compaction_races_appenders_and_a_deleter_without_losing_rows() {
+    let (uri, table) = fragmented_table("compact-race", 30, 300).await;
+    let initial = sediment::demo::events_batch(0, 9_000);
+
+    // Compact slowly: one bin at a time, a commit per bin.
+    let compactor = {
+        let mut table = table.clone();
+        tokio::spawn(async move {
+            let mut options = CompactOptions::default();
+            options.executor.max_concurrent_bins = 1;
+            options.executor.commit_every_bins = 1;
+            table.compact(options).await.unwrap()
+        })
+    };
+    // Appenders add new files concurrently.
+    let appenders: Vec<_> = (0..3)
+        .map(|w| {
+            let uri = uri.clone();
+            tokio::spawn(async move {
+                let mut t = Table::open(&uri).await.unwrap();
+                for i in 0..3 {
+                    t.write([sediment::demo::events_batch(100_000 + w * 1_000 + i * 100, 100)], WriteOptions::append())
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    // A deleter removes rows (rewriting the files that hold them), retrying on conflict.
+    let deleter = {
+        let uri = uri.clone();
+        tokio::spawn(async move {
+            for attempt in 0..20 {
+                let t = Table::open(&uri).await.unwrap();
+                match t.delta().clone().delete().with_predicate("event_id < 1500").await {
+                    Ok(_) => return attempt,
+                    Err(e) => {
+                        assert!(
+                            e.to_string().to_lowercase().contains("conflict") || e.to_string().contains("Transaction"),
+                            "{e}"
+                        );
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+            panic!("the deleter never committed");
+        })
+    };
+    let report = compactor.await.unwrap();
+    for a in appenders {
+        a.await.unwrap();
+    }
+    deleter.await.unwrap();
+
+    // Model: initial rows without the deleted ids, plus every appended batch.
+    let keep = sediment::predicate::Predicate::parse("event_id >= 1500", &initial.schema())
+        .unwrap()
+        .matches(&initial)
+        .unwrap();
+    let mut expected = vec![sediment::arrow::compute::filter_record_batch(&initial, &keep).unwrap()];
+    for w in 0..3 {
+        for i in 0..3 {
+            expected.push(sediment::demo::events_batch(100_000 + w * 1_000 + i * 100, 100));
+        }
+    }
+    let latest = Table::open(&uri).await.unwrap();
+    assert_eq!(table_rows(&latest).await, canonical_rows(&expected), "no row lost or duplicated");
+    assert_eq!(report.bins_committed + report.abandoned.len(), report.bins_planned, "{report:?}");
+    for abandoned in &report.abandoned {
+        assert!(abandoned.reason.contains("removed one of its input files"), "{abandoned:?}");
+    }
+    // Files of abandoned bins were deleted.
+    let orphans: Vec<String> = latest.orphan_files().await.unwrap().into_iter().map(|o| o.path).collect();
+    for abandoned in &report.abandoned {
+        assert!(!abandoned.deleted_outputs.is_empty());
+        for path in &abandoned.deleted_outputs {
+            assert!(!orphans.contains(path), "{path} was left behind");
+        }
+    }
+    eprintln!("abandoned: {:?}\norphans: {orphans:?}", report.abandoned);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bins_whose_inputs_a_concurrent_delete_removed_are_given_up() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let (uri, mut table) = fragmented_table("compact-conflict", 4, 500).await;
+    let fired = Arc::new(AtomicBool::new(false));
+    let hook_uri = uri.clone();
+    let hook_fired = fired.clone();
+    // Right before the compactor's first commit, another writer deletes a partition.
+    let hook = move || {
+        if hook_fired.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let uri = hook_uri.clone();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                let t = Table::open(&uri).await.unwrap();
+                t.delta().clone().delete().with_predicate("event_date = '2024-05-01'").await.unwrap();
+            })
+        });
+    };
+    let options = CompactOptions { before_commit: Some(Arc::new(hook)), ..Default::default() };
+    let report = table.compact(options).await.unwrap();
+    assert!(fired.load(Ordering::SeqCst));
+    assert_eq!(report.bins_planned, 5);
+    assert_eq!(report.bins_committed, 4, "{report:?}");
+    assert_eq!(report.commit_conflicts, 1);
+    assert_eq!(report.abandoned.len(), 1);
+    let abandoned = &report.abandoned[0];
+    assert_eq!(abandoned.partition, vec![("event_date".to_string(), Some("2024-05-01".to_string()))]);
+    assert!(abandoned.reason.contains("removed one of its input files"), "{abandoned:?}");
+    let orphans: Vec<String> = table.orphan_files().await.unwrap().into_iter().map(|o| o.path).collect();
+    assert_eq!(abandoned.deleted_outputs.len(), 1);
+    assert!(!orphans.contains(&abandoned.deleted_outputs[0]), "the given-up bin's file is deleted");
+
+    // The result is as if the delete ran first and the compaction after it.
+    let all = sediment::demo::events_batch(0, 2_000);
+    let keep = sediment::predicate::Predicate::parse("event_date <> '2024-05-01'", &all.schema())
+        .unwrap()
+        .matches(&all)
+        .unwrap();
+    let expected = sediment::arrow::compute::filter_record_batch(&all, &keep).unwrap();
+    assert_eq!(table_rows(&table).await, canonical_rows(&[expected]));
+    assert_eq!(table.files().unwrap().len(), 4);
+}

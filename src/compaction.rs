@@ -1,0 +1,174 @@
+//! Compaction of a table: the root crate's glue around `sediment-compactor`.
+//!
+//! [`Table::compaction_plan`] turns the snapshot into file views, keeps the
+//! partitions matching an optional filter and asks the planner for a plan;
+//! [`Table::compact`] checks that the table can be written, plans and runs the plan
+//! with the executor, and leaves the handle at the newest version.
+//!
+//! ```no_run
+//! # async fn example() -> sediment::Result<()> {
+//! use sediment::{CompactOptions, Table};
+//! let mut table = Table::open("s3://lake/bronze/events").await?;
+//! let report = table.compact(CompactOptions::default().filter("event_date >= '2024-05-01'")).await?;
+//! println!("{} files into {}", report.files_removed, report.files_added);
+//! # Ok(()) }
+//! ```
+
+use std::sync::Arc;
+
+pub use sediment_compactor::executor::{AbandonedBin, ProgressFn};
+pub use sediment_compactor::{
+    Clustering, CompactionPlan, CompactionReport, ExecutorSettings, FileView, PartitionKey, PlannerSettings,
+    TableHealth,
+};
+use sediment_compactor::{CompactionError, CompactionExecutor, planner};
+use tracing::instrument;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::features;
+use crate::predicate::Predicate;
+use crate::sink::DEFAULT_TARGET_FILE_SIZE;
+use crate::table::Table;
+
+/// What to compact and how.
+#[derive(Clone, Default)]
+pub struct CompactOptions {
+    /// Target file size; `None` uses the table's `delta.targetFileSize`, else 128 MiB.
+    pub target_file_size: Option<u64>,
+    /// Fewest files per bin (default 2).
+    pub min_input_files: Option<usize>,
+    /// Most input bytes to rewrite in this run.
+    pub max_bytes: Option<u64>,
+    /// Only partitions matching this SQL expression over partition columns.
+    pub filter: Option<String>,
+    /// Row order within rewritten files.
+    pub clustering: Option<Clustering>,
+    /// Executor knobs (parallelism, memory, commit cadence).
+    pub executor: ExecutorSettings,
+    /// Called before every commit (fault injection).
+    pub before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Called as bins finish.
+    pub progress: Option<ProgressFn>,
+}
+
+impl CompactOptions {
+    /// Compact only partitions matching `sql` (partition columns only).
+    pub fn filter(mut self, sql: impl Into<String>) -> Self {
+        self.filter = Some(sql.into());
+        self
+    }
+
+    /// Aim for files of `bytes`.
+    pub fn target_file_size(mut self, bytes: u64) -> Self {
+        self.target_file_size = Some(bytes);
+        self
+    }
+}
+
+impl From<CompactionError> for Error {
+    fn from(err: CompactionError) -> Self {
+        let kind = match &err {
+            CompactionError::Invalid(_) => ErrorKind::InvalidInput,
+            CompactionError::Unsupported(_) => ErrorKind::Unsupported,
+            CompactionError::Storage(_) => ErrorKind::Unavailable,
+            CompactionError::Conflict(_) => ErrorKind::Conflict,
+            CompactionError::Data(_) => ErrorKind::Data,
+        };
+        Error::new(kind, err.to_string())
+    }
+}
+
+impl Table {
+    /// The target file size: `delta.targetFileSize`, else 128 MiB.
+    pub fn target_file_size(&self) -> Result<u64> {
+        Ok(self
+            .configuration()?
+            .get("delta.targetFileSize")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(DEFAULT_TARGET_FILE_SIZE))
+    }
+
+    /// The live files as the compaction planner sees them, partition values in
+    /// partition-column order.
+    pub fn file_views(&self) -> Result<Vec<FileView>> {
+        let partition_columns = self.partition_columns()?;
+        Ok(self
+            .files()?
+            .into_iter()
+            .map(|f| FileView {
+                partition: partition_columns
+                    .iter()
+                    .map(|c| (c.clone(), f.partition_values.get(c).cloned().flatten()))
+                    .collect(),
+                path: f.path,
+                size: f.size,
+                rows: f.rows,
+                has_deletion_vector: f.has_deletion_vector,
+            })
+            .collect())
+    }
+
+    /// Table health at `target` bytes per file.
+    pub fn health(&self, target: u64) -> Result<TableHealth> {
+        Ok(sediment_compactor::health::table_health(&self.file_views()?, target))
+    }
+
+    /// Plan a compaction of this version (no I/O beyond the loaded snapshot).
+    pub fn compaction_plan(&self, options: &CompactOptions) -> Result<CompactionPlan> {
+        let settings = PlannerSettings {
+            target_file_size: match options.target_file_size {
+                Some(t) => t,
+                None => self.target_file_size()?,
+            },
+            min_input_files: options.min_input_files.unwrap_or(2),
+            max_bytes: options.max_bytes,
+            clustering: options.clustering.clone(),
+        };
+        let mut views = self.file_views()?;
+        if let Some(sql) = &options.filter {
+            let schema = self.arrow_schema()?;
+            let partition_columns = self.partition_columns()?;
+            let predicate = Predicate::parse(sql, &schema)?;
+            if !predicate.only_mentions(&partition_columns) {
+                return Err(Error::invalid(format!(
+                    "compaction filter {sql:?} may only mention partition columns ({})",
+                    partition_columns.join(", ")
+                )));
+            }
+            let files = self.files()?;
+            let keep = Predicate::match_partitions(predicate.expr(), &files, &schema, &partition_columns)?;
+            let mut keep = keep.into_iter();
+            views.retain(|_| keep.next().unwrap_or(false));
+        }
+        Ok(planner::plan(&views, &settings)?)
+    }
+
+    /// Plan and run a compaction; the handle moves to the newest version.
+    #[instrument(skip_all, fields(table = %self.uri()))]
+    pub async fn compact(&mut self, options: CompactOptions) -> Result<CompactionReport> {
+        let plan = self.compaction_plan(&options)?;
+        self.execute_compaction(&plan, options).await
+    }
+
+    /// Run a plan made from this version.
+    pub async fn execute_compaction(
+        &mut self,
+        plan: &CompactionPlan,
+        options: CompactOptions,
+    ) -> Result<CompactionReport> {
+        features::check_writable(self.uri(), self.state()?)?;
+        let settings = ExecutorSettings { engine_info: crate::commit::engine_info(), ..options.executor };
+        let mut executor = CompactionExecutor::new(self.delta().clone(), settings);
+        if let Some(hook) = options.before_commit {
+            executor = executor.with_before_commit(hook);
+        }
+        if let Some(progress) = options.progress {
+            executor = executor.with_progress(progress);
+        }
+        let (report, _) =
+            executor.execute(plan).await.map_err(|e| Error::from(e).context(format!("table {}", self.uri())))?;
+        self.refresh().await?;
+        Ok(report)
+    }
+}
