@@ -1,0 +1,291 @@
+//! Benchmark W1: compaction of a fragmented bronze table, Sediment against delta-rs.
+//!
+//! The table: ~10M event rows (event id, user id, event type, UTC timestamp, amount,
+//! a short payload) partitioned by date over 10 days, written as 2,000 appends of
+//! 5,000 rows. On identical copies, each in its own process so peak RSS is its own:
+//! - `sediment`: `Table::compact` with default settings;
+//! - `delta-rs`: `optimize` (compact) with the same target size;
+//! - `floor`: one plain arrow-rs pass that reads every file and writes each
+//!   partition once with the same codec (zstd 3), no commit.
+//!
+//! Run (release):
+//!   cargo bench -p sediment-integration-tests --bench w1_compaction -- [--appends N] [--rows N] [--dir DIR]
+//!
+//! It prints a table of wall time, CPU time, peak RSS, files and bytes out, and the
+//! ratios to delta-rs and to the floor. Nothing here is a pass/fail test.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU64;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sediment::arrow::array::{
+    ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use sediment::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use sediment::deltalake::parquet::arrow::ArrowWriter;
+use sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use sediment::{Table, WriteOptions};
+
+const DAYS: i64 = 10;
+const FIRST_DAY: i32 = 19844; // 2024-05-01
+const TARGET: u64 = 128 * 1024 * 1024;
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Int64, false),
+        Field::new("user_id", DataType::Int64, false),
+        Field::new("event_type", DataType::Utf8, false),
+        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("payload", DataType::Utf8, true),
+        Field::new("event_date", DataType::Date32, false),
+    ]))
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// `rows` events; an append carries the day it arrived (one day per 1/10 of appends,
+/// as a streaming bronze writer would), with ids `start..start + rows`.
+fn events(start: i64, rows: usize, day: i64) -> RecordBatch {
+    const TYPES: &[&str] = &["view", "click", "add_to_cart", "purchase", "refund"];
+    let ids: Vec<i64> = (start..start + rows as i64).collect();
+    let h = |id: i64, salt: u64| splitmix(id as u64 ^ salt.wrapping_mul(0xD6E8_FEB8_6659_FD93));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.clone())),
+        Arc::new(Int64Array::from_iter_values(ids.iter().map(|id| (h(*id, 1) % 1_000_000) as i64))),
+        Arc::new(StringArray::from_iter_values(ids.iter().map(|id| TYPES[(h(*id, 2) % 5) as usize]))),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                ids.iter().map(|id| ((FIRST_DAY as i64 + day) * 86_400 + (h(*id, 3) % 86_400) as i64) * 1_000_000),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(Float64Array::from_iter(
+            ids.iter().map(|id| (h(*id, 4) % 3 != 0).then(|| (h(*id, 5) % 100_000) as f64 / 100.0)),
+        )),
+        Arc::new(StringArray::from_iter(ids.iter().map(|id| {
+            (h(*id, 6) % 4 != 0).then(|| format!("{{\"s\":{},\"p\":\"/p/{}\"}}", h(*id, 7) % 100_000, h(*id, 8) % 500))
+        }))),
+        Arc::new(Date32Array::from_iter_values(ids.iter().map(|_| FIRST_DAY + day as i32))),
+    ];
+    RecordBatch::try_new(schema(), columns).expect("columns match")
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn rusage() -> (f64, u64) {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(usage.ru_utime) + secs(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
+}
+
+fn data_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() && !path.ends_with("_delta_log") {
+            out.extend(data_files(&path));
+        } else if path.extension().is_some_and(|e| e == "parquet") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The files and bytes the latest version of `uri` references.
+async fn live_files(uri: &str) -> (usize, u64) {
+    let table = Table::open(uri).await.unwrap();
+    let files = table.files().unwrap();
+    (files.len(), files.iter().map(|f| f.size).sum())
+}
+
+async fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
+    let uri = dir.to_string_lossy().to_string();
+    let started = Instant::now();
+    let (files_out, bytes_out) = match mode {
+        "sediment" => {
+            let mut table = Table::open(&uri).await.unwrap();
+            let report = table.compact(sediment::CompactOptions::default().target_file_size(TARGET)).await.unwrap();
+            assert!(report.abandoned.is_empty());
+            live_files(&uri).await
+        }
+        "delta-rs" => {
+            let table = Table::open(&uri).await.unwrap();
+            table
+                .delta()
+                .clone()
+                .optimize()
+                .with_type(sediment::deltalake::operations::optimize::OptimizeType::Compact)
+                .with_target_size(NonZeroU64::new(TARGET).unwrap())
+                .await
+                .unwrap();
+            live_files(&uri).await
+        }
+        "floor" => {
+            let out_dir = dir.join("floor-out");
+            let mut by_partition: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+            for file in data_files(dir) {
+                let partition = file.parent().unwrap().file_name().unwrap().to_string_lossy().to_string();
+                by_partition.entry(partition).or_default().push(file);
+            }
+            let mut bytes = 0;
+            let files = by_partition.len();
+            std::fs::create_dir_all(&out_dir).unwrap();
+            for (partition, inputs) in by_partition {
+                let out = out_dir.join(format!("{partition}.parquet"));
+                let mut writer: Option<ArrowWriter<std::fs::File>> = None;
+                for input in inputs {
+                    let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&input).unwrap())
+                        .unwrap()
+                        .with_batch_size(8192)
+                        .build()
+                        .unwrap();
+                    for batch in reader {
+                        let batch = batch.unwrap();
+                        let w = writer.get_or_insert_with(|| {
+                            ArrowWriter::try_new(
+                                std::fs::File::create(&out).unwrap(),
+                                batch.schema(),
+                                Some(sediment::writer_properties(TARGET)),
+                            )
+                            .unwrap()
+                        });
+                        w.write(&batch).unwrap();
+                    }
+                }
+                if let Some(w) = writer {
+                    w.close().unwrap();
+                }
+                bytes += std::fs::metadata(&out).unwrap().len();
+            }
+            (files, bytes)
+        }
+        other => panic!("unknown mode {other}"),
+    };
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu, peak_rss) = rusage();
+    serde_json::json!({"mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "files_out": files_out, "bytes_out": bytes_out})
+}
+
+async fn prepare(dir: &Path, appends: usize, rows: usize) {
+    if dir.join("_delta_log").exists() {
+        println!("reusing the W1 table at {}", dir.display());
+        return;
+    }
+    println!("writing W1: {appends} appends of {rows} rows over {DAYS} days into {}", dir.display());
+    let uri = dir.to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let started = Instant::now();
+    for i in 0..appends {
+        let day = (i as i64 * DAYS) / appends as i64;
+        table
+            .write([events((i * rows) as i64, rows, day)], WriteOptions::append().partition_by(["event_date"]))
+            .await
+            .unwrap();
+        if (i + 1) % 200 == 0 {
+            println!("  {} appends in {:.0} s", i + 1, started.elapsed().as_secs_f64());
+        }
+    }
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1}", bytes / 1024.0 / 1024.0)
+}
+
+#[tokio::main]
+async fn main() {
+    // Child process: run one mode on one copy and print its figures.
+    if let (Some(mode), Some(dir)) = (arg("--run-one"), arg("--dir")) {
+        let figures = run_one(&mode, Path::new(&dir)).await;
+        println!("{figures}");
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let appends: usize = arg("--appends").map(|v| v.parse().unwrap()).unwrap_or(2_000);
+    let rows: usize = arg("--rows").map(|v| v.parse().unwrap()).unwrap_or(5_000);
+    let base = PathBuf::from(arg("--work-dir").unwrap_or_else(|| "target/w1-bench".into()));
+    let source = base.join(format!("w1-{appends}x{rows}"));
+    prepare(&source, appends, rows).await;
+    let (files_in, bytes_in) = live_files(&source.to_string_lossy()).await;
+    println!("W1: {files_in} files, {} MiB, {} rows\n", mib(bytes_in as f64), appends * rows);
+
+    let mut results = Vec::new();
+    for mode in ["sediment", "delta-rs", "floor"] {
+        let copy = base.join(format!("run-{mode}"));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&source, &copy);
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--run-one", mode, "--dir", copy.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        let figures: serde_json::Value = serde_json::from_str(&line).unwrap();
+        results.push(figures);
+        let _ = std::fs::remove_dir_all(&copy);
+    }
+    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    let delta = results.iter().find(|r| r["mode"] == "delta-rs").unwrap().clone();
+    let floor = results.iter().find(|r| r["mode"] == "floor").unwrap().clone();
+    println!(
+        "| {:<9} | {:>8} | {:>8} | {:>13} | {:>9} | {:>10} | {:>12} | {:>12} | {:>11} |",
+        "run", "wall s", "cpu s", "peak RSS MiB", "files out", "MiB out", "wall/delta", "RSS/delta", "wall/floor"
+    );
+    println!(
+        "|{}|",
+        [
+            "-----------",
+            "----------",
+            "----------",
+            "---------------",
+            "-----------",
+            "------------",
+            "--------------",
+            "--------------",
+            "-------------"
+        ]
+        .join("|")
+    );
+    for r in &results {
+        println!(
+            "| {:<9} | {:>8.2} | {:>8.2} | {:>13} | {:>9} | {:>10} | {:>12.2} | {:>12.2} | {:>11.2} |",
+            r["mode"].as_str().unwrap(),
+            get(r, "wall_s"),
+            get(r, "cpu_s"),
+            mib(get(r, "peak_rss")),
+            r["files_out"].as_u64().unwrap_or(0),
+            mib(get(r, "bytes_out")),
+            get(r, "wall_s") / get(&delta, "wall_s"),
+            get(r, "peak_rss") / get(&delta, "peak_rss"),
+            get(r, "wall_s") / get(&floor, "wall_s"),
+        );
+    }
+}
