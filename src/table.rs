@@ -34,6 +34,7 @@ pub struct OpenOptions {
     storage_options: StorageOptions,
     version: Option<u64>,
     as_of: Option<DateTime<Utc>>,
+    object_store: Option<Arc<dyn deltalake::ObjectStore>>,
 }
 
 impl OpenOptions {
@@ -51,6 +52,14 @@ impl OpenOptions {
     /// Replace all storage options.
     pub fn storage_options(mut self, options: StorageOptions) -> Self {
         self.storage_options = options;
+        self
+    }
+
+    /// Read and write through this object store instead of one built from the URI.
+    /// `store` is rooted at the root of the storage (the bucket, or `/` for local
+    /// files), not at the table. Used to add caching, metering or fault injection.
+    pub fn object_store(mut self, store: Arc<dyn deltalake::ObjectStore>) -> Self {
+        self.object_store = Some(store);
         self
     }
 
@@ -116,6 +125,9 @@ impl Table {
         }
         let mut builder =
             DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
+        if let Some(store) = &options.object_store {
+            builder = builder.with_storage_backend(store.clone(), url.clone());
+        }
         if let Some(version) = options.version {
             builder = builder.with_version(version);
         }

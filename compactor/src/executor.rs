@@ -261,7 +261,10 @@ impl CompactionExecutor {
         while let Some(joined) = running.next().await {
             finished += 1;
             match joined {
-                Ok(Ok(output)) => pending.push(output),
+                Ok(Ok(output)) => {
+                    report.bytes_written += output.adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
+                    pending.push(output)
+                }
                 Ok(Err((bin, error))) => {
                     warn!(error = %error, "giving up a bin");
                     report.abandoned.push(AbandonedBin {
@@ -501,7 +504,7 @@ async fn rewrite_bin_with_retries(
             Err(CompactionError::Storage(e)) if attempt < attempts => {
                 warn!(attempt, error = %e, "storage error while rewriting a bin; retrying");
                 tokio::time::sleep(delay).await;
-                delay *= 2;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
             Err(e) => return Err((bin, e)),
         }

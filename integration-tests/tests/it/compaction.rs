@@ -37,6 +37,7 @@ async fn compaction_keeps_rows_merges_files_and_converges() {
     assert_eq!(report.bins_committed, 5);
     assert!(report.abandoned.is_empty());
     assert_eq!(report.rows, 10_000);
+    assert!(report.bytes_written > 0 && (report.write_amplification() - 1.0).abs() < 1e-9, "{report:?}");
     assert_eq!(table.files().unwrap().len(), 5);
     assert_eq!(table_rows(&table).await, before_rows, "same rows after compaction");
     assert_eq!(table.info().unwrap().health.score, 100);
@@ -280,6 +281,7 @@ async fn bins_whose_inputs_a_concurrent_delete_removed_are_given_up() {
     assert_eq!(report.bins_planned, 5);
     assert_eq!(report.bins_committed, 4, "{report:?}");
     assert_eq!(report.commit_conflicts, 1);
+    assert!(report.write_amplification() > 1.0, "the given-up bin's bytes were written for nothing");
     assert_eq!(report.abandoned.len(), 1);
     let abandoned = &report.abandoned[0];
     assert_eq!(abandoned.partition, vec![("event_date".to_string(), Some("2024-05-01".to_string()))]);

@@ -10,6 +10,7 @@ mod compaction;
 mod concurrency;
 mod conformance;
 mod crash;
+mod faults;
 mod interop;
 mod s3_table;
 mod table_writer;

@@ -1,0 +1,134 @@
+//! Fault injection: an object store that fails some reads, the way a flaky network
+//! or a throttling S3 endpoint does.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+    PutOptions, PutPayload, PutResult, Result,
+};
+use sediment::{CompactOptions, OpenOptions, Table};
+
+use crate::common::{append_events, table_rows};
+
+/// Fails the first read of data files (never of the log) with a transient error, for
+/// the first `budget` files read: a retry of the same read succeeds.
+#[derive(Debug)]
+struct FlakyStore {
+    inner: Arc<dyn ObjectStore>,
+    budget: usize,
+    failed: std::sync::Mutex<std::collections::HashSet<String>>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Flaky({})", self.inner)
+    }
+}
+
+impl FlakyStore {
+    fn maybe_fail(&self, location: &Path) -> Result<()> {
+        let path = location.as_ref();
+        if path.ends_with(".parquet") && !path.contains("_delta_log") {
+            let mut failed = self.failed.lock().unwrap();
+            if failed.len() < self.budget && failed.insert(path.to_string()) {
+                let n = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
+                return Err(object_store::Error::Generic {
+                    store: "flaky",
+                    source: format!("injected transient failure #{n} reading {path}").into(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FlakyStore {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.maybe_fail(location)?;
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.maybe_fail(location)?;
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+}
+
+#[tokio::test]
+async fn compaction_retries_transient_read_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("flaky").to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    for i in 0..8 {
+        append_events(&mut table, i * 300, 300).await;
+    }
+    let rows = table_rows(&table).await;
+
+    let failures = Arc::new(AtomicUsize::new(0));
+    let store = Arc::new(FlakyStore {
+        inner: Arc::new(object_store::local::LocalFileSystem::new()),
+        budget: 3,
+        failed: Default::default(),
+        failures: failures.clone(),
+    });
+    let mut flaky = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
+    let mut options = CompactOptions::default();
+    options.executor.max_bin_attempts = 4;
+    let report = flaky.compact(options).await.unwrap();
+    assert_eq!(failures.load(Ordering::SeqCst), 3, "faults were injected");
+    assert_eq!(report.bins_committed, 5, "{report:?}");
+    assert!(report.abandoned.is_empty(), "{report:?}");
+    assert_eq!(table_rows(&Table::open(&uri).await.unwrap()).await, rows);
+
+    // With no retries allowed, a failing bin is given up and named; the rest commit.
+    let mut table = Table::open_or_new(&dir.path().join("flaky2").to_string_lossy(), Default::default()).await.unwrap();
+    for i in 0..8 {
+        append_events(&mut table, i * 300, 300).await;
+    }
+    let store = Arc::new(FlakyStore {
+        inner: Arc::new(object_store::local::LocalFileSystem::new()),
+        budget: 2,
+        failed: Default::default(),
+        failures: Arc::new(AtomicUsize::new(0)),
+    });
+    let mut flaky = Table::open_with(table.uri(), OpenOptions::new().object_store(store)).await.unwrap();
+    let mut options = CompactOptions::default();
+    options.executor.max_bin_attempts = 1;
+    let report = flaky.compact(options).await.unwrap();
+    assert!((1..=2).contains(&report.abandoned.len()), "{report:?}");
+    assert!(report.abandoned.iter().all(|a| a.reason.contains("injected transient failure")), "{report:?}");
+    assert_eq!(report.bins_committed + report.abandoned.len(), 5);
+}
