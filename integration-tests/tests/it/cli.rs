@@ -171,6 +171,13 @@ fn demo_runs_on_a_local_directory() {
     assert_eq!(info["version"], 6, "six appends and a compaction");
     assert_eq!(info["files"], 5, "compacted to one file per day");
     assert!(text.contains("30 -> 5"), "{text}");
+    // The demo compacted the table: compacting again says it is healthy and commits nothing.
+    let out = run(&["compact", uri.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("is healthy: nothing to compact"), "{}", stdout(&out));
+    let out = run(&["info", uri.to_str().unwrap(), "--json"]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["version"], 6);
 }
 
 #[test]
