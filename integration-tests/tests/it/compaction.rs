@@ -240,6 +240,7 @@ async fn compaction_races_appenders_and_a_deleter_without_losing_rows() {
     let latest = Table::open(&uri).await.unwrap();
     assert_eq!(table_rows(&latest).await, canonical_rows(&expected), "no row lost or duplicated");
     assert_eq!(report.bins_committed + report.abandoned.len(), report.bins_planned, "{report:?}");
+    assert_eq!(report.versions.len(), report.bins_committed, "one commit per bin: partial progress is committed");
     for abandoned in &report.abandoned {
         assert!(abandoned.reason.contains("removed one of its input files"), "{abandoned:?}");
     }

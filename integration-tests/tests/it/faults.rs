@@ -132,3 +132,32 @@ async fn compaction_retries_transient_read_failures() {
     assert!(report.abandoned.iter().all(|a| a.reason.contains("injected transient failure")), "{report:?}");
     assert_eq!(report.bins_committed + report.abandoned.len(), 5);
 }
+
+#[tokio::test]
+async fn a_corrupt_input_file_gives_up_its_bin_by_name_and_the_rest_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("corrupt").to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    for i in 0..4 {
+        append_events(&mut table, i * 300, 300).await;
+    }
+    let victim = table
+        .files()
+        .unwrap()
+        .into_iter()
+        .find(|f| f.partition_values["event_date"].as_deref() == Some("2024-05-03"))
+        .unwrap();
+    let path = dir.path().join("corrupt").join(&victim.path);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+
+    let report = table.compact(CompactOptions::default()).await.unwrap();
+    assert_eq!(report.bins_committed, 4, "{report:?}");
+    assert_eq!(report.abandoned.len(), 1);
+    let reason = &report.abandoned[0].reason;
+    assert!(reason.contains(&victim.path) && reason.contains("data error"), "{reason}");
+    // The damaged partition keeps its files; nothing was lost or half-committed.
+    let files: Vec<_> = table.files().unwrap();
+    assert_eq!(files.iter().filter(|f| f.partition_values["event_date"].as_deref() == Some("2024-05-03")).count(), 4);
+    assert_eq!(files.len(), 8);
+}
