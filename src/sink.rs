@@ -8,8 +8,6 @@
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::kernel::Add;
-use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::StreamExt;
 
@@ -20,20 +18,14 @@ use crate::table::Table;
 /// The default target size of data files: 128 MiB.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
-/// Parquet settings of every data file Sediment writes: zstd level 3, page statistics,
-/// and row groups of at most `target_file_size / 8` encoded bytes (64 KiB to 16 MiB).
+/// Parquet settings of every data file Sediment writes, shared with the compactor:
+/// zstd level 3, page statistics, and row groups of at most `target_file_size / 8`
+/// encoded bytes (64 KiB to 16 MiB).
 ///
 /// The row-group bound is what makes files come out near the target: a file is cut
 /// when its compressed bytes plus the open row group's *uncompressed* estimate reach
 /// the target, so a large open row group would cut files at a fraction of it.
-pub fn writer_properties(target_file_size: u64) -> WriterProperties {
-    let row_group_bytes = (target_file_size / 8).clamp(64 * 1024, 16 * 1024 * 1024) as usize;
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_bytes(Some(row_group_bytes))
-        .build()
-}
+pub use sediment_compactor::executor::writer_properties;
 
 /// Streams batches into data files of one table.
 pub(crate) struct FileSink {

@@ -462,7 +462,8 @@ fn is_conflict(err: &deltalake::DeltaTableError) -> bool {
     )
 }
 
-/// Parquet settings of rewritten files: zstd level 3, page statistics, bounded row groups.
+/// Parquet settings of every data file Sediment writes (appends and compaction
+/// outputs): zstd level 3, page statistics, row groups of at most [`row_group_bytes`].
 pub fn writer_properties(target_file_size: u64) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))

@@ -24,7 +24,7 @@ use std::time::Instant;
 use sediment::arrow::array::{
     ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use sediment::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use sediment::arrow::datatypes::SchemaRef;
 use sediment::deltalake::parquet::arrow::ArrowWriter;
 use sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sediment::{Table, WriteOptions};
@@ -33,16 +33,10 @@ const DAYS: i64 = 10;
 const FIRST_DAY: i32 = 19844; // 2024-05-01
 const TARGET: u64 = 128 * 1024 * 1024;
 
+/// The demo's bronze events schema: event id, user id, type, UTC timestamp, amount,
+/// payload, and the `event_date` partition column.
 fn schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![
-        Field::new("event_id", DataType::Int64, false),
-        Field::new("user_id", DataType::Int64, false),
-        Field::new("event_type", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
-        Field::new("amount", DataType::Float64, true),
-        Field::new("payload", DataType::Utf8, true),
-        Field::new("event_date", DataType::Date32, false),
-    ]))
+    sediment::demo::events_schema()
 }
 
 fn splitmix(mut z: u64) -> u64 {
