@@ -25,6 +25,7 @@
 
 pub mod commit;
 pub mod compaction;
+pub mod delete;
 pub mod demo;
 pub mod error;
 pub mod features;
@@ -45,6 +46,7 @@ pub use deltalake;
 pub use deltalake::arrow;
 
 pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
+pub use delete::DeleteReport;
 pub use error::{Error, ErrorKind, Result};
 pub use history::HistoryEntry;
 pub use info::TableInfo;

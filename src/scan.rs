@@ -249,7 +249,7 @@ impl Stream for Scan {
 
 /// The scan's schema with dictionary-encoded columns (delta-rs returns partition
 /// columns that way) replaced by their value types, as the table declares them.
-fn plain_schema(schema: &SchemaRef) -> SchemaRef {
+pub(crate) fn plain_schema(schema: &SchemaRef) -> SchemaRef {
     let fields: Vec<Field> = schema
         .fields()
         .iter()
@@ -261,7 +261,7 @@ fn plain_schema(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
-fn decode_dictionaries(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+pub(crate) fn decode_dictionaries(batch: RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
     }

@@ -50,6 +50,25 @@ enum Command {
         #[command(flatten)]
         at: TimeTravel,
     },
+    /// Delete the rows matching a predicate, rewriting only the files that hold them.
+    Delete {
+        /// Table location.
+        uri: String,
+        /// Rows to delete: a SQL boolean expression.
+        #[arg(long = "where", value_name = "EXPR")]
+        predicate: String,
+    },
+    /// Show which files a predicate selects: in the snapshot, after partition pruning,
+    /// after statistics skipping.
+    Explain {
+        /// Table location.
+        uri: String,
+        /// A SQL boolean expression.
+        #[arg(long = "where", value_name = "EXPR")]
+        predicate: String,
+        #[command(flatten)]
+        at: TimeTravel,
+    },
     /// Compact small files into files near the target size, partition by partition.
     Compact(CompactArgs),
     /// Write a bronze events table the way a streaming writer would, then inspect it.
@@ -225,6 +244,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History { uri, limit } => history(&uri, limit, options, cli.json).await,
         Command::Info { uri, at } => info(&uri, &at, options, cli.json).await,
         Command::Compact(args) => compact(args, options, cli.json).await,
+        Command::Delete { uri, predicate } => delete(&uri, &predicate, options, cli.json).await,
+        Command::Explain { uri, predicate, at } => explain(&uri, &predicate, &at, options, cli.json).await,
         Command::Demo { dir, appends, rows_per_append } => demo(dir, appends, rows_per_append, cli.json).await,
     }
 }
@@ -433,6 +454,61 @@ async fn info(uri: &str, at: &TimeTravel, options: StorageOptions, json: bool) -
             );
         }
     }
+    Ok(())
+}
+
+async fn delete(uri: &str, predicate: &str, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    let mut table = Table::open_with(uri, OpenOptions::new().storage_options(options)).await?;
+    let report = table.delete(predicate).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    match report.version {
+        Some(v) => println!(
+            "committed version {v}: {} rows deleted; files: {} considered, {} pruned, {} read, {} removed, {} rewritten ({} rows copied, {} written); {} retries, {} ms",
+            report.rows_deleted,
+            report.files_considered,
+            report.files_pruned,
+            report.files_read,
+            report.files_removed,
+            report.files_rewritten,
+            report.rows_copied,
+            human_bytes(report.bytes_written),
+            report.retries,
+            report.duration_ms
+        ),
+        None => println!(
+            "no row matches: nothing committed ({} files considered, {} pruned, {} read)",
+            report.files_considered, report.files_pruned, report.files_read
+        ),
+    }
+    Ok(())
+}
+
+async fn explain(
+    uri: &str,
+    predicate: &str,
+    at: &TimeTravel,
+    options: StorageOptions,
+    json: bool,
+) -> anyhow::Result<()> {
+    let table = Table::open_with(uri, open_options(options, at)).await?;
+    let plan = table.plan_scan(Some(predicate))?;
+    if json {
+        let files: Vec<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"report": plan.report, "files": files}))?);
+        return Ok(());
+    }
+    let r = &plan.report;
+    println!("table {} at version {}, where {predicate}", table.uri(), r.version);
+    println!("  files in snapshot            {:>8}", r.files_in_snapshot);
+    println!("  after partition pruning      {:>8}", r.files_after_partition_pruning);
+    println!(
+        "  after statistics skipping    {:>8}  ({})",
+        r.files_after_stats_skipping,
+        human_bytes(r.bytes_in_selected_files)
+    );
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod compaction;
 mod concurrency;
 mod conformance;
 mod crash;
+mod delete;
 mod faults;
 mod interop;
 mod s3_table;
