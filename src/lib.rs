@@ -25,8 +25,8 @@
 
 pub mod commit;
 pub mod compaction;
-pub mod delete;
 pub mod demo;
+pub mod dml;
 pub mod error;
 pub mod features;
 pub mod history;
@@ -46,7 +46,7 @@ pub use deltalake;
 pub use deltalake::arrow;
 
 pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
-pub use delete::DeleteReport;
+pub use dml::{ChangeReport, DeleteReport, UpdateReport};
 pub use error::{Error, ErrorKind, Result};
 pub use history::HistoryEntry;
 pub use info::TableInfo;

@@ -58,6 +58,17 @@ enum Command {
         #[arg(long = "where", value_name = "EXPR")]
         predicate: String,
     },
+    /// Set columns of the rows matching a predicate, rewriting only the files that hold them.
+    Update {
+        /// Table location.
+        uri: String,
+        /// An assignment COLUMN=EXPR (repeatable); EXPR is SQL over the row's old values.
+        #[arg(long = "set", value_name = "COLUMN=EXPR", required = true, value_parser = parse_key_value)]
+        assignments: Vec<(String, String)>,
+        /// Rows to update: a SQL boolean expression.
+        #[arg(long = "where", value_name = "EXPR")]
+        predicate: String,
+    },
     /// Show which files a predicate selects: in the snapshot, after partition pruning,
     /// after statistics skipping.
     Explain {
@@ -244,7 +255,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::History { uri, limit } => history(&uri, limit, options, cli.json).await,
         Command::Info { uri, at } => info(&uri, &at, options, cli.json).await,
         Command::Compact(args) => compact(args, options, cli.json).await,
-        Command::Delete { uri, predicate } => delete(&uri, &predicate, options, cli.json).await,
+        Command::Delete { uri, predicate } => delete(&uri, &predicate, &[], options, cli.json).await,
+        Command::Update { uri, assignments, predicate } => {
+            let assignments: Vec<(&str, &str)> = assignments.iter().map(|(c, e)| (c.as_str(), e.as_str())).collect();
+            delete(&uri, &predicate, &assignments, options, cli.json).await
+        }
         Command::Explain { uri, predicate, at } => explain(&uri, &predicate, &at, options, cli.json).await,
         Command::Demo { dir, appends, rows_per_append } => demo(dir, appends, rows_per_append, cli.json).await,
     }
@@ -457,17 +472,29 @@ async fn info(uri: &str, at: &TimeTravel, options: StorageOptions, json: bool) -
     Ok(())
 }
 
-async fn delete(uri: &str, predicate: &str, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+/// `delete` (no assignments) and `update`.
+async fn delete(
+    uri: &str,
+    predicate: &str,
+    assignments: &[(&str, &str)],
+    options: StorageOptions,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut table = Table::open_with(uri, OpenOptions::new().storage_options(options)).await?;
-    let report = table.delete(predicate).await?;
+    let report = if assignments.is_empty() {
+        table.delete(predicate).await?
+    } else {
+        table.update(predicate, assignments).await?
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     match report.version {
         Some(v) => println!(
-            "committed version {v}: {} rows deleted; files: {} considered, {} pruned, {} read, {} removed, {} rewritten ({} rows copied, {} written); {} retries, {} ms",
+            "committed version {v}: {} rows deleted, {} updated; files: {} considered, {} pruned, {} read, {} removed, {} rewritten ({} rows copied, {} written); {} retries, {} ms",
             report.rows_deleted,
+            report.rows_updated,
             report.files_considered,
             report.files_pruned,
             report.files_read,

@@ -119,4 +119,81 @@ fn explain_and_delete_on_the_command_line() {
     assert_eq!(report["rows_deleted"], 50);
     let out = std::process::Command::new(&bin).args(["delete", &uri, "--where", "event_id <"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+    let out = std::process::Command::new(&bin)
+        .args([
+            "update",
+            &uri,
+            "--set",
+            "amount=amount * 2",
+            "--set",
+            "payload='x'",
+            "--where",
+            "event_id >= 250",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rows_updated"], 50);
+}
+
+#[tokio::test]
+async fn updates_change_matching_rows_in_the_files_that_hold_them() {
+    let uri = s3_uri("update");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    for i in 0..3 {
+        append_events(&mut table, i * 1_000, 1_000).await;
+    }
+    let report = table
+        .update("event_id >= 1000 AND event_id < 1010", &[("amount", "0.5"), ("event_type", "'corrected'")])
+        .await
+        .unwrap();
+    assert_eq!(report.rows_updated, 10);
+    // Only files of the second append can hold ids 1000..1009 (per day, by statistics).
+    assert!(report.files_pruned >= 10, "{report:?}");
+    assert_eq!(report.files_read, 15 - report.files_pruned, "{report:?}");
+    assert!(report.files_rewritten >= 1 && report.files_rewritten <= report.files_read, "{report:?}");
+    assert!(report.rows_copied < 1_000, "only rows of rewritten files are copied: {report:?}");
+    let (batches, _) = table
+        .scan()
+        .filter("event_type = 'corrected'")
+        .columns(["event_id", "amount"])
+        .execute()
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let rows = canonical_rows(&batches);
+    assert_eq!(rows.len(), 10);
+    assert!(rows.iter().all(|r| r.starts_with("amount=0.5|")), "{rows:?}");
+    assert_eq!(table.info().unwrap().rows, Some(3_000));
+
+    // Expressions over the old values; moving rows to another partition.
+    let before: u64 = table.info().unwrap().rows.unwrap();
+    table
+        .update("event_id < 5", &[("user_id", "user_id + 1000000"), ("event_date", "DATE '2024-06-01'")])
+        .await
+        .unwrap();
+    let (batches, report) =
+        table.scan().filter("event_date = '2024-06-01'").execute().await.unwrap().collect().await.unwrap();
+    assert_eq!(crate::common::count(&batches), 5);
+    // The moved rows sit in the new partition (one new file per source file rewritten).
+    assert!(report.files_after_partition_pruning >= 1 && report.files_after_partition_pruning <= 5, "{report:?}");
+    assert_eq!(
+        crate::common::count(&table.scan().filter("event_id < 5").execute().await.unwrap().collect().await.unwrap().0),
+        5
+    );
+    assert_eq!(table.info().unwrap().rows, Some(before));
+
+    // Bad assignments are input errors naming the problem; nothing is committed.
+    let version = table.version();
+    let err = table.update("event_id = 1", &[("nope", "1")]).await.unwrap_err();
+    assert!(err.to_string().contains("`nope`"), "{err}");
+    let err = table.update("event_id = 1", &[("user_id", "'abc'")]).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let err = table.update("event_id = 1", &[("event_id", "NULL")]).await.unwrap_err();
+    assert!(err.to_string().contains("event_id"), "{err}");
+    assert_eq!(Table::open(&uri).await.unwrap().version(), version);
 }

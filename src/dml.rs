@@ -1,13 +1,16 @@
-//! Deletes that rewrite only what they must.
+//! Deletes and updates that rewrite only what they must.
 //!
-//! `DELETE WHERE predicate` is planned like a scan: partition pruning and statistics
-//! skipping pick the *candidate* files before anything is read. Then:
-//! - when the predicate mentions only partition columns, the candidates are removed
-//!   whole, without being read (partition matching is exact);
-//! - otherwise each candidate is read alone (deletion vectors applied), its rows that
-//!   do not match are streamed into a new file, and the old file is removed. A
-//!   candidate with no matching row is left untouched; one whose rows all match is
-//!   removed without a new file.
+//! `DELETE WHERE p` and `UPDATE SET c = e, ... WHERE p` are planned like a scan:
+//! partition pruning and statistics skipping pick the *candidate* files before
+//! anything is read. Then:
+//! - a delete whose predicate mentions only partition columns removes the candidates
+//!   whole, without reading them (partition matching is exact);
+//! - otherwise each candidate is read alone (deletion vectors applied) and streamed
+//!   into a new file without its matching rows (delete) or with the assignments
+//!   applied to them (update), and the old file is removed. A candidate with no
+//!   matching row is left untouched; one whose rows all match a delete is removed
+//!   without a new file. An update of a partition column moves rows to their new
+//!   partition.
 //!
 //! Memory holds one file's batches in flight, never the table. One commit removes and
 //! adds everything; if another writer removed a file the delete read, the delete is
@@ -17,8 +20,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use deltalake::arrow::array::ArrayRef;
 use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::compute::{filter_record_batch, not};
+use deltalake::arrow::compute::kernels::zip::zip;
+use deltalake::arrow::compute::{cast, filter_record_batch, not};
+use deltalake::datafusion::common::DFSchema;
+use deltalake::datafusion::logical_expr::Expr;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::{Action, Add};
 use deltalake::protocol::DeltaOperation;
@@ -38,8 +45,13 @@ use crate::table::Table;
 const MAX_ATTEMPTS: usize = 10;
 
 /// What a delete did.
+pub type DeleteReport = ChangeReport;
+/// What an update did.
+pub type UpdateReport = ChangeReport;
+
+/// What a delete or an update did.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct DeleteReport {
+pub struct ChangeReport {
     /// The version committed (`None` when no row matched).
     pub version: Option<u64>,
     /// Live files in the snapshot.
@@ -48,13 +60,15 @@ pub struct DeleteReport {
     pub files_pruned: usize,
     /// Files read to find matching rows.
     pub files_read: usize,
-    /// Files removed whole (every row matched, or a partition-only predicate).
+    /// Files removed whole (a delete matched every row, or a partition-only predicate).
     pub files_removed: usize,
-    /// Files rewritten without their matching rows.
+    /// Files rewritten without their matching rows, or with them updated.
     pub files_rewritten: usize,
     /// Rows deleted.
     pub rows_deleted: u64,
-    /// Rows copied into rewritten files.
+    /// Rows updated.
+    pub rows_updated: u64,
+    /// Rows copied unchanged into rewritten files.
     pub rows_copied: u64,
     /// Bytes of new files.
     pub bytes_written: u64,
@@ -68,17 +82,40 @@ pub struct DeleteReport {
 enum FileOutcome {
     Untouched,
     Removed { rows: u64 },
-    Rewritten { adds: Vec<Add>, deleted: u64, copied: u64 },
+    Rewritten { adds: Vec<Add>, changed: u64, copied: u64 },
+}
+
+/// The row-level change to apply.
+enum RowChange {
+    Delete,
+    /// Columns and the expressions (over the old row) they are set to.
+    Update(Vec<(String, Expr)>),
 }
 
 impl Table {
     /// Delete the rows matching `predicate` (a SQL boolean expression).
     #[instrument(skip_all, fields(table = %self.uri(), predicate))]
     pub async fn delete(&mut self, predicate: &str) -> Result<DeleteReport> {
+        self.change_rows(predicate, &[]).await
+    }
+
+    /// Set columns of the rows matching `predicate`: each assignment is a column and
+    /// a SQL expression over the row's old values (`("amount", "amount * 2")`).
+    #[instrument(skip_all, fields(table = %self.uri(), predicate))]
+    pub async fn update(&mut self, predicate: &str, assignments: &[(&str, &str)]) -> Result<UpdateReport> {
+        if assignments.is_empty() {
+            return Err(Error::invalid("an update needs at least one assignment (column = expression)"));
+        }
+        self.change_rows(predicate, assignments).await
+    }
+
+    /// A delete (no assignments) or an update, planned again after lost races.
+    async fn change_rows(&mut self, predicate: &str, assignments: &[(&str, &str)]) -> Result<ChangeReport> {
         let started = Instant::now();
         let mut retries = 0;
         loop {
-            let mut report = self.delete_once(predicate).await?;
+            let change = self.parse_change(assignments)?;
+            let mut report = self.change_once(predicate, &change).await?;
             match report.version {
                 Some(Err(e)) if e.kind() == ErrorKind::Conflict && retries + 1 < MAX_ATTEMPTS => {
                     retries += 1;
@@ -101,10 +138,32 @@ impl Table {
         }
     }
 
-    async fn delete_once(&mut self, sql: &str) -> Result<DeleteAttempt> {
+    fn parse_change(&self, assignments: &[(&str, &str)]) -> Result<RowChange> {
+        if assignments.is_empty() {
+            return Ok(RowChange::Delete);
+        }
+        let schema = self.arrow_schema()?;
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let ctx = SessionContext::new();
+        let mut parsed = Vec::new();
+        for (column, sql) in assignments {
+            if schema.field_with_name(column).is_err() {
+                return Err(Error::invalid(format!("cannot set `{column}`: no such column in table {}", self.uri())));
+            }
+            let expr = ctx
+                .parse_sql_expr(sql, &df_schema)
+                .map_err(|e| Error::invalid(format!("invalid expression {sql:?} for `{column}`: {e}")))?;
+            ctx.create_physical_expr(expr.clone(), &df_schema)
+                .map_err(|e| Error::invalid(format!("invalid expression {sql:?} for `{column}`: {e}")))?;
+            parsed.push((column.to_string(), expr));
+        }
+        Ok(RowChange::Update(parsed))
+    }
+
+    async fn change_once(&mut self, sql: &str, change: &RowChange) -> Result<ChangeAttempt> {
         let state = self.state()?;
         features::check_writable(self.uri(), state)?;
-        if features::is_append_only(state) {
+        if features::is_append_only(state) && matches!(change, RowChange::Delete) {
             return Err(Error::invalid(format!(
                 "table {} is append-only (delta.appendOnly = true); rows cannot be deleted",
                 self.uri()
@@ -118,7 +177,7 @@ impl Table {
             files_pruned: plan.report.files_in_snapshot - plan.files.len(),
             ..Default::default()
         };
-        let whole_files = predicate.only_mentions(&partition_columns);
+        let whole_files = matches!(change, RowChange::Delete) && predicate.only_mentions(&partition_columns);
         let mut actions: Vec<Action> = Vec::new();
         let mut written: Vec<Add> = Vec::new();
         let removes: std::collections::HashMap<String, deltalake::kernel::Remove> =
@@ -128,7 +187,7 @@ impl Table {
                 FileOutcome::Removed { rows: add_rows(add) }
             } else {
                 report.files_read += 1;
-                match self.rewrite_without(add, &predicate).await {
+                match self.rewrite_file(add, &predicate, change).await {
                     Ok(outcome) => outcome,
                     Err(e) => {
                         FileSink::abort(self, &written).await;
@@ -143,9 +202,12 @@ impl Table {
                     report.rows_deleted += rows;
                     actions.push(Action::Remove(removes[&add.path].clone()));
                 }
-                FileOutcome::Rewritten { adds, deleted, copied } => {
+                FileOutcome::Rewritten { adds, changed, copied } => {
                     report.files_rewritten += 1;
-                    report.rows_deleted += deleted;
+                    match change {
+                        RowChange::Delete => report.rows_deleted += changed,
+                        RowChange::Update(_) => report.rows_updated += changed,
+                    }
                     report.rows_copied += copied;
                     report.bytes_written += adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
                     actions.push(Action::Remove(removes[&add.path].clone()));
@@ -154,15 +216,20 @@ impl Table {
             }
         }
         if actions.is_empty() {
-            return Ok(DeleteAttempt { report, version: None });
+            return Ok(ChangeAttempt { report, version: None });
         }
         actions.extend(written.iter().cloned().map(Action::Add));
+        let operation = match change {
+            RowChange::Delete => DeltaOperation::Delete { predicate: Some(sql.to_string()) },
+            RowChange::Update(_) => DeltaOperation::Update { predicate: Some(sql.to_string()) },
+        };
         let request = CommitRequest {
-            operation: DeltaOperation::Delete { predicate: Some(sql.to_string()) },
+            operation,
             metrics: vec![
                 ("numRemovedFiles", (report.files_removed + report.files_rewritten) as u64),
                 ("numAddedFiles", written.len() as u64),
                 ("numDeletedRows", report.rows_deleted),
+                ("numUpdatedRows", report.rows_updated),
                 ("numCopiedRows", report.rows_copied),
             ],
             blind_append: false,
@@ -173,11 +240,12 @@ impl Table {
         if result.is_err() {
             FileSink::abort(self, &written).await;
         }
-        Ok(DeleteAttempt { report, version: Some(result) })
+        Ok(ChangeAttempt { report, version: Some(result) })
     }
 
-    /// Read one file and write its rows that do not match `predicate` to a new file.
-    async fn rewrite_without(&self, add: &Add, predicate: &Predicate) -> Result<FileOutcome> {
+    /// Read one file and write it again with `change` applied to the rows matching
+    /// `predicate`.
+    async fn rewrite_file(&self, add: &Add, predicate: &Predicate, change: &RowChange) -> Result<FileOutcome> {
         let ctx = SessionContext::new();
         self.delta().update_datafusion_session(&ctx.state())?;
         let provider = self.delta().table_provider().with_adds([add.clone()]).build().await?;
@@ -186,16 +254,20 @@ impl Table {
         let schema = self.arrow_schema()?;
         let mut sink =
             FileSink::new(self, schema, self.partition_columns()?, SchemaMode::Strict, self.target_file_size()?)?;
-        let (mut deleted, mut copied) = (0u64, 0u64);
+        let (mut changed, mut copied) = (0u64, 0u64);
         let result: Result<()> = async {
             while let Some(batch) = stream.next().await {
                 let batch: RecordBatch = crate::scan::decode_dictionaries(batch?, &plain)?;
                 let matches = predicate.matches(&batch)?;
-                let keep = filter_record_batch(&batch, &not(&matches)?)?;
-                deleted += (batch.num_rows() - keep.num_rows()) as u64;
-                copied += keep.num_rows() as u64;
-                if keep.num_rows() > 0 {
-                    let fitted = sink.fit(&keep)?;
+                let hits = matches.true_count() as u64;
+                changed += hits;
+                copied += batch.num_rows() as u64 - hits;
+                let out = match change {
+                    RowChange::Delete => filter_record_batch(&batch, &not(&matches)?)?,
+                    RowChange::Update(assignments) => apply_assignments(&batch, &matches, assignments)?,
+                };
+                if out.num_rows() > 0 {
+                    let fitted = sink.fit(&out)?;
                     sink.write_fitted(fitted).await?;
                 }
             }
@@ -205,14 +277,14 @@ impl Table {
         let adds = sink.finish().await;
         match (result, adds) {
             (Ok(()), Ok(adds)) => {
-                if deleted == 0 {
+                if changed == 0 {
                     FileSink::abort(self, &adds).await;
                     Ok(FileOutcome::Untouched)
-                } else if copied == 0 {
+                } else if copied == 0 && matches!(change, RowChange::Delete) {
                     FileSink::abort(self, &adds).await;
-                    Ok(FileOutcome::Removed { rows: deleted })
+                    Ok(FileOutcome::Removed { rows: changed })
                 } else {
-                    Ok(FileOutcome::Rewritten { adds, deleted, copied })
+                    Ok(FileOutcome::Rewritten { adds, changed, copied })
                 }
             }
             (Err(e), Ok(adds)) => {
@@ -222,6 +294,31 @@ impl Table {
             (_, Err(e)) => Err(e.context(format!("rewriting {}", add.path))),
         }
     }
+}
+
+/// `batch` with each assigned column set to its expression where `matches` holds.
+fn apply_assignments(
+    batch: &RecordBatch,
+    matches: &deltalake::arrow::array::BooleanArray,
+    assignments: &[(String, Expr)],
+) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    for (column, expr) in assignments {
+        let index = schema.index_of(column)?;
+        let field = schema.field(index);
+        let physical = Predicate::physical(expr, &schema)?;
+        let value = physical.evaluate(batch)?.into_array(batch.num_rows())?;
+        let value = cast(&value, field.data_type()).map_err(|e| {
+            Error::invalid(format!(
+                "cannot set `{column}` ({}) to a value of type {}: {e}",
+                field.data_type(),
+                value.data_type()
+            ))
+        })?;
+        columns[index] = zip(matches, &value, &batch.column(index))?;
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
 }
 
 /// Rows of a file removed whole: from its statistics, less its deletion vector.
@@ -236,7 +333,7 @@ fn add_rows(add: &Add) -> u64 {
     rows.saturating_sub(deleted)
 }
 
-struct DeleteAttempt {
+struct ChangeAttempt {
     report: DeleteReport,
     /// `None`: nothing matched; else the commit's outcome.
     version: Option<Result<u64>>,
