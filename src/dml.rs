@@ -26,6 +26,7 @@ use deltalake::arrow::compute::kernels::zip::zip;
 use deltalake::arrow::compute::{cast, filter_record_batch, not};
 use deltalake::datafusion::common::DFSchema;
 use deltalake::datafusion::logical_expr::Expr;
+use deltalake::datafusion::physical_expr::PhysicalExpr;
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::{Action, Add};
 use deltalake::protocol::DeltaOperation;
@@ -251,6 +252,15 @@ impl Table {
         let provider = self.delta().table_provider().with_adds([add.clone()]).build().await?;
         let mut stream = ctx.read_table(Arc::new(provider))?.execute_stream().await?;
         let plain = crate::scan::plain_schema(&stream.schema());
+        // Compile the predicate and the assignments once for the file's batches.
+        let compiled = Predicate::physical(predicate.expr(), &plain)?;
+        let assignments = match change {
+            RowChange::Delete => Vec::new(),
+            RowChange::Update(assignments) => assignments
+                .iter()
+                .map(|(column, expr)| Ok((column.clone(), Predicate::physical(expr, &plain)?)))
+                .collect::<Result<Vec<_>>>()?,
+        };
         let schema = self.arrow_schema()?;
         let mut sink =
             FileSink::new(self, schema, self.partition_columns()?, SchemaMode::Strict, self.target_file_size()?)?;
@@ -258,13 +268,13 @@ impl Table {
         let result: Result<()> = async {
             while let Some(batch) = stream.next().await {
                 let batch: RecordBatch = crate::scan::decode_dictionaries(batch?, &plain)?;
-                let matches = predicate.matches(&batch)?;
+                let matches = Predicate::mask(&compiled, &batch)?;
                 let hits = matches.true_count() as u64;
                 changed += hits;
                 copied += batch.num_rows() as u64 - hits;
                 let out = match change {
                     RowChange::Delete => filter_record_batch(&batch, &not(&matches)?)?,
-                    RowChange::Update(assignments) => apply_assignments(&batch, &matches, assignments)?,
+                    RowChange::Update(_) => apply_assignments(&batch, &matches, &assignments)?,
                 };
                 if out.num_rows() > 0 {
                     let fitted = sink.fit(&out)?;
@@ -300,14 +310,13 @@ impl Table {
 fn apply_assignments(
     batch: &RecordBatch,
     matches: &deltalake::arrow::array::BooleanArray,
-    assignments: &[(String, Expr)],
+    assignments: &[(String, Arc<dyn PhysicalExpr>)],
 ) -> Result<RecordBatch> {
     let schema = batch.schema();
     let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-    for (column, expr) in assignments {
+    for (column, physical) in assignments {
         let index = schema.index_of(column)?;
         let field = schema.field(index);
-        let physical = Predicate::physical(expr, &schema)?;
         let value = physical.evaluate(batch)?.into_array(batch.num_rows())?;
         let value = cast(&value, field.data_type()).map_err(|e| {
             Error::invalid(format!(

@@ -88,7 +88,12 @@ impl Predicate {
 
     /// Evaluate `expr` on `batch`: one boolean per row, null counted as false.
     pub(crate) fn evaluate(expr: &Expr, batch: &RecordBatch) -> Result<BooleanArray> {
-        let physical = Self::physical(expr, &batch.schema())?;
+        Self::mask(&Self::physical(expr, &batch.schema())?, batch)
+    }
+
+    /// Evaluate a compiled boolean expression on `batch`, null counted as false.
+    /// Compile once with [`Self::physical`] for a stream of batches of one schema.
+    pub(crate) fn mask(physical: &Arc<dyn PhysicalExpr>, batch: &RecordBatch) -> Result<BooleanArray> {
         let value = physical.evaluate(batch)?.into_array(batch.num_rows())?;
         let mask = value
             .as_any()
