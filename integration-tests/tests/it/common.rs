@@ -56,9 +56,21 @@ pub fn canonical_rows(batches: &[RecordBatch]) -> Vec<String> {
     rows
 }
 
+/// Run a scan to the end: its batches and its report.
+pub trait ScanRun {
+    /// Execute and collect, panicking on errors (tests only).
+    async fn run(self) -> (Vec<RecordBatch>, sediment::ScanReport);
+}
+
+impl ScanRun for sediment::ScanBuilder<'_> {
+    async fn run(self) -> (Vec<RecordBatch>, sediment::ScanReport) {
+        self.execute().await.expect("scan starts").collect().await.expect("scan reads")
+    }
+}
+
 /// All rows of a table version, canonicalized.
 pub async fn table_rows(table: &Table) -> Vec<String> {
-    let (batches, _) = table.scan().execute().await.expect("scan starts").collect().await.expect("scan reads");
+    let (batches, _) = table.scan().run().await;
     canonical_rows(&batches)
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sediment::arrow::array::{Array, Int64Array, RecordBatch};
 use sediment::{Clustering, CompactOptions, OpenOptions, Table, WriteOptions};
 
-use crate::common::{append_events, canonical_rows, s3_uri, table_rows};
+use crate::common::{ScanRun, append_events, canonical_rows, s3_uri, table_rows};
 
 async fn fragmented_table(name: &str, appends: i64, rows: usize) -> (String, Table) {
     let uri = s3_uri(name);
@@ -121,16 +121,7 @@ async fn filters_budgets_small_targets_and_clustering() {
     };
     sorted.compact(options).await.unwrap();
     assert_eq!(table_rows(&sorted).await, rows);
-    let (batches, _) = sorted
-        .scan()
-        .filter("event_date = '2024-05-04'")
-        .columns(["user_id"])
-        .execute()
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let (batches, _) = sorted.scan().filter("event_date = '2024-05-04'").columns(["user_id"]).run().await;
     let ids: Vec<i64> = batches
         .iter()
         .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())

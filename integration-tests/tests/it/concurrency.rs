@@ -2,7 +2,7 @@
 
 use sediment::{Table, WriteOptions};
 
-use crate::common::{append_events, count, s3_uri};
+use crate::common::{ScanRun, append_events, count, s3_uri};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn eight_concurrent_appenders_each_land_exactly_once() {
@@ -30,7 +30,7 @@ async fn eight_concurrent_appenders_each_land_exactly_once() {
 
     let table = Table::open(&uri).await.unwrap();
     assert_eq!(table.version(), Some(writers as u64));
-    let (batches, _) = table.scan().columns(["event_id"]).execute().await.unwrap().collect().await.unwrap();
+    let (batches, _) = table.scan().columns(["event_id"]).run().await;
     assert_eq!(count(&batches), 10 + writers * rows_per_writer);
     let mut ids: Vec<i64> = batches
         .iter()

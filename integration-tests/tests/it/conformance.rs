@@ -17,7 +17,7 @@ use sediment::arrow::compute::cast;
 use sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sediment::{OpenOptions, Table};
 
-use crate::common::{canonical_rows, conformance_dir, count};
+use crate::common::{ScanRun, canonical_rows, conformance_dir, count};
 
 /// Tables that Sediment refuses or cannot read, and why. A table listed here must
 /// fail with an error (never a panic); a table not listed must return the rows the
@@ -129,7 +129,7 @@ async fn dat_cases_return_the_expected_rows_at_every_version() {
                 serde_json::from_slice(&std::fs::read(expected.join("table_version_metadata.json")).unwrap()).unwrap();
             let version = meta["version"].as_u64().unwrap();
             let table = Table::open_with(&uri, OpenOptions::new().version(version)).await.unwrap();
-            let (batches, _) = table.scan().execute().await.unwrap().collect().await.unwrap();
+            let (batches, _) = table.scan().run().await;
             let schema = table.scan().execute().await.unwrap().schema();
             let want = align(&read_parquet(&expected.join("table_content.parquet")), &schema);
             assert_eq!(canonical_rows(&batches), canonical_rows(&want), "{} at version {version}", case.display());
@@ -283,7 +283,7 @@ async fn appends_to_copies_of_foreign_tables_or_refuses_them() {
         let uri = copy.to_string_lossy().to_string();
         let mut table = Table::open(&uri).await.unwrap();
         let version = table.version();
-        let (batches, _) = table.scan().execute().await.unwrap().collect().await.unwrap();
+        let (batches, _) = table.scan().run().await;
         let before = canonical_rows(&batches);
         let result = table.write(batches.clone(), sediment::WriteOptions::append()).await;
         let after = Table::open(&uri).await.unwrap();

@@ -2,7 +2,7 @@
 
 use sediment::{CompactOptions, ErrorKind, OpenOptions, Table, WriteOptions};
 
-use crate::common::{append_events, canonical_rows, s3_uri, table_rows};
+use crate::common::{ScanRun, append_events, canonical_rows, s3_uri, table_rows};
 
 fn without(batch: &sediment::arrow::array::RecordBatch, predicate: &str) -> sediment::arrow::array::RecordBatch {
     let keep = sediment::predicate::Predicate::parse(&format!("NOT ({predicate})"), &batch.schema())
@@ -155,16 +155,7 @@ async fn updates_change_matching_rows_in_the_files_that_hold_them() {
     assert_eq!(report.files_read, 15 - report.files_pruned, "{report:?}");
     assert!(report.files_rewritten >= 1 && report.files_rewritten <= report.files_read, "{report:?}");
     assert!(report.rows_copied < 1_000, "only rows of rewritten files are copied: {report:?}");
-    let (batches, _) = table
-        .scan()
-        .filter("event_type = 'corrected'")
-        .columns(["event_id", "amount"])
-        .execute()
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let (batches, _) = table.scan().filter("event_type = 'corrected'").columns(["event_id", "amount"]).run().await;
     let rows = canonical_rows(&batches);
     assert_eq!(rows.len(), 10);
     assert!(rows.iter().all(|r| r.starts_with("amount=0.5|")), "{rows:?}");
@@ -176,15 +167,11 @@ async fn updates_change_matching_rows_in_the_files_that_hold_them() {
         .update("event_id < 5", &[("user_id", "user_id + 1000000"), ("event_date", "DATE '2024-06-01'")])
         .await
         .unwrap();
-    let (batches, report) =
-        table.scan().filter("event_date = '2024-06-01'").execute().await.unwrap().collect().await.unwrap();
+    let (batches, report) = table.scan().filter("event_date = '2024-06-01'").run().await;
     assert_eq!(crate::common::count(&batches), 5);
     // The moved rows sit in the new partition (one new file per source file rewritten).
     assert!(report.files_after_partition_pruning >= 1 && report.files_after_partition_pruning <= 5, "{report:?}");
-    assert_eq!(
-        crate::common::count(&table.scan().filter("event_id < 5").execute().await.unwrap().collect().await.unwrap().0),
-        5
-    );
+    assert_eq!(crate::common::count(&table.scan().filter("event_id < 5").run().await.0), 5);
     assert_eq!(table.info().unwrap().rows, Some(before));
 
     // Bad assignments are input errors naming the problem; nothing is committed.

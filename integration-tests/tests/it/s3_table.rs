@@ -5,7 +5,7 @@ use std::sync::Arc;
 use sediment::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use sediment::{ErrorKind, OpenOptions, SchemaMode, Table, WriteOptions};
 
-use crate::common::{append_events, canonical_rows, count, s3_uri, table_rows};
+use crate::common::{ScanRun, append_events, canonical_rows, count, s3_uri, table_rows};
 
 #[tokio::test]
 async fn append_overwrite_and_time_travel_on_s3() {
@@ -36,7 +36,7 @@ async fn append_overwrite_and_time_travel_on_s3() {
 
     // Time travel to version 0 sees only the first append.
     let v0 = Table::open_with(&uri, OpenOptions::new().version(0)).await.unwrap();
-    let (batches, _) = v0.scan().execute().await.unwrap().collect().await.unwrap();
+    let (batches, _) = v0.scan().run().await;
     assert_eq!(count(&batches), 1_000);
     let expected = canonical_rows(&[sediment::demo::events_batch(0, 1_000)]);
     assert_eq!(canonical_rows(&batches), expected);
@@ -73,7 +73,7 @@ async fn replace_where_overwrites_only_matching_partitions() {
     let before = table_rows(&table).await;
     let day = "2024-05-02";
     let filter = format!("event_date = '{day}'");
-    let (old_day, _) = table.scan().filter(&filter).execute().await.unwrap().collect().await.unwrap();
+    let (old_day, _) = table.scan().filter(&filter).run().await;
 
     // New rows for that one day only.
     let replacement = crate::common::events_on_day(10_000, 2_000, day);
@@ -130,32 +130,15 @@ async fn scans_prune_by_partition_and_statistics() {
     assert_eq!(canonical_rows(&batches), canonical_rows(&[expected]));
 
     // Statistics skipping: ids 3000..3999 live in the fourth append's 5 files only.
-    let (batches, report) = table
-        .scan()
-        .filter("event_id >= 3000 AND event_id < 3100")
-        .columns(["event_id", "user_id"])
-        .execute()
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let (batches, report) =
+        table.scan().filter("event_id >= 3000 AND event_id < 3100").columns(["event_id", "user_id"]).run().await;
     assert_eq!(report.files_after_partition_pruning, 50);
     assert_eq!(report.files_after_stats_skipping, 5);
     assert_eq!(count(&batches), 100);
     assert_eq!(batches[0].schema().fields().len(), 2);
 
     // Both at once, and a limit.
-    let (batches, report) = table
-        .scan()
-        .filter("event_date = '2024-05-01' AND event_id < 1000")
-        .limit(7)
-        .execute()
-        .await
-        .unwrap()
-        .collect()
-        .await
-        .unwrap();
+    let (batches, report) = table.scan().filter("event_date = '2024-05-01' AND event_id < 1000").limit(7).run().await;
     assert_eq!(report.files_after_partition_pruning, 10);
     assert_eq!(report.files_after_stats_skipping, 1);
     assert!(count(&batches) <= 7);
