@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::features;
 use crate::predicate::Predicate;
 use crate::sink::DEFAULT_TARGET_FILE_SIZE;
-use crate::table::Table;
+use crate::table::{DataFile, Table};
 
 /// What to compact and how.
 #[derive(Clone, Default)]
@@ -92,16 +92,20 @@ impl Table {
     /// The live files as the compaction planner sees them, partition values in
     /// partition-column order.
     pub fn file_views(&self) -> Result<Vec<FileView>> {
+        self.views_of(&self.files()?)
+    }
+
+    /// `files` (this snapshot's) as file views.
+    fn views_of(&self, files: &[DataFile]) -> Result<Vec<FileView>> {
         let partition_columns = self.partition_columns()?;
-        Ok(self
-            .files()?
-            .into_iter()
+        Ok(files
+            .iter()
             .map(|f| FileView {
                 partition: partition_columns
                     .iter()
                     .map(|c| (c.clone(), f.partition_values.get(c).cloned().flatten()))
                     .collect(),
-                path: f.path,
+                path: f.path.clone(),
                 size: f.size,
                 rows: f.rows,
                 has_deletion_vector: f.has_deletion_vector,
@@ -111,7 +115,12 @@ impl Table {
 
     /// Table health at `target` bytes per file.
     pub fn health(&self, target: u64) -> Result<TableHealth> {
-        Ok(sediment_compactor::health::table_health(&self.file_views()?, target))
+        self.health_of(&self.files()?, target)
+    }
+
+    /// Health of `files` (this snapshot's), for callers that already listed them.
+    pub(crate) fn health_of(&self, files: &[DataFile], target: u64) -> Result<TableHealth> {
+        Ok(sediment_compactor::health::table_health(&self.views_of(files)?, target))
     }
 
     /// Plan a compaction of this version (no I/O beyond the loaded snapshot).
@@ -125,7 +134,8 @@ impl Table {
             max_bytes: options.max_bytes,
             clustering: options.clustering.clone(),
         };
-        let mut views = self.file_views()?;
+        let files = self.files()?;
+        let mut views = self.views_of(&files)?;
         if let Some(sql) = &options.filter {
             let schema = self.arrow_schema()?;
             let partition_columns = self.partition_columns()?;
@@ -136,7 +146,6 @@ impl Table {
                     partition_columns.join(", ")
                 )));
             }
-            let files = self.files()?;
             let keep = Predicate::match_partitions(predicate.expr(), &files, &schema, &partition_columns)?;
             let mut keep = keep.into_iter();
             views.retain(|_| keep.next().unwrap_or(false));

@@ -79,7 +79,7 @@ impl Table {
         let files = self.files()?;
         let configuration = self.configuration()?;
         let target_file_size = self.target_file_size()?;
-        let health = self.health(target_file_size)?;
+        let health = self.health_of(&files, target_file_size)?;
         let files_without_stats = files.iter().filter(|f| f.rows.is_none()).count();
         let deleted_rows: u64 = files.iter().map(|f| f.deleted_rows).sum();
         let schema = self.arrow_schema()?;
