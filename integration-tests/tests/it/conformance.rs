@@ -261,6 +261,16 @@ async fn broken_logs_fail_with_errors_not_panics() {
     assert!(!matches!(open_only(base.join("table_g")).await, Outcome::Panic(_)));
 }
 
+/// A writable copy of the foreign table `name` (kept while the temp dir lives).
+async fn open_copy(dir: &Path, name: &str) -> (tempfile::TempDir, String, Table) {
+    let work = tempfile::tempdir().unwrap();
+    let copy = work.path().join("t");
+    crate::common::copy_dir(&dir.join(name), &copy);
+    let uri = copy.to_string_lossy().to_string();
+    let table = Table::open(&uri).await.unwrap();
+    (work, uri, table)
+}
+
 /// Tables copied and appended to: writable ones take the append (their own rows again),
 /// the rest are refused with the feature named and left untouched.
 #[tokio::test]
@@ -277,11 +287,7 @@ async fn appends_to_copies_of_foreign_tables_or_refuses_them() {
         ("delta-rs/checkpoint-v2-table", false),
     ];
     for (name, writable) in cases {
-        let work = tempfile::tempdir().unwrap();
-        let copy = work.path().join("t");
-        crate::common::copy_dir(&dir.join(name), &copy);
-        let uri = copy.to_string_lossy().to_string();
-        let mut table = Table::open(&uri).await.unwrap();
+        let (_work, uri, mut table) = open_copy(&dir, name).await;
         let version = table.version();
         let (batches, _) = table.scan().run().await;
         let before = canonical_rows(&batches);
@@ -319,11 +325,7 @@ async fn compacting_copies_of_foreign_tables_keeps_their_rows() {
         ("delta-rs/checkpoint-v2-table", false),
     ];
     for (name, writable) in cases {
-        let work = tempfile::tempdir().unwrap();
-        let copy = work.path().join("t");
-        crate::common::copy_dir(&dir.join(name), &copy);
-        let uri = copy.to_string_lossy().to_string();
-        let mut table = Table::open(&uri).await.unwrap();
+        let (_work, uri, mut table) = open_copy(&dir, name).await;
         assert!(table.orphan_files().await.unwrap().is_empty(), "{name}: a pristine table has no orphans");
         let version = table.version();
         let before = crate::common::table_rows(&table).await;

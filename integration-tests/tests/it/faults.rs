@@ -87,14 +87,20 @@ impl ObjectStore for FlakyStore {
     }
 }
 
+/// A local table of `appends` appends of 300 events (5 files each, one per day).
+async fn local_table(dir: &tempfile::TempDir, name: &str, appends: i64) -> (String, Table) {
+    let uri = dir.path().join(name).to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    for i in 0..appends {
+        append_events(&mut table, i * 300, 300).await;
+    }
+    (uri, table)
+}
+
 #[tokio::test]
 async fn compaction_retries_transient_read_failures() {
     let dir = tempfile::tempdir().unwrap();
-    let uri = dir.path().join("flaky").to_string_lossy().to_string();
-    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    for i in 0..8 {
-        append_events(&mut table, i * 300, 300).await;
-    }
+    let (uri, table) = local_table(&dir, "flaky", 8).await;
     let rows = table_rows(&table).await;
 
     let failures = Arc::new(AtomicUsize::new(0));
@@ -114,10 +120,7 @@ async fn compaction_retries_transient_read_failures() {
     assert_eq!(table_rows(&Table::open(&uri).await.unwrap()).await, rows);
 
     // With no retries allowed, a failing bin is given up and named; the rest commit.
-    let mut table = Table::open_or_new(&dir.path().join("flaky2").to_string_lossy(), Default::default()).await.unwrap();
-    for i in 0..8 {
-        append_events(&mut table, i * 300, 300).await;
-    }
+    let (_, table) = local_table(&dir, "flaky2", 8).await;
     let store = Arc::new(FlakyStore {
         inner: Arc::new(object_store::local::LocalFileSystem::new()),
         budget: 2,
@@ -136,11 +139,7 @@ async fn compaction_retries_transient_read_failures() {
 #[tokio::test]
 async fn a_corrupt_input_file_gives_up_its_bin_by_name_and_the_rest_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let uri = dir.path().join("corrupt").to_string_lossy().to_string();
-    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    for i in 0..4 {
-        append_events(&mut table, i * 300, 300).await;
-    }
+    let (_, mut table) = local_table(&dir, "corrupt", 4).await;
     let victim = table
         .files()
         .unwrap()
