@@ -108,7 +108,7 @@ fn check_new_column(field: &Field) -> Result<()> {
     Ok(())
 }
 
-fn fit_column(array: &ArrayRef, from: &Field, to: &Field) -> Result<ArrayRef> {
+pub(crate) fn fit_column(array: &ArrayRef, from: &Field, to: &Field) -> Result<ArrayRef> {
     let mismatch = || {
         Error::invalid(format!(
             "column `{}`: the table has type {}, the batch has type {}",

@@ -13,5 +13,7 @@ mod crash;
 mod delete;
 mod faults;
 mod interop;
+mod merge;
+mod merge_model;
 mod s3_table;
 mod table_writer;

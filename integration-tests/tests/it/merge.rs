@@ -1,0 +1,474 @@
+//! Merges on the S3 server: upserts, clauses, SCD type 2, replays, bad sources,
+//! and a merge racing a compactor and appenders.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sediment::arrow::array::{ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use sediment::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use sediment::{
+    CompactOptions, ErrorKind, MatchedAction, NotMatchedAction, NotMatchedBySourceAction, OpenOptions, Scd2Options,
+    Table, WriteOptions,
+};
+
+use crate::common::{canonical_rows, s3_uri, table_rows};
+
+/// An order: id, customer, status, amount; partitioned by order date.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub id: i64,
+    pub customer: i64,
+    pub status: String,
+    pub amount: f64,
+    pub day: i32,
+}
+
+pub fn orders_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Int64, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("amount", DataType::Float64, true),
+        Field::new("order_date", DataType::Date32, true),
+    ]))
+}
+
+pub fn orders_batch(orders: &[Order]) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(orders.iter().map(|o| o.id))),
+        Arc::new(Int64Array::from_iter_values(orders.iter().map(|o| o.customer))),
+        Arc::new(StringArray::from_iter_values(orders.iter().map(|o| o.status.as_str()))),
+        Arc::new(Float64Array::from_iter_values(orders.iter().map(|o| o.amount))),
+        Arc::new(Date32Array::from_iter_values(orders.iter().map(|o| o.day))),
+    ];
+    RecordBatch::try_new(orders_schema(), columns).unwrap()
+}
+
+/// Orders `ids`, 100 per day starting at day 19_000 (2022-01-08).
+fn orders(ids: std::ops::Range<i64>, status: &str) -> Vec<Order> {
+    ids.map(|id| Order {
+        id,
+        customer: id % 7,
+        status: status.to_string(),
+        amount: id as f64 * 1.5,
+        day: 19_000 + (id / 100) as i32,
+    })
+    .collect()
+}
+
+/// The model's rows, canonicalized like a table's.
+fn model_rows(model: &BTreeMap<i64, Order>) -> Vec<String> {
+    let all: Vec<Order> = model.values().cloned().collect();
+    canonical_rows(&[orders_batch(&all)])
+}
+
+async fn orders_table(uri: &str, days: i64) -> (Table, BTreeMap<i64, Order>) {
+    let mut table = Table::open_or_new(uri, Default::default()).await.unwrap();
+    let mut model = BTreeMap::new();
+    for day in 0..days {
+        let batch = orders(day * 100..(day + 1) * 100, "new");
+        for o in &batch {
+            model.insert(o.id, o.clone());
+        }
+        table.write([orders_batch(&batch)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
+    }
+    (table, model)
+}
+
+#[tokio::test]
+async fn upsert_rewrites_only_files_holding_matched_keys() {
+    let uri = s3_uri("merge-upsert");
+    let (mut table, mut model) = orders_table(&uri, 3).await;
+    let before_version = table.version().unwrap();
+
+    // 10 updates to day 2 (ids 250..260) and 5 new orders.
+    let mut source = orders(250..260, "shipped");
+    source.extend(orders(300..305, "new"));
+    let report = table.upsert([orders_batch(&source)], ["order_id"]).await.unwrap();
+    for o in &source {
+        model.insert(o.id, o.clone());
+    }
+    assert_eq!(report.files_considered, 3);
+    assert_eq!(report.files_pruned, 2, "the files of ids 0..200 hold no source key: {report:?}");
+    assert_eq!(report.files_read, 1);
+    assert_eq!(report.files_rewritten, 1);
+    assert_eq!(report.rows_updated, 10);
+    assert_eq!(report.rows_inserted, 5);
+    assert_eq!(report.rows_copied, 90);
+    assert_eq!(report.rows_deleted, 0);
+    assert!(report.bytes_written > 0);
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+    let history = table.history(Some(1)).await.unwrap();
+    assert_eq!(history[0].operation.as_deref(), Some("MERGE"));
+
+    // The same source again: every matched row is identical, nothing is committed.
+    let version = table.version();
+    let report = table.upsert([orders_batch(&source)], ["order_id"]).await.unwrap();
+    assert_eq!(report.version, None, "{report:?}");
+    assert_eq!(report.rows_unchanged, 15);
+    assert_eq!(report.files_rewritten, 0);
+    assert_eq!(table.version(), version);
+
+    // A key set between two files' ranges prunes by the exact keys, not the range:
+    // ids 50 and 150 span files 0 and 1 but a source of {99, 250} skips file 1.
+    let source = vec![
+        Order { status: "x".into(), ..orders(99..100, "")[0].clone() },
+        Order { status: "y".into(), ..orders(250..251, "")[0].clone() },
+    ];
+    let report = table.upsert([orders_batch(&source)], ["order_id"]).await.unwrap();
+    for o in &source {
+        model.insert(o.id, o.clone());
+    }
+    assert_eq!(report.files_read, 2, "{report:?}");
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+
+    // Time travel still returns the rows before the merges.
+    let old = Table::open_with(&uri, OpenOptions::new().version(before_version)).await.unwrap();
+    let original: BTreeMap<i64, Order> = orders(0..300, "new").into_iter().map(|o| (o.id, o)).collect();
+    assert_eq!(table_rows(&old).await, model_rows(&original));
+}
+
+async fn replay_merge(table: &mut Table, source: &[Order]) -> sediment::MergeReport {
+    table
+        .merge([orders_batch(source)])
+        .on(["order_id"])
+        .when_matched(MatchedAction::UpdateAll)
+        .when_not_matched_insert_all()
+        .app_transaction("orders-loader", 7)
+        .execute()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn replayed_batches_commit_nothing() {
+    let uri = s3_uri("merge-replay");
+    let (mut table, mut model) = orders_table(&uri, 2).await;
+    let source = orders(150..160, "paid");
+    let first = replay_merge(&mut table, &source).await;
+    assert!(first.version.is_some() && !first.replayed);
+    for o in &source {
+        model.insert(o.id, o.clone());
+    }
+    // The loader crashed after committing and sends batch 7 again (even changed).
+    let version = table.version();
+    let again = replay_merge(&mut table, &orders(150..160, "changed")).await;
+    assert!(again.replayed, "{again:?}");
+    assert_eq!(table.version(), version);
+    assert_eq!(table.app_transaction_version("orders-loader").await.unwrap(), Some(7));
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
+
+#[tokio::test]
+async fn clauses_apply_in_order_with_conditions() {
+    let uri = s3_uri("merge-clauses");
+    let (mut table, mut model) = orders_table(&uri, 2).await;
+    // Source rows carry an `op` column the table does not have: 'D' deletes.
+    let changes = orders(90..110, "shipped");
+    let ops: Vec<&str> = (90..110).map(|id| if id % 5 == 0 { "D" } else { "U" }).collect();
+    let mut new = orders(200..203, "new");
+    new[1].status = "skip".into();
+    let all: Vec<Order> = changes.iter().chain(&new).cloned().collect();
+    let op_column: Vec<&str> = ops.iter().copied().chain(["I", "I", "I"]).collect();
+    let batch = orders_batch(&all);
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(StringArray::from(op_column)));
+    let mut fields: Vec<Field> = orders_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("op", DataType::Utf8, false));
+    let source = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+
+    let report = table
+        .merge([source])
+        .on(["order_id"])
+        .when_matched_if("source.op = 'D'", MatchedAction::Delete)
+        // Only raise amounts; `ignore` stops later clauses for id 91.
+        .when_matched_if("target.order_id = 91", MatchedAction::Ignore)
+        .when_matched(MatchedAction::Update(vec![
+            ("status".into(), "source.status".into()),
+            ("amount".into(), "target.amount + 1".into()),
+        ]))
+        .when_not_matched_if("source.status <> 'skip'", NotMatchedAction::InsertAll)
+        // Orders of day 0 below id 10 that the source does not mention are cancelled.
+        .when_not_matched_by_source_if(
+            "target.order_id < 10",
+            NotMatchedBySourceAction::Update(vec![("status".into(), "'cancelled'".into())]),
+        )
+        .execute()
+        .await
+        .unwrap();
+    for (o, op) in changes.iter().zip(&ops) {
+        if *op == "D" {
+            model.remove(&o.id);
+        } else if o.id != 91 {
+            let row = model.get_mut(&o.id).unwrap();
+            row.status = o.status.clone();
+            row.amount += 1.0;
+        }
+    }
+    for o in new.iter().filter(|o| o.status != "skip") {
+        model.insert(o.id, o.clone());
+    }
+    for id in 0..10 {
+        model.get_mut(&id).unwrap().status = "cancelled".into();
+    }
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+    assert_eq!(report.rows_deleted, 4);
+    assert_eq!(report.rows_updated, 15 + 10);
+    assert_eq!(report.rows_inserted, 2);
+    assert_eq!(report.files_pruned, 0, "not-matched-by-source reads every file");
+}
+
+#[tokio::test]
+async fn bad_sources_are_refused_naming_the_problem() {
+    let uri = s3_uri("merge-bad");
+    let (mut table, model) = orders_table(&uri, 1).await;
+    let version = table.version();
+    let check = |err: sediment::Error, needle: &str| {
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains(needle), "expected {needle:?} in: {err}");
+    };
+
+    // Duplicate keys name the key; with a dedupe column the latest row wins.
+    let mut dup = orders(5..7, "a");
+    dup.push(Order { status: "b".into(), amount: 99.0, ..dup[0].clone() });
+    let err = table.upsert([orders_batch(&dup)], ["order_id"]).await.unwrap_err();
+    check(err, "order_id = 5");
+    let report = table
+        .merge([orders_batch(&dup)])
+        .on(["order_id"])
+        .dedupe_by("amount")
+        .when_matched(MatchedAction::UpdateAll)
+        .when_not_matched_insert_all()
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.source_duplicates_dropped, 1);
+    let (batches, _) = crate::common::ScanRun::run(table.scan().filter("order_id = 5")).await;
+    assert!(canonical_rows(&batches)[0].contains("status=b"), "{:?}", canonical_rows(&batches));
+    let version_after_dedupe = table.version();
+    assert!(version_after_dedupe > version);
+
+    // Null keys.
+    let nulls = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("order_id", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![Some(1), None]))],
+    )
+    .unwrap();
+    check(table.upsert([nulls], ["order_id"]).await.unwrap_err(), "null key `order_id`");
+    // A column of the wrong type.
+    let wrong = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("order_id", DataType::Int64, false),
+            Field::new("amount", DataType::Utf8, true),
+        ])),
+        vec![Arc::new(Int64Array::from(vec![1])), Arc::new(StringArray::from(vec!["lots"]))],
+    )
+    .unwrap();
+    check(table.upsert([wrong], ["order_id"]).await.unwrap_err(), "`amount`");
+    // A source column the table lacks and no clause uses.
+    let extra = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("order_id", DataType::Int64, false),
+            Field::new("colour", DataType::Utf8, true),
+        ])),
+        vec![Arc::new(Int64Array::from(vec![1])), Arc::new(StringArray::from(vec!["red"]))],
+    )
+    .unwrap();
+    check(table.upsert([extra], ["order_id"]).await.unwrap_err(), "`colour`");
+    // Malformed expressions, unknown key columns, a missing non-null column on insert.
+    let good = orders_batch(&orders(1..2, "z"));
+    let err = table
+        .merge([good.clone()])
+        .on(["order_id"])
+        .when_matched_if("source.amount >>> 2", MatchedAction::Delete)
+        .execute()
+        .await
+        .unwrap_err();
+    check(err, "invalid condition");
+    let err = table.upsert([good.clone()], ["nope"]).await.unwrap_err();
+    check(err, "`nope`");
+    let err = table
+        .merge([good.clone()])
+        .on(["order_id"])
+        .when_matched(MatchedAction::Update(vec![("amount".into(), "source.status".into())]))
+        .execute()
+        .await
+        .unwrap_err();
+    check(err, "`amount`");
+    let no_id = good.project(&[1, 2]).unwrap();
+    check(table.upsert([no_id], ["customer_id"]).await.unwrap_err(), "`order_id`");
+
+    assert_eq!(table.version(), version_after_dedupe, "nothing committed by the refused merges");
+    let fresh = Table::open(&uri).await.unwrap();
+    assert_eq!(fresh.version(), version_after_dedupe);
+    assert_eq!(fresh.orphan_files().await.unwrap().len(), 0, "refused merges leave no files");
+    drop(model);
+}
+
+/// A dimension table for SCD2: customer, city, tier, valid_from, valid_to, is_current.
+/// customer, city, tier, valid_from (s), valid_to (s), is_current.
+type DimensionRow<'a> = (i64, &'a str, &'a str, i64, Option<i64>, bool);
+
+fn dimension(rows: &[DimensionRow]) -> RecordBatch {
+    let ts = |v: i64| v * 1_000_000;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("city", DataType::Utf8, true),
+        Field::new("tier", DataType::Utf8, true),
+        Field::new(
+            "valid_from",
+            DataType::Timestamp(sediment::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new(
+            "valid_to",
+            DataType::Timestamp(sediment::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+            true,
+        ),
+        Field::new("is_current", DataType::Boolean, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+        Arc::new(
+            sediment::arrow::array::TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| ts(r.3)))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(
+            sediment::arrow::array::TimestampMicrosecondArray::from(
+                rows.iter().map(|r| r.4.map(ts)).collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(BooleanArray::from(rows.iter().map(|r| r.5).collect::<Vec<_>>())),
+    ];
+    RecordBatch::try_new(schema, columns).unwrap()
+}
+
+/// SCD2 changes: customer, city, tier, effective time (seconds).
+fn changes(rows: &[(i64, &str, &str, i64)]) -> RecordBatch {
+    RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Int64, false),
+            Field::new("city", DataType::Utf8, true),
+            Field::new("tier", DataType::Utf8, true),
+            Field::new(
+                "changed_at",
+                DataType::Timestamp(sediment::arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+        ])),
+        vec![
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+            Arc::new(
+                sediment::arrow::array::TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| r.3 * 1_000_000),
+                )
+                .with_timezone("UTC"),
+            ),
+        ],
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn scd2_closes_changed_rows_and_opens_new_versions() {
+    let uri = s3_uri("merge-scd2");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let initial = [(1, "Oslo", "gold", 100, None, true), (2, "Rome", "silver", 100, None, true)];
+    table.write([dimension(&initial)], WriteOptions::append()).await.unwrap();
+    let options = Scd2Options::new(["customer_id"], ["city"], "changed_at");
+
+    // Customer 1 moves (tracked: new version), 2's tier changes (not tracked: no
+    // change), 3 is new.
+    let batch = changes(&[(1, "Bergen", "gold", 200), (2, "Rome", "bronze", 200), (3, "Lima", "silver", 200)]);
+    let report = table.scd2([batch], &options).unwrap().execute().await.unwrap();
+    assert_eq!(report.rows_updated, 1, "{report:?}");
+    assert_eq!(report.rows_inserted, 2, "{report:?}");
+    let expected = dimension(&[
+        (1, "Oslo", "gold", 100, Some(200), false),
+        (1, "Bergen", "gold", 200, None, true),
+        (2, "Rome", "silver", 100, None, true),
+        (3, "Lima", "silver", 200, None, true),
+    ]);
+    assert_eq!(table_rows(&table).await, canonical_rows(&[expected]));
+
+    // Applying the same changes again changes nothing.
+    let batch = changes(&[(1, "Bergen", "gold", 200), (3, "Lima", "silver", 200)]);
+    let report = table.scd2([batch], &options).unwrap().execute().await.unwrap();
+    assert_eq!(report.version, None, "{report:?}");
+
+    // Customer 1 moves again: only the current row is closed.
+    let batch = changes(&[(1, "Tromsø", "gold", 300)]);
+    table.scd2([batch], &options).unwrap().execute().await.unwrap();
+    let expected = dimension(&[
+        (1, "Oslo", "gold", 100, Some(200), false),
+        (1, "Bergen", "gold", 200, Some(300), false),
+        (1, "Tromsø", "gold", 300, None, true),
+        (2, "Rome", "silver", 100, None, true),
+        (3, "Lima", "silver", 200, None, true),
+    ]);
+    assert_eq!(table_rows(&table).await, canonical_rows(&[expected]));
+
+    // A table without the SCD2 columns is refused.
+    let (mut orders, _) = orders_table(&s3_uri("merge-scd2-bad"), 1).await;
+    let err = orders.scd2([changes(&[])], &options).err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("valid_from"), "{err}");
+}
+
+/// A merge against a compactor and appenders on the same table: every merge lands
+/// (re-planned when it loses a race), nothing is lost or duplicated.
+#[tokio::test]
+async fn merges_race_compaction_and_appends_without_losing_rows() {
+    let uri = s3_uri("merge-race");
+    let (table, mut model) = orders_table(&uri, 4).await;
+    drop(table);
+    let appender = {
+        let uri = uri.clone();
+        tokio::spawn(async move {
+            let mut table = Table::open(&uri).await.unwrap();
+            let mut written = Vec::new();
+            for i in 0..6 {
+                let batch = orders(10_000 + i * 10..10_000 + (i + 1) * 10, "appended");
+                written.extend(batch.clone());
+                table.write([orders_batch(&batch)], WriteOptions::append()).await.unwrap();
+            }
+            written
+        })
+    };
+    let compactor = {
+        let uri = uri.clone();
+        tokio::spawn(async move {
+            let mut table = Table::open(&uri).await.unwrap();
+            let mut runs = 0;
+            for _ in 0..4 {
+                table.refresh().await.unwrap();
+                let options = CompactOptions { min_input_files: Some(2), ..Default::default() };
+                let report = table.compact(options).await.unwrap();
+                runs += report.files_removed;
+            }
+            runs
+        })
+    };
+    let mut table = Table::open(&uri).await.unwrap();
+    let mut retries = 0;
+    for round in 0..4i64 {
+        let source = orders(round * 100 + 10..round * 100 + 20, &format!("round-{round}"));
+        let report = table.upsert([orders_batch(&source)], ["order_id"]).await.unwrap();
+        retries += report.retries;
+        for o in source {
+            model.insert(o.id, o);
+        }
+        table.refresh().await.unwrap();
+    }
+    for o in appender.await.unwrap() {
+        model.insert(o.id, o);
+    }
+    let _ = compactor.await.unwrap();
+    let table = Table::open(&uri).await.unwrap();
+    assert_eq!(table_rows(&table).await, model_rows(&model), "retries: {retries}");
+}

@@ -1,0 +1,384 @@
+//! Executing a merge: one target file at a time, then the inserts.
+//!
+//! A candidate file is first *probed*: only its key columns are read and looked up in
+//! the source's key index. A file without a matching key is left alone. Otherwise it
+//! is read whole, each batch joined with its matching source rows, the clauses
+//! applied in order, and the result streamed into new files. Output is held back
+//! (up to [`HOLD_BACK_BYTES`]) until a row really changes, so a file whose matched
+//! rows are all identical to the source is neither written nor removed.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
+use deltalake::arrow::compute::kernels::boolean::{and, not, or};
+use deltalake::arrow::compute::kernels::cmp::distinct;
+use deltalake::arrow::compute::kernels::zip::zip;
+use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null, take_record_batch};
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
+use deltalake::datafusion::prelude::SessionContext;
+use deltalake::kernel::Add;
+use futures::StreamExt;
+
+use super::clauses::{Action, Compiled, condition_mask};
+use super::source::MergeSource;
+use crate::error::{Error, Result};
+use crate::schema::SchemaMode;
+use crate::sink::FileSink;
+use crate::table::Table;
+
+/// Unchanged output of one file held in memory before it is written anyway.
+const HOLD_BACK_BYTES: usize = 64 * 1024 * 1024;
+
+/// Source rows joined and inserted per step.
+const INSERT_CHUNK: usize = 65_536;
+
+/// What a merge needs to process files, shared by the tasks.
+pub(crate) struct MergeJob {
+    pub table: Table,
+    pub source: MergeSource,
+    pub compiled: Compiled,
+    pub target_file_size: u64,
+}
+
+/// A target file's fate.
+pub(crate) enum Outcome {
+    Untouched,
+    Removed,
+    Rewritten(Vec<Add>),
+}
+
+/// What happened to one target file.
+pub(crate) struct FileResult {
+    pub add: Add,
+    pub outcome: Outcome,
+    /// Source rows that matched a row of this file.
+    pub matched_sources: Vec<u32>,
+    /// Source rows to insert because a matched clause said so (SCD type 2).
+    pub reinsert: Vec<u32>,
+    pub rows_updated: u64,
+    pub rows_unchanged: u64,
+    pub rows_deleted: u64,
+    pub rows_copied: u64,
+}
+
+impl FileResult {
+    fn untouched(add: Add) -> Self {
+        Self {
+            add,
+            outcome: Outcome::Untouched,
+            matched_sources: Vec::new(),
+            reinsert: Vec::new(),
+            rows_updated: 0,
+            rows_unchanged: 0,
+            rows_deleted: 0,
+            rows_copied: 0,
+        }
+    }
+}
+
+impl MergeJob {
+    /// Merge the source into one target file. `probe`: read the keys first and leave
+    /// the file alone when none matches.
+    pub(crate) async fn merge_file(self: Arc<Self>, add: Add, probe: bool) -> Result<FileResult> {
+        if probe && !self.any_key_matches(&add).await.map_err(|e| e.context(format!("reading {}", add.path)))? {
+            return Ok(FileResult::untouched(add));
+        }
+        self.rewrite(add.clone()).await.map_err(|e| e.context(format!("rewriting {}", add.path)))
+    }
+
+    async fn read(
+        &self,
+        add: &Add,
+        columns: Option<&[String]>,
+    ) -> Result<deltalake::datafusion::physical_plan::SendableRecordBatchStream> {
+        let ctx = SessionContext::new();
+        self.table.delta().update_datafusion_session(&ctx.state())?;
+        let provider = self.table.delta().table_provider().with_adds([add.clone()]).build().await?;
+        let mut frame = ctx.read_table(Arc::new(provider))?;
+        if let Some(columns) = columns {
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            frame = frame.select_columns(&names)?;
+        }
+        Ok(frame.execute_stream().await?)
+    }
+
+    async fn any_key_matches(&self, add: &Add) -> Result<bool> {
+        let mut stream = self.read(add, Some(&self.source.keys.columns)).await?;
+        while let Some(batch) = stream.next().await {
+            let batch = to_table_types(&batch?, &self.compiled.table_schema)?;
+            if self.source.lookup(&batch)?.null_count() < batch.num_rows() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn rewrite(&self, add: Add) -> Result<FileResult> {
+        let mut result = FileResult::untouched(add);
+        let mut sink = FileSink::new(
+            &self.table,
+            self.compiled.table_schema.clone(),
+            self.table.partition_columns()?,
+            SchemaMode::Strict,
+            self.target_file_size,
+        )?;
+        let mut held: Vec<RecordBatch> = Vec::new();
+        let mut held_bytes = 0usize;
+        let mut writing = false;
+        let outcome: Result<()> = async {
+            let mut stream = self.read(&result.add, None).await?;
+            while let Some(batch) = stream.next().await {
+                let target = to_table_types(&batch?, &self.compiled.table_schema)?;
+                let out = self.merge_batch(&target, &mut result)?;
+                if out.num_rows() == 0 {
+                    continue;
+                }
+                let changed = result.rows_updated > 0 || result.rows_deleted > 0;
+                held_bytes += out.get_array_memory_size();
+                held.push(out);
+                if changed || held_bytes > HOLD_BACK_BYTES {
+                    writing = true;
+                }
+                if writing {
+                    for out in held.drain(..) {
+                        let fitted = sink.fit(&out)?;
+                        sink.write_fitted(fitted).await?;
+                    }
+                    held_bytes = 0;
+                }
+            }
+            if writing {
+                for out in held.drain(..) {
+                    let fitted = sink.fit(&out)?;
+                    sink.write_fitted(fitted).await?;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let adds = sink.finish().await;
+        match (outcome, adds) {
+            (Ok(()), Ok(adds)) => {
+                if result.rows_updated == 0 && result.rows_deleted == 0 {
+                    FileSink::abort(&self.table, &adds).await;
+                    result.rows_copied = 0;
+                } else if result.rows_copied == 0 && result.rows_updated == 0 {
+                    FileSink::abort(&self.table, &adds).await;
+                    result.outcome = Outcome::Removed;
+                } else {
+                    result.outcome = Outcome::Rewritten(adds);
+                }
+                Ok(result)
+            }
+            (Err(e), Ok(adds)) => {
+                FileSink::abort(&self.table, &adds).await;
+                Err(e)
+            }
+            (_, Err(e)) => Err(e),
+        }
+    }
+
+    /// Apply the clauses to one target batch; return the rows to keep, changed or not.
+    fn merge_batch(&self, target: &RecordBatch, result: &mut FileResult) -> Result<RecordBatch> {
+        let compiled = &self.compiled;
+        let rows = target.num_rows();
+        let source_rows = self.source.lookup(target)?;
+        let joined = compiled.join(target, &take_record_batch(&self.source.batch, &source_rows)?)?;
+        let mut matched = is_not_null(&source_rows)?;
+        if let Some(filter) = &compiled.join_filter {
+            matched = and(&matched, &crate::predicate::Predicate::mask(filter, &joined)?)?;
+        }
+        for i in 0..rows {
+            if matched.value(i) {
+                result.matched_sources.push(source_rows.value(i));
+            }
+        }
+        let mut state = BatchState {
+            columns: target.columns().to_vec(),
+            deleted: BooleanArray::from(vec![false; rows]),
+            changed: BooleanArray::from(vec![false; rows]),
+        };
+        let mut remaining = matched.clone();
+        for clause in &compiled.matched {
+            if remaining.true_count() == 0 {
+                break;
+            }
+            let fire = and(&remaining, &condition_mask(&clause.condition, &joined)?)?;
+            if fire.true_count() == 0 {
+                continue;
+            }
+            state.apply(compiled, &clause.action, &fire, &joined, result)?;
+            if clause.reinsert {
+                result.reinsert.extend((0..rows).filter(|i| fire.value(*i)).map(|i| source_rows.value(i)));
+            }
+            remaining = and(&remaining, &not(&fire)?)?;
+        }
+        if !compiled.by_source.is_empty() {
+            let mut remaining = not(&matched)?;
+            for clause in &compiled.by_source {
+                if remaining.true_count() == 0 {
+                    break;
+                }
+                let fire = and(&remaining, &condition_mask(&clause.condition, &joined)?)?;
+                if fire.true_count() == 0 {
+                    continue;
+                }
+                state.apply(compiled, &clause.action, &fire, &joined, result)?;
+                remaining = and(&remaining, &not(&fire)?)?;
+            }
+        }
+        let deleted = state.deleted.true_count();
+        result.rows_deleted += deleted as u64;
+        result.rows_copied += (rows - deleted - state.changed.true_count()) as u64;
+        let out = RecordBatch::try_new(nullable(&compiled.table_schema), state.columns)?;
+        Ok(if deleted > 0 { filter_record_batch(&out, &not(&state.deleted)?)? } else { out })
+    }
+
+    /// Insert the source rows no target row matched (through the not-matched clauses)
+    /// and the rows matched clauses asked to insert. Returns the files and rows written.
+    pub(crate) async fn insert(&self, unmatched: &[u32], reinsert: &[u32]) -> Result<(Vec<Add>, u64)> {
+        if self.compiled.not_matched.is_empty() || (unmatched.is_empty() && reinsert.is_empty()) {
+            return Ok((Vec::new(), 0));
+        }
+        let mut sink = FileSink::new(
+            &self.table,
+            self.compiled.table_schema.clone(),
+            self.table.partition_columns()?,
+            SchemaMode::Strict,
+            self.target_file_size,
+        )?;
+        let mut inserted = 0u64;
+        let written: Result<()> = async {
+            for (indices, through_clauses) in [(unmatched, true), (reinsert, false)] {
+                for chunk in indices.chunks(INSERT_CHUNK) {
+                    for out in self.insert_rows(chunk, through_clauses)? {
+                        inserted += out.num_rows() as u64;
+                        let fitted = sink.fit(&out)?;
+                        sink.write_fitted(fitted).await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let adds = sink.finish().await;
+        match (written, adds) {
+            (Ok(()), Ok(adds)) => Ok((adds, inserted)),
+            (Err(e), Ok(adds)) => {
+                FileSink::abort(&self.table, &adds).await;
+                Err(e.context("inserting new rows"))
+            }
+            (_, Err(e)) => Err(e.context("inserting new rows")),
+        }
+    }
+
+    /// The rows to insert for source rows `indices`: through the not-matched clauses in
+    /// order, or (for reinserts) with the first clause's values unconditionally.
+    fn insert_rows(&self, indices: &[u32], through_clauses: bool) -> Result<Vec<RecordBatch>> {
+        let compiled = &self.compiled;
+        let source = take_record_batch(&self.source.batch, &UInt32Array::from(indices.to_vec()))?;
+        let joined = compiled.join(&compiled.null_target(indices.len())?, &source)?;
+        let mut remaining = BooleanArray::from(vec![true; indices.len()]);
+        let mut out = Vec::new();
+        for clause in &compiled.not_matched {
+            let fire = if through_clauses {
+                and(&remaining, &condition_mask(&clause.condition, &joined)?)?
+            } else {
+                remaining.clone()
+            };
+            if fire.true_count() > 0 {
+                let rows = filter_record_batch(&joined, &fire)?;
+                let columns = compiled
+                    .table_schema
+                    .fields()
+                    .iter()
+                    .zip(&clause.values)
+                    .enumerate()
+                    .map(|(index, (field, value))| match value {
+                        Some(expr) => compiled.value(expr, &rows, index),
+                        None => Ok(deltalake::arrow::array::new_null_array(field.data_type(), rows.num_rows())),
+                    })
+                    .collect::<Result<Vec<ArrayRef>>>()?;
+                out.push(RecordBatch::try_new(nullable(&compiled.table_schema), columns)?);
+                remaining = and(&remaining, &not(&fire)?)?;
+            }
+            if !through_clauses {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The columns of one target batch as clauses change them.
+struct BatchState {
+    columns: Vec<ArrayRef>,
+    deleted: BooleanArray,
+    changed: BooleanArray,
+}
+
+impl BatchState {
+    fn apply(
+        &mut self,
+        compiled: &Compiled,
+        action: &Action,
+        fire: &BooleanArray,
+        joined: &RecordBatch,
+        result: &mut FileResult,
+    ) -> Result<()> {
+        match action {
+            Action::Delete => self.deleted = or(&self.deleted, fire)?,
+            Action::Ignore => {}
+            Action::Update(assignments) => {
+                let mut differs = BooleanArray::from(vec![false; fire.len()]);
+                for (index, expr) in assignments {
+                    let value = compiled.value(expr, joined, *index)?;
+                    let old = &self.columns[*index];
+                    // Types without a comparison kernel count as changed.
+                    let diff = distinct(old, &value).unwrap_or_else(|_| BooleanArray::from(vec![true; fire.len()]));
+                    differs = or(&differs, &and(&diff, fire)?)?;
+                    self.columns[*index] = zip(fire, &value, old)?;
+                }
+                let updated = differs.true_count();
+                result.rows_updated += updated as u64;
+                result.rows_unchanged += (fire.true_count() - updated) as u64;
+                self.changed = or(&self.changed, &differs)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `schema` with every column nullable (merge output is checked by the sink).
+fn nullable(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(schema.fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>()))
+}
+
+/// The table's columns present in `batch`, in the table's order and types (scans
+/// return partition columns dictionary-encoded and last).
+fn to_table_types(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<RecordBatch> {
+    let mut fields = Vec::new();
+    let mut columns = Vec::new();
+    for field in table_schema.fields() {
+        let Some(column) = batch.column_by_name(field.name()) else { continue };
+        let column = if column.data_type() == field.data_type() {
+            column.clone()
+        } else {
+            cast(column, field.data_type()).map_err(|e| {
+                Error::new(
+                    crate::ErrorKind::Data,
+                    format!(
+                        "column `{}` read as {}, expected {}: {e}",
+                        field.name(),
+                        column.data_type(),
+                        field.data_type()
+                    ),
+                )
+            })?
+        };
+        fields.push(Field::new(field.name(), field.data_type().clone(), true));
+        columns.push(column);
+    }
+    let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+}

@@ -1,0 +1,591 @@
+//! Merge (upsert) of a source into a table by key, rewriting only what it must.
+//!
+//! A merge joins a *source* (record batches, held in memory: it is the small side)
+//! to the table's rows on equal *keys*, then applies clauses in order, as in SQL
+//! `MERGE`: `when matched [and c] update | delete | ignore`, `when not matched
+//! [and c] insert`, `when not matched by source [and c] update | delete`.
+//! [`Table::upsert`] is the common case; [`Table::scd2`] keeps history (SCD type 2).
+//!
+//! How it stays cheap:
+//! 1. *Pruning, before any read*: for each key column, a file is kept only if some
+//!    source key lies between the file's min and max for that column (partition
+//!    values count as min = max). The check is a binary search in the sorted source
+//!    keys, so it is exact per column, not just a range overlap.
+//! 2. *Probing*: a kept file's key columns alone are read and looked up in the
+//!    source's key index; a file without a matching key is left untouched.
+//! 3. *Rewriting*: only files holding a matched key are read whole; their rows are
+//!    streamed into new files with the clauses applied. Untouched rows are copied.
+//!    A file whose matched rows come out identical is not rewritten, and a merge that
+//!    changes nothing commits nothing.
+//!
+//! Memory holds the source and its key index plus a bounded number of target files
+//! in flight ([`Merge::files_in_flight`]), never the table.
+//!
+//! One commit removes the rewritten files and adds the new ones. It declares what the
+//! merge read (each key's source range) so delta-rs's conflict checker lets it land
+//! over concurrent appends to other keys; when a concurrent writer removed a file it
+//! read or added rows it should have read, the merge is planned again on the newest
+//! version (bounded, reported), so the result is as if it ran after that writer.
+
+mod clauses;
+mod exec;
+mod source;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::common::{Column, ScalarValue};
+use deltalake::datafusion::logical_expr::{Expr, col, lit};
+use deltalake::datafusion::physical_optimizer::pruning::PruningStatistics;
+use deltalake::kernel::{Action as DeltaAction, Add, Remove, Transaction};
+use deltalake::protocol::{DeltaOperation, MergePredicate};
+use futures::StreamExt;
+use serde::Serialize;
+use tracing::instrument;
+
+use clauses::{BySourceClause, MatchedClause, NotMatchedClause, compile};
+pub use clauses::{MatchedAction, NotMatchedAction, NotMatchedBySourceAction, SOURCE, TARGET};
+use exec::{MergeJob, Outcome};
+use source::MergeSource;
+
+use crate::commit::{CommitRequest, commit};
+use crate::error::{Error, ErrorKind, Result};
+use crate::features;
+use crate::sink::FileSink;
+use crate::table::Table;
+
+/// How many times a merge that lost a race is planned again.
+const MAX_ATTEMPTS: usize = 10;
+
+/// What a merge did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MergeReport {
+    /// The version committed (`None` when nothing changed or the batch was a replay).
+    pub version: Option<u64>,
+    /// The application transaction was already committed; nothing was done.
+    pub replayed: bool,
+    /// Source rows after deduplication.
+    pub source_rows: u64,
+    /// Source rows dropped by deduplication.
+    pub source_duplicates_dropped: u64,
+    /// Live files in the snapshot.
+    pub files_considered: usize,
+    /// Files skipped by partition values and key statistics, never opened.
+    pub files_pruned: usize,
+    /// Files opened (key columns probed, or read whole).
+    pub files_read: usize,
+    /// Files replaced by new files holding their changed and copied rows.
+    pub files_rewritten: usize,
+    /// Files removed because every row was deleted.
+    pub files_removed: usize,
+    /// New files (rewrites and inserts).
+    pub files_added: usize,
+    /// Rows inserted.
+    pub rows_inserted: u64,
+    /// Rows updated to different values.
+    pub rows_updated: u64,
+    /// Matched rows an update left identical (not rewritten for their sake).
+    pub rows_unchanged: u64,
+    /// Rows deleted.
+    pub rows_deleted: u64,
+    /// Rows copied unchanged into rewritten files.
+    pub rows_copied: u64,
+    /// Bytes of new files.
+    pub bytes_written: u64,
+    /// Times the merge was planned again after losing a race.
+    pub retries: usize,
+    /// Wall time in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Builds a merge of a source into a table; see the [module docs](self).
+#[must_use = "a merge does nothing until executed"]
+pub struct Merge<'a> {
+    table: &'a mut Table,
+    source: Vec<RecordBatch>,
+    keys: Vec<String>,
+    join_condition: Option<String>,
+    matched: Vec<MatchedClause>,
+    not_matched: Vec<NotMatchedClause>,
+    by_source: Vec<BySourceClause>,
+    dedupe_by: Option<String>,
+    app_transaction: Option<(String, i64)>,
+    files_in_flight: usize,
+}
+
+impl Table {
+    /// Start a merge of `source` into this table. Add keys with [`Merge::on`] and
+    /// clauses, then [`Merge::execute`].
+    pub fn merge(&mut self, source: impl IntoIterator<Item = RecordBatch>) -> Merge<'_> {
+        Merge {
+            table: self,
+            source: source.into_iter().collect(),
+            keys: Vec::new(),
+            join_condition: None,
+            matched: Vec::new(),
+            not_matched: Vec::new(),
+            by_source: Vec::new(),
+            dedupe_by: None,
+            app_transaction: None,
+            files_in_flight: 2,
+        }
+    }
+
+    /// Upsert: rows whose keys exist are updated (every column the source has), the
+    /// others inserted.
+    pub async fn upsert<S: Into<String>>(
+        &mut self,
+        source: impl IntoIterator<Item = RecordBatch>,
+        keys: impl IntoIterator<Item = S>,
+    ) -> Result<MergeReport> {
+        self.merge(source).on(keys).when_matched(MatchedAction::UpdateAll).when_not_matched_insert_all().execute().await
+    }
+
+    /// Slowly changing dimension, type 2: for each source row whose tracked columns
+    /// differ from the key's current row, close that row (`valid_to` = the source's
+    /// effective time, current flag false) and insert the new version (`valid_from` =
+    /// effective time, `valid_to` null, current). New keys are inserted as current;
+    /// unchanged rows change nothing.
+    pub fn scd2(&mut self, source: impl IntoIterator<Item = RecordBatch>, options: &Scd2Options) -> Result<Merge<'_>> {
+        let schema = self.arrow_schema()?;
+        for column in [&options.valid_from, &options.valid_to, &options.current] {
+            if schema.field_with_name(column).is_err() {
+                return Err(Error::invalid(format!("SCD2 column `{column}` is not in table {}", self.uri())));
+            }
+        }
+        if options.tracked.is_empty() {
+            return Err(Error::invalid("SCD2 needs at least one tracked column"));
+        }
+        let eff = format!("{SOURCE}.{}", options.effective_time);
+        let changed =
+            options.tracked.iter().map(|c| format!("{TARGET}.{c} IS DISTINCT FROM {SOURCE}.{c}")).collect::<Vec<_>>();
+        let source: Vec<RecordBatch> = source.into_iter().collect();
+        let source_schema = source.first().map(|b| b.schema());
+        let mut insert: Vec<(String, String)> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name())
+            .filter(|n| ![&options.valid_from, &options.valid_to, &options.current].contains(n))
+            .filter(|n| source_schema.as_ref().is_some_and(|s| s.field_with_name(n).is_ok()))
+            .map(|n| (n.clone(), format!("{SOURCE}.{n}")))
+            .collect();
+        insert.push((options.valid_from.clone(), eff.clone()));
+        insert.push((options.valid_to.clone(), "NULL".into()));
+        insert.push((options.current.clone(), "true".into()));
+        let mut merge = self.merge(source).on(options.keys.clone());
+        merge.join_condition = Some(format!("{TARGET}.{} = true", options.current));
+        merge.matched.push(MatchedClause {
+            condition: Some(changed.join(" OR ")),
+            action: MatchedAction::Update(vec![
+                (options.valid_to.clone(), eff),
+                (options.current.clone(), "false".into()),
+            ]),
+            reinsert: true,
+        });
+        merge.not_matched.push(NotMatchedClause { condition: None, action: NotMatchedAction::Insert(insert) });
+        Ok(merge)
+    }
+}
+
+/// The columns of a type-2 slowly changing dimension.
+#[derive(Debug, Clone)]
+pub struct Scd2Options {
+    /// Business key columns.
+    pub keys: Vec<String>,
+    /// Columns whose change opens a new version.
+    pub tracked: Vec<String>,
+    /// Source column holding when the change took effect.
+    pub effective_time: String,
+    /// Table column: start of a version's validity (default `valid_from`).
+    pub valid_from: String,
+    /// Table column: end of a version's validity, null while current (default `valid_to`).
+    pub valid_to: String,
+    /// Table column: whether the row is the key's current version (default `is_current`).
+    pub current: String,
+}
+
+impl Scd2Options {
+    /// Options with the default column names.
+    pub fn new<S: Into<String>>(
+        keys: impl IntoIterator<Item = S>,
+        tracked: impl IntoIterator<Item = S>,
+        effective_time: impl Into<String>,
+    ) -> Self {
+        Self {
+            keys: keys.into_iter().map(Into::into).collect(),
+            tracked: tracked.into_iter().map(Into::into).collect(),
+            effective_time: effective_time.into(),
+            valid_from: "valid_from".into(),
+            valid_to: "valid_to".into(),
+            current: "is_current".into(),
+        }
+    }
+}
+
+impl<'a> Merge<'a> {
+    /// Join on equality of these columns (present in table and source).
+    pub fn on<S: Into<String>>(mut self, keys: impl IntoIterator<Item = S>) -> Self {
+        self.keys = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// When matched, do `action`.
+    pub fn when_matched(self, action: MatchedAction) -> Self {
+        self.matched_clause(None, action)
+    }
+
+    /// When matched and `condition` (SQL over `target.*` and `source.*`) holds, do `action`.
+    pub fn when_matched_if(self, condition: impl Into<String>, action: MatchedAction) -> Self {
+        self.matched_clause(Some(condition.into()), action)
+    }
+
+    fn matched_clause(mut self, condition: Option<String>, action: MatchedAction) -> Self {
+        self.matched.push(MatchedClause { condition, action, reinsert: false });
+        self
+    }
+
+    /// When not matched, insert the source row.
+    pub fn when_not_matched_insert_all(self) -> Self {
+        self.when_not_matched(NotMatchedAction::InsertAll)
+    }
+
+    /// When not matched, do `action`.
+    pub fn when_not_matched(mut self, action: NotMatchedAction) -> Self {
+        self.not_matched.push(NotMatchedClause { condition: None, action });
+        self
+    }
+
+    /// When not matched and `condition` (SQL over `source.*`) holds, do `action`.
+    pub fn when_not_matched_if(mut self, condition: impl Into<String>, action: NotMatchedAction) -> Self {
+        self.not_matched.push(NotMatchedClause { condition: Some(condition.into()), action });
+        self
+    }
+
+    /// When a target row matches no source row, do `action`. Every file is read.
+    pub fn when_not_matched_by_source(mut self, action: NotMatchedBySourceAction) -> Self {
+        self.by_source.push(BySourceClause { condition: None, action });
+        self
+    }
+
+    /// When a target row matches no source row and `condition` (SQL over `target.*`)
+    /// holds, do `action`.
+    pub fn when_not_matched_by_source_if(
+        mut self,
+        condition: impl Into<String>,
+        action: NotMatchedBySourceAction,
+    ) -> Self {
+        self.by_source.push(BySourceClause { condition: Some(condition.into()), action });
+        self
+    }
+
+    /// Keep, per key, only the source row with the largest value of `column` (the
+    /// later one on ties). Without it a duplicated key is an error.
+    pub fn dedupe_by(mut self, column: impl Into<String>) -> Self {
+        self.dedupe_by = Some(column.into());
+        self
+    }
+
+    /// Record application `app`'s batch `version` in the commit (Delta `txn`); a merge
+    /// whose version is not above the last recorded one does nothing.
+    pub fn app_transaction(mut self, app: impl Into<String>, version: i64) -> Self {
+        self.app_transaction = Some((app.into(), version));
+        self
+    }
+
+    /// Target files read and rewritten at once (at least 1; default 2).
+    pub fn files_in_flight(mut self, files: usize) -> Self {
+        self.files_in_flight = files.max(1);
+        self
+    }
+
+    /// Run the merge.
+    #[instrument(skip_all, fields(table = %self.table.uri(), keys = ?self.keys))]
+    pub async fn execute(mut self) -> Result<MergeReport> {
+        let started = Instant::now();
+        let mut report = MergeReport::default();
+        if !self.table.exists() {
+            return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.table.uri())));
+        }
+        if let Some((app, version)) = &self.app_transaction
+            && let Some(done) = self.table.app_transaction_version(app).await?
+            && done >= *version
+        {
+            tracing::info!(app, version, done, "merge batch already committed; nothing to do");
+            report.replayed = true;
+            return Ok(report);
+        }
+        if self.matched.is_empty() && self.not_matched.is_empty() && self.by_source.is_empty() {
+            return Err(Error::invalid("a merge needs at least one when-matched or when-not-matched clause"));
+        }
+        let mut retries = 0;
+        loop {
+            let table_schema = self.table.arrow_schema()?;
+            let source = MergeSource::prepare(&self.source, &self.keys, self.dedupe_by.as_deref(), &table_schema)?;
+            let compiled = compile(
+                &table_schema,
+                &source.batch.schema(),
+                &self.keys,
+                self.join_condition.as_deref(),
+                &self.matched,
+                &self.not_matched,
+                &self.by_source,
+            )?;
+            let job = Arc::new(MergeJob {
+                table: self.table.clone(),
+                source,
+                compiled,
+                target_file_size: self.table.target_file_size()?,
+            });
+            match self.attempt(job).await {
+                Err(e) if e.kind() == ErrorKind::Conflict && retries + 1 < MAX_ATTEMPTS => {
+                    retries += 1;
+                    tracing::info!(retries, error = %e, "merge lost a race; planning again on the newest version");
+                    self.table.refresh().await?;
+                }
+                Err(e) => return Err(e),
+                Ok(mut report) => {
+                    report.retries = retries;
+                    report.duration_ms = started.elapsed().as_millis() as u64;
+                    return Ok(report);
+                }
+            }
+        }
+    }
+
+    /// Plan, execute and commit once on the table's current version.
+    async fn attempt(&mut self, job: Arc<MergeJob>) -> Result<MergeReport> {
+        let state = self.table.state()?;
+        features::check_writable(self.table.uri(), state)?;
+        let changes_rows =
+            !self.by_source.is_empty() || self.matched.iter().any(|c| !matches!(c.action, MatchedAction::Ignore));
+        if changes_rows && features::is_append_only(state) {
+            return Err(Error::invalid(format!(
+                "table {} is append-only (delta.appendOnly = true); a merge may only insert",
+                self.table.uri()
+            )));
+        }
+        let mut report = MergeReport {
+            source_rows: job.source.batch.num_rows() as u64,
+            source_duplicates_dropped: job.source.duplicates_dropped,
+            ..Default::default()
+        };
+        let read_all = !self.by_source.is_empty();
+        let (candidates, total) = candidates(self.table, &job.source, read_all)?;
+        report.files_considered = total;
+        report.files_pruned = total - candidates.len();
+        report.files_read = candidates.len();
+        // Files are only worth opening when a clause can change matched or unmatched target rows.
+        let touch_targets = !self.matched.is_empty() || read_all;
+        let tasks = futures::stream::iter(if touch_targets { candidates } else { Vec::new() })
+            .map(|add| {
+                let job = job.clone();
+                async move {
+                    tokio::spawn(job.merge_file(add, !read_all))
+                        .await
+                        .unwrap_or_else(|e| Err(Error::internal(format!("merge task failed: {e}"))))
+                }
+            })
+            .buffer_unordered(self.files_in_flight);
+        let results: Vec<Result<exec::FileResult>> = tasks.collect().await;
+        let mut written: Vec<Add> = Vec::new();
+        let mut removes: Vec<Remove> = Vec::new();
+        let mut matched = vec![false; job.source.batch.num_rows()];
+        let mut reinsert: Vec<u32> = Vec::new();
+        let mut failure = None;
+        for result in results {
+            match result {
+                Err(e) => failure = failure.or(Some(e)),
+                Ok(file) => {
+                    for i in &file.matched_sources {
+                        matched[*i as usize] = true;
+                    }
+                    reinsert.extend(&file.reinsert);
+                    report.rows_updated += file.rows_updated;
+                    report.rows_unchanged += file.rows_unchanged;
+                    report.rows_deleted += file.rows_deleted;
+                    report.rows_copied += file.rows_copied;
+                    match file.outcome {
+                        Outcome::Untouched => {}
+                        Outcome::Removed => {
+                            report.files_removed += 1;
+                            removes.push(remove_of(&file.add));
+                        }
+                        Outcome::Rewritten(adds) => {
+                            report.files_rewritten += 1;
+                            removes.push(remove_of(&file.add));
+                            written.extend(adds);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(e) = failure {
+            FileSink::abort(self.table, &written).await;
+            return Err(e);
+        }
+        reinsert.sort_unstable();
+        reinsert.dedup();
+        let unmatched: Vec<u32> = (0..matched.len() as u32).filter(|i| !matched[*i as usize]).collect();
+        match job.insert(&unmatched, &reinsert).await {
+            Ok((adds, rows)) => {
+                report.rows_inserted = rows;
+                written.extend(adds);
+            }
+            Err(e) => {
+                FileSink::abort(self.table, &written).await;
+                return Err(e);
+            }
+        }
+        report.files_added = written.len();
+        report.bytes_written = written.iter().map(|a| a.size.max(0) as u64).sum();
+        if removes.is_empty() && written.is_empty() {
+            return Ok(report);
+        }
+        let mut actions: Vec<DeltaAction> = removes.into_iter().map(DeltaAction::Remove).collect();
+        actions.extend(written.iter().cloned().map(DeltaAction::Add));
+        let request = CommitRequest {
+            operation: self.operation(&job.source, read_all),
+            metrics: vec![
+                ("numTargetFilesRemoved", (report.files_removed + report.files_rewritten) as u64),
+                ("numTargetFilesAdded", written.len() as u64),
+                ("numTargetRowsInserted", report.rows_inserted),
+                ("numTargetRowsUpdated", report.rows_updated),
+                ("numTargetRowsDeleted", report.rows_deleted),
+                ("numTargetRowsCopied", report.rows_copied),
+                ("numSourceRows", report.source_rows),
+            ],
+            blind_append: false,
+            // delta-rs's conflict checker rebases over commits that touch other keys.
+            max_retries: 15,
+            app_transaction: self.app_transaction.as_ref().map(|(app, v)| Transaction::new(app.clone(), *v)),
+        };
+        match commit(self.table, actions, request).await {
+            Ok(version) => {
+                report.version = Some(version);
+                Ok(report)
+            }
+            Err(e) => {
+                FileSink::abort(self.table, &written).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The commit's operation, with what the merge read for conflict checks: each
+    /// key's source range (or the whole table).
+    fn operation(&self, source: &MergeSource, read_all: bool) -> DeltaOperation {
+        let read_predicate = if read_all { None } else { read_predicate(source) };
+        let mut join: Vec<String> = self.keys.iter().map(|k| format!("{TARGET}.{k} = {SOURCE}.{k}")).collect();
+        join.extend(self.join_condition.clone());
+        let describe = |action: &str, condition: &Option<String>| MergePredicate {
+            action_type: action.to_string(),
+            predicate: condition.clone(),
+        };
+        DeltaOperation::Merge {
+            predicate: read_predicate,
+            merge_predicate: Some(join.join(" AND ")),
+            matched_predicates: self
+                .matched
+                .iter()
+                .filter_map(|c| match c.action {
+                    MatchedAction::UpdateAll | MatchedAction::Update(_) => Some(describe("update", &c.condition)),
+                    MatchedAction::Delete => Some(describe("delete", &c.condition)),
+                    MatchedAction::Ignore => None,
+                })
+                .collect(),
+            not_matched_predicates: self.not_matched.iter().map(|c| describe("insert", &c.condition)).collect(),
+            not_matched_by_source_predicates: self
+                .by_source
+                .iter()
+                .map(|c| match c.action {
+                    NotMatchedBySourceAction::Update(_) => describe("update", &c.condition),
+                    NotMatchedBySourceAction::Delete => describe("delete", &c.condition),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn remove_of(add: &Add) -> Remove {
+    Remove {
+        path: add.path.clone(),
+        data_change: true,
+        deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+        extended_file_metadata: Some(true),
+        partition_values: Some(add.partition_values.clone()),
+        size: Some(add.size),
+        tags: add.tags.clone(),
+        deletion_vector: add.deletion_vector.clone(),
+        base_row_id: add.base_row_id,
+        default_row_commit_version: add.default_row_commit_version,
+    }
+}
+
+/// The files that may hold a source key, and the number of live files. With
+/// `read_all` every file is a candidate.
+fn candidates(table: &Table, source: &MergeSource, read_all: bool) -> Result<(Vec<Add>, usize)> {
+    let state = table.state()?;
+    let log = state.log_data();
+    let total = log.num_containers();
+    let mut keep = vec![true; total];
+    if !read_all {
+        for keys in &source.sorted_keys {
+            let column = Column::from_name(&keys.column);
+            let key_type = keys.min.data_type().clone();
+            let bound = |values: Option<deltalake::arrow::array::ArrayRef>| {
+                values.filter(|v| v.len() == total).and_then(|v| {
+                    if v.data_type() == &key_type {
+                        Some(v)
+                    } else {
+                        deltalake::arrow::compute::cast(&v, &key_type).ok()
+                    }
+                })
+            };
+            let (Some(mins), Some(maxs)) = (bound(log.min_values(&column)), bound(log.max_values(&column))) else {
+                continue;
+            };
+            let lo = keys.converter.convert_columns(std::slice::from_ref(&mins))?;
+            let hi = keys.converter.convert_columns(std::slice::from_ref(&maxs))?;
+            // Timestamp statistics are truncated to milliseconds: a max may lie below the
+            // file's largest value, so only the lower bound is trusted.
+            let trust_max = !matches!(key_type, DataType::Timestamp(_, _));
+            for (i, keep) in keep.iter_mut().enumerate() {
+                if *keep {
+                    let lo = (!mins.is_null(i)).then(|| lo.row(i));
+                    let hi = (trust_max && !maxs.is_null(i)).then(|| hi.row(i));
+                    *keep = keys.any_between(lo, hi);
+                }
+            }
+        }
+    }
+    let files = log
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(f, _)| {
+            #[allow(deprecated)]
+            f.add_action()
+        })
+        .collect();
+    Ok((files, total))
+}
+
+/// `k >= min AND k <= max` over every key whose bounds can be written as SQL; `None`
+/// (the whole table was read) when none can.
+fn read_predicate(source: &MergeSource) -> Option<String> {
+    let mut parts: Vec<Expr> = Vec::new();
+    for keys in &source.sorted_keys {
+        if matches!(keys.min.data_type(), DataType::Timestamp(_, _)) || keys.min.is_empty() {
+            continue;
+        }
+        let (Ok(min), Ok(max)) = (ScalarValue::try_from_array(&keys.min, 0), ScalarValue::try_from_array(&keys.max, 0))
+        else {
+            continue;
+        };
+        parts.push(col(keys.column.as_str()).gt_eq(lit(min)).and(col(keys.column.as_str()).lt_eq(lit(max))));
+    }
+    let expr = parts.into_iter().reduce(Expr::and)?;
+    deltalake::delta_datafusion::expr::fmt_expr_to_sql(&expr).ok()
+}
