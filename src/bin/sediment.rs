@@ -11,7 +11,7 @@ use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use sediment::arrow::array::RecordBatch;
 use sediment::arrow::util::pretty::pretty_format_batches;
-use sediment::{OpenOptions, SchemaMode, StorageOptions, Table, WriteMode, WriteOptions};
+use sediment::{MatchedAction, OpenOptions, SchemaMode, StorageOptions, Table, WriteMode, WriteOptions};
 
 #[derive(Parser)]
 #[command(name = "sediment", version, about = "Keep Delta Lake tables healthy: write, scan, time travel, inspect.")]
@@ -69,6 +69,9 @@ enum Command {
         #[arg(long = "where", value_name = "EXPR")]
         predicate: String,
     },
+    /// Merge (upsert) Parquet, CSV or NDJSON files into a table by key: update the rows
+    /// whose keys exist, insert the others. Only files holding a matched key are rewritten.
+    Merge(MergeArgs),
     /// Show which files a predicate selects: in the snapshot, after partition pruning,
     /// after statistics skipping.
     Explain {
@@ -118,6 +121,45 @@ struct AppendArgs {
     /// Cut data files at about this size.
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     target_size: u64,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// Table location.
+    uri: String,
+    /// Source files (.parquet, .csv, .ndjson/.jsonl/.json), read into memory.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Key columns, comma separated: a source row matches the target rows with equal keys.
+    #[arg(long, value_delimiter = ',', required = true)]
+    key: Vec<String>,
+    /// Keep, per key, only the source row with the largest value of this column;
+    /// without it a duplicated key is an error.
+    #[arg(long)]
+    dedupe_by: Option<String>,
+    /// What to do with target rows that have a matching source row.
+    #[arg(long, value_enum, default_value = "update")]
+    when_matched: WhenMatchedArg,
+    /// Delete matched rows where this SQL condition holds (over source.* and target.*),
+    /// before --when-matched applies.
+    #[arg(long, value_name = "EXPR")]
+    delete_when: Option<String>,
+    /// Do not insert source rows that match no target row.
+    #[arg(long)]
+    no_insert: bool,
+    /// Exactly-once loading: an application id, recorded with --batch-version.
+    #[arg(long, requires = "batch_version")]
+    app_id: Option<String>,
+    /// The batch's version for --app-id; a batch at or below the recorded version is skipped.
+    #[arg(long, requires = "app_id")]
+    batch_version: Option<i64>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum WhenMatchedArg {
+    Update,
+    Delete,
+    Ignore,
 }
 
 #[derive(Args)]
@@ -260,6 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let assignments: Vec<(&str, &str)> = assignments.iter().map(|(c, e)| (c.as_str(), e.as_str())).collect();
             delete(&uri, &predicate, &assignments, options, cli.json).await
         }
+        Command::Merge(args) => merge(args, options, cli.json).await,
         Command::Explain { uri, predicate, at } => explain(&uri, &predicate, &at, options, cli.json).await,
         Command::Demo { dir, appends, rows_per_append } => demo(dir, appends, rows_per_append, cli.json).await,
     }
@@ -509,6 +552,67 @@ async fn delete(
             "no row matches: nothing committed ({} files considered, {} pruned, {} read)",
             report.files_considered, report.files_pruned, report.files_read
         ),
+    }
+    Ok(())
+}
+
+async fn merge(args: MergeArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    // Read every file first: a missing or malformed file fails before anything is written.
+    let mut batches = Vec::new();
+    for path in &args.files {
+        let source = sediment::source::open_source_file(path)?;
+        for batch in source.batches {
+            batches.push(batch.map_err(|e| e.context(format!("reading {}", path.display())))?);
+        }
+    }
+    let mut table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
+    let mut merge = table.merge(batches).on(args.key);
+    if let Some(column) = args.dedupe_by {
+        merge = merge.dedupe_by(column);
+    }
+    if let Some(condition) = args.delete_when {
+        merge = merge.when_matched_if(condition, MatchedAction::Delete);
+    }
+    merge = merge.when_matched(match args.when_matched {
+        WhenMatchedArg::Update => MatchedAction::UpdateAll,
+        WhenMatchedArg::Delete => MatchedAction::Delete,
+        WhenMatchedArg::Ignore => MatchedAction::Ignore,
+    });
+    if !args.no_insert {
+        merge = merge.when_not_matched_insert_all();
+    }
+    if let (Some(app), Some(version)) = (args.app_id, args.batch_version) {
+        merge = merge.app_transaction(app, version);
+    }
+    let report = merge.execute().await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let files = format!(
+        "files: {} considered, {} pruned, {} read, {} rewritten, {} removed, {} added ({})",
+        report.files_considered,
+        report.files_pruned,
+        report.files_read,
+        report.files_rewritten,
+        report.files_removed,
+        report.files_added,
+        human_bytes(report.bytes_written)
+    );
+    let rows = format!(
+        "rows: {} inserted, {} updated, {} deleted, {} copied, {} matched but unchanged",
+        report.rows_inserted, report.rows_updated, report.rows_deleted, report.rows_copied, report.rows_unchanged
+    );
+    match report.version {
+        _ if report.replayed => println!("batch already committed for this application: nothing to do"),
+        Some(v) => println!(
+            "committed version {v}\n  {rows}\n  {files}\n  {} retries, {} ms",
+            report.retries, report.duration_ms
+        ),
+        None => println!("nothing changed: nothing committed\n  {rows}\n  {files}"),
+    }
+    if report.source_duplicates_dropped > 0 {
+        println!("  {} duplicate source rows dropped (kept the latest per key)", report.source_duplicates_dropped);
     }
     Ok(())
 }

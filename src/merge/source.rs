@@ -84,10 +84,11 @@ impl MergeSource {
         if keys.is_empty() {
             return Err(Error::invalid("a merge needs at least one key column"));
         }
-        let first = batches.first().ok_or_else(|| Error::invalid("the merge source has no batches"))?;
-        let batch = concat_batches(&first.schema(), batches)
-            .map_err(|e| Error::invalid(format!("the merge source batches do not share one schema: {e}")))?;
-        let batch = fit_to_table(&batch, table_schema)?;
+        let fitted = batches.iter().map(|b| fit_to_table(b, table_schema)).collect::<Result<Vec<_>>>()?;
+        let first = fitted.first().ok_or_else(|| Error::invalid("the merge source has no batches"))?;
+        let batch = concat_batches(&first.schema(), &fitted).map_err(|e| {
+            Error::invalid(format!("the merge source's parts do not have the same columns and types: {e}"))
+        })?;
         let schema = batch.schema();
         for key in keys {
             if table_schema.field_with_name(key).is_err() {

@@ -199,3 +199,51 @@ fn storage_options_on_the_command_line_reach_the_store() {
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(info["rows"], 2);
 }
+
+#[test]
+fn merge_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = s3_uri("cli-merge");
+    let base = write(dir.path(), "base.csv", "id,name,qty\n1,apple,5\n2,pear,3\n3,plum,7\n");
+    let out = run(&["append", &uri, &base]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Upsert: 2 updated, 4 inserted, 1 and 3 untouched; `op` drives deletes.
+    let changes = write(dir.path(), "changes.csv", "id,name,qty,op\n2,pear,30,u\n3,plum,7,d\n4,fig,1,u\n");
+    let out = run(&["merge", &uri, &changes, "--key", "id", "--delete-when", "source.op = 'd'", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["rows_updated"], 1, "{report}");
+    assert_eq!(report["rows_deleted"], 1, "{report}");
+    assert_eq!(report["rows_inserted"], 1, "{report}");
+    let out = run(&["scan", &uri, "--format", "csv"]);
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().skip(1).map(str::trim).collect();
+    lines.sort();
+    assert_eq!(lines, ["1,apple,5", "2,pear,30", "4,fig,1"]);
+
+    // Duplicate keys are refused by name unless a dedupe column is given.
+    let dup = write(dir.path(), "dup.csv", "id,name,qty\n5,kiwi,1\n5,kiwi,2\n");
+    let version = version_of(&uri);
+    let out = run(&["merge", &uri, &dup, "--key", "id"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("id = 5"), "{}", stderr(&out));
+    assert_eq!(version_of(&uri), version);
+    let out = run(&["merge", &uri, &dup, "--key", "id", "--dedupe-by", "qty"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("1 duplicate source rows dropped"), "{}", stdout(&out));
+
+    // Exactly-once: the same batch version twice commits once.
+    let batch = write(dir.path(), "batch.csv", "id,name,qty\n6,lime,9\n");
+    for expect_commit in [true, false] {
+        let version = version_of(&uri);
+        let out = run(&["merge", &uri, &batch, "--key", "id", "--app-id", "loader", "--batch-version", "1"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(version_of(&uri) > version, expect_commit, "{}", stdout(&out));
+    }
+
+    // A missing key column is an input error.
+    let out = run(&["merge", &uri, &batch, "--key", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`nope`"), "{}", stderr(&out));
+}
