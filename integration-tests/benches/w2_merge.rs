@@ -1,0 +1,317 @@
+//! Benchmarks W2 (upsert into a silver table) and W3 (point lookup), Sediment against
+//! delta-rs.
+//!
+//! W2's table: a silver `orders` table of ~10M rows (order id, customer id, status,
+//! amount, updated_at), partitioned by order date over 100 days, one file per
+//! partition; order ids grow with the date, as an auto-increment key does. The
+//! source: 100k rows, 90% updates to orders of the 3 newest days, 10% new orders.
+//! On identical copies, each in its own process so peak RSS is its own:
+//! - `sediment`: `Table::upsert(source, ["order_id"])`;
+//! - `delta-rs`: `merge` with `t.order_id = s.order_id`, update all when matched,
+//!   insert all when not matched (what a user writes).
+//!
+//! Both results are then checked to hold the same rows (count and an
+//! order-independent checksum of every row).
+//!
+//! W3: a point lookup by order id and date, and by order id alone, on the merged
+//! table: files opened against files in the table.
+//!
+//! Run (release):
+//!   cargo bench -p sediment-integration-tests --bench w2_merge -- [--rows-per-day N] [--work-dir DIR]
+//!
+//! It prints tables of figures; nothing here is a pass/fail test.
+
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sediment::arrow::array::{
+    ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use sediment::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use sediment::arrow::row::{RowConverter, SortField};
+use sediment::deltalake::datafusion::prelude::SessionContext;
+use sediment::{Table, WriteOptions};
+
+const DAYS: i64 = 100;
+const FIRST_DAY: i32 = 19844; // 2024-05-01
+const STATUSES: &[&str] = &["placed", "paid", "shipped", "delivered", "returned"];
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("order_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Int64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, false),
+        Field::new("updated_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new("order_date", DataType::Date32, false),
+    ]))
+}
+
+fn splitmix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn h(id: i64, salt: u64) -> u64 {
+    splitmix(id as u64 ^ salt.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+}
+
+/// Orders `ids` placed on `day`; `version` 0 is the original row, 1 an update.
+fn orders(ids: &[i64], day: i64, version: u64) -> RecordBatch {
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(ids.to_vec())),
+        Arc::new(Int64Array::from_iter_values(ids.iter().map(|id| (h(*id, 1) % 1_000_000) as i64))),
+        Arc::new(StringArray::from_iter_values(ids.iter().map(|id| STATUSES[((h(*id, 2) + version) % 5) as usize]))),
+        Arc::new(Float64Array::from_iter_values(
+            ids.iter().map(|id| (h(*id, 3) % 100_000) as f64 / 100.0 + version as f64),
+        )),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(ids.iter().map(|id| {
+                ((FIRST_DAY as i64 + day) * 86_400 + (h(*id, 4) % 86_400) as i64 + version as i64 * 86_400) * 1_000_000
+            }))
+            .with_timezone("UTC"),
+        ),
+        Arc::new(Date32Array::from_iter_values(ids.iter().map(|_| FIRST_DAY + day as i32))),
+    ];
+    RecordBatch::try_new(schema(), columns).expect("columns match")
+}
+
+/// The W2 source: ~90% updates to orders of the 3 newest days, ~10% new orders.
+fn source(rows_per_day: i64) -> Vec<RecordBatch> {
+    let total = rows_per_day; // the source is 1% of a 100-day table: one day's worth
+    let updates = total * 9 / 10;
+    let mut batches = Vec::new();
+    let newest = DAYS - 3..DAYS;
+    let per_day = updates / 3;
+    for day in newest {
+        // A spread-out sample of the day's orders.
+        let step = rows_per_day / per_day.max(1);
+        let ids: Vec<i64> =
+            (0..per_day).map(|i| day * rows_per_day + i * step + (h(i, 9) % step.max(1) as u64) as i64).collect();
+        batches.push(orders(&ids, day, 1));
+    }
+    let new_ids: Vec<i64> = (0..total - updates).map(|i| DAYS * rows_per_day + i).collect();
+    batches.push(orders(&new_ids, DAYS - 1, 0));
+    batches
+}
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+fn rusage() -> (f64, u64) {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(usage.ru_utime) + secs(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
+}
+
+async fn run_one(mode: &str, dir: &Path, rows_per_day: i64) -> serde_json::Value {
+    let uri = dir.to_string_lossy().to_string();
+    let before: HashSet<String> =
+        Table::open(&uri).await.unwrap().files().unwrap().into_iter().map(|f| f.path).collect();
+    let batches = source(rows_per_day);
+    let started = Instant::now();
+    match mode {
+        "sediment" => {
+            let mut table = Table::open(&uri).await.unwrap();
+            table.upsert(batches, ["order_id"]).await.unwrap();
+        }
+        "delta-rs" => {
+            let table = Table::open(&uri).await.unwrap();
+            let ctx = SessionContext::new();
+            let frame = ctx.read_batches(batches).unwrap();
+            let columns: Vec<String> = schema().fields().iter().map(|f| f.name().clone()).collect();
+            let cols = columns.clone();
+            table
+                .delta()
+                .clone()
+                .merge(frame, "t.order_id = s.order_id")
+                .with_source_alias("s")
+                .with_target_alias("t")
+                .when_matched_update(|u| cols.iter().fold(u, |u, c| u.update(c.as_str(), format!("s.{c}"))))
+                .unwrap()
+                .when_not_matched_insert(|i| columns.iter().fold(i, |i, c| i.set(c.as_str(), format!("s.{c}"))))
+                .unwrap()
+                .await
+                .unwrap();
+        }
+        other => panic!("unknown mode {other}"),
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let (cpu, peak_rss) = rusage();
+    let after = Table::open(&uri).await.unwrap().files().unwrap();
+    let after_paths: HashSet<&str> = after.iter().map(|f| f.path.as_str()).collect();
+    let added: Vec<_> = after.iter().filter(|f| !before.contains(&f.path)).collect();
+    let removed = before.iter().filter(|p| !after_paths.contains(p.as_str())).count();
+    serde_json::json!({
+        "mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss,
+        "files_removed": removed, "files_added": added.len(),
+        "bytes_written": added.iter().map(|f| f.size).sum::<u64>(),
+    })
+}
+
+/// Row count and an order-independent checksum of every row of the table at `uri`.
+async fn checksum(uri: &str) -> (u64, u64) {
+    let table = Table::open(uri).await.unwrap();
+    let (batches, _) = table.scan().execute().await.unwrap().collect().await.unwrap();
+    let (mut rows, mut sum) = (0u64, 0u64);
+    for batch in batches {
+        let fields = batch.schema().fields().iter().map(|f| SortField::new(f.data_type().clone())).collect();
+        let converter = RowConverter::new(fields).unwrap();
+        let encoded = converter.convert_columns(batch.columns()).unwrap();
+        for row in encoded.iter() {
+            let mut hasher = DefaultHasher::new();
+            row.as_ref().hash(&mut hasher);
+            sum = sum.wrapping_add(hasher.finish());
+            rows += 1;
+        }
+    }
+    (rows, sum)
+}
+
+async fn prepare(dir: &Path, rows_per_day: i64) {
+    if dir.join("_delta_log").exists() {
+        println!("reusing the W2 table at {}", dir.display());
+        return;
+    }
+    println!("writing W2: {DAYS} days of {rows_per_day} orders into {}", dir.display());
+    let uri = dir.to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    for day in 0..DAYS {
+        let ids: Vec<i64> = (day * rows_per_day..(day + 1) * rows_per_day).collect();
+        table.write([orders(&ids, day, 0)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
+    }
+}
+
+fn mib(bytes: f64) -> String {
+    format!("{:.1}", bytes / 1024.0 / 1024.0)
+}
+
+async fn lookups(uri: &str, rows_per_day: i64) {
+    let table = Table::open(uri).await.unwrap();
+    let id = (DAYS - 2) * rows_per_day + 12_345 % rows_per_day;
+    let date = sediment::arrow::util::display::array_value_to_string(
+        &Date32Array::from(vec![FIRST_DAY + (DAYS - 2) as i32]),
+        0,
+    )
+    .unwrap();
+    println!("\nW3: point lookups on the merged table (Sediment scan)\n");
+    println!("| {:<38} | {:>10} | {:>12} | {:>11} | {:>9} |", "filter", "files", "files opened", "bytes read", "rows");
+    println!("|{}|", ["-".repeat(40), "-".repeat(12), "-".repeat(14), "-".repeat(13), "-".repeat(11)].join("|"));
+    for filter in [format!("order_id = {id} AND order_date = '{date}'"), format!("order_id = {id}")] {
+        let (_, report) = table.scan().filter(filter.clone()).execute().await.unwrap().collect().await.unwrap();
+        println!(
+            "| {:<38} | {:>10} | {:>12} | {:>11} | {:>9} |",
+            filter,
+            report.files_in_snapshot,
+            report.files_after_stats_skipping,
+            report.bytes_read,
+            report.rows_returned
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let rows_per_day: i64 = arg("--rows-per-day").map(|v| v.parse().unwrap()).unwrap_or(100_000);
+    // Child process: run one mode on one copy and print its figures.
+    if let (Some(mode), Some(dir)) = (arg("--run-one"), arg("--dir")) {
+        let figures = run_one(&mode, Path::new(&dir), rows_per_day).await;
+        println!("{figures}");
+        return;
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let base = PathBuf::from(arg("--work-dir").unwrap_or_else(|| "target/w2-bench".into()));
+    let table_dir = base.join(format!("w2-{rows_per_day}"));
+    prepare(&table_dir, rows_per_day).await;
+    let files = Table::open(&table_dir.to_string_lossy()).await.unwrap().files().unwrap();
+    println!(
+        "W2: {} files, {} MiB, {} rows; source {} rows\n",
+        files.len(),
+        mib(files.iter().map(|f| f.size).sum::<u64>() as f64),
+        DAYS * rows_per_day,
+        rows_per_day
+    );
+
+    let mut results = Vec::new();
+    let mut sums = Vec::new();
+    for mode in ["sediment", "delta-rs"] {
+        let copy = base.join(format!("run-{mode}"));
+        let _ = std::fs::remove_dir_all(&copy);
+        copy_dir(&table_dir, &copy);
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--run-one", mode, "--dir", copy.to_str().unwrap(), "--rows-per-day", &rows_per_day.to_string()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        results.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
+        sums.push(checksum(&copy.to_string_lossy()).await);
+        if mode == "sediment" {
+            lookups(&copy.to_string_lossy(), rows_per_day).await;
+            println!();
+        }
+        let _ = std::fs::remove_dir_all(&copy);
+    }
+    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
+    let delta = results[1].clone();
+    println!(
+        "| {:<9} | {:>8} | {:>8} | {:>13} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} |",
+        "run",
+        "wall s",
+        "cpu s",
+        "peak RSS MiB",
+        "files removed",
+        "files added",
+        "MiB written",
+        "wall/delta",
+        "RSS/delta"
+    );
+    println!("|{}|", [11, 10, 10, 15, 15, 13, 14, 12, 11].iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("|"));
+    for r in &results {
+        println!(
+            "| {:<9} | {:>8.2} | {:>8.2} | {:>13} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} |",
+            r["mode"].as_str().unwrap(),
+            get(r, "wall_s"),
+            get(r, "cpu_s"),
+            mib(get(r, "peak_rss")),
+            r["files_removed"],
+            r["files_added"],
+            mib(get(r, "bytes_written")),
+            get(r, "wall_s") / get(&delta, "wall_s"),
+            get(r, "peak_rss") / get(&delta, "peak_rss"),
+        );
+    }
+    println!(
+        "\nsame rows: {} (sediment {} rows, checksum {:016x}; delta-rs {} rows, checksum {:016x})",
+        sums[0] == sums[1],
+        sums[0].0,
+        sums[0].1,
+        sums[1].0,
+        sums[1].1
+    );
+}
