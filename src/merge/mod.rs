@@ -113,6 +113,7 @@ pub struct Merge<'a> {
     dedupe_by: Option<String>,
     app_transaction: Option<(String, i64)>,
     files_in_flight: usize,
+    before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Table {
@@ -130,6 +131,7 @@ impl Table {
             dedupe_by: None,
             app_transaction: None,
             files_in_flight: 2,
+            before_commit: None,
         }
     }
 
@@ -300,6 +302,14 @@ impl<'a> Merge<'a> {
         self
     }
 
+    /// Called right before each commit attempt (tests use it to land a concurrent
+    /// commit at the worst moment).
+    #[doc(hidden)]
+    pub fn before_commit(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.before_commit = Some(hook);
+        self
+    }
+
     /// Run the merge.
     #[instrument(skip_all, fields(table = %self.table.uri(), keys = ?self.keys))]
     pub async fn execute(mut self) -> Result<MergeReport> {
@@ -461,6 +471,9 @@ impl<'a> Merge<'a> {
             max_retries: 15,
             app_transaction: self.app_transaction.as_ref().map(|(app, v)| Transaction::new(app.clone(), *v)),
         };
+        if let Some(hook) = &self.before_commit {
+            hook();
+        }
         match commit(self.table, actions, request).await {
             Ok(version) => {
                 report.version = Some(version);

@@ -472,3 +472,93 @@ async fn merges_race_compaction_and_appends_without_losing_rows() {
     let table = Table::open(&uri).await.unwrap();
     assert_eq!(table_rows(&table).await, model_rows(&model), "retries: {retries}");
 }
+
+/// A hook that runs `f` (async, on a fresh handle of `uri`) the first time it is called.
+fn once_before_commit<F, Fut>(uri: &str, f: F) -> Arc<dyn Fn() + Send + Sync>
+where
+    F: Fn(Table) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let uri = uri.to_string();
+    Arc::new(move || {
+        if fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async { f(Table::open(&uri).await.unwrap()).await })
+        });
+    })
+}
+
+/// Right before the merge commits, a compaction rewrites the file it rewrote: the
+/// merge is planned again and lands as if it ran after the compaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merge_whose_file_a_compaction_replaced_is_planned_again() {
+    let uri = s3_uri("merge-vs-compaction");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let mut model = BTreeMap::new();
+    // Day 0 in four small files.
+    for part in 0..4 {
+        let batch = orders(part * 25..(part + 1) * 25, "new");
+        for o in &batch {
+            model.insert(o.id, o.clone());
+        }
+        table.write([orders_batch(&batch)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
+    }
+    let source = orders(30..40, "paid");
+    let hook = once_before_commit(&uri, |mut t: Table| async move {
+        let report = t.compact(CompactOptions::default()).await.unwrap();
+        assert_eq!(report.files_removed, 4);
+    });
+    let report = table
+        .merge([orders_batch(&source)])
+        .on(["order_id"])
+        .when_matched(MatchedAction::UpdateAll)
+        .when_not_matched_insert_all()
+        .before_commit(hook)
+        .execute()
+        .await
+        .unwrap();
+    for o in source {
+        model.insert(o.id, o);
+    }
+    assert_eq!(report.retries, 1, "{report:?}");
+    assert_eq!(report.rows_updated, 10);
+    assert_eq!(report.files_considered, 1, "planned again on the compacted table: {report:?}");
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+    let ops: Vec<_> = table.history(Some(2)).await.unwrap().into_iter().map(|h| h.operation.unwrap()).collect();
+    assert_eq!(ops, ["MERGE", "OPTIMIZE"]);
+}
+
+/// Right before the merge commits, another writer appends orders with other keys:
+/// the merge lands on top without being planned again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_of_other_keys_do_not_stop_a_merge() {
+    let uri = s3_uri("merge-vs-append");
+    let (mut table, mut model) = orders_table(&uri, 2).await;
+    let appended = orders(5_000..5_010, "appended");
+    let batch = orders_batch(&appended);
+    let hook = once_before_commit(&uri, move |mut t: Table| {
+        let batch = batch.clone();
+        async move {
+            t.write([batch], WriteOptions::append()).await.unwrap();
+        }
+    });
+    let source = orders(10..20, "paid");
+    let version = table.version().unwrap();
+    let report = table
+        .merge([orders_batch(&source)])
+        .on(["order_id"])
+        .when_matched(MatchedAction::UpdateAll)
+        .before_commit(hook)
+        .execute()
+        .await
+        .unwrap();
+    for o in source.into_iter().chain(appended) {
+        model.insert(o.id, o);
+    }
+    assert_eq!(report.retries, 0, "{report:?}");
+    assert_eq!(report.version, Some(version + 2), "committed on top of the append");
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
