@@ -54,7 +54,7 @@ pub use info::TableInfo;
 pub use merge::{MatchedAction, Merge, MergeReport, NotMatchedAction, NotMatchedBySourceAction, Scd2Options};
 pub use scan::{Scan, ScanBuilder, ScanPlan, ScanReport};
 pub use schema::SchemaMode;
-pub use sink::{DEFAULT_TARGET_FILE_SIZE, writer_properties};
+pub use sink::{DEFAULT_TARGET_FILE_SIZE, writer_properties, writer_properties_for};
 pub use storage::StorageOptions;
 pub use table::{DataFile, OpenOptions, Table};
 pub use table_writer::{TableWriter, TableWriterSettings};

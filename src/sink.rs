@@ -25,7 +25,7 @@ pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 /// The row-group bound is what makes files come out near the target: a file is cut
 /// when its compressed bytes plus the open row group's *uncompressed* estimate reach
 /// the target, so a large open row group would cut files at a fraction of it.
-pub use sediment_compactor::executor::writer_properties;
+pub use sediment_compactor::executor::{writer_properties, writer_properties_for};
 
 /// Streams batches into data files of one table.
 pub(crate) struct FileSink {
@@ -34,7 +34,10 @@ pub(crate) struct FileSink {
     partition_columns: Vec<String>,
     target_file_size: u64,
     fitter: SchemaFitter,
-    writer: RecordBatchWriter,
+    /// Always `Some` between calls; taken only to change its settings.
+    writer: Option<RecordBatchWriter>,
+    /// Whether the writer settings were chosen from the first batch yet.
+    settings_chosen: bool,
     writer_schema: SchemaRef,
     finished: Vec<Add>,
     rows: u64,
@@ -74,7 +77,8 @@ impl FileSink {
             partition_columns,
             target_file_size,
             fitter: SchemaFitter::new(schema, schema_mode),
-            writer,
+            writer: Some(writer),
+            settings_chosen: false,
             writer_schema,
             finished: Vec::new(),
             rows: 0,
@@ -107,7 +111,8 @@ impl FileSink {
 
     /// Approximate bytes written since the last [`FileSink::finish`].
     pub(crate) fn buffered_bytes(&self) -> usize {
-        self.writer.buffer_len() + self.finished.iter().map(|a| a.size as usize).sum::<usize>()
+        self.writer.as_ref().map_or(0, RecordBatchWriter::buffer_len)
+            + self.finished.iter().map(|a| a.size as usize).sum::<usize>()
     }
 
     /// Fit `batch` to the table schema (growing it in merge mode). Nothing is written.
@@ -124,16 +129,23 @@ impl FileSink {
         if fitted.schema().fields() != self.writer_schema.fields() {
             // Schema evolution: seal the files written so far and continue with a writer
             // for the wider schema; every file lands in the same commit.
-            let adds = self.writer.flush().await?;
+            let adds = self.writer_mut()?.flush().await?;
             self.finished.extend(adds);
-            self.writer =
+            let writer =
                 Self::writer_for(&self.url, fitted.schema_ref(), &self.partition_columns, &self.storage_options)?
-                    .with_writer_properties(writer_properties(self.target_file_size))
                     .with_target_file_size(self.target_file_size);
-            self.writer_schema = self.writer.arrow_schema();
+            self.writer_schema = writer.arrow_schema();
+            self.writer = Some(writer);
+            self.settings_chosen = false;
+        }
+        if !self.settings_chosen {
+            // Dictionary encoding per column, judged from the first batch.
+            let writer = self.writer.take().ok_or_else(|| Error::internal("file sink without a writer"))?;
+            self.writer = Some(writer.with_writer_properties(writer_properties_for(self.target_file_size, &fitted)));
+            self.settings_chosen = true;
         }
         let rows = fitted.num_rows() as u64;
-        self.writer.write(fitted).await.map_err(|e| match Error::delta(e) {
+        self.writer_mut()?.write(fitted).await.map_err(|e| match Error::delta(e) {
             err if err.kind() == crate::ErrorKind::Internal => err.context("writing data file"),
             err => err,
         })?;
@@ -141,10 +153,14 @@ impl FileSink {
         Ok(())
     }
 
+    fn writer_mut(&mut self) -> Result<&mut RecordBatchWriter> {
+        self.writer.as_mut().ok_or_else(|| Error::internal("file sink without a writer"))
+    }
+
     /// Close the open files and return the `add` actions of everything written.
     pub(crate) async fn finish(&mut self) -> Result<Vec<Add>> {
         let mut adds = std::mem::take(&mut self.finished);
-        adds.extend(self.writer.flush().await?);
+        adds.extend(self.writer_mut()?.flush().await?);
         Ok(adds)
     }
 

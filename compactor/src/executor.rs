@@ -34,8 +34,6 @@ use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
 use deltalake::kernel::{Action, Add, Remove};
 use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
-use deltalake::parquet::basic::{Compression, ZstdLevel};
-use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use futures::stream::FuturesUnordered;
@@ -462,20 +460,7 @@ fn is_conflict(err: &deltalake::DeltaTableError) -> bool {
     )
 }
 
-/// Parquet settings of every data file Sediment writes (appends and compaction
-/// outputs): zstd level 3, page statistics, row groups of at most [`row_group_bytes`].
-pub fn writer_properties(target_file_size: u64) -> WriterProperties {
-    WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_bytes(Some(row_group_bytes(target_file_size)))
-        .build()
-}
-
-/// Row groups of at most `target / 8` encoded bytes, between 64 KiB and 16 MiB.
-pub fn row_group_bytes(target_file_size: u64) -> usize {
-    (target_file_size / 8).clamp(64 * 1024, 16 * 1024 * 1024) as usize
-}
+pub use crate::encoding::{row_group_bytes, writer_properties, writer_properties_for};
 
 /// Memory a bin may hold: its largest input decoded (about three times its size) and
 /// two writer row groups; with clustering, the whole bin decoded.
@@ -520,11 +505,11 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64)>
         .get(&bin.inputs[0].path)
         .cloned()
         .ok_or_else(|| CompactionError::Invalid(format!("no partition values for {}", bin.inputs[0].path)))?;
-    let mut writer = RecordBatchWriter::for_table(&context.table)?
-        .with_writer_properties(writer_properties(context.target_file_size))
-        // One output per bin: its inputs total at most the target, so a cut at twice
-        // the target never happens in practice.
-        .with_target_file_size(context.target_file_size.saturating_mul(2));
+    // One output per bin: its inputs total at most the target, so a cut at twice the
+    // target never happens in practice. Writer settings are chosen from the first batch.
+    let mut writer =
+        RecordBatchWriter::for_table(&context.table)?.with_target_file_size(context.target_file_size.saturating_mul(2));
+    let mut settings_chosen = false;
     let mut rows = 0u64;
     let mut held: Vec<RecordBatch> = Vec::new();
     for input in &bin.inputs {
@@ -542,6 +527,10 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64)>
                 CompactionError::Data(format!("data file {} does not fit the table schema: {e}", input.path))
             })?;
             rows += batch.num_rows() as u64;
+            if !settings_chosen {
+                writer = writer.with_writer_properties(writer_properties_for(context.target_file_size, &batch));
+                settings_chosen = true;
+            }
             if context.clustering.is_some() {
                 held.push(batch);
             } else {

@@ -21,6 +21,7 @@
 //! This crate knows nothing of the rest of Sediment; callers check the table's
 //! protocol features before executing a plan.
 
+pub mod encoding;
 pub mod error;
 pub mod executor;
 pub mod health;

@@ -6,7 +6,8 @@
 //! - `sediment`: `Table::compact` with default settings;
 //! - `delta-rs`: `optimize` (compact) with the same target size;
 //! - `floor`: one plain arrow-rs pass that reads every file and writes each
-//!   partition once with the same codec (zstd 3), no commit.
+//!   partition once with the same writer settings (zstd 3, dictionary encoding per
+//!   column chosen from the first batch), no commit.
 //!
 //! Run (release):
 //!   cargo bench -p sediment-integration-tests --bench w1_compaction -- [--appends N] [--rows N] [--dir DIR]
@@ -166,7 +167,7 @@ async fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
                             ArrowWriter::try_new(
                                 std::fs::File::create(&out).unwrap(),
                                 batch.schema(),
-                                Some(sediment::writer_properties(TARGET)),
+                                Some(sediment::writer_properties_for(TARGET, &batch)),
                             )
                             .unwrap()
                         });

@@ -136,7 +136,8 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64) -> serde_json::Value
     match mode {
         "sediment" => {
             let mut table = Table::open(&uri).await.unwrap();
-            table.upsert(batches, ["order_id"]).await.unwrap();
+            let report = table.upsert(batches, ["order_id"]).await.unwrap();
+            eprintln!("{}", serde_json::to_string(&report).unwrap());
         }
         "delta-rs" => {
             let table = Table::open(&uri).await.unwrap();
@@ -269,6 +270,9 @@ async fn main() {
             .unwrap();
         assert!(out.status.success(), "{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
         let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        if mode == "sediment" {
+            println!("sediment's report: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
         results.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
         sums.push(checksum(&copy.to_string_lossy()).await);
         if mode == "sediment" {

@@ -98,6 +98,23 @@ pub struct MergeReport {
     pub retries: usize,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
+    /// Where the time of the last attempt went.
+    pub phases: MergePhases,
+}
+
+/// Milliseconds spent in each phase of a merge's last attempt.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MergePhases {
+    /// Checking, deduplicating and indexing the source; compiling the clauses.
+    pub prepare_ms: u64,
+    /// Pruning files by partition values and key statistics.
+    pub prune_ms: u64,
+    /// Probing and rewriting target files.
+    pub rewrite_ms: u64,
+    /// Writing inserted rows.
+    pub insert_ms: u64,
+    /// Committing (including conflict checks) and loading the new version.
+    pub commit_ms: u64,
 }
 
 /// Builds a merge of a source into a table; see the [module docs](self).
@@ -331,6 +348,7 @@ impl<'a> Merge<'a> {
         }
         let mut retries = 0;
         loop {
+            let prepare_started = Instant::now();
             let table_schema = self.table.arrow_schema()?;
             let source = MergeSource::prepare(&self.source, &self.keys, self.dedupe_by.as_deref(), &table_schema)?;
             let compiled = compile(
@@ -348,6 +366,7 @@ impl<'a> Merge<'a> {
                 compiled,
                 target_file_size: self.table.target_file_size()?,
             });
+            let prepare_ms = prepare_started.elapsed().as_millis() as u64;
             match self.attempt(job).await {
                 Err(e) if e.kind() == ErrorKind::Conflict && retries + 1 < MAX_ATTEMPTS => {
                     retries += 1;
@@ -356,6 +375,7 @@ impl<'a> Merge<'a> {
                 }
                 Err(e) => return Err(e),
                 Ok(mut report) => {
+                    report.phases.prepare_ms = prepare_ms;
                     report.retries = retries;
                     report.duration_ms = started.elapsed().as_millis() as u64;
                     return Ok(report);
@@ -382,7 +402,14 @@ impl<'a> Merge<'a> {
             ..Default::default()
         };
         let read_all = !self.by_source.is_empty();
+        let mut clock = Instant::now();
+        let mut lap = move || {
+            let ms = clock.elapsed().as_millis() as u64;
+            clock = Instant::now();
+            ms
+        };
         let (candidates, total) = candidates(self.table, &job.source, read_all)?;
+        report.phases.prune_ms = lap();
         report.files_considered = total;
         report.files_pruned = total - candidates.len();
         report.files_read = candidates.len();
@@ -399,6 +426,7 @@ impl<'a> Merge<'a> {
             })
             .buffer_unordered(self.files_in_flight);
         let results: Vec<Result<exec::FileResult>> = tasks.collect().await;
+        report.phases.rewrite_ms = lap();
         let mut written: Vec<Add> = Vec::new();
         let mut removes: Vec<Remove> = Vec::new();
         let mut matched = vec![false; job.source.batch.num_rows()];
@@ -438,7 +466,9 @@ impl<'a> Merge<'a> {
         reinsert.sort_unstable();
         reinsert.dedup();
         let unmatched: Vec<u32> = (0..matched.len() as u32).filter(|i| !matched[*i as usize]).collect();
-        match job.insert(&unmatched, &reinsert).await {
+        let inserted = job.insert(&unmatched, &reinsert).await;
+        report.phases.insert_ms = lap();
+        match inserted {
             Ok((adds, rows)) => {
                 report.rows_inserted = rows;
                 written.extend(adds);
@@ -474,7 +504,9 @@ impl<'a> Merge<'a> {
         if let Some(hook) = &self.before_commit {
             hook();
         }
-        match commit(self.table, actions, request).await {
+        let committed = commit(self.table, actions, request).await;
+        report.phases.commit_ms = lap();
+        match committed {
             Ok(version) => {
                 report.version = Some(version);
                 Ok(report)

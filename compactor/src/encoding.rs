@@ -1,0 +1,151 @@
+//! Parquet settings of the files Sediment writes, with a per-column choice of
+//! dictionary encoding.
+//!
+//! Parquet writers start every column dictionary-encoded and fall back to plain
+//! encoding once the dictionary passes its page limit (1 MiB). For a column of
+//! (nearly) unique values, such as ids, timestamps or free text, that means hashing
+//! and interning every value until the fallback, or for the whole row group when the
+//! group is small, only to write a dictionary as large as the data. Profiles of
+//! compaction and merges put a fifth of the CPU time there.
+//!
+//! So before a file is written, each top-level column of its first batch is sampled
+//! (up to [`SAMPLE_ROWS`] rows): from the number of distinct values `d` among `n`
+//! sampled rows, the number of distinct values of the column is estimated by solving
+//! `d = D (1 - e^(-n/D))` (values drawn uniformly from `D`). When `D` times the
+//! values' average width would overflow the dictionary page limit, the dictionary
+//! would be abandoned anyway, and the column is written plain from the start. Columns
+//! with few distinct values (status codes, dates, amounts with a small range) keep
+//! their dictionary.
+
+use std::collections::HashSet;
+
+use deltalake::arrow::array::{Array, RecordBatch};
+use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::row::{RowConverter, SortField};
+use deltalake::parquet::basic::{Compression, ZstdLevel};
+use deltalake::parquet::file::properties::{
+    DEFAULT_DICTIONARY_PAGE_SIZE_LIMIT, EnabledStatistics, WriterProperties, WriterPropertiesBuilder,
+};
+use deltalake::parquet::schema::types::ColumnPath;
+
+/// Rows sampled per column to choose its encoding.
+pub const SAMPLE_ROWS: usize = 8192;
+
+/// Fewer sampled rows than this and the column keeps parquet's default.
+const MIN_SAMPLE_ROWS: usize = 1024;
+
+/// Parquet settings of every data file Sediment writes (appends, merges, compaction
+/// outputs): zstd level 3, page statistics, row groups of at most [`row_group_bytes`].
+pub fn writer_properties(target_file_size: u64) -> WriterProperties {
+    base(target_file_size).build()
+}
+
+/// [`writer_properties`] with dictionary encoding turned off for the columns of
+/// `sample` whose estimated distinct values would overflow the dictionary page.
+pub fn writer_properties_for(target_file_size: u64, sample: &RecordBatch) -> WriterProperties {
+    let mut builder = base(target_file_size);
+    for column in plain_columns(sample) {
+        builder = builder.set_column_dictionary_enabled(ColumnPath::new(vec![column]), false);
+    }
+    builder.build()
+}
+
+fn base(target_file_size: u64) -> WriterPropertiesBuilder {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_bytes(Some(row_group_bytes(target_file_size)))
+}
+
+/// Row groups of at most `target / 8` encoded bytes, between 64 KiB and 16 MiB.
+pub fn row_group_bytes(target_file_size: u64) -> usize {
+    (target_file_size / 8).clamp(64 * 1024, 16 * 1024 * 1024) as usize
+}
+
+/// The top-level columns of `sample` better written without a dictionary.
+pub fn plain_columns(sample: &RecordBatch) -> Vec<String> {
+    let rows = sample.num_rows().min(SAMPLE_ROWS);
+    if rows < MIN_SAMPLE_ROWS {
+        return Vec::new();
+    }
+    let schema = sample.schema();
+    let mut plain = Vec::new();
+    for (field, column) in schema.fields().iter().zip(sample.columns()) {
+        if field.data_type().is_nested() || matches!(field.data_type(), DataType::Boolean | DataType::Null) {
+            continue;
+        }
+        let column = column.slice(0, rows);
+        let Ok(converter) = RowConverter::new(vec![SortField::new(column.data_type().clone())]) else { continue };
+        let Ok(encoded) = converter.convert_columns(std::slice::from_ref(&column)) else { continue };
+        let mut distinct: HashSet<&[u8]> = HashSet::with_capacity(rows);
+        let mut bytes = 0usize;
+        for i in 0..encoded.num_rows() {
+            let value: &[u8] = encoded.row(i).data();
+            bytes += value.len();
+            distinct.insert(value);
+        }
+        // The row format adds a byte or so per value; close enough for a width.
+        let width = (bytes as f64 / rows as f64).max(1.0);
+        let estimated = estimate_distinct(rows, distinct.len());
+        if estimated * width > DEFAULT_DICTIONARY_PAGE_SIZE_LIMIT as f64 {
+            plain.push(field.name().clone());
+        }
+    }
+    plain
+}
+
+/// The number of distinct values `D` of a column from which `n` uniform draws show
+/// `d` distinct ones: the root of `D (1 - e^(-n/D)) = d` (infinite when `d = n`).
+pub fn estimate_distinct(n: usize, d: usize) -> f64 {
+    if d >= n {
+        return f64::INFINITY;
+    }
+    let (n, d) = (n as f64, d as f64);
+    let seen = |big_d: f64| big_d * (1.0 - (-n / big_d).exp());
+    // `seen` grows with D from d (at D = d, it is a little below d) towards n.
+    let (mut lo, mut hi) = (d, d.max(1.0));
+    while seen(hi) < d {
+        hi *= 2.0;
+        if hi > 1e15 {
+            return f64::INFINITY;
+        }
+    }
+    for _ in 0..60 {
+        let mid = (lo + hi) / 2.0;
+        if seen(mid) < d { lo = mid } else { hi = mid }
+    }
+    hi
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use std::sync::Arc;
+
+    #[test]
+    fn estimates_known_cardinalities() {
+        // 8,192 draws from 100,000 values show about 7,863 distinct ones.
+        let estimate = estimate_distinct(8192, 7863);
+        assert!((90_000.0..110_000.0).contains(&estimate), "{estimate}");
+        assert!(estimate_distinct(8192, 8192).is_infinite());
+        let estimate = estimate_distinct(8192, 5);
+        assert!((5.0..6.0).contains(&estimate), "{estimate}");
+    }
+
+    #[test]
+    fn unique_columns_go_plain_and_repetitive_ones_keep_their_dictionary() {
+        let n = 8192i64;
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..n));
+        let small_range: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|i| (i * 7919) % 1000)));
+        let status: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| ["a", "b", "c"][i as usize % 3])));
+        let batch =
+            RecordBatch::try_from_iter([("id", ids), ("small_range", small_range), ("status", status)]).unwrap();
+        assert_eq!(plain_columns(&batch), ["id"]);
+        let properties = writer_properties_for(128 << 20, &batch);
+        assert!(!properties.dictionary_enabled(&ColumnPath::new(vec!["id".into()])));
+        assert!(properties.dictionary_enabled(&ColumnPath::new(vec!["status".into()])));
+        // Too few rows to judge: parquet's default.
+        assert!(plain_columns(&batch.slice(0, 100)).is_empty());
+    }
+}
