@@ -147,7 +147,7 @@ impl Table {
             by_source: Vec::new(),
             dedupe_by: None,
             app_transaction: None,
-            files_in_flight: 2,
+            files_in_flight: std::thread::available_parallelism().map_or(2, |n| n.get() + 1),
             before_commit: None,
         }
     }
@@ -313,7 +313,8 @@ impl<'a> Merge<'a> {
         self
     }
 
-    /// Target files read and rewritten at once (at least 1; default 2).
+    /// Target files read and rewritten at once (at least 1; default: the number of
+    /// cores plus one, so reading one file overlaps with encoding others).
     pub fn files_in_flight(mut self, files: usize) -> Self {
         self.files_in_flight = files.max(1);
         self

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use deltalake::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
 use deltalake::arrow::compute::{concat_batches, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
-use deltalake::arrow::row::{OwnedRow, Row, RowConverter, SortField};
+use deltalake::arrow::row::{Row, RowConverter, Rows, SortField};
 use deltalake::arrow::util::display::array_value_to_string;
 
 use crate::error::{Error, Result};
@@ -37,7 +37,10 @@ pub(crate) struct MergeSource {
 pub(crate) struct SortedKeys {
     pub column: String,
     pub converter: RowConverter,
-    pub values: Vec<OwnedRow>,
+    /// The column's values, encoded (single-column rows).
+    rows: Rows,
+    /// Indices into `rows` of the distinct values, in sort order.
+    order: Vec<u32>,
     /// The smallest and largest value, for the conflict-check predicate.
     pub min: ArrayRef,
     pub max: ArrayRef,
@@ -164,27 +167,27 @@ impl SortedKeys {
         let array = batch.column_by_name(column).ok_or_else(|| Error::internal("key column missing"))?;
         let converter = RowConverter::new(vec![SortField::new(array.data_type().clone())])?;
         let rows = converter.convert_columns(std::slice::from_ref(array))?;
-        let mut order: Vec<usize> = (0..rows.num_rows()).collect();
-        order.sort_unstable_by(|a, b| rows.row(*a).cmp(&rows.row(*b)));
-        order.dedup_by(|a, b| rows.row(*a) == rows.row(*b));
-        let values: Vec<OwnedRow> = order.iter().map(|i| rows.row(*i).owned()).collect();
+        let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
+        order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+        order.dedup_by(|a, b| rows.row(*a as usize) == rows.row(*b as usize));
         let (min, max) = match (order.first(), order.last()) {
-            (Some(lo), Some(hi)) => (array.slice(*lo, 1), array.slice(*hi, 1)),
+            (Some(lo), Some(hi)) => (array.slice(*lo as usize, 1), array.slice(*hi as usize, 1)),
             _ => (array.slice(0, 0), array.slice(0, 0)),
         };
-        Ok(Self { column: column.to_string(), converter, values, min, max })
+        Ok(Self { column: column.to_string(), converter, rows, order, min, max })
     }
 
     /// Whether some source value lies in `[lo, hi]` (either bound may be unknown).
     pub(crate) fn any_between(&self, lo: Option<Row<'_>>, hi: Option<Row<'_>>) -> bool {
+        let value = |i: usize| self.rows.row(self.order[i] as usize);
         let start = match lo {
-            Some(lo) => self.values.partition_point(|v| v.row() < lo),
+            Some(lo) => self.order.partition_point(|v| self.rows.row(*v as usize) < lo),
             None => 0,
         };
-        match (self.values.get(start), hi) {
-            (None, _) => false,
-            (Some(_), None) => true,
-            (Some(v), Some(hi)) => v.row() <= hi,
+        match (start < self.order.len(), hi) {
+            (false, _) => false,
+            (true, None) => true,
+            (true, Some(hi)) => value(start) <= hi,
         }
     }
 }
