@@ -221,11 +221,12 @@ impl Compiler {
 }
 
 /// Compile the clauses of a merge of a source of `source_schema` into a table of
-/// `table_schema`.
+/// `table_schema`. `used_source_columns` (keys, dedupe column) count as used: other
+/// source columns the table lacks must be mentioned by a clause.
 pub(crate) fn compile(
     table_schema: &SchemaRef,
     source_schema: &SchemaRef,
-    keys: &[String],
+    used_source_columns: &[String],
     join_condition: Option<&str>,
     matched: &[MatchedClause],
     not_matched: &[NotMatchedClause],
@@ -242,7 +243,7 @@ pub(crate) fn compile(
         df_schema,
         table_schema: table_schema.clone(),
         source_schema: source_schema.clone(),
-        used_source_columns: keys.to_vec(),
+        used_source_columns: used_source_columns.to_vec(),
     };
     let join_filter = c.condition(join_condition, &[Side::Target])?;
     let mut compiled_matched = Vec::new();

@@ -352,10 +352,12 @@ impl<'a> Merge<'a> {
             let prepare_started = Instant::now();
             let table_schema = self.table.arrow_schema()?;
             let source = MergeSource::prepare(&self.source, &self.keys, self.dedupe_by.as_deref(), &table_schema)?;
+            // Source columns the merge uses besides its clauses: the keys, the dedupe column.
+            let used: Vec<String> = self.keys.iter().chain(&self.dedupe_by).cloned().collect();
             let compiled = compile(
                 &table_schema,
                 &source.batch.schema(),
-                &self.keys,
+                &used,
                 self.join_condition.as_deref(),
                 &self.matched,
                 &self.not_matched,

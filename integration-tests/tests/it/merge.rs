@@ -562,3 +562,30 @@ async fn appends_of_other_keys_do_not_stop_a_merge() {
     assert_eq!(report.version, Some(version + 2), "committed on top of the append");
     assert_eq!(table_rows(&table).await, model_rows(&model));
 }
+
+/// A dedupe column only the source has (a feed sequence number) is allowed.
+#[tokio::test]
+async fn dedupe_by_a_source_only_column() {
+    let uri = s3_uri("merge-dedupe-seq");
+    let (mut table, mut model) = orders_table(&uri, 1).await;
+    let rows = [orders(3..4, "first"), orders(3..4, "second"), orders(4..5, "only")].concat();
+    let batch = orders_batch(&rows);
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(Int64Array::from(vec![2, 1, 5])));
+    let mut fields: Vec<Field> = orders_schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("seq", DataType::Int64, false));
+    let source = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let report = table
+        .merge([source])
+        .on(["order_id"])
+        .dedupe_by("seq")
+        .when_matched(MatchedAction::UpdateAll)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.source_duplicates_dropped, 1);
+    // seq 2 beats seq 1: "first" wins although it came first.
+    model.insert(3, rows[0].clone());
+    model.insert(4, rows[2].clone());
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
