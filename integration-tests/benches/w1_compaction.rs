@@ -10,7 +10,7 @@
 //!   column chosen from the first batch), no commit.
 //!
 //! Run (release):
-//!   cargo bench -p sediment-integration-tests --bench w1_compaction -- [--appends N] [--rows N] [--dir DIR]
+//!   cargo bench -p sediment-integration-tests --bench w1_compaction -- [--appends N] [--rows N] [--work-dir DIR] [--rounds N]
 //!
 //! It prints a table of wall time, CPU time, peak RSS, files and bytes out, and the
 //! ratios to delta-rs and to the floor. Nothing here is a pass/fail test.
@@ -18,7 +18,6 @@
 use std::collections::BTreeMap;
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +28,9 @@ use sediment::arrow::datatypes::SchemaRef;
 use sediment::deltalake::parquet::arrow::ArrowWriter;
 use sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use sediment::{Table, WriteOptions};
+
+mod common;
+use common::{arg, mib, run_rounds, rusage};
 
 const DAYS: i64 = 10;
 const FIRST_DAY: i32 = 19844; // 2024-05-01
@@ -72,32 +74,6 @@ fn events(start: i64, rows: usize, day: i64) -> RecordBatch {
         Arc::new(Date32Array::from_iter_values(ids.iter().map(|_| FIRST_DAY + day as i32))),
     ];
     RecordBatch::try_new(schema(), columns).expect("columns match")
-}
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn rusage() -> (f64, u64) {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(usage.ru_utime) + secs(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
 }
 
 fn data_files(dir: &Path) -> Vec<PathBuf> {
@@ -209,10 +185,6 @@ async fn prepare(dir: &Path, appends: usize, rows: usize) {
     }
 }
 
-fn mib(bytes: f64) -> String {
-    format!("{:.1}", bytes / 1024.0 / 1024.0)
-}
-
 #[tokio::main]
 async fn main() {
     // Child process: run one mode on one copy and print its figures.
@@ -232,33 +204,31 @@ async fn main() {
     let (files_in, bytes_in) = live_files(&source.to_string_lossy()).await;
     println!("W1: {files_in} files, {} MiB, {} rows\n", mib(bytes_in as f64), appends * rows);
 
-    let mut results = Vec::new();
-    for mode in ["sediment", "delta-rs", "floor"] {
-        let copy = base.join(format!("run-{mode}"));
-        let _ = std::fs::remove_dir_all(&copy);
-        copy_dir(&source, &copy);
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--run-one", mode, "--dir", copy.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
-        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-        let figures: serde_json::Value = serde_json::from_str(&line).unwrap();
-        results.push(figures);
-        let _ = std::fs::remove_dir_all(&copy);
-    }
+    let rounds: usize = arg("--rounds").map(|v| v.parse().unwrap()).unwrap_or(3);
+    let results = run_rounds(&source, &base, &["sediment", "delta-rs", "floor"], rounds, &[], |_, _, _, _| {});
+    println!("{rounds} rounds, modes interleaved; each row is the run with the median wall time\n");
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
     let delta = results.iter().find(|r| r["mode"] == "delta-rs").unwrap().clone();
     let floor = results.iter().find(|r| r["mode"] == "floor").unwrap().clone();
     println!(
-        "| {:<9} | {:>8} | {:>8} | {:>13} | {:>9} | {:>10} | {:>12} | {:>12} | {:>11} |",
-        "run", "wall s", "cpu s", "peak RSS MiB", "files out", "MiB out", "wall/delta", "RSS/delta", "wall/floor"
+        "| {:<9} | {:>8} | {:>11} | {:>8} | {:>13} | {:>9} | {:>10} | {:>12} | {:>12} | {:>11} |",
+        "run",
+        "wall s",
+        "wall range",
+        "cpu s",
+        "peak RSS MiB",
+        "files out",
+        "MiB out",
+        "wall/delta",
+        "RSS/delta",
+        "wall/floor"
     );
     println!(
         "|{}|",
         [
             "-----------",
             "----------",
+            "-------------",
             "----------",
             "---------------",
             "-----------",
@@ -271,9 +241,10 @@ async fn main() {
     );
     for r in &results {
         println!(
-            "| {:<9} | {:>8.2} | {:>8.2} | {:>13} | {:>9} | {:>10} | {:>12.2} | {:>12.2} | {:>11.2} |",
+            "| {:<9} | {:>8.2} | {:>11} | {:>8.2} | {:>13} | {:>9} | {:>10} | {:>12.2} | {:>12.2} | {:>11.2} |",
             r["mode"].as_str().unwrap(),
             get(r, "wall_s"),
+            format!("{:.2}-{:.2}", get(r, "wall_min_s"), get(r, "wall_max_s")),
             get(r, "cpu_s"),
             mib(get(r, "peak_rss")),
             r["files_out"].as_u64().unwrap_or(0),

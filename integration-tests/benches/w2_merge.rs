@@ -21,14 +21,13 @@
 //! table: files opened against files in the table.
 //!
 //! Run (release):
-//!   cargo bench -p sediment-integration-tests --bench w2_merge -- [--rows-per-day N] [--work-dir DIR]
+//!   cargo bench -p sediment-integration-tests --bench w2_merge -- [--rows-per-day N] [--work-dir DIR] [--rounds N]
 //!
 //! It prints tables of figures; nothing here is a pass/fail test.
 
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +38,9 @@ use sediment::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sediment::arrow::row::{RowConverter, SortField};
 use sediment::deltalake::datafusion::prelude::SessionContext;
 use sediment::{Table, WriteOptions};
+
+mod common;
+use common::{arg, mib, run_rounds, rusage};
 
 const DAYS: i64 = 100;
 const FIRST_DAY: i32 = 19844; // 2024-05-01
@@ -103,32 +105,6 @@ fn source(rows_per_day: i64) -> Vec<RecordBatch> {
     let new_ids: Vec<i64> = (0..total - updates).map(|i| DAYS * rows_per_day + i).collect();
     batches.push(orders(&new_ids, DAYS - 1, 0));
     batches
-}
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).unwrap();
-        }
-    }
-}
-
-fn rusage() -> (f64, u64) {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (secs(usage.ru_utime) + secs(usage.ru_stime), usage.ru_maxrss as u64 * 1024)
 }
 
 async fn run_one(mode: &str, dir: &Path, rows_per_day: i64) -> serde_json::Value {
@@ -255,10 +231,6 @@ async fn prepare(dir: &Path, rows_per_day: i64) {
     }
 }
 
-fn mib(bytes: f64) -> String {
-    format!("{:.1}", bytes / 1024.0 / 1024.0)
-}
-
 async fn lookups(uri: &str, rows_per_day: i64) {
     let table = Table::open(uri).await.unwrap();
     let id = (DAYS - 2) * rows_per_day + 12_345 % rows_per_day;
@@ -281,6 +253,11 @@ async fn lookups(uri: &str, rows_per_day: i64) {
             report.rows_returned
         );
     }
+}
+
+/// Run `future` to completion from inside the runtime (the round callbacks are sync).
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(future))
 }
 
 #[tokio::main]
@@ -307,37 +284,42 @@ async fn main() {
         rows_per_day
     );
 
-    let mut results = Vec::new();
+    let rounds: usize = arg("--rounds").map(|v| v.parse().unwrap()).unwrap_or(3);
     let mut sums = Vec::new();
-    for mode in ["sediment", "delta-rs", "floor"] {
-        let copy = base.join(format!("run-{mode}"));
-        let _ = std::fs::remove_dir_all(&copy);
-        copy_dir(&table_dir, &copy);
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--run-one", mode, "--dir", copy.to_str().unwrap(), "--rows-per-day", &rows_per_day.to_string()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
-        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
-        if mode == "sediment" {
-            println!("sediment's report: {}", String::from_utf8_lossy(&out.stderr).trim());
-        }
-        results.push(serde_json::from_str::<serde_json::Value>(&line).unwrap());
-        if mode != "floor" {
-            sums.push(checksum(&copy.to_string_lossy()).await);
-        }
-        if mode == "sediment" {
-            lookups(&copy.to_string_lossy(), rows_per_day).await;
-            println!();
-        }
-        let _ = std::fs::remove_dir_all(&copy);
-    }
+    let mut phases = Vec::new();
+    let mut lookups_done = false;
+    let extra = ["--rows-per-day".to_string(), rows_per_day.to_string()];
+    let results = run_rounds(
+        &table_dir,
+        &base,
+        &["sediment", "delta-rs", "floor"],
+        rounds,
+        &extra,
+        |mode, round, copy, figures| {
+            let uri = copy.to_string_lossy().to_string();
+            if round == 0 && mode != "floor" {
+                sums.push(block_on(checksum(&uri)));
+            }
+            if mode == "sediment" {
+                let report: serde_json::Value =
+                    serde_json::from_str(figures["stderr"].as_str().unwrap_or("{}")).unwrap_or_default();
+                phases.push(report["phases"].to_string());
+                if !lookups_done {
+                    block_on(lookups(&uri, rows_per_day));
+                    lookups_done = true;
+                }
+            }
+        },
+    );
+    println!("\nsediment's phases (ms) per round: {}", phases.join(" "));
+    println!("{rounds} rounds, modes interleaved; each row is the run with the median wall time\n");
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
     let delta = results[1].clone();
     println!(
-        "| {:<9} | {:>8} | {:>8} | {:>13} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} |",
+        "| {:<9} | {:>8} | {:>11} | {:>8} | {:>13} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} |",
         "run",
         "wall s",
+        "wall range",
         "cpu s",
         "peak RSS MiB",
         "files removed",
@@ -346,12 +328,16 @@ async fn main() {
         "wall/delta",
         "RSS/delta"
     );
-    println!("|{}|", [11, 10, 10, 15, 15, 13, 14, 12, 11].iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("|"));
+    println!(
+        "|{}|",
+        [11, 10, 13, 10, 15, 15, 13, 14, 12, 11].iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("|")
+    );
     for r in &results {
         println!(
-            "| {:<9} | {:>8.2} | {:>8.2} | {:>13} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} |",
+            "| {:<9} | {:>8.2} | {:>11} | {:>8.2} | {:>13} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} |",
             r["mode"].as_str().unwrap(),
             get(r, "wall_s"),
+            format!("{:.2}-{:.2}", get(r, "wall_min_s"), get(r, "wall_max_s")),
             get(r, "cpu_s"),
             mib(get(r, "peak_rss")),
             r["files_removed"],

@@ -1,0 +1,93 @@
+//! Helpers shared by the benchmark programs.
+
+use std::path::Path;
+use std::process::Command;
+
+/// The value after `name` on the command line.
+pub fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+/// Copy a directory tree (each run gets its own copy of the table).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// CPU seconds (user + system) and peak RSS in bytes of this process so far.
+///
+/// The peak is `VmHWM` from `/proc/self/status`, the high-water mark of this
+/// program's own memory: `getrusage`'s `ru_maxrss` would also count the parent's
+/// memory at the time it forked this process.
+pub fn rusage() -> (f64, u64) {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let hwm_kib = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .unwrap_or(usage.ru_maxrss as u64);
+    (secs(usage.ru_utime) + secs(usage.ru_stime), hwm_kib * 1024)
+}
+
+pub fn mib(bytes: f64) -> String {
+    format!("{:.1}", bytes / 1024.0 / 1024.0)
+}
+
+/// Run every mode `rounds` times, interleaved (so load on the machine hits all
+/// alike), each on a fresh copy of `table` in its own process (`--run-one MODE --dir
+/// COPY` plus `extra` arguments), and return per mode the run with the median wall
+/// time, with `wall_min_s` and `wall_max_s` added. `after` sees each copy before it
+/// is deleted.
+pub fn run_rounds(
+    table: &Path,
+    work: &Path,
+    modes: &[&str],
+    rounds: usize,
+    extra: &[String],
+    mut after: impl FnMut(&str, usize, &Path, &serde_json::Value),
+) -> Vec<serde_json::Value> {
+    let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); modes.len()];
+    for round in 0..rounds {
+        for (m, mode) in modes.iter().enumerate() {
+            let copy = work.join(format!("run-{mode}"));
+            let _ = std::fs::remove_dir_all(&copy);
+            copy_dir(table, &copy);
+            let out = Command::new(std::env::current_exe().unwrap())
+                .args(["--run-one", mode, "--dir", copy.to_str().unwrap()])
+                .args(extra)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{mode} failed: {}", String::from_utf8_lossy(&out.stderr));
+            let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+            let mut figures: serde_json::Value = serde_json::from_str(&line).unwrap();
+            figures["stderr"] = String::from_utf8_lossy(&out.stderr).trim().into();
+            after(mode, round, &copy, &figures);
+            runs[m].push(figures);
+            let _ = std::fs::remove_dir_all(&copy);
+        }
+    }
+    runs.into_iter()
+        .map(|mut r| {
+            r.sort_by(|a, b| a["wall_s"].as_f64().unwrap().total_cmp(&b["wall_s"].as_f64().unwrap()));
+            let mut median = r[r.len() / 2].clone();
+            median["wall_min_s"] = r[0]["wall_s"].clone();
+            median["wall_max_s"] = r[r.len() - 1]["wall_s"].clone();
+            median
+        })
+        .collect()
+}
