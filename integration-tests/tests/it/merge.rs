@@ -589,3 +589,34 @@ async fn dedupe_by_a_source_only_column() {
     model.insert(4, rows[2].clone());
     assert_eq!(table_rows(&table).await, model_rows(&model));
 }
+
+/// With the partition column among the keys, files of partitions the source does not
+/// touch are pruned even when their key ranges overlap the source's.
+#[tokio::test]
+async fn partition_keys_prune_other_partitions() {
+    let uri = s3_uri("merge-partition-key");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let mut model = BTreeMap::new();
+    // Ids interleaved over three days: every file spans ids 0..300.
+    let all: Vec<Order> =
+        (0..300).map(|id| Order { day: 19_000 + (id % 3) as i32, ..orders(id..id + 1, "new")[0].clone() }).collect();
+    for o in &all {
+        model.insert(o.id, o.clone());
+    }
+    table.write([orders_batch(&all)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
+    assert_eq!(table.files().unwrap().len(), 3);
+
+    let source: Vec<Order> =
+        all.iter().filter(|o| o.day == 19_001).take(10).map(|o| Order { status: "paid".into(), ..o.clone() }).collect();
+    let by_id = table.upsert([orders_batch(&source)], ["order_id"]).await.unwrap();
+    assert_eq!(by_id.files_pruned, 0, "id ranges overlap in every file: {by_id:?}");
+    let source: Vec<Order> = source.into_iter().map(|o| Order { status: "shipped".into(), ..o }).collect();
+    let by_id_and_date = table.upsert([orders_batch(&source)], ["order_id", "order_date"]).await.unwrap();
+    assert_eq!(by_id_and_date.files_pruned, 2, "{by_id_and_date:?}");
+    assert_eq!(by_id_and_date.files_rewritten, 1);
+    assert_eq!(by_id_and_date.rows_updated, 10);
+    for o in source {
+        model.insert(o.id, o);
+    }
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
