@@ -153,6 +153,9 @@ struct MergeArgs {
     /// The batch's version for --app-id; a batch at or below the recorded version is skipped.
     #[arg(long, requires = "app_id")]
     batch_version: Option<i64>,
+    /// Check the source and show which files the merge would open; change nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -583,6 +586,26 @@ async fn merge(args: MergeArgs, options: StorageOptions, json: bool) -> anyhow::
     }
     if let (Some(app), Some(version)) = (args.app_id, args.batch_version) {
         merge = merge.app_transaction(app, version);
+    }
+    if args.dry_run {
+        let plan = merge.plan()?;
+        if json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            println!(
+                "version {}: {} source rows ({} duplicates dropped); files: {} considered, {} pruned by key statistics and partitions, {} to probe",
+                plan.version,
+                plan.source_rows,
+                plan.source_duplicates_dropped,
+                plan.files_considered,
+                plan.files_pruned,
+                plan.candidates.len()
+            );
+            for path in &plan.candidates {
+                println!("  {path}");
+            }
+        }
+        return Ok(());
     }
     let report = merge.execute().await?;
     if json {

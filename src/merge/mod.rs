@@ -102,6 +102,23 @@ pub struct MergeReport {
     pub phases: MergePhases,
 }
 
+/// What a merge would touch, before anything is read: see [`Merge::plan`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MergePlan {
+    /// The version planned on.
+    pub version: u64,
+    /// Source rows after deduplication.
+    pub source_rows: u64,
+    /// Source rows deduplication would drop.
+    pub source_duplicates_dropped: u64,
+    /// Live files in the snapshot.
+    pub files_considered: usize,
+    /// Files that key statistics and partition values rule out.
+    pub files_pruned: usize,
+    /// The files that would be probed (and rewritten where a key matches).
+    pub candidates: Vec<String>,
+}
+
 /// Milliseconds spent in each phase of a merge's last attempt.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct MergePhases {
@@ -326,6 +343,35 @@ impl<'a> Merge<'a> {
     pub fn before_commit(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
         self.before_commit = Some(hook);
         self
+    }
+
+    /// Check the source and the clauses and plan the merge without reading or
+    /// writing any data file: which files it would open.
+    pub fn plan(self) -> Result<MergePlan> {
+        if !self.table.exists() {
+            return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.table.uri())));
+        }
+        let table_schema = self.table.arrow_schema()?;
+        let source = MergeSource::prepare(&self.source, &self.keys, self.dedupe_by.as_deref(), &table_schema)?;
+        let used: Vec<String> = self.keys.iter().chain(&self.dedupe_by).cloned().collect();
+        compile(
+            &table_schema,
+            &source.batch.schema(),
+            &used,
+            self.join_condition.as_deref(),
+            &self.matched,
+            &self.not_matched,
+            &self.by_source,
+        )?;
+        let (candidates, total) = candidates(self.table, &source, !self.by_source.is_empty())?;
+        Ok(MergePlan {
+            version: self.table.version().unwrap_or_default(),
+            source_rows: source.batch.num_rows() as u64,
+            source_duplicates_dropped: source.duplicates_dropped,
+            files_considered: total,
+            files_pruned: total - candidates.len(),
+            candidates: candidates.into_iter().map(|a| a.path).collect(),
+        })
     }
 
     /// Run the merge.

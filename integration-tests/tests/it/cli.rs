@@ -222,6 +222,18 @@ fn merge_on_the_command_line() {
     lines.sort();
     assert_eq!(lines, ["1,apple,5", "2,pear,30", "4,fig,1"]);
 
+    // A dry run shows the files the merge would open and changes nothing.
+    let version = version_of(&uri);
+    let out = run(&["merge", &uri, &changes, "--key", "id", "--delete-when", "source.op = 'd'", "--dry-run", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["source_rows"], 3, "{plan}");
+    assert_eq!(
+        plan["files_considered"].as_u64().unwrap(),
+        plan["candidates"].as_array().unwrap().len() as u64 + plan["files_pruned"].as_u64().unwrap()
+    );
+    assert_eq!(version_of(&uri), version);
+
     // Duplicate keys are refused by name unless a dedupe column is given.
     let dup = write(dir.path(), "dup.csv", "id,name,qty\n5,kiwi,1\n5,kiwi,2\n");
     let version = version_of(&uri);

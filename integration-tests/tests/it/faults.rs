@@ -160,3 +160,30 @@ async fn a_corrupt_input_file_gives_up_its_bin_by_name_and_the_rest_commit() {
     assert_eq!(files.iter().filter(|f| f.partition_values["event_date"].as_deref() == Some("2024-05-03")).count(), 4);
     assert_eq!(files.len(), 8);
 }
+
+/// A merge that meets a damaged target file fails naming it, commits nothing and
+/// deletes the files it had written for the other targets.
+#[tokio::test]
+async fn a_merge_meeting_a_corrupt_file_fails_by_name_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uri, mut table) = local_table(&dir, "merge-corrupt", 4).await;
+    let version = table.version();
+    let victim = table.files().unwrap().into_iter().next().unwrap();
+    let path = dir.path().join("merge-corrupt").join(&victim.path);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+
+    // Every event again with another amount: every file holds a matched key.
+    let source = sediment::demo::events_batch(0, 1_200);
+    let amount = source.schema().index_of("amount").unwrap();
+    let mut columns = source.columns().to_vec();
+    columns[amount] = Arc::new(sediment::arrow::array::Float64Array::from(vec![1.0; 1_200]));
+    let source = sediment::arrow::array::RecordBatch::try_new(source.schema(), columns).unwrap();
+    let err = table.upsert([source], ["event_id"]).await.unwrap_err();
+    assert!(err.to_string().contains(&victim.path), "{err}");
+
+    let after = Table::open(&uri).await.unwrap();
+    assert_eq!(after.version(), version, "nothing committed");
+    let orphans: Vec<String> = after.orphan_files().await.unwrap().into_iter().map(|o| o.path).collect();
+    assert!(orphans.is_empty(), "the merge's own files are deleted: {orphans:?}");
+}
