@@ -277,8 +277,7 @@ impl Table {
                     RowChange::Update(_) => apply_assignments(&batch, &matches, &assignments)?,
                 };
                 if out.num_rows() > 0 {
-                    let fitted = sink.fit(&out)?;
-                    sink.write_fitted(fitted).await?;
+                    sink.write(&out).await?;
                 }
             }
             Ok(())

@@ -117,17 +117,7 @@ impl Table {
                 }
             }
         }
-        let selected: Vec<Add> = state
-            .log_data()
-            .iter()
-            .zip(&keep)
-            .filter(|(_, k)| **k)
-            // delta-rs's table provider takes the selection as `add` actions.
-            .map(|(f, _)| {
-                #[allow(deprecated)]
-                f.add_action()
-            })
-            .collect();
+        let selected = selected_adds(state, &keep);
         report.files_after_stats_skipping = selected.len();
         report.bytes_in_selected_files = selected.iter().map(|a| a.size.max(0) as u64).sum();
         Ok(ScanPlan { report, files: selected, predicate })
@@ -279,4 +269,19 @@ pub(crate) fn decode_dictionaries(batch: RecordBatch, schema: &SchemaRef) -> Res
             })
             .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// The `add` actions of the snapshot's files where `keep` (one flag per file, in log
+/// order) holds; delta-rs's table provider takes a selection as `add` actions.
+pub(crate) fn selected_adds(state: &deltalake::table::state::DeltaTableState, keep: &[bool]) -> Vec<Add> {
+    state
+        .log_data()
+        .iter()
+        .zip(keep)
+        .filter(|(_, k)| **k)
+        .map(|(f, _)| {
+            #[allow(deprecated)]
+            f.add_action()
+        })
+        .collect()
 }

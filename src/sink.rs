@@ -157,6 +157,12 @@ impl FileSink {
         self.writer.as_mut().ok_or_else(|| Error::internal("file sink without a writer"))
     }
 
+    /// Fit and write `batch` (a merge or rewrite output, never refused half-way).
+    pub(crate) async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let fitted = self.fit(batch)?;
+        self.write_fitted(fitted).await
+    }
+
     /// Close the open files and return the `add` actions of everything written.
     pub(crate) async fn finish(&mut self) -> Result<Vec<Add>> {
         let mut adds = std::mem::take(&mut self.finished);

@@ -124,33 +124,23 @@ impl MergeJob {
         )?;
         let mut held: Vec<RecordBatch> = Vec::new();
         let mut held_bytes = 0usize;
-        let mut writing = false;
         let outcome: Result<()> = async {
             let mut stream = self.read(&result.add, None).await?;
             while let Some(batch) = stream.next().await {
                 let target = to_table_types(&batch?, &self.compiled.table_schema)?;
                 let out = self.merge_batch(&target, &mut result)?;
-                if out.num_rows() == 0 {
-                    continue;
+                if out.num_rows() > 0 {
+                    held_bytes += out.get_array_memory_size();
+                    held.push(out);
                 }
+                // Once a row changed (in this batch or an earlier one, even one whose
+                // rows were all deleted), everything held and everything after is written.
                 let changed = result.rows_updated > 0 || result.rows_deleted > 0;
-                held_bytes += out.get_array_memory_size();
-                held.push(out);
                 if changed || held_bytes > HOLD_BACK_BYTES {
-                    writing = true;
-                }
-                if writing {
                     for out in held.drain(..) {
-                        let fitted = sink.fit(&out)?;
-                        sink.write_fitted(fitted).await?;
+                        sink.write(&out).await?;
                     }
                     held_bytes = 0;
-                }
-            }
-            if writing {
-                for out in held.drain(..) {
-                    let fitted = sink.fit(&out)?;
-                    sink.write_fitted(fitted).await?;
                 }
             }
             Ok(())
@@ -253,8 +243,7 @@ impl MergeJob {
                 for chunk in indices.chunks(INSERT_CHUNK) {
                     for out in self.insert_rows(chunk, through_clauses)? {
                         inserted += out.num_rows() as u64;
-                        let fitted = sink.fit(&out)?;
-                        sink.write_fitted(fitted).await?;
+                        sink.write(&out).await?;
                     }
                 }
             }

@@ -345,16 +345,14 @@ impl<'a> Merge<'a> {
         self
     }
 
-    /// Check the source and the clauses and plan the merge without reading or
-    /// writing any data file: which files it would open.
-    pub fn plan(self) -> Result<MergePlan> {
-        if !self.table.exists() {
-            return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.table.uri())));
-        }
+    /// The checked, indexed source and the clauses compiled against it, for the
+    /// table's current version.
+    fn prepare(&self) -> Result<(MergeSource, clauses::Compiled)> {
         let table_schema = self.table.arrow_schema()?;
         let source = MergeSource::prepare(&self.source, &self.keys, self.dedupe_by.as_deref(), &table_schema)?;
+        // Source columns the merge uses besides its clauses: the keys, the dedupe column.
         let used: Vec<String> = self.keys.iter().chain(&self.dedupe_by).cloned().collect();
-        compile(
+        let compiled = compile(
             &table_schema,
             &source.batch.schema(),
             &used,
@@ -363,6 +361,16 @@ impl<'a> Merge<'a> {
             &self.not_matched,
             &self.by_source,
         )?;
+        Ok((source, compiled))
+    }
+
+    /// Check the source and the clauses and plan the merge without reading or
+    /// writing any data file: which files it would open.
+    pub fn plan(self) -> Result<MergePlan> {
+        if !self.table.exists() {
+            return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.table.uri())));
+        }
+        let (source, _) = self.prepare()?;
         let (candidates, total) = candidates(self.table, &source, !self.by_source.is_empty())?;
         Ok(MergePlan {
             version: self.table.version().unwrap_or_default(),
@@ -396,19 +404,7 @@ impl<'a> Merge<'a> {
         let mut retries = 0;
         loop {
             let prepare_started = Instant::now();
-            let table_schema = self.table.arrow_schema()?;
-            let source = MergeSource::prepare(&self.source, &self.keys, self.dedupe_by.as_deref(), &table_schema)?;
-            // Source columns the merge uses besides its clauses: the keys, the dedupe column.
-            let used: Vec<String> = self.keys.iter().chain(&self.dedupe_by).cloned().collect();
-            let compiled = compile(
-                &table_schema,
-                &source.batch.schema(),
-                &used,
-                self.join_condition.as_deref(),
-                &self.matched,
-                &self.not_matched,
-                &self.by_source,
-            )?;
+            let (source, compiled) = self.prepare()?;
             let job = Arc::new(MergeJob {
                 table: self.table.clone(),
                 source,
@@ -654,16 +650,7 @@ fn candidates(table: &Table, source: &MergeSource, read_all: bool) -> Result<(Ve
             }
         }
     }
-    let files = log
-        .iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(f, _)| {
-            #[allow(deprecated)]
-            f.add_action()
-        })
-        .collect();
-    Ok((files, total))
+    Ok((crate::scan::selected_adds(state, &keep), total))
 }
 
 /// `k >= min AND k <= max` over every key whose bounds can be written as SQL; `None`

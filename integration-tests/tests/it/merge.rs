@@ -620,3 +620,27 @@ async fn partition_keys_prune_other_partitions() {
     }
     assert_eq!(table_rows(&table).await, model_rows(&model));
 }
+
+/// A file read in several batches whose last batch is deleted whole: the unchanged
+/// rows held back from the first batch are still written.
+#[tokio::test]
+async fn deleting_a_files_last_batch_keeps_its_other_rows() {
+    let uri = s3_uri("merge-last-batch");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    // One unpartitioned file of 10,000 rows: read as batches of 8,192 and 1,808.
+    let all: Vec<Order> = orders(0..10_000, "new").into_iter().map(|o| Order { day: 19_000, ..o }).collect();
+    table.write([orders_batch(&all)], WriteOptions::append()).await.unwrap();
+    assert_eq!(table.files().unwrap().len(), 1);
+    let doomed = &all[8_192..];
+    let report = table
+        .merge([orders_batch(doomed)])
+        .on(["order_id"])
+        .when_matched(MatchedAction::Delete)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.rows_deleted, 1_808, "{report:?}");
+    assert_eq!(report.files_rewritten, 1, "{report:?}");
+    let model: BTreeMap<i64, Order> = all[..8_192].iter().map(|o| (o.id, o.clone())).collect();
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
