@@ -79,9 +79,19 @@ impl FileResult {
 impl MergeJob {
     /// Merge the source into one target file. `probe`: read the keys first and leave
     /// the file alone when none matches.
-    pub(crate) async fn merge_file(self: Arc<Self>, add: Add, probe: bool) -> Result<FileResult> {
-        if probe && !self.any_key_matches(&add).await.map_err(|e| e.context(format!("reading {}", add.path)))? {
-            return Ok(FileResult::untouched(add));
+    /// Merge the source into one target file. `probe`: read the keys first and leave
+    /// the file alone when none matches. `rewrite`: whether matched rows may change
+    /// (without it, as for an insert-only merge, the probe alone says which source
+    /// keys exist).
+    pub(crate) async fn merge_file(self: Arc<Self>, add: Add, probe: bool, rewrite: bool) -> Result<FileResult> {
+        if probe || !rewrite {
+            let matched =
+                self.matched_keys(&add, rewrite).await.map_err(|e| e.context(format!("reading {}", add.path)))?;
+            if matched.is_empty() || !rewrite {
+                let mut result = FileResult::untouched(add);
+                result.matched_sources = matched;
+                return Ok(result);
+            }
         }
         self.rewrite(add.clone()).await.map_err(|e| e.context(format!("rewriting {}", add.path)))
     }
@@ -102,15 +112,19 @@ impl MergeJob {
         Ok(frame.execute_stream().await?)
     }
 
-    async fn any_key_matches(&self, add: &Add) -> Result<bool> {
+    /// The source rows whose keys the file holds, reading only its key columns;
+    /// with `first_only`, stop at the first one.
+    async fn matched_keys(&self, add: &Add, first_only: bool) -> Result<Vec<u32>> {
+        let mut matched = Vec::new();
         let mut stream = self.read(add, Some(&self.source.keys.columns)).await?;
         while let Some(batch) = stream.next().await {
             let batch = to_table_types(&batch?, &self.compiled.table_schema)?;
-            if self.source.lookup(&batch)?.null_count() < batch.num_rows() {
-                return Ok(true);
+            matched.extend(self.source.lookup(&batch)?.iter().flatten());
+            if first_only && !matched.is_empty() {
+                break;
             }
         }
-        Ok(false)
+        Ok(matched)
     }
 
     async fn rewrite(&self, add: Add) -> Result<FileResult> {

@@ -458,13 +458,14 @@ impl<'a> Merge<'a> {
         report.files_considered = total;
         report.files_pruned = total - candidates.len();
         report.files_read = candidates.len();
-        // Files are only worth opening when a clause can change matched or unmatched target rows.
-        let touch_targets = !self.matched.is_empty() || read_all;
-        let tasks = futures::stream::iter(if touch_targets { candidates } else { Vec::new() })
+        // Matched rows can change only through a matched or a by-source clause; an
+        // insert-only merge still probes the candidates to learn which keys exist.
+        let rewrite = self.matched.iter().any(|c| c.action != MatchedAction::Ignore) || read_all;
+        let tasks = futures::stream::iter(candidates)
             .map(|add| {
                 let job = job.clone();
                 async move {
-                    tokio::spawn(job.merge_file(add, !read_all))
+                    tokio::spawn(job.merge_file(add, !read_all, rewrite))
                         .await
                         .unwrap_or_else(|e| Err(Error::internal(format!("merge task failed: {e}"))))
                 }

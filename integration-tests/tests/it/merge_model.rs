@@ -24,6 +24,8 @@ enum Op {
     UpsertIfLarger(Vec<Row>),
     /// Delete the rows whose keys the source holds.
     DeleteMatched(Vec<Row>),
+    /// Insert only the rows whose keys the table lacks (no matched clause).
+    InsertNew(Vec<Row>),
     /// Upsert, and delete target rows of group `g` that the source does not mention.
     Sync(Vec<Row>, String),
     /// `DELETE WHERE v < x`.
@@ -42,6 +44,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => rows(20).prop_map(Op::Upsert),
         1 => rows(20).prop_map(Op::UpsertIfLarger),
         1 => rows(10).prop_map(Op::DeleteMatched),
+        1 => rows(15).prop_map(Op::InsertNew),
         1 => (rows(15), prop::sample::select(vec!["a", "b", "c"])).prop_map(|(r, g)| Op::Sync(r, g.to_string())),
         1 => (0i64..100).prop_map(Op::DeleteWhere),
         1 => (1i64..5).prop_map(Op::UpdateWhere),
@@ -89,6 +92,11 @@ fn apply_to_model(model: &mut Model, op: &Op) {
                 model.remove(k);
             }
         }
+        Op::InsertNew(rows) => {
+            for (k, v, g) in rows {
+                model.entry(*k).or_insert((*v, g.clone()));
+            }
+        }
         Op::Sync(rows, group) => {
             model.retain(|k, (_, g)| g != group || rows.iter().any(|r| r.0 == *k));
             for (k, v, g) in rows {
@@ -108,7 +116,11 @@ fn apply_to_model(model: &mut Model, op: &Op) {
 
 async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
     match op {
-        Op::Upsert(rows) | Op::UpsertIfLarger(rows) | Op::DeleteMatched(rows) | Op::Sync(rows, _)
+        Op::Upsert(rows)
+        | Op::UpsertIfLarger(rows)
+        | Op::DeleteMatched(rows)
+        | Op::InsertNew(rows)
+        | Op::Sync(rows, _)
             if rows.is_empty() =>
         {
             // An empty source is not a merge; the model is unchanged too (except Sync,
@@ -131,6 +143,9 @@ async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
         }
         Op::DeleteMatched(rows) => {
             table.merge([batch(rows)]).on(["k"]).when_matched(MatchedAction::Delete).execute().await?;
+        }
+        Op::InsertNew(rows) => {
+            table.merge([batch(rows)]).on(["k"]).when_not_matched_insert_all().execute().await?;
         }
         Op::Sync(rows, group) => {
             table
