@@ -390,19 +390,21 @@ impl<'a> Merge<'a> {
         if !self.table.exists() {
             return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.table.uri())));
         }
-        if let Some((app, version)) = &self.app_transaction
-            && let Some(done) = self.table.app_transaction_version(app).await?
-            && done >= *version
-        {
-            tracing::info!(app, version, done, "merge batch already committed; nothing to do");
-            report.replayed = true;
-            return Ok(report);
-        }
         if self.matched.is_empty() && self.not_matched.is_empty() && self.by_source.is_empty() {
             return Err(Error::invalid("a merge needs at least one when-matched or when-not-matched clause"));
         }
         let mut retries = 0;
         loop {
+            // Checked on every attempt: a racing loader may have committed the batch.
+            if let Some((app, version)) = &self.app_transaction
+                && let Some(done) = self.table.app_transaction_version(app).await?
+                && done >= *version
+            {
+                tracing::info!(app, version, done, "merge batch already committed; nothing to do");
+                report.replayed = true;
+                report.retries = retries;
+                return Ok(report);
+            }
             let prepare_started = Instant::now();
             let (source, compiled) = self.prepare()?;
             let job = Arc::new(MergeJob {
@@ -433,9 +435,11 @@ impl<'a> Merge<'a> {
     async fn attempt(&mut self, job: Arc<MergeJob>) -> Result<MergeReport> {
         let state = self.table.state()?;
         features::check_writable(self.table.uri(), state)?;
-        let changes_rows =
-            !self.by_source.is_empty() || self.matched.iter().any(|c| !matches!(c.action, MatchedAction::Ignore));
-        if changes_rows && features::is_append_only(state) {
+        let read_all = !self.by_source.is_empty();
+        // Matched rows can change only through a matched or a by-source clause; an
+        // insert-only merge still probes the candidates to learn which keys exist.
+        let rewrite = self.matched.iter().any(|c| c.action != MatchedAction::Ignore) || read_all;
+        if rewrite && features::is_append_only(state) {
             return Err(Error::invalid(format!(
                 "table {} is append-only (delta.appendOnly = true); a merge may only insert",
                 self.table.uri()
@@ -446,7 +450,6 @@ impl<'a> Merge<'a> {
             source_duplicates_dropped: job.source.duplicates_dropped,
             ..Default::default()
         };
-        let read_all = !self.by_source.is_empty();
         let mut clock = Instant::now();
         let mut lap = move || {
             let ms = clock.elapsed().as_millis() as u64;
@@ -458,9 +461,6 @@ impl<'a> Merge<'a> {
         report.files_considered = total;
         report.files_pruned = total - candidates.len();
         report.files_read = candidates.len();
-        // Matched rows can change only through a matched or a by-source clause; an
-        // insert-only merge still probes the candidates to learn which keys exist.
-        let rewrite = self.matched.iter().any(|c| c.action != MatchedAction::Ignore) || read_all;
         let tasks = futures::stream::iter(candidates)
             .map(|add| {
                 let job = job.clone();

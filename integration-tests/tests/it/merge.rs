@@ -644,3 +644,46 @@ async fn deleting_a_files_last_batch_keeps_its_other_rows() {
     let model: BTreeMap<i64, Order> = all[..8_192].iter().map(|o| (o.id, o.clone())).collect();
     assert_eq!(table_rows(&table).await, model_rows(&model));
 }
+
+/// Two loaders merge the same batch at once: one commits it, the other finds it
+/// committed when it plans again and commits nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_loaders_commit_a_batch_once() {
+    let uri = s3_uri("merge-racing-loaders");
+    let (mut table, mut model) = orders_table(&uri, 1).await;
+    let source = orders(50..60, "paid");
+    let batch = orders_batch(&source);
+    let other = batch.clone();
+    let hook = once_before_commit(&uri, move |mut t: Table| {
+        let batch = other.clone();
+        async move {
+            let report = t
+                .merge([batch])
+                .on(["order_id"])
+                .when_matched(MatchedAction::UpdateAll)
+                .app_transaction("loader", 3)
+                .execute()
+                .await
+                .unwrap();
+            assert!(report.version.is_some());
+        }
+    });
+    let version = table.version().unwrap();
+    let report = table
+        .merge([batch])
+        .on(["order_id"])
+        .when_matched(MatchedAction::UpdateAll)
+        .app_transaction("loader", 3)
+        .before_commit(hook)
+        .execute()
+        .await
+        .unwrap();
+    assert!(report.replayed, "{report:?}");
+    assert_eq!(report.retries, 1, "{report:?}");
+    table.refresh().await.unwrap();
+    assert_eq!(table.version(), Some(version + 1), "the batch is committed once");
+    for o in source {
+        model.insert(o.id, o);
+    }
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
