@@ -36,6 +36,7 @@ use std::time::Instant;
 
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::DataType;
+use deltalake::datafusion::common::tree_node::{Transformed, TreeNode};
 use deltalake::datafusion::common::{Column, ScalarValue};
 use deltalake::datafusion::logical_expr::{Expr, col, lit};
 use deltalake::datafusion::physical_optimizer::pruning::PruningStatistics;
@@ -371,7 +372,7 @@ impl<'a> Merge<'a> {
             return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.table.uri())));
         }
         let (source, _) = self.prepare()?;
-        let (candidates, total) = candidates(self.table, &source, !self.by_source.is_empty())?;
+        let (candidates, total) = candidates(self.table, &source, &self.by_source)?;
         Ok(MergePlan {
             version: self.table.version().unwrap_or_default(),
             source_rows: source.batch.num_rows() as u64,
@@ -456,7 +457,7 @@ impl<'a> Merge<'a> {
             clock = Instant::now();
             ms
         };
-        let (candidates, total) = candidates(self.table, &job.source, read_all)?;
+        let (candidates, total) = candidates(self.table, &job.source, &self.by_source)?;
         report.phases.prune_ms = lap();
         report.files_considered = total;
         report.files_pruned = total - candidates.len();
@@ -615,13 +616,14 @@ fn remove_of(add: &Add) -> Remove {
 }
 
 /// The files that may hold a source key, and the number of live files. With
-/// `read_all` every file is a candidate.
-fn candidates(table: &Table, source: &MergeSource, read_all: bool) -> Result<(Vec<Add>, usize)> {
+/// not-matched-by-source clauses, the files they may change are candidates too.
+fn candidates(table: &Table, source: &MergeSource, by_source: &[BySourceClause]) -> Result<(Vec<Add>, usize)> {
     let state = table.state()?;
     let log = state.log_data();
     let total = log.num_containers();
     let mut keep = vec![true; total];
-    if !read_all {
+    let by_source_files = by_source_files(table, by_source)?;
+    if by_source_files.as_ref().is_none_or(|files| files.iter().any(|f| !f)) {
         for keys in &source.sorted_keys {
             let column = Column::from_name(&keys.column);
             let key_type = keys.min.data_type().clone();
@@ -650,8 +652,51 @@ fn candidates(table: &Table, source: &MergeSource, read_all: bool) -> Result<(Ve
                 }
             }
         }
+        // Files a not-matched-by-source clause may change are read whatever their keys.
+        if let Some(files) = by_source_files {
+            for (keep, by_source) in keep.iter_mut().zip(files) {
+                *keep |= by_source;
+            }
+        }
     }
     Ok((crate::scan::selected_adds(state, &keep), total))
+}
+
+/// Which files not-matched-by-source clauses may change (`None` without such
+/// clauses): the files whose partition values satisfy a clause's condition when every
+/// condition mentions only partition columns, else every file.
+fn by_source_files(table: &Table, clauses: &[BySourceClause]) -> Result<Option<Vec<bool>>> {
+    if clauses.is_empty() {
+        return Ok(None);
+    }
+    let files = table.files()?;
+    let all = || Ok(Some(vec![true; files.len()]));
+    let schema = table.arrow_schema()?;
+    let partition_columns = table.partition_columns()?;
+    let df_schema = deltalake::datafusion::common::DFSchema::try_from_qualified_schema(TARGET, &schema)?;
+    let ctx = deltalake::datafusion::prelude::SessionContext::new();
+    let mut touched = vec![false; files.len()];
+    for clause in clauses {
+        let Some(sql) = &clause.condition else { return all() };
+        // Already checked by the clause compiler; anything unexpected reads every file.
+        let Ok(expr) = ctx.parse_sql_expr(sql, &df_schema) else { return all() };
+        let unqualified = expr
+            .transform_up(|e| {
+                Ok(match e {
+                    Expr::Column(c) => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
+                    other => Transformed::no(other),
+                })
+            })?
+            .data;
+        if !unqualified.column_refs().iter().all(|c| partition_columns.contains(&c.name)) {
+            return all();
+        }
+        let matches = crate::predicate::Predicate::match_partitions(&unqualified, &files, &schema, &partition_columns)?;
+        for (t, m) in touched.iter_mut().zip(matches) {
+            *t |= m;
+        }
+    }
+    Ok(Some(touched))
 }
 
 /// `k >= min AND k <= max` over every key whose bounds can be written as SQL; `None`

@@ -687,3 +687,29 @@ async fn racing_loaders_commit_a_batch_once() {
     }
     assert_eq!(table_rows(&table).await, model_rows(&model));
 }
+
+/// Syncing one partition: a not-matched-by-source delete whose condition names only
+/// partition columns reads that partition's files, not the whole table.
+#[tokio::test]
+async fn syncing_one_partition_reads_only_its_files() {
+    let uri = s3_uri("merge-sync-partition");
+    let (mut table, mut model) = orders_table(&uri, 3).await;
+    let source = orders(10..20, "synced");
+    let report = table
+        .merge([orders_batch(&source)])
+        .on(["order_id"])
+        .when_matched(MatchedAction::UpdateAll)
+        .when_not_matched_insert_all()
+        .when_not_matched_by_source_if("target.order_date = '2022-01-08'", NotMatchedBySourceAction::Delete)
+        .execute()
+        .await
+        .unwrap();
+    assert_eq!(report.files_pruned, 2, "{report:?}");
+    assert_eq!(report.rows_deleted, 90, "{report:?}");
+    assert_eq!(report.rows_updated, 10, "{report:?}");
+    model.retain(|id, o| o.day != 19_000 || (10..20).contains(id));
+    for o in source {
+        model.insert(o.id, o);
+    }
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
