@@ -88,9 +88,11 @@ pub(crate) enum Action {
     Ignore,
 }
 
-pub(crate) struct CompiledMatched {
+/// A matched or not-matched-by-source clause, compiled.
+pub(crate) struct CompiledClause {
     pub condition: Option<PExpr>,
     pub action: Action,
+    /// Also insert the matching source row (matched clauses of SCD type 2 only).
     pub reinsert: bool,
 }
 
@@ -100,19 +102,14 @@ pub(crate) struct CompiledInsert {
     pub values: Vec<Option<PExpr>>,
 }
 
-pub(crate) struct CompiledBySource {
-    pub condition: Option<PExpr>,
-    pub action: Action,
-}
-
 /// Every clause compiled against the joined schema.
 pub(crate) struct Compiled {
     pub table_schema: SchemaRef,
     pub joined_schema: SchemaRef,
     pub join_filter: Option<PExpr>,
-    pub matched: Vec<CompiledMatched>,
+    pub matched: Vec<CompiledClause>,
     pub not_matched: Vec<CompiledInsert>,
-    pub by_source: Vec<CompiledBySource>,
+    pub by_source: Vec<CompiledClause>,
 }
 
 /// Which side of the join a column reference belongs to.
@@ -255,7 +252,7 @@ pub(crate) fn compile(
             MatchedAction::Delete => Action::Delete,
             MatchedAction::Ignore => Action::Ignore,
         };
-        compiled_matched.push(CompiledMatched { condition, action, reinsert: clause.reinsert });
+        compiled_matched.push(CompiledClause { condition, action, reinsert: clause.reinsert });
     }
     let mut compiled_inserts = Vec::new();
     for clause in not_matched {
@@ -285,7 +282,7 @@ pub(crate) fn compile(
             NotMatchedBySourceAction::Update(a) => Action::Update(c.assignments(a, &[Side::Target])?),
             NotMatchedBySourceAction::Delete => Action::Delete,
         };
-        compiled_by_source.push(CompiledBySource { condition, action });
+        compiled_by_source.push(CompiledClause { condition, action, reinsert: false });
     }
     if matched.iter().any(|m| m.reinsert) && compiled_inserts.is_empty() {
         return Err(Error::internal("a reinserting matched clause needs a not-matched clause"));

@@ -19,7 +19,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
 use futures::StreamExt;
 
-use super::clauses::{Action, Compiled, condition_mask};
+use super::clauses::{Action, Compiled, CompiledClause, condition_mask};
 use super::source::MergeSource;
 use crate::error::{Error, Result};
 use crate::schema::SchemaMode;
@@ -202,40 +202,43 @@ impl MergeJob {
             deleted: BooleanArray::from(vec![false; rows]),
             changed: BooleanArray::from(vec![false; rows]),
         };
-        let mut remaining = matched.clone();
-        for clause in &compiled.matched {
-            if remaining.true_count() == 0 {
-                break;
-            }
-            let fire = and(&remaining, &condition_mask(&clause.condition, &joined)?)?;
-            if fire.true_count() == 0 {
-                continue;
-            }
-            state.apply(compiled, &clause.action, &fire, &joined, result)?;
-            if clause.reinsert {
-                result.reinsert.extend((0..rows).filter(|i| fire.value(*i)).map(|i| source_rows.value(i)));
-            }
-            remaining = and(&remaining, &not(&fire)?)?;
-        }
+        self.apply_in_order(&compiled.matched, matched.clone(), &mut state, &joined, &source_rows, result)?;
         if !compiled.by_source.is_empty() {
-            let mut remaining = not(&matched)?;
-            for clause in &compiled.by_source {
-                if remaining.true_count() == 0 {
-                    break;
-                }
-                let fire = and(&remaining, &condition_mask(&clause.condition, &joined)?)?;
-                if fire.true_count() == 0 {
-                    continue;
-                }
-                state.apply(compiled, &clause.action, &fire, &joined, result)?;
-                remaining = and(&remaining, &not(&fire)?)?;
-            }
+            self.apply_in_order(&compiled.by_source, not(&matched)?, &mut state, &joined, &source_rows, result)?;
         }
         let deleted = state.deleted.true_count();
         result.rows_deleted += deleted as u64;
         result.rows_copied += (rows - deleted - state.changed.true_count()) as u64;
         let out = RecordBatch::try_new(nullable(&compiled.table_schema), state.columns)?;
         Ok(if deleted > 0 { filter_record_batch(&out, &not(&state.deleted)?)? } else { out })
+    }
+
+    /// Apply `clauses` in order to the `remaining` rows: each row fires at most one,
+    /// the first whose condition holds.
+    fn apply_in_order(
+        &self,
+        clauses: &[CompiledClause],
+        mut remaining: BooleanArray,
+        state: &mut BatchState,
+        joined: &RecordBatch,
+        source_rows: &UInt32Array,
+        result: &mut FileResult,
+    ) -> Result<()> {
+        for clause in clauses {
+            if remaining.true_count() == 0 {
+                break;
+            }
+            let fire = and(&remaining, &condition_mask(&clause.condition, joined)?)?;
+            if fire.true_count() == 0 {
+                continue;
+            }
+            state.apply(&self.compiled, &clause.action, &fire, joined, result)?;
+            if clause.reinsert {
+                result.reinsert.extend((0..fire.len()).filter(|i| fire.value(*i)).map(|i| source_rows.value(i)));
+            }
+            remaining = and(&remaining, &not(&fire)?)?;
+        }
+        Ok(())
     }
 
     /// Insert the source rows no target row matched (through the not-matched clauses)
