@@ -155,6 +155,18 @@ impl From<deltalake::arrow::error::ArrowError> for Error {
     }
 }
 
+impl From<deltalake::parquet::errors::ParquetError> for Error {
+    fn from(err: deltalake::parquet::errors::ParquetError) -> Self {
+        use deltalake::parquet::errors::ParquetError as P;
+        // Storage failures reach the parquet reader as external errors.
+        let kind = match &err {
+            P::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => ErrorKind::Unavailable,
+            _ => ErrorKind::Data,
+        };
+        Self { kind, message: err.to_string(), source: Some(Box::new(err)) }
+    }
+}
+
 impl From<deltalake::datafusion::error::DataFusionError> for Error {
     fn from(err: deltalake::datafusion::error::DataFusionError) -> Self {
         use deltalake::datafusion::error::DataFusionError as D;

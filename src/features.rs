@@ -116,3 +116,19 @@ fn schema_has_metadata(schema: &StructType, key: &str) -> bool {
     // The schema's JSON form carries every (nested) field's metadata.
     serde_json::to_string(schema).map(|json| json.contains(&format!("\"{key}\""))).unwrap_or(false)
 }
+
+/// Whether changes may mark rows deleted with deletion vectors instead of rewriting
+/// files: the table declares the `deletionVectors` writer feature and
+/// `delta.enableDeletionVectors = true`.
+pub fn deletion_vectors_enabled(state: &DeltaTableState) -> bool {
+    let declared = state
+        .protocol()
+        .writer_features()
+        .is_some_and(|features| features.iter().any(|f| f.as_ref() == "deletionVectors"));
+    let enabled = state
+        .metadata()
+        .configuration()
+        .get("delta.enableDeletionVectors")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    declared && enabled
+}

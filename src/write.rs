@@ -66,6 +66,11 @@ pub struct WriteOptions {
     pub max_retries: usize,
     /// Exactly-once: an application id and the version of the batch being written.
     pub app_transaction: Option<(String, i64)>,
+    /// Table properties of a new table (`delta.targetFileSize`, `delta.appendOnly`,
+    /// `delta.enableDeletionVectors`, user keys); ignored for an existing table.
+    /// `delta.enableDeletionVectors = true` creates the table on protocol 3/7 with the
+    /// `deletionVectors` feature, which merges then use instead of rewriting files.
+    pub table_properties: Vec<(String, String)>,
 }
 
 impl Default for WriteOptions {
@@ -78,6 +83,7 @@ impl Default for WriteOptions {
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             max_retries: 15,
             app_transaction: None,
+            table_properties: Vec::new(),
         }
     }
 }
@@ -86,6 +92,12 @@ impl WriteOptions {
     /// Options for an append.
     pub fn append() -> Self {
         Self::default()
+    }
+
+    /// Set a table property of a new table (see [`WriteOptions::table_properties`]).
+    pub fn table_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.table_properties.push((key.into(), value.into()));
+        self
     }
 
     /// Options for a full overwrite.
@@ -312,16 +324,27 @@ impl Table {
             let mut removed = 0;
             if !self.exists() {
                 let kernel_schema: StructType = schema.as_ref().try_into_kernel()?;
-                let protocol: deltalake::kernel::Protocol = serde_json::from_value(serde_json::json!({
-                    "minReaderVersion": 1,
-                    "minWriterVersion": 2
-                }))
-                .map_err(|e| Error::internal(format!("building protocol action: {e}")))?;
+                let deletion_vectors = options
+                    .table_properties
+                    .iter()
+                    .any(|(k, v)| k == "delta.enableDeletionVectors" && v.eq_ignore_ascii_case("true"));
+                let protocol = if deletion_vectors {
+                    serde_json::json!({
+                        "minReaderVersion": 3,
+                        "minWriterVersion": 7,
+                        "readerFeatures": ["deletionVectors"],
+                        "writerFeatures": ["deletionVectors"]
+                    })
+                } else {
+                    serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2})
+                };
+                let protocol: deltalake::kernel::Protocol = serde_json::from_value(protocol)
+                    .map_err(|e| Error::internal(format!("building protocol action: {e}")))?;
                 actions.push(Action::Protocol(protocol));
                 actions.push(Action::Metadata(new_metadata(
                     &kernel_schema,
                     partition_columns,
-                    Vec::<(String, String)>::new(),
+                    options.table_properties.clone(),
                 )?));
             } else {
                 if report.schema_evolved {

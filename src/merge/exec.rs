@@ -17,7 +17,8 @@ use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null, take_rec
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
-use futures::StreamExt;
+use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
+use futures::{StreamExt, TryStreamExt};
 
 use super::clauses::{Action, Compiled, CompiledClause, condition_mask};
 use super::source::MergeSource;
@@ -38,6 +39,9 @@ pub(crate) struct MergeJob {
     pub source: MergeSource,
     pub compiled: Compiled,
     pub target_file_size: u64,
+    /// Mark changed rows of files without a deletion vector deleted (and write their
+    /// new versions to new files) instead of rewriting the files.
+    pub deletion_vectors: bool,
 }
 
 /// A target file's fate.
@@ -45,6 +49,12 @@ pub(crate) enum Outcome {
     Untouched,
     Removed,
     Rewritten(Vec<Add>),
+    /// The file stays, with these row positions deleted; `adds` hold the new versions
+    /// of its updated rows.
+    Marked {
+        positions: Vec<u64>,
+        adds: Vec<Add>,
+    },
 }
 
 /// What happened to one target file.
@@ -92,6 +102,9 @@ impl MergeJob {
                 result.matched_sources = matched;
                 return Ok(result);
             }
+        }
+        if self.deletion_vectors && add.deletion_vector.is_none() {
+            return self.mark(add.clone()).await.map_err(|e| e.context(format!("marking rows of {}", add.path)));
         }
         self.rewrite(add.clone()).await.map_err(|e| e.context(format!("rewriting {}", add.path)))
     }
@@ -184,6 +197,16 @@ impl MergeJob {
 
     /// Apply the clauses to one target batch; return the rows to keep, changed or not.
     fn merge_batch(&self, target: &RecordBatch, result: &mut FileResult) -> Result<RecordBatch> {
+        let merged = self.merge_rows(target, result)?;
+        let deleted = merged.deleted.true_count();
+        result.rows_deleted += deleted as u64;
+        result.rows_copied += (target.num_rows() - deleted - merged.changed.true_count()) as u64;
+        Ok(if deleted > 0 { filter_record_batch(&merged.rows, &not(&merged.deleted)?)? } else { merged.rows })
+    }
+
+    /// Apply the clauses to one target batch: every row, with updates applied, and
+    /// which rows changed and which are deleted.
+    fn merge_rows(&self, target: &RecordBatch, result: &mut FileResult) -> Result<MergedRows> {
         let compiled = &self.compiled;
         let rows = target.num_rows();
         let source_rows = self.source.lookup(target)?;
@@ -206,11 +229,66 @@ impl MergeJob {
         if !compiled.by_source.is_empty() {
             self.apply_in_order(&compiled.by_source, not(&matched)?, &mut state, &joined, &source_rows, result)?;
         }
-        let deleted = state.deleted.true_count();
-        result.rows_deleted += deleted as u64;
-        result.rows_copied += (rows - deleted - state.changed.true_count()) as u64;
-        let out = RecordBatch::try_new(nullable(&compiled.table_schema), state.columns)?;
-        Ok(if deleted > 0 { filter_record_batch(&out, &not(&state.deleted)?)? } else { out })
+        let rows = RecordBatch::try_new(nullable(&compiled.table_schema), state.columns)?;
+        Ok(MergedRows { rows, changed: state.changed, deleted: state.deleted })
+    }
+
+    /// The deletion-vector form of a rewrite: read the file in row order, mark the
+    /// positions of changed and deleted rows, write the changed rows' new versions.
+    async fn mark(&self, add: Add) -> Result<FileResult> {
+        let mut result = FileResult::untouched(add);
+        let path = deltalake::Path::from_url_path(&result.add.path)
+            .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", result.add.path)))?;
+        let reader = sediment_compactor::reader::StoreFileReader::new(
+            self.table.object_store(),
+            path,
+            result.add.size.max(0) as u64,
+        );
+        let mut sink = FileSink::new(
+            &self.table,
+            self.compiled.table_schema.clone(),
+            self.table.partition_columns()?,
+            SchemaMode::Strict,
+            self.target_file_size,
+        )?;
+        let mut positions: Vec<u64> = Vec::new();
+        let mut offset = 0u64;
+        let written: Result<()> = async {
+            let mut stream = ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(8192).build()?;
+            while let Some(batch) = stream.try_next().await? {
+                let target = with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
+                let merged = self.merge_rows(&target, &mut result)?;
+                let gone = or(&merged.changed, &merged.deleted)?;
+                positions.extend((0..gone.len()).filter(|i| gone.value(*i)).map(|i| offset + i as u64));
+                result.rows_deleted += merged.deleted.true_count() as u64;
+                let updated = filter_record_batch(&merged.rows, &merged.changed)?;
+                if updated.num_rows() > 0 {
+                    sink.write(&updated).await?;
+                }
+                offset += target.num_rows() as u64;
+            }
+            Ok(())
+        }
+        .await;
+        let adds = sink.finish().await;
+        match (written, adds) {
+            (Ok(()), Ok(adds)) => {
+                if positions.is_empty() {
+                    FileSink::abort(&self.table, &adds).await;
+                } else if positions.len() as u64 == offset {
+                    // Every row changed or went: replace the file outright.
+                    result.outcome = if adds.is_empty() { Outcome::Removed } else { Outcome::Rewritten(adds) };
+                } else {
+                    result.outcome = Outcome::Marked { positions, adds };
+                }
+                Ok(result)
+            }
+            (Err(e), Ok(adds)) => {
+                FileSink::abort(&self.table, &adds).await;
+                Err(e)
+            }
+            (_, Err(e)) => Err(e),
+        }
     }
 
     /// Apply `clauses` in order to the `remaining` rows: each row fires at most one,
@@ -316,6 +394,13 @@ impl MergeJob {
     }
 }
 
+/// One target batch after the clauses: every row (updates applied), and masks.
+struct MergedRows {
+    rows: RecordBatch,
+    changed: BooleanArray,
+    deleted: BooleanArray,
+}
+
 /// The columns of one target batch as clauses change them.
 struct BatchState {
     columns: Vec<ArrayRef>,
@@ -386,5 +471,29 @@ fn to_table_types(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<Recor
         columns.push(column);
     }
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+}
+
+/// A batch read straight from a data file, as the table sees it: the table's columns
+/// in its order and types, partition columns from the file's partition values,
+/// columns the file predates as nulls.
+fn with_partition_values(batch: &RecordBatch, add: &Add, table_schema: &SchemaRef) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for field in table_schema.fields() {
+        let column = match (batch.column_by_name(field.name()), add.partition_values.get(field.name())) {
+            (Some(column), _) => column.clone(),
+            (None, Some(value)) => {
+                let text = deltalake::arrow::array::StringArray::from(vec![value.clone(); rows]);
+                cast(&text, field.data_type())?
+            }
+            (None, None) => deltalake::arrow::array::new_null_array(field.data_type(), rows),
+        };
+        let column = if column.data_type() == field.data_type() { column } else { cast(&column, field.data_type())? };
+        fields.push(Field::new(field.name(), field.data_type().clone(), true));
+        columns.push(column);
+    }
+    let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
 }

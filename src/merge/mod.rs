@@ -34,6 +34,7 @@ mod source;
 use std::sync::Arc;
 use std::time::Instant;
 
+use deltalake::DeltaTableError;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::DataType;
 use deltalake::datafusion::common::tree_node::{Transformed, TreeNode};
@@ -43,6 +44,7 @@ use deltalake::datafusion::physical_optimizer::pruning::PruningStatistics;
 use deltalake::kernel::{Action as DeltaAction, Add, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use futures::StreamExt;
+use object_store::ObjectStoreExt as _;
 use serde::Serialize;
 use tracing::instrument;
 
@@ -81,6 +83,9 @@ pub struct MergeReport {
     pub files_rewritten: usize,
     /// Files removed because every row was deleted.
     pub files_removed: usize,
+    /// Files kept with a deletion vector marking their changed rows (tables with
+    /// deletion vectors enabled); the rows' new versions are in new files.
+    pub files_marked: usize,
     /// New files (rewrites and inserts).
     pub files_added: usize,
     /// Rows inserted.
@@ -413,6 +418,7 @@ impl<'a> Merge<'a> {
                 source,
                 compiled,
                 target_file_size: self.table.target_file_size()?,
+                deletion_vectors: features::deletion_vectors_enabled(self.table.state()?),
             });
             let prepare_ms = prepare_started.elapsed().as_millis() as u64;
             match self.attempt(job).await {
@@ -478,6 +484,7 @@ impl<'a> Merge<'a> {
         let mut removes: Vec<Remove> = Vec::new();
         let mut matched = vec![false; job.source.batch.num_rows()];
         let mut reinsert: Vec<u32> = Vec::new();
+        let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
         let mut failure = None;
         for result in results {
             match result {
@@ -501,6 +508,11 @@ impl<'a> Merge<'a> {
                             report.files_rewritten += 1;
                             removes.push(remove_of(&file.add));
                             written.extend(adds);
+                        }
+                        Outcome::Marked { positions, adds } => {
+                            report.files_marked += 1;
+                            written.extend(adds);
+                            marked.push((file.add, positions));
                         }
                     }
                 }
@@ -527,10 +539,23 @@ impl<'a> Merge<'a> {
         }
         report.files_added = written.len();
         report.bytes_written = written.iter().map(|a| a.size.max(0) as u64).sum();
-        if removes.is_empty() && written.is_empty() {
+        if removes.is_empty() && written.is_empty() && marked.is_empty() {
             return Ok(report);
         }
+        // Marked files are removed and added again with their deletion vector.
+        let (dv_file, remarked) = match write_deletion_vectors(self.table, marked).await {
+            Ok(done) => done,
+            Err(e) => {
+                FileSink::abort(self.table, &written).await;
+                return Err(e);
+            }
+        };
+        report.bytes_written += dv_file.as_ref().map_or(0, |(_, size)| *size);
         let mut actions: Vec<DeltaAction> = removes.into_iter().map(DeltaAction::Remove).collect();
+        for (old, new) in &remarked {
+            actions.push(DeltaAction::Remove(remove_of(old)));
+            actions.push(DeltaAction::Add(new.clone()));
+        }
         actions.extend(written.iter().cloned().map(DeltaAction::Add));
         let request = CommitRequest {
             operation: self.operation(&job.source, read_all),
@@ -560,6 +585,9 @@ impl<'a> Merge<'a> {
             }
             Err(e) => {
                 FileSink::abort(self.table, &written).await;
+                if let Some((path, _)) = dv_file {
+                    let _ = self.table.object_store().delete(&path).await;
+                }
                 Err(e)
             }
         }
@@ -598,6 +626,52 @@ impl<'a> Merge<'a> {
                 .collect(),
         }
     }
+}
+
+/// Write one deletion-vector file holding a vector per marked file; return it (path
+/// and size) and each marked file's `add` before and after.
+async fn write_deletion_vectors(
+    table: &Table,
+    marked: Vec<(Add, Vec<u64>)>,
+) -> Result<(Option<(deltalake::Path, u64)>, Vec<(Add, Add)>)> {
+    use delta_kernel::actions::deletion_vector_writer::{KernelDeletionVector, StreamingDeletionVectorWriter};
+    if marked.is_empty() {
+        return Ok((None, Vec::new()));
+    }
+    let uuid = uuid::Uuid::new_v4();
+    let mut buffer = Vec::new();
+    let mut writer = StreamingDeletionVectorWriter::new(&mut buffer);
+    let mut descriptors = Vec::with_capacity(marked.len());
+    for (add, positions) in &marked {
+        let mut dv = KernelDeletionVector::new();
+        dv.add_deleted_row_indexes(positions.iter().copied());
+        let written =
+            writer.write_deletion_vector(dv).map_err(|e| Error::internal(format!("writing a deletion vector: {e}")))?;
+        descriptors.push((add, written));
+    }
+    writer.finalize().map_err(|e| Error::internal(format!("writing a deletion vector: {e}")))?;
+    let path = deltalake::Path::from(format!("deletion_vector_{uuid}.bin"));
+    let size = buffer.len() as u64;
+    table.object_store().put(&path, buffer.into()).await.map_err(|e| Error::from(DeltaTableError::from(e)))?;
+    let encoded = z85::encode(uuid.as_bytes());
+    let now = chrono::Utc::now().timestamp_millis();
+    let remarked = descriptors
+        .into_iter()
+        .map(|(add, written)| {
+            let mut new = add.clone();
+            new.deletion_vector = Some(deltalake::kernel::DeletionVectorDescriptor {
+                storage_type: deltalake::kernel::StorageType::UuidRelativePath,
+                path_or_inline_dv: encoded.clone(),
+                offset: Some(written.offset),
+                size_in_bytes: written.size_in_bytes,
+                cardinality: written.cardinality,
+            });
+            new.data_change = true;
+            new.modification_time = now;
+            (add.clone(), new)
+        })
+        .collect();
+    Ok((Some((path, size)), remarked))
 }
 
 fn remove_of(add: &Add) -> Remove {

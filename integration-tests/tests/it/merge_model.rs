@@ -1,6 +1,7 @@
 //! Model-based test of merges, deletes and updates: random tables and random
 //! operation sequences are applied to a Sediment table and to a plain in-memory map;
-//! the two must hold the same rows after every step and at every version.
+//! the two must hold the same rows after every step and at every version. Half the
+//! tables enable deletion vectors, so merges mark rows instead of rewriting files.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -167,11 +168,16 @@ async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
     Ok(())
 }
 
-async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>) {
+async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool) {
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().join("t").to_string_lossy().to_string();
     let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
     let mut model = Model::new();
+    // Half the cases enable deletion vectors: merges then mark rows instead of rewriting.
+    let create = || {
+        let options = WriteOptions::append().partition_by(["g"]);
+        if deletion_vectors { options.table_property("delta.enableDeletionVectors", "true") } else { options }
+    };
     // Initial appends may repeat keys across batches; the model keeps both rows' last
     // value only if keys are distinct, so keep the first occurrence per key.
     let mut seen = std::collections::BTreeSet::new();
@@ -183,10 +189,10 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>) {
         for (k, v, g) in &rows {
             model.insert(*k, (*v, g.clone()));
         }
-        table.write([batch(&rows)], WriteOptions::append().partition_by(["g"])).await.unwrap();
+        table.write([batch(&rows)], create()).await.unwrap();
     }
     if !table.exists() {
-        table.write([batch(&[(0, 0, "a".into())])], WriteOptions::append().partition_by(["g"])).await.unwrap();
+        table.write([batch(&[(0, 0, "a".into())])], create()).await.unwrap();
         model.insert(0, (0, "a".into()));
     }
     let mut versions: Vec<(u64, Vec<String>)> = vec![(table.version().unwrap(), model_rows(&model))];
@@ -203,14 +209,15 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 12, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 16, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn merges_deletes_and_updates_agree_with_a_model(
         initial in prop::collection::vec(rows(25), 1..4),
         ops in prop::collection::vec(op(), 1..7),
+        deletion_vectors in any::<bool>(),
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(run_case(initial, ops));
+        runtime.block_on(run_case(initial, ops, deletion_vectors));
     }
 }
