@@ -21,7 +21,11 @@
 //! table: files opened against files in the table.
 //!
 //! Run (release):
-//!   cargo bench -p sediment-integration-tests --bench w2_merge -- [--rows-per-day N] [--work-dir DIR] [--rounds N]
+//!   cargo bench -p sediment-integration-tests --bench w2_merge -- [--rows-per-day N] [--work-dir DIR] [--rounds N] [--deletion-vectors]
+//!
+//! With `--deletion-vectors` the table is created with `delta.enableDeletionVectors =
+//! true`: Sediment then marks the updated rows with deletion vectors instead of
+//! rewriting the 3 files; delta-rs rewrites them as before.
 //!
 //! It prints tables of figures; nothing here is a pass/fail test.
 
@@ -217,7 +221,7 @@ async fn checksum(uri: &str) -> (u64, u64) {
     (rows, sum)
 }
 
-async fn prepare(dir: &Path, rows_per_day: i64) {
+async fn prepare(dir: &Path, rows_per_day: i64, deletion_vectors: bool) {
     if dir.join("_delta_log").exists() {
         println!("reusing the W2 table at {}", dir.display());
         return;
@@ -227,7 +231,11 @@ async fn prepare(dir: &Path, rows_per_day: i64) {
     let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
     for day in 0..DAYS {
         let ids: Vec<i64> = (day * rows_per_day..(day + 1) * rows_per_day).collect();
-        table.write([orders(&ids, day, 0)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
+        let mut options = WriteOptions::append().partition_by(["order_date"]);
+        if deletion_vectors {
+            options = options.table_property("delta.enableDeletionVectors", "true");
+        }
+        table.write([orders(&ids, day, 0)], options).await.unwrap();
     }
 }
 
@@ -273,8 +281,12 @@ async fn main() {
         return;
     }
     let base = PathBuf::from(arg("--work-dir").unwrap_or_else(|| "target/w2-bench".into()));
-    let table_dir = base.join(format!("w2-{rows_per_day}"));
-    prepare(&table_dir, rows_per_day).await;
+    let deletion_vectors = std::env::args().any(|a| a == "--deletion-vectors");
+    let table_dir = base.join(format!("w2-{}{rows_per_day}", if deletion_vectors { "dv-" } else { "" }));
+    prepare(&table_dir, rows_per_day, deletion_vectors).await;
+    if deletion_vectors {
+        println!("deletion vectors enabled on the table (delta.enableDeletionVectors = true)");
+    }
     let files = Table::open(&table_dir.to_string_lossy()).await.unwrap().files().unwrap();
     println!(
         "W2: {} files, {} MiB, {} rows; source {} rows\n",
