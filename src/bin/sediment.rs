@@ -121,6 +121,10 @@ struct AppendArgs {
     /// Cut data files at about this size.
     #[arg(long, default_value = "128MiB", value_parser = parse_size)]
     target_size: u64,
+    /// A property of a new table, KEY=VALUE (repeatable), e.g.
+    /// delta.enableDeletionVectors=true or delta.appendOnly=true.
+    #[arg(long = "table-property", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    table_properties: Vec<(String, String)>,
 }
 
 #[derive(Args)]
@@ -341,6 +345,7 @@ async fn append(args: AppendArgs, options: StorageOptions, json: bool) -> anyhow
             SchemaModeArg::Merge => SchemaMode::Merge,
         },
         target_file_size: args.target_size,
+        table_properties: args.table_properties,
         ..WriteOptions::default()
     };
     let progress = progress_bar(args.files.len() as u64, "files");
