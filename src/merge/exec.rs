@@ -17,7 +17,8 @@ use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null, take_rec
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
-use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
+use deltalake::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use futures::{StreamExt, TryStreamExt};
 
 use super::clauses::{Action, Compiled, CompiledClause, condition_mask};
@@ -239,11 +240,8 @@ impl MergeJob {
         let mut result = FileResult::untouched(add);
         let path = deltalake::Path::from_url_path(&result.add.path)
             .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", result.add.path)))?;
-        let reader = sediment_compactor::reader::StoreFileReader::new(
-            self.table.object_store(),
-            path,
-            result.add.size.max(0) as u64,
-        );
+        let size = result.add.size.max(0) as u64;
+        let open = || sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path.clone(), size);
         let mut sink = FileSink::new(
             &self.table,
             self.compiled.table_schema.clone(),
@@ -252,20 +250,56 @@ impl MergeJob {
             self.target_file_size,
         )?;
         let mut positions: Vec<u64> = Vec::new();
-        let mut offset = 0u64;
+        let mut total_rows = 0u64;
         let written: Result<()> = async {
-            let mut stream = ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(8192).build()?;
+            let builder = ParquetRecordBatchStreamBuilder::new(open()).await?;
+            total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+            // Without not-matched-by-source clauses only rows whose key matches can
+            // change: find them from the key columns, then decode just those rows.
+            let file_schema = builder.schema().clone();
+            let key_roots: Vec<usize> =
+                self.source.keys.columns.iter().filter_map(|k| file_schema.index_of(k).ok()).collect();
+            let (selected, stream) = if self.compiled.by_source.is_empty() && !key_roots.is_empty() {
+                let mask = ProjectionMask::roots(builder.parquet_schema(), key_roots);
+                let mut keys = builder.with_projection(mask).with_batch_size(8192).build()?;
+                let mut matched: Vec<u64> = Vec::new();
+                let mut offset = 0u64;
+                while let Some(batch) = keys.try_next().await? {
+                    let batch = with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
+                    let found = self.source.lookup(&batch)?;
+                    matched.extend((0..found.len()).filter(|i| found.is_valid(*i)).map(|i| offset + i as u64));
+                    offset += batch.num_rows() as u64;
+                }
+                if matched.is_empty() {
+                    return Ok(());
+                }
+                let selection = row_selection(&matched, offset);
+                let stream = ParquetRecordBatchStreamBuilder::new(open())
+                    .await?
+                    .with_row_selection(selection)
+                    .with_batch_size(8192)
+                    .build()?;
+                (Some(matched), stream)
+            } else {
+                (None, builder.with_batch_size(8192).build()?)
+            };
+            let mut stream = stream;
+            let mut cursor = 0usize;
             while let Some(batch) = stream.try_next().await? {
                 let target = with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
                 let merged = self.merge_rows(&target, &mut result)?;
                 let gone = or(&merged.changed, &merged.deleted)?;
-                positions.extend((0..gone.len()).filter(|i| gone.value(*i)).map(|i| offset + i as u64));
+                let position = |i: usize| match &selected {
+                    Some(matched) => matched[cursor + i],
+                    None => (cursor + i) as u64,
+                };
+                positions.extend((0..gone.len()).filter(|i| gone.value(*i)).map(position));
                 result.rows_deleted += merged.deleted.true_count() as u64;
                 let updated = filter_record_batch(&merged.rows, &merged.changed)?;
                 if updated.num_rows() > 0 {
                     sink.write(&updated).await?;
                 }
-                offset += target.num_rows() as u64;
+                cursor += target.num_rows();
             }
             Ok(())
         }
@@ -275,7 +309,7 @@ impl MergeJob {
             (Ok(()), Ok(adds)) => {
                 if positions.is_empty() {
                     FileSink::abort(&self.table, &adds).await;
-                } else if positions.len() as u64 == offset {
+                } else if positions.len() as u64 == total_rows {
                     // Every row changed or went: replace the file outright.
                     result.outcome = if adds.is_empty() { Outcome::Removed } else { Outcome::Rewritten(adds) };
                 } else {
@@ -496,4 +530,50 @@ fn with_partition_values(batch: &RecordBatch, add: &Add, table_schema: &SchemaRe
     }
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+}
+
+/// A parquet row selection of the sorted row `positions` of a file of `rows` rows.
+fn row_selection(positions: &[u64], rows: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut next = 0u64;
+    let mut i = 0;
+    while i < positions.len() {
+        let start = positions[i];
+        let mut end = start + 1;
+        i += 1;
+        while i < positions.len() && positions[i] == end {
+            end += 1;
+            i += 1;
+        }
+        if start > next {
+            selectors.push(RowSelector::skip((start - next) as usize));
+        }
+        selectors.push(RowSelector::select((end - start) as usize));
+        next = end;
+    }
+    if rows > next {
+        selectors.push(RowSelector::skip((rows - next) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_selections_select_runs_and_skip_gaps() {
+        let selection = row_selection(&[0, 1, 2, 5, 9], 12);
+        let expected = RowSelection::from(vec![
+            RowSelector::select(3),
+            RowSelector::skip(2),
+            RowSelector::select(1),
+            RowSelector::skip(3),
+            RowSelector::select(1),
+            RowSelector::skip(2),
+        ]);
+        assert_eq!(selection, expected);
+        assert_eq!(selection.row_count(), 5);
+        assert_eq!(row_selection(&[3], 4), RowSelection::from(vec![RowSelector::skip(3), RowSelector::select(1)]));
+    }
 }
