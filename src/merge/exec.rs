@@ -95,6 +95,10 @@ impl MergeJob {
     /// (without it, as for an insert-only merge, the probe alone says which source
     /// keys exist).
     pub(crate) async fn merge_file(self: Arc<Self>, add: Add, probe: bool, rewrite: bool) -> Result<FileResult> {
+        // Marking rows reads the key columns first itself: no separate probe.
+        if rewrite && self.deletion_vectors && add.deletion_vector.is_none() {
+            return self.mark(add.clone()).await.map_err(|e| e.context(format!("marking rows of {}", add.path)));
+        }
         if probe || !rewrite {
             let matched =
                 self.matched_keys(&add, rewrite).await.map_err(|e| e.context(format!("reading {}", add.path)))?;
@@ -103,9 +107,6 @@ impl MergeJob {
                 result.matched_sources = matched;
                 return Ok(result);
             }
-        }
-        if self.deletion_vectors && add.deletion_vector.is_none() {
-            return self.mark(add.clone()).await.map_err(|e| e.context(format!("marking rows of {}", add.path)));
         }
         self.rewrite(add.clone()).await.map_err(|e| e.context(format!("rewriting {}", add.path)))
     }
