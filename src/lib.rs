@@ -25,6 +25,7 @@
 
 pub mod commit;
 pub mod compaction;
+pub mod deletion_vectors;
 pub mod demo;
 pub mod dml;
 pub mod error;

@@ -29,18 +29,13 @@
 
 mod clauses;
 mod exec;
+mod prune;
 mod source;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use deltalake::DeltaTableError;
 use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::DataType;
-use deltalake::datafusion::common::tree_node::{Transformed, TreeNode};
-use deltalake::datafusion::common::{Column, ScalarValue};
-use deltalake::datafusion::logical_expr::{Expr, col, lit};
-use deltalake::datafusion::physical_optimizer::pruning::PruningStatistics;
 use deltalake::kernel::{Action as DeltaAction, Add, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use futures::StreamExt;
@@ -51,6 +46,7 @@ use tracing::instrument;
 use clauses::{BySourceClause, MatchedClause, NotMatchedClause, compile};
 pub use clauses::{MatchedAction, NotMatchedAction, NotMatchedBySourceAction, SOURCE, TARGET};
 use exec::{MergeJob, Outcome};
+use prune::{candidates, read_predicate};
 use source::MergeSource;
 
 use crate::commit::{CommitRequest, commit};
@@ -543,7 +539,7 @@ impl<'a> Merge<'a> {
             return Ok(report);
         }
         // Marked files are removed and added again with their deletion vector.
-        let (dv_file, remarked) = match write_deletion_vectors(self.table, marked).await {
+        let (dv_file, remarked) = match crate::deletion_vectors::write(self.table, marked).await {
             Ok(done) => done,
             Err(e) => {
                 FileSink::abort(self.table, &written).await;
@@ -628,52 +624,6 @@ impl<'a> Merge<'a> {
     }
 }
 
-/// Write one deletion-vector file holding a vector per marked file; return it (path
-/// and size) and each marked file's `add` before and after.
-async fn write_deletion_vectors(
-    table: &Table,
-    marked: Vec<(Add, Vec<u64>)>,
-) -> Result<(Option<(deltalake::Path, u64)>, Vec<(Add, Add)>)> {
-    use delta_kernel::actions::deletion_vector_writer::{KernelDeletionVector, StreamingDeletionVectorWriter};
-    if marked.is_empty() {
-        return Ok((None, Vec::new()));
-    }
-    let uuid = uuid::Uuid::new_v4();
-    let mut buffer = Vec::new();
-    let mut writer = StreamingDeletionVectorWriter::new(&mut buffer);
-    let mut descriptors = Vec::with_capacity(marked.len());
-    for (add, positions) in &marked {
-        let mut dv = KernelDeletionVector::new();
-        dv.add_deleted_row_indexes(positions.iter().copied());
-        let written =
-            writer.write_deletion_vector(dv).map_err(|e| Error::internal(format!("writing a deletion vector: {e}")))?;
-        descriptors.push((add, written));
-    }
-    writer.finalize().map_err(|e| Error::internal(format!("writing a deletion vector: {e}")))?;
-    let path = deltalake::Path::from(format!("deletion_vector_{uuid}.bin"));
-    let size = buffer.len() as u64;
-    table.object_store().put(&path, buffer.into()).await.map_err(|e| Error::from(DeltaTableError::from(e)))?;
-    let encoded = z85::encode(uuid.as_bytes());
-    let now = chrono::Utc::now().timestamp_millis();
-    let remarked = descriptors
-        .into_iter()
-        .map(|(add, written)| {
-            let mut new = add.clone();
-            new.deletion_vector = Some(deltalake::kernel::DeletionVectorDescriptor {
-                storage_type: deltalake::kernel::StorageType::UuidRelativePath,
-                path_or_inline_dv: encoded.clone(),
-                offset: Some(written.offset),
-                size_in_bytes: written.size_in_bytes,
-                cardinality: written.cardinality,
-            });
-            new.data_change = true;
-            new.modification_time = now;
-            (add.clone(), new)
-        })
-        .collect();
-    Ok((Some((path, size)), remarked))
-}
-
 fn remove_of(add: &Add) -> Remove {
     Remove {
         path: add.path.clone(),
@@ -687,106 +637,4 @@ fn remove_of(add: &Add) -> Remove {
         base_row_id: add.base_row_id,
         default_row_commit_version: add.default_row_commit_version,
     }
-}
-
-/// The files that may hold a source key, and the number of live files. With
-/// not-matched-by-source clauses, the files they may change are candidates too.
-fn candidates(table: &Table, source: &MergeSource, by_source: &[BySourceClause]) -> Result<(Vec<Add>, usize)> {
-    let state = table.state()?;
-    let log = state.log_data();
-    let total = log.num_containers();
-    let mut keep = vec![true; total];
-    let by_source_files = by_source_files(table, by_source)?;
-    if by_source_files.as_ref().is_none_or(|files| files.iter().any(|f| !f)) {
-        for keys in &source.sorted_keys {
-            let column = Column::from_name(&keys.column);
-            let key_type = keys.min.data_type().clone();
-            let bound = |values: Option<deltalake::arrow::array::ArrayRef>| {
-                values.filter(|v| v.len() == total).and_then(|v| {
-                    if v.data_type() == &key_type {
-                        Some(v)
-                    } else {
-                        deltalake::arrow::compute::cast(&v, &key_type).ok()
-                    }
-                })
-            };
-            let (Some(mins), Some(maxs)) = (bound(log.min_values(&column)), bound(log.max_values(&column))) else {
-                continue;
-            };
-            let lo = keys.converter.convert_columns(std::slice::from_ref(&mins))?;
-            let hi = keys.converter.convert_columns(std::slice::from_ref(&maxs))?;
-            // Timestamp statistics are truncated to milliseconds: a max may lie below the
-            // file's largest value, so only the lower bound is trusted.
-            let trust_max = !matches!(key_type, DataType::Timestamp(_, _));
-            for (i, keep) in keep.iter_mut().enumerate() {
-                if *keep {
-                    let lo = (!mins.is_null(i)).then(|| lo.row(i));
-                    let hi = (trust_max && !maxs.is_null(i)).then(|| hi.row(i));
-                    *keep = keys.any_between(lo, hi);
-                }
-            }
-        }
-        // Files a not-matched-by-source clause may change are read whatever their keys.
-        if let Some(files) = by_source_files {
-            for (keep, by_source) in keep.iter_mut().zip(files) {
-                *keep |= by_source;
-            }
-        }
-    }
-    Ok((crate::scan::selected_adds(state, &keep), total))
-}
-
-/// Which files not-matched-by-source clauses may change (`None` without such
-/// clauses): the files whose partition values satisfy a clause's condition when every
-/// condition mentions only partition columns, else every file.
-fn by_source_files(table: &Table, clauses: &[BySourceClause]) -> Result<Option<Vec<bool>>> {
-    if clauses.is_empty() {
-        return Ok(None);
-    }
-    let files = table.files()?;
-    let all = || Ok(Some(vec![true; files.len()]));
-    let schema = table.arrow_schema()?;
-    let partition_columns = table.partition_columns()?;
-    let df_schema = deltalake::datafusion::common::DFSchema::try_from_qualified_schema(TARGET, &schema)?;
-    let ctx = deltalake::datafusion::prelude::SessionContext::new();
-    let mut touched = vec![false; files.len()];
-    for clause in clauses {
-        let Some(sql) = &clause.condition else { return all() };
-        // Already checked by the clause compiler; anything unexpected reads every file.
-        let Ok(expr) = ctx.parse_sql_expr(sql, &df_schema) else { return all() };
-        let unqualified = expr
-            .transform_up(|e| {
-                Ok(match e {
-                    Expr::Column(c) => Transformed::yes(Expr::Column(Column::new_unqualified(c.name))),
-                    other => Transformed::no(other),
-                })
-            })?
-            .data;
-        if !unqualified.column_refs().iter().all(|c| partition_columns.contains(&c.name)) {
-            return all();
-        }
-        let matches = crate::predicate::Predicate::match_partitions(&unqualified, &files, &schema, &partition_columns)?;
-        for (t, m) in touched.iter_mut().zip(matches) {
-            *t |= m;
-        }
-    }
-    Ok(Some(touched))
-}
-
-/// `k >= min AND k <= max` over every key whose bounds can be written as SQL; `None`
-/// (the whole table was read) when none can.
-fn read_predicate(source: &MergeSource) -> Option<String> {
-    let mut parts: Vec<Expr> = Vec::new();
-    for keys in &source.sorted_keys {
-        if matches!(keys.min.data_type(), DataType::Timestamp(_, _)) || keys.min.is_empty() {
-            continue;
-        }
-        let (Ok(min), Ok(max)) = (ScalarValue::try_from_array(&keys.min, 0), ScalarValue::try_from_array(&keys.max, 0))
-        else {
-            continue;
-        };
-        parts.push(col(keys.column.as_str()).gt_eq(lit(min)).and(col(keys.column.as_str()).lt_eq(lit(max))));
-    }
-    let expr = parts.into_iter().reduce(Expr::and)?;
-    deltalake::delta_datafusion::expr::fmt_expr_to_sql(&expr).ok()
 }
