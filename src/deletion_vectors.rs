@@ -7,7 +7,12 @@
 //! that file. Only tables that enable deletion vectors get them
 //! ([`crate::features::deletion_vectors_enabled`]).
 
+use std::sync::Arc;
+
 use deltalake::DeltaTableError;
+use deltalake::arrow::array::{ArrayRef, RecordBatch};
+use deltalake::arrow::compute::cast;
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::Add;
 use object_store::ObjectStoreExt as _;
 
@@ -58,4 +63,28 @@ pub(crate) async fn write(
         })
         .collect();
     Ok((Some((path, size)), remarked))
+}
+
+/// A batch read straight from a data file, as the table sees it: the table's columns
+/// in its order and types, partition columns from the file's partition values,
+/// columns the file predates as nulls.
+pub(crate) fn with_partition_values(batch: &RecordBatch, add: &Add, table_schema: &SchemaRef) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let mut fields = Vec::new();
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for field in table_schema.fields() {
+        let column = match (batch.column_by_name(field.name()), add.partition_values.get(field.name())) {
+            (Some(column), _) => column.clone(),
+            (None, Some(value)) => {
+                let text = deltalake::arrow::array::StringArray::from(vec![value.clone(); rows]);
+                cast(&text, field.data_type())?
+            }
+            (None, None) => deltalake::arrow::array::new_null_array(field.data_type(), rows),
+        };
+        let column = if column.data_type() == field.data_type() { column } else { cast(&column, field.data_type())? };
+        fields.push(Field::new(field.name(), field.data_type().clone(), true));
+        columns.push(column);
+    }
+    let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
 }

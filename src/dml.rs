@@ -65,6 +65,9 @@ pub struct ChangeReport {
     pub files_removed: usize,
     /// Files rewritten without their matching rows, or with them updated.
     pub files_rewritten: usize,
+    /// Files kept with a deletion vector marking their matching rows (tables with
+    /// deletion vectors enabled).
+    pub files_marked: usize,
     /// Rows deleted.
     pub rows_deleted: u64,
     /// Rows updated.
@@ -82,8 +85,20 @@ pub struct ChangeReport {
 /// One candidate file's fate.
 enum FileOutcome {
     Untouched,
-    Removed { rows: u64 },
-    Rewritten { adds: Vec<Add>, changed: u64, copied: u64 },
+    Removed {
+        rows: u64,
+    },
+    Rewritten {
+        adds: Vec<Add>,
+        changed: u64,
+        copied: u64,
+    },
+    /// The file stays with these positions marked deleted; `adds` hold the updated
+    /// rows' new versions.
+    Marked {
+        positions: Vec<u64>,
+        adds: Vec<Add>,
+    },
 }
 
 /// The row-level change to apply.
@@ -181,6 +196,8 @@ impl Table {
         let whole_files = matches!(change, RowChange::Delete) && predicate.only_mentions(&partition_columns);
         let mut actions: Vec<Action> = Vec::new();
         let mut written: Vec<Add> = Vec::new();
+        let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
+        let deletion_vectors = features::deletion_vectors_enabled(state);
         let removes: std::collections::HashMap<String, deltalake::kernel::Remove> =
             state.log_data().iter().map(|f| (f.path().to_string(), f.remove_action(true))).collect();
         for add in &plan.files {
@@ -188,7 +205,12 @@ impl Table {
                 FileOutcome::Removed { rows: add_rows(add) }
             } else {
                 report.files_read += 1;
-                match self.rewrite_file(add, &predicate, change).await {
+                let outcome = if deletion_vectors && add.deletion_vector.is_none() {
+                    self.mark_file(add, &predicate, change).await
+                } else {
+                    self.rewrite_file(add, &predicate, change).await
+                };
+                match outcome {
                     Ok(outcome) => outcome,
                     Err(e) => {
                         FileSink::abort(self, &written).await;
@@ -214,10 +236,32 @@ impl Table {
                     actions.push(Action::Remove(removes[&add.path].clone()));
                     written.extend(adds);
                 }
+                FileOutcome::Marked { positions, adds } => {
+                    report.files_marked += 1;
+                    match change {
+                        RowChange::Delete => report.rows_deleted += positions.len() as u64,
+                        RowChange::Update(_) => report.rows_updated += positions.len() as u64,
+                    }
+                    report.bytes_written += adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
+                    written.extend(adds);
+                    marked.push((add.clone(), positions));
+                }
             }
         }
-        if actions.is_empty() {
+        if actions.is_empty() && marked.is_empty() {
             return Ok(ChangeAttempt { report, version: None });
+        }
+        let (dv_file, remarked) = match crate::deletion_vectors::write(self, marked).await {
+            Ok(done) => done,
+            Err(e) => {
+                FileSink::abort(self, &written).await;
+                return Err(e);
+            }
+        };
+        report.bytes_written += dv_file.as_ref().map_or(0, |(_, size)| *size);
+        for (old, new) in remarked {
+            actions.push(Action::Remove(removes[&old.path].clone()));
+            actions.push(Action::Add(new));
         }
         actions.extend(written.iter().cloned().map(Action::Add));
         let operation = match change {
@@ -240,8 +284,77 @@ impl Table {
         let result = commit(self, actions, request).await;
         if result.is_err() {
             FileSink::abort(self, &written).await;
+            if let Some((path, _)) = dv_file {
+                let _ = object_store::ObjectStoreExt::delete(self.object_store().as_ref(), &path).await;
+            }
         }
         Ok(ChangeAttempt { report, version: Some(result) })
+    }
+
+    /// The deletion-vector form of [`Self::rewrite_file`]: read the file in row order,
+    /// mark the matching rows' positions, write only the updated rows' new versions.
+    async fn mark_file(&self, add: &Add, predicate: &Predicate, change: &RowChange) -> Result<FileOutcome> {
+        use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
+        use futures::TryStreamExt;
+        let path = deltalake::Path::from_url_path(&add.path)
+            .map_err(|e| Error::new(ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
+        let reader =
+            sediment_compactor::reader::StoreFileReader::new(self.object_store(), path, add.size.max(0) as u64);
+        let schema = self.arrow_schema()?;
+        let plain = crate::scan::plain_schema(&schema);
+        let compiled = Predicate::physical(predicate.expr(), &plain)?;
+        let assignments = match change {
+            RowChange::Delete => Vec::new(),
+            RowChange::Update(assignments) => assignments
+                .iter()
+                .map(|(column, expr)| Ok((column.clone(), Predicate::physical(expr, &plain)?)))
+                .collect::<Result<Vec<_>>>()?,
+        };
+        let mut sink = FileSink::new(
+            self,
+            schema.clone(),
+            self.partition_columns()?,
+            SchemaMode::Strict,
+            self.target_file_size()?,
+        )?;
+        let mut positions: Vec<u64> = Vec::new();
+        let mut rows = 0u64;
+        let result: Result<()> = async {
+            let mut stream = ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(8192).build()?;
+            while let Some(batch) = stream.try_next().await? {
+                let batch = crate::deletion_vectors::with_partition_values(&batch, add, &plain)?;
+                let matches = Predicate::mask(&compiled, &batch)?;
+                positions.extend((0..matches.len()).filter(|i| matches.value(*i)).map(|i| rows + i as u64));
+                rows += batch.num_rows() as u64;
+                if let RowChange::Update(_) = change {
+                    let updated = filter_record_batch(&apply_assignments(&batch, &matches, &assignments)?, &matches)?;
+                    if updated.num_rows() > 0 {
+                        sink.write(&updated).await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let adds = sink.finish().await;
+        match (result, adds) {
+            (Ok(()), Ok(adds)) => {
+                if positions.is_empty() {
+                    FileSink::abort(self, &adds).await;
+                    Ok(FileOutcome::Untouched)
+                } else if positions.len() as u64 == rows && matches!(change, RowChange::Delete) {
+                    FileSink::abort(self, &adds).await;
+                    Ok(FileOutcome::Removed { rows })
+                } else {
+                    Ok(FileOutcome::Marked { positions, adds })
+                }
+            }
+            (Err(e), Ok(adds)) => {
+                FileSink::abort(self, &adds).await;
+                Err(e.context(format!("marking rows of {}", add.path)))
+            }
+            (_, Err(e)) => Err(e.context(format!("marking rows of {}", add.path))),
+        }
     }
 
     /// Read one file and write it again with `change` applied to the rows matching

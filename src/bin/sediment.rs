@@ -543,7 +543,7 @@ async fn delete(
     }
     match report.version {
         Some(v) => println!(
-            "committed version {v}: {} rows deleted, {} updated; files: {} considered, {} pruned, {} read, {} removed, {} rewritten ({} rows copied, {} written); {} retries, {} ms",
+            "committed version {v}: {} rows deleted, {} updated; files: {} considered, {} pruned, {} read, {} removed, {} rewritten, {} marked with deletion vectors ({} rows copied, {} written); {} retries, {} ms",
             report.rows_deleted,
             report.rows_updated,
             report.files_considered,
@@ -551,6 +551,7 @@ async fn delete(
             report.files_read,
             report.files_removed,
             report.files_rewritten,
+            report.files_marked,
             report.rows_copied,
             human_bytes(report.bytes_written),
             report.retries,
@@ -618,11 +619,12 @@ async fn merge(args: MergeArgs, options: StorageOptions, json: bool) -> anyhow::
         return Ok(());
     }
     let files = format!(
-        "files: {} considered, {} pruned, {} read, {} rewritten, {} removed, {} added ({})",
+        "files: {} considered, {} pruned, {} read, {} rewritten, {} marked with deletion vectors, {} removed, {} added ({})",
         report.files_considered,
         report.files_pruned,
         report.files_read,
         report.files_rewritten,
+        report.files_marked,
         report.files_removed,
         report.files_added,
         human_bytes(report.bytes_written)

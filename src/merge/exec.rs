@@ -266,7 +266,11 @@ impl MergeJob {
                 let mut matched: Vec<u64> = Vec::new();
                 let mut offset = 0u64;
                 while let Some(batch) = keys.try_next().await? {
-                    let batch = with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
+                    let batch = crate::deletion_vectors::with_partition_values(
+                        &batch,
+                        &result.add,
+                        &self.compiled.table_schema,
+                    )?;
                     let found = self.source.lookup(&batch)?;
                     matched.extend((0..found.len()).filter(|i| found.is_valid(*i)).map(|i| offset + i as u64));
                     offset += batch.num_rows() as u64;
@@ -287,7 +291,8 @@ impl MergeJob {
             let mut stream = stream;
             let mut cursor = 0usize;
             while let Some(batch) = stream.try_next().await? {
-                let target = with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
+                let target =
+                    crate::deletion_vectors::with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
                 let merged = self.merge_rows(&target, &mut result)?;
                 let gone = or(&merged.changed, &merged.deleted)?;
                 let position = |i: usize| match &selected {
@@ -506,30 +511,6 @@ fn to_table_types(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<Recor
         columns.push(column);
     }
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-    Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
-}
-
-/// A batch read straight from a data file, as the table sees it: the table's columns
-/// in its order and types, partition columns from the file's partition values,
-/// columns the file predates as nulls.
-fn with_partition_values(batch: &RecordBatch, add: &Add, table_schema: &SchemaRef) -> Result<RecordBatch> {
-    let rows = batch.num_rows();
-    let mut fields = Vec::new();
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    for field in table_schema.fields() {
-        let column = match (batch.column_by_name(field.name()), add.partition_values.get(field.name())) {
-            (Some(column), _) => column.clone(),
-            (None, Some(value)) => {
-                let text = deltalake::arrow::array::StringArray::from(vec![value.clone(); rows]);
-                cast(&text, field.data_type())?
-            }
-            (None, None) => deltalake::arrow::array::new_null_array(field.data_type(), rows),
-        };
-        let column = if column.data_type() == field.data_type() { column } else { cast(&column, field.data_type())? };
-        fields.push(Field::new(field.name(), field.data_type().clone(), true));
-        columns.push(column);
-    }
-    let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
 }
 

@@ -802,3 +802,31 @@ async fn merges_write_deletion_vectors_where_the_table_enables_them() {
     assert_eq!(table_rows(&table).await, model_rows(&model));
     assert_eq!(python_orders(&uri), model.values().map(|o| (o.id, o.status.clone())).collect::<Vec<_>>());
 }
+
+/// Deletes and updates on a table with deletion vectors enabled mark rows too.
+#[tokio::test]
+async fn deletes_and_updates_write_deletion_vectors_where_the_table_enables_them() {
+    let uri = s3_uri("dml-dv");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let all = orders(0..200, "new");
+    let options =
+        WriteOptions::append().partition_by(["order_date"]).table_property("delta.enableDeletionVectors", "true");
+    table.write([orders_batch(&all)], options).await.unwrap();
+    let mut model: BTreeMap<i64, Order> = all.into_iter().map(|o| (o.id, o)).collect();
+
+    let report = table.delete("order_id >= 10 AND order_id < 20").await.unwrap();
+    assert_eq!((report.files_marked, report.files_rewritten, report.rows_deleted), (1, 0, 10), "{report:?}");
+    model.retain(|id, _| !(10..20).contains(id));
+    let report = table.update("order_id >= 150 AND order_id < 160", &[("status", "'late'")]).await.unwrap();
+    assert_eq!((report.files_marked, report.rows_updated), (1, 10), "{report:?}");
+    for id in 150..160 {
+        model.get_mut(&id).unwrap().status = "late".into();
+    }
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+    assert_eq!(python_orders(&uri), model.values().map(|o| (o.id, o.status.clone())).collect::<Vec<_>>());
+    // A second delete in a marked file rewrites it (its vector is folded in).
+    let report = table.delete("order_id = 30").await.unwrap();
+    assert_eq!((report.files_marked, report.files_rewritten), (0, 1), "{report:?}");
+    model.remove(&30);
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
