@@ -12,6 +12,10 @@
 //!   without a new file. An update of a partition column moves rows to their new
 //!   partition.
 //!
+//! On tables that enable deletion vectors, a candidate without a vector is not
+//! rewritten: its matching rows' positions are marked deleted (and, for an update,
+//! their new versions written to a new file).
+//!
 //! Memory holds one file's batches in flight, never the table. One commit removes and
 //! adds everything; if another writer removed a file the delete read, the delete is
 //! planned again on the newest version (bounded, reported) and the result is as if it
