@@ -307,13 +307,7 @@ impl Table {
         let schema = self.arrow_schema()?;
         let plain = crate::scan::plain_schema(&schema);
         let compiled = Predicate::physical(predicate.expr(), &plain)?;
-        let assignments = match change {
-            RowChange::Delete => Vec::new(),
-            RowChange::Update(assignments) => assignments
-                .iter()
-                .map(|(column, expr)| Ok((column.clone(), Predicate::physical(expr, &plain)?)))
-                .collect::<Result<Vec<_>>>()?,
-        };
+        let assignments = change.compile(&plain)?;
         let mut sink = FileSink::new(
             self,
             schema.clone(),
@@ -340,24 +334,15 @@ impl Table {
             Ok(())
         }
         .await;
-        let adds = sink.finish().await;
-        match (result, adds) {
-            (Ok(()), Ok(adds)) => {
-                if positions.is_empty() {
-                    FileSink::abort(self, &adds).await;
-                    Ok(FileOutcome::Untouched)
-                } else if positions.len() as u64 == rows && matches!(change, RowChange::Delete) {
-                    FileSink::abort(self, &adds).await;
-                    Ok(FileOutcome::Removed { rows })
-                } else {
-                    Ok(FileOutcome::Marked { positions, adds })
-                }
-            }
-            (Err(e), Ok(adds)) => {
-                FileSink::abort(self, &adds).await;
-                Err(e.context(format!("marking rows of {}", add.path)))
-            }
-            (_, Err(e)) => Err(e.context(format!("marking rows of {}", add.path))),
+        let adds = sink.close(self, result).await.map_err(|e| e.context(format!("marking rows of {}", add.path)))?;
+        if positions.is_empty() {
+            FileSink::abort(self, &adds).await;
+            Ok(FileOutcome::Untouched)
+        } else if positions.len() as u64 == rows && matches!(change, RowChange::Delete) {
+            FileSink::abort(self, &adds).await;
+            Ok(FileOutcome::Removed { rows })
+        } else {
+            Ok(FileOutcome::Marked { positions, adds })
         }
     }
 
@@ -371,13 +356,7 @@ impl Table {
         let plain = crate::scan::plain_schema(&stream.schema());
         // Compile the predicate and the assignments once for the file's batches.
         let compiled = Predicate::physical(predicate.expr(), &plain)?;
-        let assignments = match change {
-            RowChange::Delete => Vec::new(),
-            RowChange::Update(assignments) => assignments
-                .iter()
-                .map(|(column, expr)| Ok((column.clone(), Predicate::physical(expr, &plain)?)))
-                .collect::<Result<Vec<_>>>()?,
-        };
+        let assignments = change.compile(&plain)?;
         let schema = self.arrow_schema()?;
         let mut sink =
             FileSink::new(self, schema, self.partition_columns()?, SchemaMode::Strict, self.target_file_size()?)?;
@@ -400,24 +379,28 @@ impl Table {
             Ok(())
         }
         .await;
-        let adds = sink.finish().await;
-        match (result, adds) {
-            (Ok(()), Ok(adds)) => {
-                if changed == 0 {
-                    FileSink::abort(self, &adds).await;
-                    Ok(FileOutcome::Untouched)
-                } else if copied == 0 && matches!(change, RowChange::Delete) {
-                    FileSink::abort(self, &adds).await;
-                    Ok(FileOutcome::Removed { rows: changed })
-                } else {
-                    Ok(FileOutcome::Rewritten { adds, changed, copied })
-                }
-            }
-            (Err(e), Ok(adds)) => {
-                FileSink::abort(self, &adds).await;
-                Err(e.context(format!("rewriting {}", add.path)))
-            }
-            (_, Err(e)) => Err(e.context(format!("rewriting {}", add.path))),
+        let adds = sink.close(self, result).await.map_err(|e| e.context(format!("rewriting {}", add.path)))?;
+        if changed == 0 {
+            FileSink::abort(self, &adds).await;
+            Ok(FileOutcome::Untouched)
+        } else if copied == 0 && matches!(change, RowChange::Delete) {
+            FileSink::abort(self, &adds).await;
+            Ok(FileOutcome::Removed { rows: changed })
+        } else {
+            Ok(FileOutcome::Rewritten { adds, changed, copied })
+        }
+    }
+}
+
+impl RowChange {
+    /// The assignments compiled over `schema` (none for a delete).
+    fn compile(&self, schema: &deltalake::arrow::datatypes::SchemaRef) -> Result<Vec<(String, Arc<dyn PhysicalExpr>)>> {
+        match self {
+            RowChange::Delete => Ok(Vec::new()),
+            RowChange::Update(assignments) => assignments
+                .iter()
+                .map(|(column, expr)| Ok((column.clone(), Predicate::physical(expr, schema)?)))
+                .collect(),
         }
     }
 }

@@ -170,6 +170,20 @@ impl FileSink {
         Ok(adds)
     }
 
+    /// Finish after a run of writes whose outcome is `written`: the `add` actions of
+    /// everything written, or, when the writes or the closing failed, the error (the
+    /// files written are deleted).
+    pub(crate) async fn close(mut self, table: &Table, written: Result<()>) -> Result<Vec<Add>> {
+        match (written, self.finish().await) {
+            (Ok(()), Ok(adds)) => Ok(adds),
+            (Err(e), Ok(adds)) => {
+                Self::abort(table, &adds).await;
+                Err(e)
+            }
+            (_, Err(e)) => Err(e),
+        }
+    }
+
     /// Delete files that were written but will not be committed (best effort).
     pub(crate) async fn abort(table: &Table, adds: &[Add]) {
         let store = table.object_store();

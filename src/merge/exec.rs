@@ -142,15 +142,20 @@ impl MergeJob {
         Ok(matched)
     }
 
-    async fn rewrite(&self, add: Add) -> Result<FileResult> {
-        let mut result = FileResult::untouched(add);
-        let mut sink = FileSink::new(
+    /// A sink for new files of the table.
+    fn sink(&self) -> Result<FileSink> {
+        FileSink::new(
             &self.table,
             self.compiled.table_schema.clone(),
             self.table.partition_columns()?,
             SchemaMode::Strict,
             self.target_file_size,
-        )?;
+        )
+    }
+
+    async fn rewrite(&self, add: Add) -> Result<FileResult> {
+        let mut result = FileResult::untouched(add);
+        let mut sink = self.sink()?;
         let mut held: Vec<RecordBatch> = Vec::new();
         let mut held_bytes = 0usize;
         let outcome: Result<()> = async {
@@ -175,26 +180,17 @@ impl MergeJob {
             Ok(())
         }
         .await;
-        let adds = sink.finish().await;
-        match (outcome, adds) {
-            (Ok(()), Ok(adds)) => {
-                if result.rows_updated == 0 && result.rows_deleted == 0 {
-                    FileSink::abort(&self.table, &adds).await;
-                    result.rows_copied = 0;
-                } else if result.rows_copied == 0 && result.rows_updated == 0 {
-                    FileSink::abort(&self.table, &adds).await;
-                    result.outcome = Outcome::Removed;
-                } else {
-                    result.outcome = Outcome::Rewritten(adds);
-                }
-                Ok(result)
-            }
-            (Err(e), Ok(adds)) => {
-                FileSink::abort(&self.table, &adds).await;
-                Err(e)
-            }
-            (_, Err(e)) => Err(e),
+        let adds = sink.close(&self.table, outcome).await?;
+        if result.rows_updated == 0 && result.rows_deleted == 0 {
+            FileSink::abort(&self.table, &adds).await;
+            result.rows_copied = 0;
+        } else if result.rows_copied == 0 && result.rows_updated == 0 {
+            FileSink::abort(&self.table, &adds).await;
+            result.outcome = Outcome::Removed;
+        } else {
+            result.outcome = Outcome::Rewritten(adds);
         }
+        Ok(result)
     }
 
     /// Apply the clauses to one target batch; return the rows to keep, changed or not.
@@ -243,13 +239,7 @@ impl MergeJob {
             .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", result.add.path)))?;
         let size = result.add.size.max(0) as u64;
         let open = || sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path.clone(), size);
-        let mut sink = FileSink::new(
-            &self.table,
-            self.compiled.table_schema.clone(),
-            self.table.partition_columns()?,
-            SchemaMode::Strict,
-            self.target_file_size,
-        )?;
+        let mut sink = self.sink()?;
         let mut positions: Vec<u64> = Vec::new();
         let mut total_rows = 0u64;
         let written: Result<()> = async {
@@ -310,25 +300,16 @@ impl MergeJob {
             Ok(())
         }
         .await;
-        let adds = sink.finish().await;
-        match (written, adds) {
-            (Ok(()), Ok(adds)) => {
-                if positions.is_empty() {
-                    FileSink::abort(&self.table, &adds).await;
-                } else if positions.len() as u64 == total_rows {
-                    // Every row changed or went: replace the file outright.
-                    result.outcome = if adds.is_empty() { Outcome::Removed } else { Outcome::Rewritten(adds) };
-                } else {
-                    result.outcome = Outcome::Marked { positions, adds };
-                }
-                Ok(result)
-            }
-            (Err(e), Ok(adds)) => {
-                FileSink::abort(&self.table, &adds).await;
-                Err(e)
-            }
-            (_, Err(e)) => Err(e),
+        let adds = sink.close(&self.table, written).await?;
+        if positions.is_empty() {
+            FileSink::abort(&self.table, &adds).await;
+        } else if positions.len() as u64 == total_rows {
+            // Every row changed or went: replace the file outright.
+            result.outcome = if adds.is_empty() { Outcome::Removed } else { Outcome::Rewritten(adds) };
+        } else {
+            result.outcome = Outcome::Marked { positions, adds };
         }
+        Ok(result)
     }
 
     /// Apply `clauses` in order to the `remaining` rows: each row fires at most one,
@@ -365,13 +346,7 @@ impl MergeJob {
         if self.compiled.not_matched.is_empty() || (unmatched.is_empty() && reinsert.is_empty()) {
             return Ok((Vec::new(), 0));
         }
-        let mut sink = FileSink::new(
-            &self.table,
-            self.compiled.table_schema.clone(),
-            self.table.partition_columns()?,
-            SchemaMode::Strict,
-            self.target_file_size,
-        )?;
+        let mut sink = self.sink()?;
         let mut inserted = 0u64;
         let written: Result<()> = async {
             for (indices, through_clauses) in [(unmatched, true), (reinsert, false)] {
@@ -385,15 +360,8 @@ impl MergeJob {
             Ok(())
         }
         .await;
-        let adds = sink.finish().await;
-        match (written, adds) {
-            (Ok(()), Ok(adds)) => Ok((adds, inserted)),
-            (Err(e), Ok(adds)) => {
-                FileSink::abort(&self.table, &adds).await;
-                Err(e.context("inserting new rows"))
-            }
-            (_, Err(e)) => Err(e.context("inserting new rows")),
-        }
+        let adds = sink.close(&self.table, written).await.map_err(|e| e.context("inserting new rows"))?;
+        Ok((adds, inserted))
     }
 
     /// The rows to insert for source rows `indices`: through the not-matched clauses in
