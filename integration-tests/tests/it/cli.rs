@@ -259,3 +259,30 @@ fn merge_on_the_command_line() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("`nope`"), "{}", stderr(&out));
 }
+
+#[test]
+fn tables_created_with_deletion_vectors_get_rows_marked_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = s3_uri("cli-dv");
+    let base = write(dir.path(), "base.csv", "id,name\n1,apple\n2,pear\n3,plum\n");
+    let out = run(&["append", &uri, &base, "--table-property", "delta.enableDeletionVectors=true"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let changes = write(dir.path(), "changes.csv", "id,name\n2,quince\n");
+    let out = run(&["merge", &uri, &changes, "--key", "id", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["files_marked"].as_u64(), report["files_rewritten"].as_u64()), (Some(1), Some(0)), "{report}");
+    // Id 3 lives in the file the merge marked: a file with a vector is rewritten.
+    let out = run(&["delete", &uri, "--where", "id = 3", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((report["rows_deleted"].as_u64(), report["files_rewritten"].as_u64()), (Some(1), Some(1)), "{report}");
+    let out = run(&["scan", &uri, "--format", "csv"]);
+    let text = stdout(&out);
+    let mut lines: Vec<&str> = text.lines().skip(1).map(str::trim).collect();
+    lines.sort();
+    assert_eq!(lines, ["1,apple", "2,quince"]);
+    // A bad property value is refused before anything is written.
+    let out = run(&["append", &s3_uri("cli-dv-bad"), &base, "--table-property", "no-equals-sign"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
