@@ -59,6 +59,7 @@ pub(crate) async fn write(
             });
             new.data_change = true;
             new.modification_time = now;
+            new.stats = new.stats.as_deref().map(wide_bounds);
             (add.clone(), new)
         })
         .collect();
@@ -87,4 +88,29 @@ pub(crate) fn with_partition_values(batch: &RecordBatch, add: &Add, table_schema
     }
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+}
+
+/// File statistics once rows are marked deleted: the min/max/null counts still bound
+/// the live rows but no longer tightly, which the protocol's `tightBounds` says (so
+/// readers do not answer MIN/MAX from them); `numRecords` stays the physical count.
+fn wide_bounds(stats: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(stats) {
+        Ok(serde_json::Value::Object(mut fields)) => {
+            fields.insert("tightBounds".into(), serde_json::Value::Bool(false));
+            serde_json::Value::Object(fields).to_string()
+        }
+        _ => stats.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn marked_files_declare_wide_bounds() {
+        let stats = r#"{"numRecords":3,"minValues":{"id":1},"maxValues":{"id":3},"nullCount":{"id":0}}"#;
+        let wide: serde_json::Value = serde_json::from_str(&super::wide_bounds(stats)).unwrap();
+        assert_eq!(wide["tightBounds"], false);
+        assert_eq!(wide["numRecords"], 3);
+        assert_eq!(super::wide_bounds("not json"), "not json");
+    }
 }
