@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
-use deltalake::kernel::{Action, Transaction};
+use deltalake::kernel::{Action, Add, Remove, Transaction};
 use deltalake::protocol::DeltaOperation;
 use serde_json::Value;
 
@@ -57,4 +57,20 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
     let version = finalized.version();
     table.refresh().await?;
     Ok(version)
+}
+
+/// The `remove` (dataChange = true) of a live file, carrying what its `add` said.
+pub(crate) fn remove_action(add: &Add) -> Remove {
+    Remove {
+        path: add.path.clone(),
+        data_change: true,
+        deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
+        extended_file_metadata: Some(true),
+        partition_values: Some(add.partition_values.clone()),
+        size: Some(add.size),
+        tags: add.tags.clone(),
+        deletion_vector: add.deletion_vector.clone(),
+        base_row_id: add.base_row_id,
+        default_row_commit_version: add.default_row_commit_version,
+    }
 }

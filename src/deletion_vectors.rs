@@ -13,21 +13,43 @@ use deltalake::DeltaTableError;
 use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
-use deltalake::kernel::Add;
+use deltalake::kernel::{Action, Add};
 use object_store::ObjectStoreExt as _;
 
 use crate::error::{Error, Result};
 use crate::table::Table;
 
-/// Write one deletion-vector file holding a vector per marked file; return it (path
-/// and size) and each marked file's `add` before and after.
-pub(crate) async fn write(
-    table: &Table,
-    marked: Vec<(Add, Vec<u64>)>,
-) -> Result<(Option<(deltalake::Path, u64)>, Vec<(Add, Add)>)> {
+/// Files marked in one commit: the deletion-vector file written for them and the
+/// actions that re-add each file with its vector.
+pub(crate) struct Marked {
+    /// The deletion-vector file and its size (`None` when nothing was marked).
+    file: Option<(deltalake::Path, u64)>,
+    /// `remove` of each marked file's old `add`, then the `add` with its vector.
+    pub actions: Vec<Action>,
+}
+
+impl Marked {
+    /// Bytes of the deletion-vector file.
+    pub fn bytes(&self) -> u64 {
+        self.file.as_ref().map_or(0, |(_, size)| *size)
+    }
+
+    /// Delete the deletion-vector file of a commit that did not land (best effort).
+    pub async fn discard(&self, table: &Table) {
+        if let Some((path, _)) = &self.file
+            && let Err(e) = table.object_store().delete(path).await
+        {
+            tracing::warn!(path = %path, error = %e, "could not delete an uncommitted deletion-vector file");
+        }
+    }
+}
+
+/// Write one deletion-vector file holding a vector per marked file (the row positions
+/// to delete) and return the actions that re-add the files with their vectors.
+pub(crate) async fn write(table: &Table, marked: Vec<(Add, Vec<u64>)>) -> Result<Marked> {
     use delta_kernel::actions::deletion_vector_writer::{KernelDeletionVector, StreamingDeletionVectorWriter};
     if marked.is_empty() {
-        return Ok((None, Vec::new()));
+        return Ok(Marked { file: None, actions: Vec::new() });
     }
     let uuid = uuid::Uuid::new_v4();
     let mut buffer = Vec::new();
@@ -46,24 +68,23 @@ pub(crate) async fn write(
     table.object_store().put(&path, buffer.into()).await.map_err(|e| Error::from(DeltaTableError::from(e)))?;
     let encoded = z85::encode(uuid.as_bytes());
     let now = chrono::Utc::now().timestamp_millis();
-    let remarked = descriptors
-        .into_iter()
-        .map(|(add, written)| {
-            let mut new = add.clone();
-            new.deletion_vector = Some(deltalake::kernel::DeletionVectorDescriptor {
-                storage_type: deltalake::kernel::StorageType::UuidRelativePath,
-                path_or_inline_dv: encoded.clone(),
-                offset: Some(written.offset),
-                size_in_bytes: written.size_in_bytes,
-                cardinality: written.cardinality,
-            });
-            new.data_change = true;
-            new.modification_time = now;
-            new.stats = new.stats.as_deref().map(wide_bounds);
-            (add.clone(), new)
-        })
-        .collect();
-    Ok((Some((path, size)), remarked))
+    let mut actions = Vec::with_capacity(2 * descriptors.len());
+    for (add, written) in descriptors {
+        let mut new = add.clone();
+        new.deletion_vector = Some(deltalake::kernel::DeletionVectorDescriptor {
+            storage_type: deltalake::kernel::StorageType::UuidRelativePath,
+            path_or_inline_dv: encoded.clone(),
+            offset: Some(written.offset),
+            size_in_bytes: written.size_in_bytes,
+            cardinality: written.cardinality,
+        });
+        new.data_change = true;
+        new.modification_time = now;
+        new.stats = new.stats.as_deref().map(wide_bounds);
+        actions.push(Action::Remove(crate::commit::remove_action(add)));
+        actions.push(Action::Add(new));
+    }
+    Ok(Marked { file: Some((path, size)), actions })
 }
 
 /// A batch read straight from a data file, as the table sees it: the table's columns

@@ -38,7 +38,7 @@ use futures::StreamExt;
 use serde::Serialize;
 use tracing::instrument;
 
-use crate::commit::{CommitRequest, commit};
+use crate::commit::{CommitRequest, commit, remove_action};
 use crate::error::{Error, ErrorKind, Result};
 use crate::features;
 use crate::predicate::Predicate;
@@ -202,8 +202,6 @@ impl Table {
         let mut written: Vec<Add> = Vec::new();
         let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
         let deletion_vectors = features::deletion_vectors_enabled(state);
-        let removes: std::collections::HashMap<String, deltalake::kernel::Remove> =
-            state.log_data().iter().map(|f| (f.path().to_string(), f.remove_action(true))).collect();
         for add in &plan.files {
             let outcome = if whole_files {
                 FileOutcome::Removed { rows: add_rows(add) }
@@ -227,7 +225,7 @@ impl Table {
                 FileOutcome::Removed { rows } => {
                     report.files_removed += 1;
                     report.rows_deleted += rows;
-                    actions.push(Action::Remove(removes[&add.path].clone()));
+                    actions.push(Action::Remove(remove_action(add)));
                 }
                 FileOutcome::Rewritten { adds, changed, copied } => {
                     report.files_rewritten += 1;
@@ -237,7 +235,7 @@ impl Table {
                     }
                     report.rows_copied += copied;
                     report.bytes_written += adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
-                    actions.push(Action::Remove(removes[&add.path].clone()));
+                    actions.push(Action::Remove(remove_action(add)));
                     written.extend(adds);
                 }
                 FileOutcome::Marked { positions, adds } => {
@@ -255,18 +253,15 @@ impl Table {
         if actions.is_empty() && marked.is_empty() {
             return Ok(ChangeAttempt { report, version: None });
         }
-        let (dv_file, remarked) = match crate::deletion_vectors::write(self, marked).await {
-            Ok(done) => done,
+        let marked = match crate::deletion_vectors::write(self, marked).await {
+            Ok(marked) => marked,
             Err(e) => {
                 FileSink::abort(self, &written).await;
                 return Err(e);
             }
         };
-        report.bytes_written += dv_file.as_ref().map_or(0, |(_, size)| *size);
-        for (old, new) in remarked {
-            actions.push(Action::Remove(removes[&old.path].clone()));
-            actions.push(Action::Add(new));
-        }
+        report.bytes_written += marked.bytes();
+        actions.extend(marked.actions.iter().cloned());
         actions.extend(written.iter().cloned().map(Action::Add));
         let operation = match change {
             RowChange::Delete => DeltaOperation::Delete { predicate: Some(sql.to_string()) },
@@ -288,9 +283,7 @@ impl Table {
         let result = commit(self, actions, request).await;
         if result.is_err() {
             FileSink::abort(self, &written).await;
-            if let Some((path, _)) = dv_file {
-                let _ = object_store::ObjectStoreExt::delete(self.object_store().as_ref(), &path).await;
-            }
+            marked.discard(self).await;
         }
         Ok(ChangeAttempt { report, version: Some(result) })
     }

@@ -39,7 +39,6 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::{Action as DeltaAction, Add, Remove, Transaction};
 use deltalake::protocol::{DeltaOperation, MergePredicate};
 use futures::StreamExt;
-use object_store::ObjectStoreExt as _;
 use serde::Serialize;
 use tracing::instrument;
 
@@ -498,11 +497,11 @@ impl<'a> Merge<'a> {
                         Outcome::Untouched => {}
                         Outcome::Removed => {
                             report.files_removed += 1;
-                            removes.push(remove_of(&file.add));
+                            removes.push(crate::commit::remove_action(&file.add));
                         }
                         Outcome::Rewritten(adds) => {
                             report.files_rewritten += 1;
-                            removes.push(remove_of(&file.add));
+                            removes.push(crate::commit::remove_action(&file.add));
                             written.extend(adds);
                         }
                         Outcome::Marked { positions, adds } => {
@@ -539,19 +538,16 @@ impl<'a> Merge<'a> {
             return Ok(report);
         }
         // Marked files are removed and added again with their deletion vector.
-        let (dv_file, remarked) = match crate::deletion_vectors::write(self.table, marked).await {
-            Ok(done) => done,
+        let marked = match crate::deletion_vectors::write(self.table, marked).await {
+            Ok(marked) => marked,
             Err(e) => {
                 FileSink::abort(self.table, &written).await;
                 return Err(e);
             }
         };
-        report.bytes_written += dv_file.as_ref().map_or(0, |(_, size)| *size);
+        report.bytes_written += marked.bytes();
         let mut actions: Vec<DeltaAction> = removes.into_iter().map(DeltaAction::Remove).collect();
-        for (old, new) in &remarked {
-            actions.push(DeltaAction::Remove(remove_of(old)));
-            actions.push(DeltaAction::Add(new.clone()));
-        }
+        actions.extend(marked.actions.iter().cloned());
         actions.extend(written.iter().cloned().map(DeltaAction::Add));
         let request = CommitRequest {
             operation: self.operation(&job.source, read_all),
@@ -581,9 +577,7 @@ impl<'a> Merge<'a> {
             }
             Err(e) => {
                 FileSink::abort(self.table, &written).await;
-                if let Some((path, _)) = dv_file {
-                    let _ = self.table.object_store().delete(&path).await;
-                }
+                marked.discard(self.table).await;
                 Err(e)
             }
         }
@@ -621,20 +615,5 @@ impl<'a> Merge<'a> {
                 })
                 .collect(),
         }
-    }
-}
-
-fn remove_of(add: &Add) -> Remove {
-    Remove {
-        path: add.path.clone(),
-        data_change: true,
-        deletion_timestamp: Some(chrono::Utc::now().timestamp_millis()),
-        extended_file_metadata: Some(true),
-        partition_values: Some(add.partition_values.clone()),
-        size: Some(add.size),
-        tags: add.tags.clone(),
-        deletion_vector: add.deletion_vector.clone(),
-        base_row_id: add.base_row_id,
-        default_row_commit_version: add.default_row_commit_version,
     }
 }
