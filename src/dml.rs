@@ -100,7 +100,9 @@ enum FileOutcome {
     /// The file stays with these positions marked deleted; `adds` hold the updated
     /// rows' new versions.
     Marked {
+        /// Every deleted position: the earlier vector's and the `changed` new ones.
         positions: Vec<u64>,
+        changed: u64,
         adds: Vec<Add>,
     },
 }
@@ -207,7 +209,7 @@ impl Table {
                 FileOutcome::Removed { rows: add_rows(add) }
             } else {
                 report.files_read += 1;
-                let outcome = if deletion_vectors && add.deletion_vector.is_none() {
+                let outcome = if deletion_vectors {
                     self.mark_file(add, &predicate, change).await
                 } else {
                     self.rewrite_file(add, &predicate, change).await
@@ -238,11 +240,11 @@ impl Table {
                     actions.push(Action::Remove(remove_action(add)));
                     written.extend(adds);
                 }
-                FileOutcome::Marked { positions, adds } => {
+                FileOutcome::Marked { positions, changed, adds } => {
                     report.files_marked += 1;
                     match change {
-                        RowChange::Delete => report.rows_deleted += positions.len() as u64,
-                        RowChange::Update(_) => report.rows_updated += positions.len() as u64,
+                        RowChange::Delete => report.rows_deleted += changed,
+                        RowChange::Update(_) => report.rows_updated += changed,
                     }
                     report.bytes_written += adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
                     written.extend(adds);
@@ -310,12 +312,26 @@ impl Table {
         )?;
         let mut positions: Vec<u64> = Vec::new();
         let mut rows = 0u64;
+        let mut total = 0u64;
+        // Rows an earlier vector deleted are skipped; the new vector keeps them deleted.
+        let deleted = crate::deletion_vectors::deleted_positions(self, add).await?;
         let result: Result<()> = async {
-            let mut stream = ParquetRecordBatchStreamBuilder::new(reader).await?.with_batch_size(8192).build()?;
+            let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+            total = builder.metadata().file_metadata().num_rows().max(0) as u64;
+            let live = (!deleted.is_empty()).then(|| crate::deletion_vectors::live_positions(&deleted, total));
+            let builder = match &live {
+                Some(live) => builder.with_row_selection(crate::deletion_vectors::row_selection(live, total)),
+                None => builder,
+            };
+            let mut stream = builder.with_batch_size(8192).build()?;
             while let Some(batch) = stream.try_next().await? {
                 let batch = crate::deletion_vectors::with_partition_values(&batch, add, &plain)?;
                 let matches = Predicate::mask(&compiled, &batch)?;
-                positions.extend((0..matches.len()).filter(|i| matches.value(*i)).map(|i| rows + i as u64));
+                let physical = |i: usize| {
+                    let logical = rows + i as u64;
+                    live.as_ref().map_or(logical, |live| live[logical as usize])
+                };
+                positions.extend((0..matches.len()).filter(|i| matches.value(*i)).map(physical));
                 rows += batch.num_rows() as u64;
                 if let RowChange::Update(_) = change {
                     let updated = filter_record_batch(&apply_assignments(&batch, &matches, &assignments)?, &matches)?;
@@ -330,12 +346,15 @@ impl Table {
         let adds = sink.close(self, result).await.map_err(|e| e.context(format!("marking rows of {}", add.path)))?;
         if positions.is_empty() {
             FileSink::abort(self, &adds).await;
-            Ok(FileOutcome::Untouched)
-        } else if positions.len() as u64 == rows && matches!(change, RowChange::Delete) {
+            return Ok(FileOutcome::Untouched);
+        }
+        let changed = positions.len() as u64;
+        let positions = crate::deletion_vectors::union(&deleted, &positions);
+        if positions.len() as u64 == total && matches!(change, RowChange::Delete) {
             FileSink::abort(self, &adds).await;
             Ok(FileOutcome::Removed { rows })
         } else {
-            Ok(FileOutcome::Marked { positions, adds })
+            Ok(FileOutcome::Marked { positions, changed, adds })
         }
     }
 

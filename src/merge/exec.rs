@@ -17,7 +17,6 @@ use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null, take_rec
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
-use deltalake::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use futures::{StreamExt, TryStreamExt};
 
@@ -96,7 +95,7 @@ impl MergeJob {
     /// keys exist).
     pub(crate) async fn merge_file(self: Arc<Self>, add: Add, probe: bool, rewrite: bool) -> Result<FileResult> {
         // Marking rows reads the key columns first itself: no separate probe.
-        if rewrite && self.deletion_vectors && add.deletion_vector.is_none() {
+        if rewrite && self.deletion_vectors {
             return self.mark(add.clone()).await.map_err(|e| e.context(format!("marking rows of {}", add.path)));
         }
         if probe || !rewrite {
@@ -242,6 +241,9 @@ impl MergeJob {
         let mut sink = self.sink()?;
         let mut positions: Vec<u64> = Vec::new();
         let mut total_rows = 0u64;
+        // Rows an earlier deletion vector removed are neither matched nor read; the new
+        // vector holds them and the newly marked rows.
+        let deleted = crate::deletion_vectors::deleted_positions(&self.table, &result.add).await?;
         let written: Result<()> = async {
             let builder = ParquetRecordBatchStreamBuilder::new(open()).await?;
             total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
@@ -262,21 +264,30 @@ impl MergeJob {
                         &self.compiled.table_schema,
                     )?;
                     let found = self.source.lookup(&batch)?;
-                    matched.extend((0..found.len()).filter(|i| found.is_valid(*i)).map(|i| offset + i as u64));
+                    matched.extend(
+                        (0..found.len())
+                            .filter(|i| found.is_valid(*i))
+                            .map(|i| offset + i as u64)
+                            .filter(|p| deleted.binary_search(p).is_err()),
+                    );
                     offset += batch.num_rows() as u64;
                 }
                 if matched.is_empty() {
                     return Ok(());
                 }
-                let selection = row_selection(&matched, offset);
+                let selection = crate::deletion_vectors::row_selection(&matched, offset);
                 let stream = ParquetRecordBatchStreamBuilder::new(open())
                     .await?
                     .with_row_selection(selection)
                     .with_batch_size(8192)
                     .build()?;
                 (Some(matched), stream)
-            } else {
+            } else if deleted.is_empty() {
                 (None, builder.with_batch_size(8192).build()?)
+            } else {
+                let live = crate::deletion_vectors::live_positions(&deleted, total_rows);
+                let selection = crate::deletion_vectors::row_selection(&live, total_rows);
+                (Some(live), builder.with_row_selection(selection).with_batch_size(8192).build()?)
             };
             let mut stream = stream;
             let mut cursor = 0usize;
@@ -303,7 +314,10 @@ impl MergeJob {
         let adds = sink.close(&self.table, written).await?;
         if positions.is_empty() {
             FileSink::abort(&self.table, &adds).await;
-        } else if positions.len() as u64 == total_rows {
+            return Ok(result);
+        }
+        let positions = crate::deletion_vectors::union(&deleted, &positions);
+        if positions.len() as u64 == total_rows {
             // Every row changed or went: replace the file outright.
             result.outcome = if adds.is_empty() { Outcome::Removed } else { Outcome::Rewritten(adds) };
         } else {
@@ -480,50 +494,4 @@ fn to_table_types(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<Recor
     }
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
-}
-
-/// A parquet row selection of the sorted row `positions` of a file of `rows` rows.
-fn row_selection(positions: &[u64], rows: u64) -> RowSelection {
-    let mut selectors = Vec::new();
-    let mut next = 0u64;
-    let mut i = 0;
-    while i < positions.len() {
-        let start = positions[i];
-        let mut end = start + 1;
-        i += 1;
-        while i < positions.len() && positions[i] == end {
-            end += 1;
-            i += 1;
-        }
-        if start > next {
-            selectors.push(RowSelector::skip((start - next) as usize));
-        }
-        selectors.push(RowSelector::select((end - start) as usize));
-        next = end;
-    }
-    if rows > next {
-        selectors.push(RowSelector::skip((rows - next) as usize));
-    }
-    RowSelection::from(selectors)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn row_selections_select_runs_and_skip_gaps() {
-        let selection = row_selection(&[0, 1, 2, 5, 9], 12);
-        let expected = RowSelection::from(vec![
-            RowSelector::select(3),
-            RowSelector::skip(2),
-            RowSelector::select(1),
-            RowSelector::skip(3),
-            RowSelector::select(1),
-            RowSelector::skip(2),
-        ]);
-        assert_eq!(selection, expected);
-        assert_eq!(selection.row_count(), 5);
-        assert_eq!(row_selection(&[3], 4), RowSelection::from(vec![RowSelector::skip(3), RowSelector::select(1)]));
-    }
 }

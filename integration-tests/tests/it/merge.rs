@@ -788,15 +788,22 @@ async fn merges_write_deletion_vectors_where_the_table_enables_them() {
     assert_eq!(python, expected, "the Python reader applies our deletion vectors");
 
     // A second merge: ids 150-151 live in the day-1 file, which already has a deletion
-    // vector, so it is rewritten; id 111's new version lives in a file without one,
-    // which is marked.
+    // vector: its new vector holds the old positions and the two new ones. Id 111's
+    // new version lives in a file without one, which is marked too. Id 115's old
+    // version, deleted by the first vector, must not match again.
+    let day1 = marked.iter().find(|f| f.deleted_rows == 10).unwrap().path.clone();
     let source = [orders(111..112, "shipped"), orders(150..152, "shipped")].concat();
     let report = table.upsert([orders_batch(&source)], ["order_id"]).await.unwrap();
-    assert_eq!((report.files_rewritten, report.files_marked), (1, 1), "{report:?}");
+    assert_eq!((report.files_rewritten, report.files_marked), (0, 2), "{report:?}");
+    assert_eq!((report.rows_updated, report.rows_inserted), (3, 0), "{report:?}");
     for o in source {
         model.insert(o.id, o);
     }
     assert_eq!(table_rows(&table).await, model_rows(&model));
+    let files = table.files().unwrap();
+    let day1 = files.iter().find(|f| f.path == day1).expect("the day-1 file stays");
+    assert_eq!(day1.deleted_rows, 12, "old and new positions in one vector");
+    assert_eq!(python_orders(&uri), model.values().map(|o| (o.id, o.status.clone())).collect::<Vec<_>>());
     // Compaction folds the remaining deletion vector away.
     table.compact(CompactOptions::default()).await.unwrap();
     assert_eq!(table_rows(&table).await, model_rows(&model));
@@ -824,9 +831,23 @@ async fn deletes_and_updates_write_deletion_vectors_where_the_table_enables_them
     }
     assert_eq!(table_rows(&table).await, model_rows(&model));
     assert_eq!(python_orders(&uri), model.values().map(|o| (o.id, o.status.clone())).collect::<Vec<_>>());
-    // A second delete in a marked file rewrites it (its vector is folded in).
-    let report = table.delete("order_id = 30").await.unwrap();
-    assert_eq!((report.files_marked, report.files_rewritten), (0, 1), "{report:?}");
+    // A second delete and update in a marked file extend its vector; rows the first
+    // vector deleted no longer match (12 is gone already).
+    let report = table.delete("order_id = 30 OR order_id = 12").await.unwrap();
+    assert_eq!((report.files_marked, report.files_rewritten, report.rows_deleted), (1, 0, 1), "{report:?}");
     model.remove(&30);
+    let report = table.update("order_id >= 155 AND order_id < 165", &[("status", "'later'")]).await.unwrap();
+    assert_eq!((report.files_marked, report.rows_updated), (2, 10), "{report:?}");
+    for id in 155..165 {
+        model.get_mut(&id).unwrap().status = "later".into();
+    }
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+    let deleted: u64 = table.files().unwrap().iter().map(|f| f.deleted_rows).sum();
+    assert_eq!(deleted, 10 + 1 + 10 + 10, "every change so far marked, none rewritten");
+    assert_eq!(python_orders(&uri), model.values().map(|o| (o.id, o.status.clone())).collect::<Vec<_>>());
+    // Deleting every live row of a marked file removes it.
+    let report = table.delete("order_id < 100").await.unwrap();
+    assert_eq!((report.files_removed, report.rows_deleted), (1, 89), "{report:?}");
+    model.retain(|id, _| *id >= 100);
     assert_eq!(table_rows(&table).await, model_rows(&model));
 }
