@@ -43,6 +43,9 @@ pub struct CompactOptions {
     pub filter: Option<String>,
     /// Row order within rewritten files.
     pub clustering: Option<Clustering>,
+    /// Rewrite files whose deletion vectors delete more than this share of their rows
+    /// (default 0.05, as Delta's `OPTIMIZE`).
+    pub max_deleted_rows_ratio: Option<f64>,
     /// Executor knobs (parallelism, memory, commit cadence).
     pub executor: ExecutorSettings,
     /// Called before every commit (fault injection).
@@ -108,7 +111,7 @@ impl Table {
                 path: f.path.clone(),
                 size: f.size,
                 rows: f.rows,
-                has_deletion_vector: f.has_deletion_vector,
+                deleted_rows: f.deleted_rows,
             })
             .collect())
     }
@@ -133,6 +136,9 @@ impl Table {
             min_input_files: options.min_input_files.unwrap_or(2),
             max_bytes: options.max_bytes,
             clustering: options.clustering.clone(),
+            max_deleted_rows_ratio: options
+                .max_deleted_rows_ratio
+                .unwrap_or(sediment_compactor::planner::DEFAULT_MAX_DELETED_ROWS_RATIO),
         };
         let files = self.files()?;
         let mut views = self.views_of(&files)?;

@@ -14,7 +14,6 @@ use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::{Action, Add};
-use deltalake::parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use object_store::ObjectStoreExt as _;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -91,34 +90,12 @@ pub(crate) async fn write(table: &Table, marked: Vec<(Add, Vec<u64>)>) -> Result
 /// The row positions `add`'s deletion vector marks deleted, in ascending order
 /// (empty when the file has none).
 pub(crate) async fn deleted_positions(table: &Table, add: &Add) -> Result<Vec<u64>> {
-    let Some(descriptor) = add.deletion_vector.clone() else {
-        return Ok(Vec::new());
-    };
-    let descriptor = delta_kernel::actions::deletion_vector::DeletionVectorDescriptor::try_from(descriptor)
-        .map_err(|e| Error::new(ErrorKind::Data, format!("bad deletion vector of {}: {e}", add.path)))?;
-    let engine = table.delta().log_store().engine(None);
-    let root = table.delta().table_url().clone();
-    let path = add.path.clone();
-    // The kernel reads synchronously (through its own executor): off the runtime's threads.
-    tokio::task::spawn_blocking(move || {
-        let bitmap = descriptor
-            .read(engine.storage_handler(), &root)
-            .map_err(|e| Error::new(ErrorKind::Data, format!("cannot read the deletion vector of {path}: {e}")))?;
-        Ok(bitmap.into_iter().collect())
-    })
-    .await
-    .map_err(|e| Error::internal(format!("reading a deletion vector failed: {e}")))?
-}
-
-/// The positions `0..rows` not in `deleted` (ascending), i.e. a file's live rows.
-pub(crate) fn live_positions(deleted: &[u64], rows: u64) -> Vec<u64> {
-    let mut gone = deleted.iter().peekable();
-    (0..rows)
-        .filter(|p| {
-            while gone.next_if(|d| **d < *p).is_some() {}
-            gone.next_if_eq(&p).is_none()
-        })
-        .collect()
+    match &add.deletion_vector {
+        None => Ok(Vec::new()),
+        Some(dv) => sediment_compactor::reader::deleted_positions(table.delta(), &add.path, dv)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Data, e.to_string())),
+    }
 }
 
 /// The union of two ascending position lists, ascending and without repeats.
@@ -147,31 +124,6 @@ pub(crate) fn union(a: &[u64], b: &[u64]) -> Vec<u64> {
         out.push(next);
     }
     out
-}
-
-/// A parquet row selection of the sorted row `positions` of a file of `rows` rows.
-pub(crate) fn row_selection(positions: &[u64], rows: u64) -> RowSelection {
-    let mut selectors = Vec::new();
-    let mut next = 0u64;
-    let mut i = 0;
-    while i < positions.len() {
-        let start = positions[i];
-        let mut end = start + 1;
-        i += 1;
-        while i < positions.len() && positions[i] == end {
-            end += 1;
-            i += 1;
-        }
-        if start > next {
-            selectors.push(RowSelector::skip((start - next) as usize));
-        }
-        selectors.push(RowSelector::select((end - start) as usize));
-        next = end;
-    }
-    if rows > next {
-        selectors.push(RowSelector::skip((rows - next) as usize));
-    }
-    RowSelection::from(selectors)
 }
 
 /// A batch read straight from a data file, as the table sees it: the table's columns
@@ -213,7 +165,6 @@ fn wide_bounds(stats: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
 
     #[test]
     fn marked_files_declare_wide_bounds() {
@@ -225,32 +176,9 @@ mod tests {
     }
 
     #[test]
-    fn live_positions_skip_the_deleted_ones() {
-        assert_eq!(super::live_positions(&[0, 2, 3, 9], 6), vec![1, 4, 5]);
-        assert_eq!(super::live_positions(&[], 3), vec![0, 1, 2]);
-        assert!(super::live_positions(&[0, 1], 2).is_empty());
-    }
-
-    #[test]
     fn union_merges_sorted_positions() {
         assert_eq!(super::union(&[1, 3, 5], &[2, 3, 8]), vec![1, 2, 3, 5, 8]);
         assert_eq!(super::union(&[], &[4]), vec![4]);
         assert_eq!(super::union(&[7], &[]), vec![7]);
-    }
-
-    #[test]
-    fn row_selections_select_runs_and_skip_gaps() {
-        let selection = row_selection(&[0, 1, 2, 5, 9], 12);
-        let expected = RowSelection::from(vec![
-            RowSelector::select(3),
-            RowSelector::skip(2),
-            RowSelector::select(1),
-            RowSelector::skip(3),
-            RowSelector::select(1),
-            RowSelector::skip(2),
-        ]);
-        assert_eq!(selection, expected);
-        assert_eq!(selection.row_count(), 5);
-        assert_eq!(row_selection(&[3], 4), RowSelection::from(vec![RowSelector::skip(3), RowSelector::select(1)]));
     }
 }

@@ -318,9 +318,9 @@ impl Table {
         let result: Result<()> = async {
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
             total = builder.metadata().file_metadata().num_rows().max(0) as u64;
-            let live = (!deleted.is_empty()).then(|| crate::deletion_vectors::live_positions(&deleted, total));
+            let live = (!deleted.is_empty()).then(|| sediment_compactor::reader::live_positions(&deleted, total));
             let builder = match &live {
-                Some(live) => builder.with_row_selection(crate::deletion_vectors::row_selection(live, total)),
+                Some(live) => builder.with_row_selection(sediment_compactor::reader::row_selection(live, total)),
                 None => builder,
             };
             let mut stream = builder.with_batch_size(8192).build()?;

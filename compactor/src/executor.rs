@@ -13,14 +13,17 @@
 //!   plus `add` of their outputs. A crash loses only bins not yet committed, and
 //!   their files are never referenced.
 //! - **Conflicts**: concurrent appends do not conflict. When another writer removed
-//!   an input of a bin (delete, merge, overwrite, another compaction), the commit is
-//!   re-planned on the newest version: bins whose inputs are all still live are
-//!   committed, the others are given up, their files deleted, and the report says so.
+//!   an input of a bin (delete, merge, overwrite, another compaction) or marked more
+//!   of its rows deleted (a new deletion vector on the same file), the commit is
+//!   re-planned on the newest version: bins whose inputs are all still live with the
+//!   deletion vectors they were read with are committed, the others are given up,
+//!   their files deleted, and the report says so.
 //! - **Errors**: a bin whose storage calls fail is retried with backoff
 //!   (`max_bin_attempts`); a bin whose input cannot be read is given up with the file
 //!   named, and the other bins go on.
-//! - **Deletion vectors**: files with deletion vectors are never planned (see
-//!   [`crate::planner`]), so no deleted row can come back.
+//! - **Deletion vectors**: the deletes are applied while rewriting: an input's
+//!   deletion vector is read first and its deleted rows are skipped (a parquet row
+//!   selection), so the output holds only live rows and carries no vector.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -32,7 +35,7 @@ use deltalake::arrow::array::{ArrayRef, RecordBatch, UInt64Array, new_null_array
 use deltalake::arrow::compute::{SortColumn, cast, concat_batches, lexsort_to_indices, take_record_batch};
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
-use deltalake::kernel::{Action, Add, Remove};
+use deltalake::kernel::{Action, Add, DeletionVectorDescriptor, Remove};
 use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
@@ -194,13 +197,21 @@ struct BinContext {
     table: DeltaTable,
     store: Arc<dyn ObjectStore>,
     file_schema: SchemaRef,
-    partition_values: HashMap<String, PartitionScalars>,
+    /// Every planned input as the plan's version has it.
+    inputs: HashMap<String, InputFile>,
     clustering: Option<Clustering>,
     target_file_size: u64,
     bytes_read: AtomicU64,
 }
 
 type PartitionScalars = indexmap::IndexMap<String, delta_kernel::expressions::Scalar>;
+
+/// A planned input file at the plan's version.
+struct InputFile {
+    partition_values: PartitionScalars,
+    /// Its deletion vector: the rows skipped, and what the commit checks is unchanged.
+    deletion_vector: Option<DeletionVectorDescriptor>,
+}
 
 impl CompactionExecutor {
     /// An executor for `table`, loaded at the version the plan was made from.
@@ -280,12 +291,12 @@ impl CompactionExecutor {
                 progress(finished, report.bins_planned, context.bytes_read.load(Ordering::Relaxed));
             }
             if pending.len() >= self.settings.commit_every_bins || last_commit.elapsed() >= self.settings.commit_every {
-                self.commit(std::mem::take(&mut pending), plan, &mut report).await?;
+                self.commit(std::mem::take(&mut pending), plan, &context, &mut report).await?;
                 last_commit = Instant::now();
             }
         }
         if !pending.is_empty() {
-            self.commit(pending, plan, &mut report).await?;
+            self.commit(pending, plan, &context, &mut report).await?;
         }
         report.bytes_read = context.bytes_read.load(Ordering::Relaxed);
         report.duration_ms = started.elapsed().as_millis() as u64;
@@ -320,17 +331,18 @@ impl CompactionExecutor {
         }
         // Typed partition values of every planned input, from the snapshot.
         let planned: HashSet<&str> = plan.bins().flat_map(|b| b.inputs.iter().map(|f| f.path.as_str())).collect();
-        let mut partition_values = HashMap::new();
+        let mut inputs = HashMap::new();
         let mut live = 0;
         for view in state.log_data().iter() {
             let path = view.path().to_string();
             if planned.contains(path.as_str()) {
                 live += 1;
-                let values: PartitionScalars = view
+                let partition_values: PartitionScalars = view
                     .partition_values()
                     .map(|s| s.fields().iter().map(|f| f.name().to_string()).zip(s.values().iter().cloned()).collect())
                     .unwrap_or_default();
-                partition_values.insert(path, values);
+                let deletion_vector = view.deletion_vector_descriptor();
+                inputs.insert(path, InputFile { partition_values, deletion_vector });
             }
         }
         if live != planned.len() {
@@ -344,7 +356,7 @@ impl CompactionExecutor {
             table: self.table.clone(),
             store: self.table.object_store(),
             file_schema,
-            partition_values,
+            inputs,
             clustering: plan.clustering.clone(),
             target_file_size: plan.target_file_size,
             bytes_read: AtomicU64::new(0),
@@ -357,6 +369,7 @@ impl CompactionExecutor {
         &mut self,
         mut outputs: Vec<BinOutput>,
         plan: &CompactionPlan,
+        context: &BinContext,
         report: &mut CompactionReport,
     ) -> Result<()> {
         let mut attempt = 0;
@@ -366,12 +379,26 @@ impl CompactionExecutor {
             }
             attempt += 1;
             let state = self.table.snapshot()?;
-            let live: HashMap<String, Remove> =
-                state.log_data().iter().map(|v| (v.path().to_string(), v.remove_action(false))).collect();
+            let live: HashMap<String, (Remove, Option<DeletionVectorDescriptor>)> = state
+                .log_data()
+                .iter()
+                .map(|v| (v.path().to_string(), (v.remove_action(false), v.deletion_vector_descriptor())))
+                .collect();
+            // An input is unchanged when its path is live with the vector it was read with.
+            let unchanged = |path: &str| {
+                live.get(path)
+                    .zip(context.inputs.get(path))
+                    .is_some_and(|((_, now), read)| *now == read.deletion_vector)
+            };
             let (keep, lost): (Vec<BinOutput>, Vec<BinOutput>) =
-                outputs.into_iter().partition(|o| o.bin.inputs.iter().all(|f| live.contains_key(&f.path)));
+                outputs.into_iter().partition(|o| o.bin.inputs.iter().all(|f| unchanged(&f.path)));
             for output in lost {
-                self.give_up(output, "another writer removed one of its input files first", report).await;
+                self.give_up(
+                    output,
+                    "another writer removed one of its input files, or deleted more of its rows, first",
+                    report,
+                )
+                .await;
             }
             outputs = keep;
             if outputs.is_empty() {
@@ -380,7 +407,7 @@ impl CompactionExecutor {
             let mut actions = Vec::new();
             for output in &outputs {
                 for input in &output.bin.inputs {
-                    if let Some(remove) = live.get(&input.path) {
+                    if let Some((remove, _)) = live.get(&input.path) {
                         actions.push(Action::Remove(remove.clone()));
                     }
                 }
@@ -501,9 +528,9 @@ async fn rewrite_bin_with_retries(
 /// Rewrite one bin into one file; returns its `add` actions (dataChange = false).
 async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64)> {
     let partition_values = context
-        .partition_values
+        .inputs
         .get(&bin.inputs[0].path)
-        .cloned()
+        .map(|f| f.partition_values.clone())
         .ok_or_else(|| CompactionError::Invalid(format!("no partition values for {}", bin.inputs[0].path)))?;
     // One output per bin: its inputs total at most the target, so a cut at twice the
     // target never happens in practice. Writer settings are chosen from the first batch.
@@ -516,12 +543,20 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64)>
         let path = Path::from_url_path(&input.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.path)))?;
         let reader = StoreFileReader::new(context.store.clone(), path, input.size);
-        let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
-            .await
-            .map_err(|e| read_error(&input.path, e))?
-            .with_batch_size(8192)
-            .build()
-            .map_err(|e| read_error(&input.path, e))?;
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| read_error(&input.path, e))?;
+        // Rows a deletion vector deleted are not read.
+        let builder = match context.inputs.get(&input.path).and_then(|f| f.deletion_vector.as_ref()) {
+            Some(dv) => {
+                let deleted = crate::reader::deleted_positions(&context.table, &input.path, dv)
+                    .await
+                    .map_err(|e| CompactionError::Data(e.to_string()))?;
+                let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
+                let live = crate::reader::live_positions(&deleted, total);
+                builder.with_row_selection(crate::reader::row_selection(&live, total))
+            }
+            None => builder,
+        };
+        let mut stream = builder.with_batch_size(8192).build().map_err(|e| read_error(&input.path, e))?;
         while let Some(batch) = stream.try_next().await.map_err(|e| read_error(&input.path, e))? {
             let batch = conform(&batch, &context.file_schema).map_err(|e| {
                 CompactionError::Data(format!("data file {} does not fit the table schema: {e}", input.path))

@@ -33,8 +33,35 @@ pub struct FileView {
     pub rows: Option<u64>,
     /// Partition values.
     pub partition: PartitionKey,
-    /// Whether a deletion vector deletes some of its rows (such files are left out).
-    pub has_deletion_vector: bool,
+    /// Rows its deletion vector deletes (0 without one).
+    #[serde(default)]
+    pub deleted_rows: u64,
+}
+
+impl FileView {
+    /// Whether a deletion vector deletes some of its rows.
+    pub fn has_deletion_vector(&self) -> bool {
+        self.deleted_rows > 0
+    }
+
+    /// The bytes its live rows take, estimated in proportion to its rows (its size
+    /// when it has no deletion vector or no row count).
+    pub fn live_size(&self) -> u64 {
+        match self.rows {
+            Some(rows) if rows > 0 && self.deleted_rows > 0 => {
+                (self.size as u128 * rows.saturating_sub(self.deleted_rows) as u128 / rows as u128) as u64
+            }
+            _ => self.size,
+        }
+    }
+
+    /// The share of its rows a deletion vector deletes (0 when unknown).
+    pub fn deleted_ratio(&self) -> f64 {
+        match self.rows {
+            Some(rows) if rows > 0 => self.deleted_rows as f64 / rows as f64,
+            _ => 0.0,
+        }
+    }
 }
 
 /// Files below `target / FRAGMENT_DIVISOR` are fragments.
@@ -92,6 +119,8 @@ pub struct PartitionHealth {
     pub undersized: usize,
     /// Files with a deletion vector.
     pub with_deletion_vectors: usize,
+    /// Rows their deletion vectors delete (still stored, skipped by readers).
+    pub deleted_rows: u64,
     /// Mean file size.
     pub average_file_size: u64,
     /// `max(1, ceil(bytes / target))`.
@@ -144,7 +173,8 @@ pub fn partition_health(partition: &PartitionKey, files: &[&FileView], target: u
         rows: files.iter().map(|f| f.rows).sum(),
         fragments: files.iter().filter(|f| f.size < target / FRAGMENT_DIVISOR).count(),
         undersized: files.iter().filter(|f| is_undersized(f.size, target)).count(),
-        with_deletion_vectors: files.iter().filter(|f| f.has_deletion_vector).count(),
+        with_deletion_vectors: files.iter().filter(|f| f.has_deletion_vector()).count(),
+        deleted_rows: files.iter().map(|f| f.deleted_rows).sum(),
         average_file_size: bytes.checked_div(files.len() as u64).unwrap_or(0),
         ideal_files: if files.is_empty() { 0 } else { ideal },
         score: score(ideal, files.len()),
@@ -191,7 +221,7 @@ mod tests {
             size,
             rows: Some(size / 10),
             partition: vec![("day".into(), Some(day.into()))],
-            has_deletion_vector: false,
+            deleted_rows: 0,
         }
     }
 
@@ -210,6 +240,16 @@ mod tests {
         assert_eq!(health.score, 40);
         assert_eq!(health.rows, Some(14));
         assert_eq!(table_health(&[], target).score, 100);
+    }
+
+    #[test]
+    fn live_size_is_in_proportion_to_live_rows() {
+        let mut f = file("a", 1000, "1");
+        assert_eq!((f.live_size(), f.deleted_ratio()), (1000, 0.0));
+        f.deleted_rows = 25;
+        assert_eq!((f.live_size(), f.deleted_ratio()), (750, 0.25));
+        f.rows = None;
+        assert_eq!((f.live_size(), f.deleted_ratio()), (1000, 0.0));
     }
 
     #[test]

@@ -1,13 +1,18 @@
 //! The compaction planner: a pure function from file views to a plan.
 //!
+//! Sizes below are *live* sizes: a file's size in proportion to the rows its deletion
+//! vector (if any) leaves, as the executor drops deleted rows while rewriting.
+//!
 //! Per partition (never across partitions):
-//! 1. the *candidates* are the undersized files (below 3/4 of the target) without a
-//!    deletion vector; files at or above 3/4 of the target are left alone, and files
-//!    with deletion vectors are left out (the executor does not rewrite them);
+//! 1. the *candidates* are the undersized files (below 3/4 of the target) and the
+//!    files whose deletion vector deletes more than `max_deleted_rows_ratio` of their
+//!    rows (*purged* files, whatever their size, as Delta's `OPTIMIZE` does); other
+//!    files are left alone;
 //! 2. candidates are bin-packed first-fit-decreasing into bins whose total size is at
-//!    most the target, so each bin is rewritten into one file;
-//! 3. bins with fewer than `min_input_files` inputs are dropped. A partition with no
-//!    bin left is healthy and plans nothing.
+//!    most the target (a purged file larger than that gets a bin of its own), so
+//!    each bin is rewritten into one file;
+//! 3. bins with fewer than `min_input_files` inputs and no purged file are dropped. A
+//!    partition with no bin left is healthy and plans nothing.
 //!
 //! Partitions are taken worst health score first, and bins are added while they fit
 //! in the `max_bytes` budget (the first bin is always taken, so every run progresses). The plan is independent of the order of its input.
@@ -43,7 +48,7 @@ pub enum Clustering {
 }
 
 /// The planner's knobs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlannerSettings {
     /// Target file size in bytes.
@@ -51,23 +56,42 @@ pub struct PlannerSettings {
     /// Fewest files a bin may have (at least 2).
     pub min_input_files: usize,
     /// Most bytes of input to rewrite in one run (`None`: no limit). The first bin
-    /// is always taken, so a run rewrites at most `max(max_bytes, target)` bytes.
+    /// is always taken, so a run rewrites at most `max(max_bytes, first bin)` bytes
+    /// (a bin is at most the target, or one file purged of its deleted rows).
     pub max_bytes: Option<u64>,
     /// Row order within each rewritten file.
     pub clustering: Option<Clustering>,
+    /// A file whose deletion vector deletes more than this share of its rows is
+    /// rewritten without them, whatever its size (Delta's `OPTIMIZE` default, 0.05).
+    pub max_deleted_rows_ratio: f64,
 }
 
 impl Default for PlannerSettings {
     fn default() -> Self {
-        Self { target_file_size: DEFAULT_TARGET_FILE_SIZE, min_input_files: 2, max_bytes: None, clustering: None }
+        Self {
+            target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            min_input_files: 2,
+            max_bytes: None,
+            clustering: None,
+            max_deleted_rows_ratio: DEFAULT_MAX_DELETED_ROWS_RATIO,
+        }
     }
 }
+
+/// Default of [`PlannerSettings::max_deleted_rows_ratio`].
+pub const DEFAULT_MAX_DELETED_ROWS_RATIO: f64 = 0.05;
 
 impl PlannerSettings {
     /// Check the knobs.
     pub fn validate(&self) -> Result<()> {
         if self.target_file_size == 0 {
             return Err(CompactionError::Invalid("target file size must be positive".into()));
+        }
+        if !(0.0..=1.0).contains(&self.max_deleted_rows_ratio) {
+            return Err(CompactionError::Invalid(format!(
+                "max_deleted_rows_ratio must be between 0 and 1, got {}",
+                self.max_deleted_rows_ratio
+            )));
         }
         if self.min_input_files < 2 {
             return Err(CompactionError::Invalid(format!(
@@ -96,6 +120,9 @@ pub struct PlannedFile {
     pub size: u64,
     /// Rows, when known.
     pub rows: Option<u64>,
+    /// Rows its deletion vector deletes, dropped by the rewrite.
+    #[serde(default)]
+    pub deleted_rows: u64,
 }
 
 /// Files of one partition rewritten into one file.
@@ -107,6 +134,9 @@ pub struct Bin {
     pub inputs: Vec<PlannedFile>,
     /// Total size of the inputs.
     pub input_bytes: u64,
+    /// Total live size of the inputs: the expected size of the output.
+    #[serde(default)]
+    pub live_bytes: u64,
 }
 
 /// The bins of one partition.
@@ -131,8 +161,8 @@ pub struct CompactionPlan {
     pub clustering: Option<Clustering>,
     /// Partitions with work, worst health first.
     pub partitions: Vec<PartitionPlan>,
-    /// Undersized files left out because they have a deletion vector.
-    pub skipped_with_deletion_vectors: usize,
+    /// Planned inputs with a deletion vector, whose deleted rows the rewrite drops.
+    pub files_with_deletes: usize,
     /// Bins that qualified but did not fit in the `max_bytes` budget.
     pub deferred_bins: usize,
 }
@@ -165,30 +195,28 @@ pub fn plan(files: &[FileView], settings: &PlannerSettings) -> Result<Compaction
     settings.validate()?;
     let target = settings.target_file_size;
     let mut partitions = Vec::new();
-    let mut skipped_with_deletion_vectors = 0;
+    let purged = |f: &FileView| f.has_deletion_vector() && f.deleted_ratio() > settings.max_deleted_rows_ratio;
     for (key, files) in by_partition(files) {
         let health = partition_health(&key, &files, target);
-        let mut candidates: Vec<&FileView> = Vec::new();
-        for f in &files {
-            if is_undersized(f.size, target) {
-                if f.has_deletion_vector {
-                    skipped_with_deletion_vectors += 1;
-                } else {
-                    candidates.push(f);
-                }
-            }
-        }
+        let candidates: Vec<&FileView> =
+            files.iter().copied().filter(|f| is_undersized(f.live_size(), target) || purged(f)).collect();
         let bins: Vec<Bin> = first_fit_decreasing(candidates, target)
             .into_iter()
-            .filter(|bin| bin.len() >= settings.min_input_files)
+            .filter(|bin| bin.len() >= settings.min_input_files || bin.iter().any(|f| purged(f)))
             .map(|mut inputs| {
                 inputs.sort_by(|a, b| a.path.cmp(&b.path));
                 Bin {
                     partition: key.clone(),
                     input_bytes: inputs.iter().map(|f| f.size).sum(),
+                    live_bytes: inputs.iter().map(|f| f.live_size()).sum(),
                     inputs: inputs
                         .into_iter()
-                        .map(|f| PlannedFile { path: f.path.clone(), size: f.size, rows: f.rows })
+                        .map(|f| PlannedFile {
+                            path: f.path.clone(),
+                            size: f.size,
+                            rows: f.rows,
+                            deleted_rows: f.deleted_rows,
+                        })
                         .collect(),
                 }
             })
@@ -216,11 +244,13 @@ pub fn plan(files: &[FileView], settings: &PlannerSettings) -> Result<Compaction
         }
         partitions.retain(|p| !p.bins.is_empty());
     }
+    let files_with_deletes =
+        partitions.iter().flat_map(|p| &p.bins).flat_map(|b| &b.inputs).filter(|f| f.deleted_rows > 0).count();
     Ok(CompactionPlan {
         target_file_size: target,
         clustering: settings.clustering.clone(),
         partitions,
-        skipped_with_deletion_vectors,
+        files_with_deletes,
         deferred_bins,
     })
 }
@@ -228,15 +258,16 @@ pub fn plan(files: &[FileView], settings: &PlannerSettings) -> Result<Compaction
 /// First-fit decreasing into bins of capacity `target`. Ties in size are broken by
 /// path, so the result does not depend on the input order.
 fn first_fit_decreasing(mut files: Vec<&FileView>, target: u64) -> Vec<Vec<&FileView>> {
-    files.sort_by(|a, b| b.size.cmp(&a.size).then_with(|| a.path.cmp(&b.path)));
+    files.sort_by(|a, b| b.live_size().cmp(&a.live_size()).then_with(|| a.path.cmp(&b.path)));
     let mut bins: Vec<(u64, Vec<&FileView>)> = Vec::new();
     for file in files {
-        match bins.iter_mut().find(|(total, _)| total + file.size <= target) {
+        let size = file.live_size();
+        match bins.iter_mut().find(|(total, _)| total + size <= target) {
             Some((total, members)) => {
-                *total += file.size;
+                *total += size;
                 members.push(file);
             }
-            None => bins.push((file.size, vec![file])),
+            None => bins.push((size, vec![file])),
         }
     }
     bins.into_iter().map(|(_, members)| members).collect()
@@ -263,30 +294,34 @@ mod tests {
         for (i, bin) in plan.bins().enumerate() {
             out.push(FileView {
                 path: format!("compacted-{round}-{i}"),
-                size: bin.input_bytes,
-                rows: bin.inputs.iter().map(|f| f.rows).sum(),
+                size: bin.live_bytes,
+                rows: bin.inputs.iter().map(|f| f.rows.map(|r| r - f.deleted_rows)).sum(),
                 partition: bin.partition.clone(),
-                has_deletion_vector: false,
+                deleted_rows: 0,
             });
         }
         out
     }
 
     fn layout() -> impl Strategy<Value = Vec<FileView>> {
-        prop::collection::vec((0u8..4, 1u64..(2 * TARGET), any::<bool>(), prop::option::of(0u64..10_000)), 0..120)
-            .prop_map(|specs| {
-                specs
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (part, size, dv, rows))| FileView {
-                        path: format!("f{i:04}"),
-                        size,
-                        rows,
-                        partition: vec![("p".to_string(), (part > 0).then(|| part.to_string()))],
-                        has_deletion_vector: dv && i % 7 == 0,
-                    })
-                    .collect()
-            })
+        prop::collection::vec(
+            (0u8..4, 1u64..(2 * TARGET), any::<bool>(), prop::option::of(1u64..10_000), 0u64..100),
+            0..120,
+        )
+        .prop_map(|specs| {
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (part, size, dv, rows, deleted_percent))| FileView {
+                    path: format!("f{i:04}"),
+                    size,
+                    rows,
+                    partition: vec![("p".to_string(), (part > 0).then(|| part.to_string()))],
+                    // Some files have a deletion vector (of up to 99 % of their rows).
+                    deleted_rows: if dv && i % 5 == 0 { rows.map_or(1, |r| r * deleted_percent / 100) } else { 0 },
+                })
+                .collect()
+        })
     }
 
     proptest! {
@@ -295,23 +330,29 @@ mod tests {
             let plan = plan(&files, &settings()).unwrap();
             let by_path: BTreeMap<&str, &FileView> = files.iter().map(|f| (f.path.as_str(), f)).collect();
             let mut seen = BTreeSet::new();
+            let purged = |f: &FileView| f.has_deletion_vector() && f.deleted_ratio() > DEFAULT_MAX_DELETED_ROWS_RATIO;
             for bin in plan.bins() {
-                prop_assert!(bin.inputs.len() >= 2);
-                prop_assert!(bin.input_bytes <= TARGET);
+                let lone_purge = bin.inputs.len() == 1 && purged(by_path[bin.inputs[0].path.as_str()]);
+                prop_assert!(bin.inputs.len() >= 2 || lone_purge);
+                prop_assert!(bin.live_bytes <= TARGET || lone_purge);
                 prop_assert_eq!(bin.input_bytes, bin.inputs.iter().map(|f| f.size).sum::<u64>());
                 for input in &bin.inputs {
                     let file = by_path.get(input.path.as_str()).expect("inputs come from the snapshot");
                     prop_assert!(seen.insert(input.path.clone()), "{} planned twice", input.path);
                     prop_assert_eq!(&file.partition, &bin.partition, "partitions never mixed");
-                    prop_assert!(!file.has_deletion_vector);
-                    prop_assert!(is_undersized(file.size, TARGET));
+                    prop_assert!(is_undersized(file.live_size(), TARGET) || purged(file));
+                    prop_assert_eq!(input.deleted_rows, file.deleted_rows);
                 }
             }
-            // Executed, the table keeps every row.
+            // Files with many deleted rows are all planned.
+            for file in files.iter().filter(|f| purged(f)) {
+                prop_assert!(seen.contains(&file.path), "{} has {} of {:?} rows deleted", file.path, file.deleted_rows, file.rows);
+            }
+            // Executed, the table keeps every live row.
             let after = apply(&files, &plan, 0);
-            let rows = |fs: &[FileView]| fs.iter().map(|f| f.rows).sum::<Option<u64>>();
+            let rows = |fs: &[FileView]| fs.iter().map(|f| f.rows.map(|r| r - f.deleted_rows)).sum::<Option<u64>>();
             prop_assert_eq!(rows(&files), rows(&after));
-            prop_assert_eq!(files.iter().map(|f| f.size).sum::<u64>(), after.iter().map(|f| f.size).sum::<u64>());
+            prop_assert_eq!(files.iter().map(|f| f.live_size()).sum::<u64>(), after.iter().map(|f| f.live_size()).sum::<u64>());
         }
 
         #[test]
@@ -340,7 +381,7 @@ mod tests {
             let mut current = files;
             for round in 0..1_000 {
                 let plan = plan(&current, &settings).unwrap();
-                prop_assert!(plan.input_bytes() <= budget.max(TARGET));
+                prop_assert!(plan.input_bytes() <= budget || plan.bins().count() == 1, "over budget: {:?}", plan);
                 if plan.is_empty() {
                     return Ok(());
                 }
@@ -358,7 +399,7 @@ mod tests {
                 size: TARGET * 3 / 4 + i,
                 rows: None,
                 partition: vec![],
-                has_deletion_vector: false,
+                deleted_rows: 0,
             })
             .collect();
         assert!(plan(&files, &settings()).unwrap().is_empty());
@@ -373,7 +414,7 @@ mod tests {
                 size: 10,
                 rows: None,
                 partition: vec![("p".into(), Some("a".into()))],
-                has_deletion_vector: false,
+                deleted_rows: 0,
             });
         }
         for i in 0..3 {
@@ -382,7 +423,7 @@ mod tests {
                 size: 10,
                 rows: None,
                 partition: vec![("p".into(), Some("b".into()))],
-                has_deletion_vector: false,
+                deleted_rows: 0,
             });
         }
         let plan = plan(&files, &settings()).unwrap();

@@ -4,7 +4,9 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use deltalake::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use deltalake::DeltaTable;
+use deltalake::kernel::DeletionVectorDescriptor;
+use deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use deltalake::parquet::arrow::async_reader::AsyncFileReader;
 use deltalake::parquet::errors::{ParquetError, Result};
 use deltalake::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -52,5 +54,98 @@ impl AsyncFileReader for StoreFileReader {
             Ok(Arc::new(metadata))
         }
         .boxed()
+    }
+}
+
+/// Reading a data file's deletion vector failed.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read the deletion vector of {path}: {message}")]
+pub struct DeletionVectorError {
+    /// The data file.
+    pub path: String,
+    message: String,
+}
+
+/// The row positions deletion vector `dv` of data file `path` marks deleted, in
+/// ascending order.
+pub async fn deleted_positions(
+    table: &DeltaTable,
+    path: &str,
+    dv: &DeletionVectorDescriptor,
+) -> std::result::Result<Vec<u64>, DeletionVectorError> {
+    let fail = |message: String| DeletionVectorError { path: path.to_string(), message };
+    let descriptor = delta_kernel::actions::deletion_vector::DeletionVectorDescriptor::try_from(dv.clone())
+        .map_err(|e| fail(format!("bad descriptor: {e}")))?;
+    let engine = table.log_store().engine(None);
+    let root = table.table_url().clone();
+    // The kernel reads synchronously (through its own executor): off the runtime's threads.
+    tokio::task::spawn_blocking(move || descriptor.read(engine.storage_handler(), &root))
+        .await
+        .map_err(|e| fail(format!("the reading task failed: {e}")))?
+        .map(|bitmap| bitmap.into_iter().collect())
+        .map_err(|e| fail(e.to_string()))
+}
+
+/// The positions `0..rows` not in `deleted` (ascending), i.e. a file's live rows.
+pub fn live_positions(deleted: &[u64], rows: u64) -> Vec<u64> {
+    let mut gone = deleted.iter().peekable();
+    (0..rows)
+        .filter(|p| {
+            while gone.next_if(|d| **d < *p).is_some() {}
+            gone.next_if_eq(&p).is_none()
+        })
+        .collect()
+}
+
+/// A parquet row selection of the sorted row `positions` of a file of `rows` rows.
+pub fn row_selection(positions: &[u64], rows: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    let mut next = 0u64;
+    let mut i = 0;
+    while i < positions.len() {
+        let start = positions[i];
+        let mut end = start + 1;
+        i += 1;
+        while i < positions.len() && positions[i] == end {
+            end += 1;
+            i += 1;
+        }
+        if start > next {
+            selectors.push(RowSelector::skip((start - next) as usize));
+        }
+        selectors.push(RowSelector::select((end - start) as usize));
+        next = end;
+    }
+    if rows > next {
+        selectors.push(RowSelector::skip((rows - next) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn live_positions_skip_the_deleted_ones() {
+        assert_eq!(super::live_positions(&[0, 2, 3, 9], 6), vec![1, 4, 5]);
+        assert_eq!(super::live_positions(&[], 3), vec![0, 1, 2]);
+        assert!(super::live_positions(&[0, 1], 2).is_empty());
+    }
+
+    #[test]
+    fn row_selections_select_runs_and_skip_gaps() {
+        let selection = row_selection(&[0, 1, 2, 5, 9], 12);
+        let expected = RowSelection::from(vec![
+            RowSelector::select(3),
+            RowSelector::skip(2),
+            RowSelector::select(1),
+            RowSelector::skip(3),
+            RowSelector::select(1),
+            RowSelector::skip(2),
+        ]);
+        assert_eq!(selection, expected);
+        assert_eq!(selection.row_count(), 5);
+        assert_eq!(row_selection(&[3], 4), RowSelection::from(vec![RowSelector::skip(3), RowSelector::select(1)]));
     }
 }

@@ -185,6 +185,10 @@ struct CompactArgs {
     /// Rewrite at most about this many bytes in this run.
     #[arg(long, value_parser = parse_size)]
     max_bytes: Option<u64>,
+    /// Rewrite files whose deletion vectors delete more than this share of their rows
+    /// (0 to 1; default 0.05).
+    #[arg(long, value_name = "RATIO")]
+    max_deleted_rows_ratio: Option<f64>,
     /// Sort rows in rewritten files by these columns.
     #[arg(long, value_delimiter = ',', conflicts_with = "zorder_by")]
     sort_by: Vec<String>,
@@ -685,6 +689,7 @@ async fn compact(args: CompactArgs, options: StorageOptions, json: bool) -> anyh
         target_file_size: args.target_size,
         min_input_files: Some(args.min_input_files),
         max_bytes: args.max_bytes,
+        max_deleted_rows_ratio: args.max_deleted_rows_ratio,
         filter: args.predicate.clone(),
         clustering: if !args.sort_by.is_empty() {
             Some(sediment::Clustering::SortBy { columns: args.sort_by.clone() })
@@ -794,10 +799,11 @@ fn print_plan(table: &Table, plan: &sediment::CompactionPlan, info: &sediment::T
         plan.bins().count(),
         human_bytes(plan.input_bytes())
     );
-    if plan.skipped_with_deletion_vectors > 0 {
+    if plan.files_with_deletes > 0 {
+        let deleted: u64 = plan.bins().flat_map(|b| &b.inputs).map(|f| f.deleted_rows).sum();
         println!(
-            "  left out: {} small files with deletion vectors (not rewritten)",
-            plan.skipped_with_deletion_vectors
+            "  deletion vectors: {} of these files have them; their {} deleted rows are dropped",
+            plan.files_with_deletes, deleted
         );
     }
     if plan.deferred_bins > 0 {

@@ -275,7 +275,7 @@ impl MergeJob {
                 if matched.is_empty() {
                     return Ok(());
                 }
-                let selection = crate::deletion_vectors::row_selection(&matched, offset);
+                let selection = sediment_compactor::reader::row_selection(&matched, offset);
                 let stream = ParquetRecordBatchStreamBuilder::new(open())
                     .await?
                     .with_row_selection(selection)
@@ -285,8 +285,8 @@ impl MergeJob {
             } else if deleted.is_empty() {
                 (None, builder.with_batch_size(8192).build()?)
             } else {
-                let live = crate::deletion_vectors::live_positions(&deleted, total_rows);
-                let selection = crate::deletion_vectors::row_selection(&live, total_rows);
+                let live = sediment_compactor::reader::live_positions(&deleted, total_rows);
+                let selection = sediment_compactor::reader::row_selection(&live, total_rows);
                 (Some(live), builder.with_row_selection(selection).with_batch_size(8192).build()?)
             };
             let mut stream = stream;

@@ -11,6 +11,7 @@ mod concurrency;
 mod conformance;
 mod crash;
 mod delete;
+mod deletion_vectors;
 mod faults;
 mod interop;
 mod merge;
