@@ -1,7 +1,8 @@
 //! Model-based test of merges, deletes and updates: random tables and random
 //! operation sequences are applied to a Sediment table and to a plain in-memory map;
 //! the two must hold the same rows after every step and at every version. Half the
-//! tables enable deletion vectors, so merges mark rows instead of rewriting files.
+//! tables enable deletion vectors, so merges mark rows instead of rewriting files,
+//! and compactions in the sequences fold the vectors away.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +34,9 @@ enum Op {
     DeleteWhere(i64),
     /// `UPDATE SET v = v + 1 WHERE k % m = 0`.
     UpdateWhere(i64),
+    /// Compact every partition (small files, and files whose deletion vectors delete
+    /// more than this share of their rows).
+    Compact(f64),
 }
 
 fn rows(max_len: usize) -> impl Strategy<Value = Vec<Row>> {
@@ -49,6 +53,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (rows(15), prop::sample::select(vec!["a", "b", "c"])).prop_map(|(r, g)| Op::Sync(r, g.to_string())),
         1 => (0i64..100).prop_map(Op::DeleteWhere),
         1 => (1i64..5).prop_map(Op::UpdateWhere),
+        1 => prop::sample::select(vec![0.0, 0.05, 0.5]).prop_map(Op::Compact),
     ]
 }
 
@@ -105,6 +110,7 @@ fn apply_to_model(model: &mut Model, op: &Op) {
             }
         }
         Op::DeleteWhere(x) => model.retain(|_, (v, _)| *v >= *x),
+        Op::Compact(_) => {}
         Op::UpdateWhere(m) => {
             for (k, (v, _)) in model.iter_mut() {
                 if k % m == 0 {
@@ -163,6 +169,14 @@ async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
         }
         Op::UpdateWhere(m) => {
             table.update(&format!("k % {m} = 0"), &[("v", "v + 1")]).await?;
+        }
+        Op::Compact(ratio) => {
+            let options = sediment::CompactOptions { max_deleted_rows_ratio: Some(*ratio), ..Default::default() };
+            let report = table.compact(options).await?;
+            assert!(report.abandoned.is_empty(), "{report:?}");
+            if *ratio == 0.0 {
+                assert!(table.files()?.iter().all(|f| !f.has_deletion_vector), "every vector folded");
+            }
         }
     }
     Ok(())
