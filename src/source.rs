@@ -105,3 +105,21 @@ pub fn open_source_file(path: &Path) -> Result<SourceFile> {
         }
     }
 }
+
+/// The batches of `paths`, one file after the other, each opened only when the one
+/// before it is read. Every path is checked first (it exists and has a known
+/// format), so a typo fails before anything is read; errors name the file.
+pub fn read_files(paths: &[std::path::PathBuf]) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
+    for path in paths {
+        FileFormat::of(path)?;
+        std::fs::metadata(path).map_err(|e| Error::invalid(format!("file {}: cannot open: {e}", path.display())))?;
+    }
+    let paths = paths.to_vec();
+    Ok(paths.into_iter().flat_map(|path| {
+        let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match open_source_file(&path) {
+            Ok(file) => file.batches,
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        };
+        batches
+    }))
+}

@@ -570,16 +570,11 @@ async fn delete(
 }
 
 async fn merge(args: MergeArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
-    // Read every file first: a missing or malformed file fails before anything is written.
-    let mut batches = Vec::new();
-    for path in &args.files {
-        let source = sediment::source::open_source_file(path)?;
-        for batch in source.batches {
-            batches.push(batch.map_err(|e| e.context(format!("reading {}", path.display())))?);
-        }
-    }
+    // The files are read once, batch by batch, while the merge indexes its source and
+    // before it writes anything: a missing or malformed file fails it with nothing written.
+    let batches = sediment::source::read_files(&args.files)?;
     let mut table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
-    let mut merge = table.merge(batches).on(args.key);
+    let mut merge = table.merge_from(batches).on(args.key);
     if let Some(column) = args.dedupe_by {
         merge = merge.dedupe_by(column);
     }

@@ -13,7 +13,7 @@ use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32
 use deltalake::arrow::compute::kernels::boolean::{and, not, or};
 use deltalake::arrow::compute::kernels::cmp::distinct;
 use deltalake::arrow::compute::kernels::zip::zip;
-use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null, take_record_batch};
+use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
@@ -36,7 +36,7 @@ const INSERT_CHUNK: usize = 65_536;
 /// What a merge needs to process files, shared by the tasks.
 pub(crate) struct MergeJob {
     pub table: Table,
-    pub source: MergeSource,
+    pub source: Arc<MergeSource>,
     pub compiled: Compiled,
     pub target_file_size: u64,
     /// Mark changed rows of files without a deletion vector deleted (and write their
@@ -207,7 +207,7 @@ impl MergeJob {
         let compiled = &self.compiled;
         let rows = target.num_rows();
         let source_rows = self.source.lookup(target)?;
-        let joined = compiled.join(target, &take_record_batch(&self.source.batch, &source_rows)?)?;
+        let joined = compiled.join(target, &self.source.rows.take(&source_rows)?)?;
         let mut matched = is_not_null(&source_rows)?;
         if let Some(filter) = &compiled.join_filter {
             matched = and(&matched, &crate::predicate::Predicate::mask(filter, &joined)?)?;
@@ -382,7 +382,7 @@ impl MergeJob {
     /// order, or (for reinserts) with the first clause's values unconditionally.
     fn insert_rows(&self, indices: &[u32], through_clauses: bool) -> Result<Vec<RecordBatch>> {
         let compiled = &self.compiled;
-        let source = take_record_batch(&self.source.batch, &UInt32Array::from(indices.to_vec()))?;
+        let source = self.source.rows.take(&UInt32Array::from(indices.to_vec()))?;
         let joined = compiled.join(&compiled.null_target(indices.len())?, &source)?;
         let mut remaining = BooleanArray::from(vec![true; indices.len()]);
         let mut out = Vec::new();

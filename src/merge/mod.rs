@@ -139,7 +139,10 @@ pub struct MergePhases {
 #[must_use = "a merge does nothing until executed"]
 pub struct Merge<'a> {
     table: &'a mut Table,
-    source: Vec<RecordBatch>,
+    /// The source until it is read (once, by the first attempt or the plan).
+    source: Option<BatchSource<'a>>,
+    /// The source once read and indexed.
+    prepared: Option<Arc<MergeSource>>,
     keys: Vec<String>,
     join_condition: Option<String>,
     matched: Vec<MatchedClause>,
@@ -151,13 +154,32 @@ pub struct Merge<'a> {
     before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
+/// Source batches not read yet.
+type BatchSource<'a> = Box<dyn Iterator<Item = Result<RecordBatch>> + Send + 'a>;
+
 impl Table {
     /// Start a merge of `source` into this table. Add keys with [`Merge::on`] and
     /// clauses, then [`Merge::execute`].
-    pub fn merge(&mut self, source: impl IntoIterator<Item = RecordBatch>) -> Merge<'_> {
+    pub fn merge<'a, I>(&'a mut self, source: I) -> Merge<'a>
+    where
+        I: IntoIterator<Item = RecordBatch>,
+        I::IntoIter: Send + 'a,
+    {
+        self.merge_from(source.into_iter().map(Ok))
+    }
+
+    /// A merge of a source that may fail while it is read, such as batches read from
+    /// files ([`crate::source::open_source_file`]). The source is read once, batch by
+    /// batch, before anything is written; an error from it stops the merge.
+    pub fn merge_from<'a, I>(&'a mut self, source: I) -> Merge<'a>
+    where
+        I: IntoIterator<Item = Result<RecordBatch>>,
+        I::IntoIter: Send + 'a,
+    {
         Merge {
             table: self,
-            source: source.into_iter().collect(),
+            source: Some(Box::new(source.into_iter())),
+            prepared: None,
             keys: Vec::new(),
             join_condition: None,
             matched: Vec::new(),
@@ -172,11 +194,15 @@ impl Table {
 
     /// Upsert: rows whose keys exist are updated (every column the source has), the
     /// others inserted.
-    pub async fn upsert<S: Into<String>>(
+    pub async fn upsert<S: Into<String>, I>(
         &mut self,
-        source: impl IntoIterator<Item = RecordBatch>,
+        source: I,
         keys: impl IntoIterator<Item = S>,
-    ) -> Result<MergeReport> {
+    ) -> Result<MergeReport>
+    where
+        I: IntoIterator<Item = RecordBatch>,
+        I::IntoIter: Send,
+    {
         self.merge(source).on(keys).when_matched(MatchedAction::UpdateAll).when_not_matched_insert_all().execute().await
     }
 
@@ -185,7 +211,11 @@ impl Table {
     /// effective time, current flag false) and insert the new version (`valid_from` =
     /// effective time, `valid_to` null, current). New keys are inserted as current;
     /// unchanged rows change nothing.
-    pub fn scd2(&mut self, source: impl IntoIterator<Item = RecordBatch>, options: &Scd2Options) -> Result<Merge<'_>> {
+    pub fn scd2<'a, I>(&'a mut self, source: I, options: &Scd2Options) -> Result<Merge<'a>>
+    where
+        I: IntoIterator<Item = RecordBatch>,
+        I::IntoIter: Send + 'a,
+    {
         let schema = self.arrow_schema()?;
         for column in [&options.valid_from, &options.valid_to, &options.current] {
             if schema.field_with_name(column).is_err() {
@@ -198,8 +228,8 @@ impl Table {
         let eff = format!("{SOURCE}.{}", options.effective_time);
         let changed =
             options.tracked.iter().map(|c| format!("{TARGET}.{c} IS DISTINCT FROM {SOURCE}.{c}")).collect::<Vec<_>>();
-        let source: Vec<RecordBatch> = source.into_iter().collect();
-        let source_schema = source.first().map(|b| b.schema());
+        let mut source = source.into_iter().peekable();
+        let source_schema = source.peek().map(|b| b.schema());
         let mut insert: Vec<(String, String)> = schema
             .fields()
             .iter()
@@ -346,16 +376,25 @@ impl<'a> Merge<'a> {
         self
     }
 
-    /// The checked, indexed source and the clauses compiled against it, for the
-    /// table's current version.
-    fn prepare(&self) -> Result<(MergeSource, clauses::Compiled)> {
+    /// The checked, indexed source (read on the first call) and the clauses compiled
+    /// against it, for the table's current version.
+    fn prepare(&mut self) -> Result<(Arc<MergeSource>, clauses::Compiled)> {
         let table_schema = self.table.arrow_schema()?;
-        let source = MergeSource::prepare(&self.source, &self.keys, self.dedupe_by.as_deref(), &table_schema)?;
+        let source = match (&self.prepared, self.source.take()) {
+            (Some(source), _) => source.clone(),
+            (None, Some(batches)) => {
+                let source =
+                    Arc::new(MergeSource::prepare(batches, &self.keys, self.dedupe_by.as_deref(), &table_schema)?);
+                self.prepared = Some(source.clone());
+                source
+            }
+            (None, None) => return Err(Error::internal("the merge source was lost after a failed read")),
+        };
         // Source columns the merge uses besides its clauses: the keys, the dedupe column.
         let used: Vec<String> = self.keys.iter().chain(&self.dedupe_by).cloned().collect();
         let compiled = compile(
             &table_schema,
-            &source.batch.schema(),
+            &source.rows.schema(),
             &used,
             self.join_condition.as_deref(),
             &self.matched,
@@ -367,7 +406,7 @@ impl<'a> Merge<'a> {
 
     /// Check the source and the clauses and plan the merge without reading or
     /// writing any data file: which files it would open.
-    pub fn plan(self) -> Result<MergePlan> {
+    pub fn plan(mut self) -> Result<MergePlan> {
         if !self.table.exists() {
             return Err(Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.table.uri())));
         }
@@ -375,7 +414,7 @@ impl<'a> Merge<'a> {
         let (candidates, total) = candidates(self.table, &source, &self.by_source)?;
         Ok(MergePlan {
             version: self.table.version().unwrap_or_default(),
-            source_rows: source.batch.num_rows() as u64,
+            source_rows: source.index.len() as u64,
             source_duplicates_dropped: source.duplicates_dropped,
             files_considered: total,
             files_pruned: total - candidates.len(),
@@ -448,7 +487,7 @@ impl<'a> Merge<'a> {
             )));
         }
         let mut report = MergeReport {
-            source_rows: job.source.batch.num_rows() as u64,
+            source_rows: job.source.index.len() as u64,
             source_duplicates_dropped: job.source.duplicates_dropped,
             ..Default::default()
         };
@@ -477,7 +516,7 @@ impl<'a> Merge<'a> {
         report.phases.rewrite_ms = lap();
         let mut written: Vec<Add> = Vec::new();
         let mut removes: Vec<Remove> = Vec::new();
-        let mut matched = vec![false; job.source.batch.num_rows()];
+        let mut matched = vec![false; job.source.rows.num_rows()];
         let mut reinsert: Vec<u32> = Vec::new();
         let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
         let mut failure = None;
@@ -519,7 +558,7 @@ impl<'a> Merge<'a> {
         }
         reinsert.sort_unstable();
         reinsert.dedup();
-        let unmatched: Vec<u32> = (0..matched.len() as u32).filter(|i| !matched[*i as usize]).collect();
+        let unmatched: Vec<u32> = job.source.row_ids().into_iter().filter(|i| !matched[*i as usize]).collect();
         let inserted = job.insert(&unmatched, &reinsert).await;
         report.phases.insert_ms = lap();
         match inserted {

@@ -1,16 +1,19 @@
 //! The merge source: checked, deduplicated and indexed by key.
 //!
-//! The source is held in memory (it is the small side of a merge); its keys are
-//! encoded with Arrow's row format, which compares bytes in sort order, so one
-//! encoding serves the hash lookup of target rows and the range checks against file
-//! statistics.
+//! The source is read once, batch by batch (so a source read from files is never
+//! held twice): each batch is fitted to the table's types, its keys checked and
+//! added to the index, and the batch kept as it is. Rows are addressed by their
+//! position in the source (a *row id*); a row dropped by deduplication stays stored
+//! but no key points to it. Keys are encoded with Arrow's row format, which compares
+//! bytes in sort order, so one encoding serves the hash lookup of target rows and the
+//! range checks against file statistics.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, RecordBatch, UInt32Array};
-use deltalake::arrow::compute::{concat_batches, take_record_batch};
+use deltalake::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
+use deltalake::arrow::compute::{interleave_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::row::{Row, RowConverter, Rows, SortField};
 use deltalake::arrow::util::display::array_value_to_string;
@@ -20,9 +23,9 @@ use crate::schema::fit_column;
 
 /// A source ready to be merged.
 pub(crate) struct MergeSource {
-    /// The rows, one per key; columns that the table has are in the table's types.
-    pub batch: RecordBatch,
-    /// Row index by encoded key.
+    /// Every source row, fitted to the table's types.
+    pub rows: SourceRows,
+    /// Row id by encoded key, one per distinct key.
     pub index: HashMap<Box<[u8]>, u32>,
     /// Encodes the key columns of source and target rows alike.
     pub keys: KeyEncoder,
@@ -30,6 +33,69 @@ pub(crate) struct MergeSource {
     pub sorted_keys: Vec<SortedKeys>,
     /// Rows dropped by deduplication.
     pub duplicates_dropped: u64,
+}
+
+/// The source's rows as they came, batch by batch, addressed by row id.
+pub(crate) struct SourceRows {
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    /// The row id of each batch's first row.
+    starts: Vec<u32>,
+    rows: usize,
+}
+
+impl SourceRows {
+    /// The source's schema: the table's columns in the table's types (nullable), then
+    /// columns only the source has.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Rows stored, including rows deduplication dropped.
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+
+    /// `(batch, row)` of row id `id`.
+    fn locate(&self, id: u32) -> (usize, usize) {
+        let batch = self.starts.partition_point(|start| *start <= id) - 1;
+        (batch, (id - self.starts[batch]) as usize)
+    }
+
+    /// The rows `ids` in that order; a null id gives a row of nulls.
+    pub fn take(&self, ids: &UInt32Array) -> Result<RecordBatch> {
+        match self.batches.as_slice() {
+            [] => {
+                let columns = self
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| deltalake::arrow::array::new_null_array(f.data_type(), ids.len()));
+                let options = RecordBatchOptions::new().with_row_count(Some(ids.len()));
+                Ok(RecordBatch::try_new_with_options(self.schema.clone(), columns.collect(), &options)?)
+            }
+            [one] => Ok(take_record_batch(one, ids)?),
+            batches => {
+                let located: Vec<(usize, usize)> = ids.iter().flatten().map(|id| self.locate(id)).collect();
+                let refs: Vec<&RecordBatch> = batches.iter().collect();
+                let dense = interleave_record_batch(&refs, &located)?;
+                if ids.null_count() == 0 {
+                    return Ok(dense);
+                }
+                let mut next = 0u32;
+                let spread: UInt32Array = ids
+                    .iter()
+                    .map(|id| {
+                        id.map(|_| {
+                            next += 1;
+                            next - 1
+                        })
+                    })
+                    .collect();
+                Ok(take_record_batch(&dense, &spread)?)
+            }
+        }
+    }
 }
 
 /// The distinct values of one key column, sorted, for range checks against file
@@ -75,11 +141,12 @@ impl KeyEncoder {
 }
 
 impl MergeSource {
-    /// Check and index `batches` for a merge on `keys` into a table of `table_schema`.
-    /// `dedupe_by` keeps the row with the largest value of that column per key (the
-    /// later row on ties); without it a duplicated key is an error naming the key.
+    /// Read, check and index `source` for a merge on `keys` into a table of
+    /// `table_schema`. `dedupe_by` keeps the row with the largest value of that column
+    /// per key (the later row on ties); without it a duplicated key is an error naming
+    /// the key. An error from `source` stops the preparation.
     pub(crate) fn prepare(
-        batches: &[RecordBatch],
+        source: impl Iterator<Item = Result<RecordBatch>>,
         keys: &[String],
         dedupe_by: Option<&str>,
         table_schema: &SchemaRef,
@@ -87,92 +154,171 @@ impl MergeSource {
         if keys.is_empty() {
             return Err(Error::invalid("a merge needs at least one key column"));
         }
-        let fitted = batches.iter().map(|b| fit_to_table(b, table_schema)).collect::<Result<Vec<_>>>()?;
-        let first = fitted.first().ok_or_else(|| Error::invalid("the merge source has no batches"))?;
-        let batch = concat_batches(&first.schema(), &fitted).map_err(|e| {
-            Error::invalid(format!("the merge source's parts do not have the same columns and types: {e}"))
-        })?;
-        let schema = batch.schema();
         for key in keys {
             if table_schema.field_with_name(key).is_err() {
                 return Err(Error::invalid(format!("key column `{key}` is not in the table")));
             }
-            let column = batch
-                .column_by_name(key)
-                .ok_or_else(|| Error::invalid(format!("key column `{key}` is not in the merge source")))?;
-            if column.null_count() > 0 {
-                let row = (0..column.len()).find(|i| column.is_null(*i)).unwrap_or_default();
-                return Err(Error::invalid(format!(
-                    "the merge source has {} row(s) with a null key `{key}` (the first is row {row})",
-                    column.null_count()
-                )));
-            }
         }
-        let dedupe = dedupe_by
-            .map(|c| {
-                let column = batch
-                    .column_by_name(c)
-                    .ok_or_else(|| Error::invalid(format!("dedupe column `{c}` is not in the merge source")))?;
-                let converter = RowConverter::new(vec![SortField::new(column.data_type().clone())])?;
-                Ok::<_, Error>(converter.convert_columns(std::slice::from_ref(column))?)
-            })
-            .transpose()?;
-        let encoder = KeyEncoder::new(keys, &schema)?;
-        let rows = encoder.encode(&batch)?;
-        let mut chosen: HashMap<Box<[u8]>, u32> = HashMap::with_capacity(batch.num_rows());
-        for (i, row) in rows.iter().enumerate() {
-            match chosen.entry(row.as_ref().into()) {
-                Entry::Vacant(slot) => {
-                    slot.insert(i as u32);
-                }
-                Entry::Occupied(mut slot) => match &dedupe {
-                    Some(order) => {
-                        if order.row(i) >= order.row(*slot.get() as usize) {
-                            slot.insert(i as u32);
+        let mut schema: Option<SchemaRef> = None;
+        let mut encoder: Option<KeyEncoder> = None;
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut starts: Vec<u32> = Vec::new();
+        // The dedupe column's values of each stored batch, encoded for comparison.
+        let mut dedupe_values: Vec<Rows> = Vec::new();
+        let mut index: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut total = 0usize;
+        for (part, batch) in source.enumerate() {
+            let batch = fit_to_table(&batch?, table_schema)?;
+            match &schema {
+                None => {
+                    for key in keys {
+                        if batch.column_by_name(key).is_none() {
+                            return Err(Error::invalid(format!("key column `{key}` is not in the merge source")));
                         }
                     }
-                    None => {
-                        return Err(Error::invalid(format!(
-                            "the merge source has more than one row with key {}; give a dedupe column to keep the latest",
-                            describe_key(&batch, keys, i)
-                        )));
+                    if let Some(c) = dedupe_by
+                        && batch.column_by_name(c).is_none()
+                    {
+                        return Err(Error::invalid(format!("dedupe column `{c}` is not in the merge source")));
                     }
-                },
+                    encoder = Some(KeyEncoder::new(keys, &batch.schema())?);
+                    schema = Some(batch.schema());
+                }
+                Some(first) if first.fields() != batch.schema().fields() => {
+                    return Err(Error::invalid(format!(
+                        "the merge source's parts do not have the same columns and types: part {} has ({}), the first part ({})",
+                        part + 1,
+                        describe_fields(&batch.schema()),
+                        describe_fields(first)
+                    )));
+                }
+                Some(_) => {}
             }
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            for key in keys {
+                let column = batch.column_by_name(key).ok_or_else(|| Error::internal("key column missing"))?;
+                if column.null_count() > 0 {
+                    let row = (0..column.len()).find(|i| column.is_null(*i)).unwrap_or_default();
+                    return Err(Error::invalid(format!(
+                        "the merge source has row(s) with a null key `{key}` (the first is row {})",
+                        total + row
+                    )));
+                }
+            }
+            if total + batch.num_rows() > u32::MAX as usize {
+                return Err(Error::invalid("the merge source has more than 4,294,967,295 rows; merge it in parts"));
+            }
+            let dedupe = dedupe_by
+                .map(|c| {
+                    let column = batch.column_by_name(c).ok_or_else(|| Error::internal("dedupe column missing"))?;
+                    let converter = RowConverter::new(vec![SortField::new(column.data_type().clone())])?;
+                    Ok::<_, Error>(converter.convert_columns(std::slice::from_ref(column))?)
+                })
+                .transpose()?;
+            let encoded = encoder.as_ref().ok_or_else(|| Error::internal("no key encoder"))?.encode(&batch)?;
+            let this = batches.len();
+            for (i, row) in encoded.iter().enumerate() {
+                let id = (total + i) as u32;
+                match index.entry(row.as_ref().into()) {
+                    Entry::Vacant(slot) => {
+                        slot.insert(id);
+                    }
+                    Entry::Occupied(mut slot) => match &dedupe {
+                        Some(values) => {
+                            let kept = *slot.get() as usize;
+                            let later = if kept >= total {
+                                values.row(i) >= values.row(kept - total)
+                            } else {
+                                let b = starts.partition_point(|s| *s as usize <= kept) - 1;
+                                values.row(i) >= dedupe_values[b].row(kept - starts[b] as usize)
+                            };
+                            if later {
+                                slot.insert(id);
+                            }
+                        }
+                        None => {
+                            return Err(Error::invalid(format!(
+                                "the merge source has more than one row with key {}; give a dedupe column to keep the latest",
+                                describe_key(&batch, keys, i)
+                            )));
+                        }
+                    },
+                }
+            }
+            debug_assert_eq!(this, starts.len());
+            starts.push(total as u32);
+            total += batch.num_rows();
+            if let Some(values) = dedupe {
+                dedupe_values.push(values);
+            }
+            batches.push(batch);
         }
-        let duplicates_dropped = (batch.num_rows() - chosen.len()) as u64;
-        let (batch, index) = if duplicates_dropped > 0 {
-            let mut kept: Vec<u32> = chosen.values().copied().collect();
-            kept.sort_unstable();
-            let batch = take_record_batch(&batch, &UInt32Array::from(kept))?;
-            let rows = encoder.encode(&batch)?;
-            let index = rows.iter().enumerate().map(|(i, r)| (r.as_ref().into(), i as u32)).collect();
-            (batch, index)
-        } else {
-            (batch, chosen)
-        };
-        let sorted_keys = keys.iter().map(|k| SortedKeys::new(k, &batch)).collect::<Result<Vec<_>>>()?;
-        Ok(Self { batch, index, keys: encoder, sorted_keys, duplicates_dropped })
+        let schema = schema.ok_or_else(|| Error::invalid("the merge source has no batches"))?;
+        let keys = encoder.ok_or_else(|| Error::internal("no key encoder"))?;
+        let sorted_keys = keys.columns.iter().map(|k| SortedKeys::new(k, &batches)).collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            duplicates_dropped: (total - index.len()) as u64,
+            rows: SourceRows { schema, batches, starts, rows: total },
+            index,
+            keys,
+            sorted_keys,
+        })
     }
 
-    /// Source row index for each row of a target batch (null: no source row has its key).
+    /// Source row id for each row of a target batch (null: no source row has its key).
     pub(crate) fn lookup(&self, target: &RecordBatch) -> Result<UInt32Array> {
         let rows = self.keys.encode(target)?;
         Ok(rows.iter().map(|r| self.index.get(r.as_ref()).copied()).collect())
     }
+
+    /// The ids of the rows the merge uses (one per key), ascending.
+    pub(crate) fn row_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.index.values().copied().collect();
+        ids.sort_unstable();
+        ids
+    }
 }
 
 impl SortedKeys {
-    fn new(column: &str, batch: &RecordBatch) -> Result<Self> {
-        let array = batch.column_by_name(column).ok_or_else(|| Error::internal("key column missing"))?;
-        let converter = RowConverter::new(vec![SortField::new(array.data_type().clone())])?;
-        let rows = converter.convert_columns(std::slice::from_ref(array))?;
+    fn new(column: &str, batches: &[RecordBatch]) -> Result<Self> {
+        let mut converter = None;
+        let mut rows: Option<Rows> = None;
+        for batch in batches {
+            let array = batch.column_by_name(column).ok_or_else(|| Error::internal("key column missing"))?;
+            let converter =
+                converter.get_or_insert_with(|| RowConverter::new(vec![SortField::new(array.data_type().clone())]));
+            let converter = converter.as_ref().map_err(|e| Error::internal(e.to_string()))?;
+            let rows = rows.get_or_insert_with(|| converter.empty_rows(0, 0));
+            converter.append(rows, std::slice::from_ref(array))?;
+        }
+        let (converter, rows) = match (converter, rows) {
+            (Some(converter), Some(rows)) => (converter?, rows),
+            // No rows: an empty list of the column's type.
+            _ => {
+                let field = batches.first().map(|b| b.schema().field_with_name(column).cloned());
+                let data_type = match field {
+                    Some(Ok(f)) => f.data_type().clone(),
+                    _ => deltalake::arrow::datatypes::DataType::Null,
+                };
+                let converter = RowConverter::new(vec![SortField::new(data_type)])?;
+                let rows = converter.empty_rows(0, 0);
+                (converter, rows)
+            }
+        };
         let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
         order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
         order.dedup_by(|a, b| rows.row(*a as usize) == rows.row(*b as usize));
+        let value = |i: u32| -> Result<ArrayRef> {
+            Ok(converter.convert_rows(std::iter::once(rows.row(i as usize)))?.remove(0))
+        };
         let (min, max) = match (order.first(), order.last()) {
-            (Some(lo), Some(hi)) => (array.slice(*lo as usize, 1), array.slice(*hi as usize, 1)),
-            _ => (array.slice(0, 0), array.slice(0, 0)),
+            (Some(lo), Some(hi)) => (value(*lo)?, value(*hi)?),
+            _ => {
+                let empty = converter.convert_rows(std::iter::empty())?.remove(0);
+                (empty.clone(), empty)
+            }
         };
         Ok(Self { column: column.to_string(), converter, rows, order, min, max })
     }
@@ -216,6 +362,11 @@ fn fit_to_table(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<RecordB
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
 }
 
+/// `a Int64, b Utf8` for error messages.
+fn describe_fields(schema: &Schema) -> String {
+    schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
+}
+
 /// `(a = 1, b = 'x')` for row `row` of `batch`.
 pub(crate) fn describe_key(batch: &RecordBatch, keys: &[String], row: usize) -> String {
     let parts: Vec<String> = keys
@@ -229,4 +380,75 @@ pub(crate) fn describe_key(batch: &RecordBatch, keys: &[String], row: usize) -> 
         })
         .collect();
     format!("({})", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{Int64Array, StringArray};
+    use deltalake::arrow::datatypes::DataType;
+
+    use super::*;
+
+    fn table_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("v", DataType::Utf8, true)]))
+    }
+
+    fn part(keys: &[i64], values: &[&str]) -> Result<RecordBatch> {
+        let columns: Vec<ArrayRef> =
+            vec![Arc::new(Int64Array::from(keys.to_vec())), Arc::new(StringArray::from(values.to_vec()))];
+        Ok(RecordBatch::try_new(table_schema(), columns)?)
+    }
+
+    fn values(batch: &RecordBatch) -> Vec<Option<String>> {
+        let column = batch.column_by_name("v").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        column.iter().map(|v| v.map(str::to_string)).collect()
+    }
+
+    #[test]
+    fn a_source_in_parts_is_indexed_and_deduplicated_across_parts() {
+        let parts = vec![part(&[1, 2], &["a", "b"]), part(&[], &[]), part(&[3, 1], &["c", "z"]), part(&[2], &["a"])];
+        let source = MergeSource::prepare(parts.into_iter(), &["k".to_string()], Some("v"), &table_schema()).unwrap();
+        assert_eq!((source.rows.num_rows(), source.index.len(), source.duplicates_dropped), (5, 3, 2));
+        // Key 1 keeps "z" (larger, later part); key 2 keeps "b" (larger, earlier part).
+        assert_eq!(source.row_ids(), vec![1, 2, 3]);
+        let taken = source.rows.take(&UInt32Array::from(vec![Some(3), None, Some(1), Some(2)])).unwrap();
+        assert_eq!(values(&taken), vec![Some("z".into()), None, Some("b".into()), Some("c".into())]);
+        assert_eq!(source.sorted_keys[0].min.len(), 1);
+    }
+
+    #[test]
+    fn duplicates_null_keys_and_mismatched_parts_are_refused_by_name() {
+        let keys = ["k".to_string()];
+        let err = MergeSource::prepare(
+            vec![part(&[1], &["a"]), part(&[1], &["b"])].into_iter(),
+            &keys,
+            None,
+            &table_schema(),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("more than one row with key (k = 1)"), "{err}");
+        let other = Arc::new(Schema::new(vec![
+            Field::new("k", DataType::Int64, false),
+            Field::new("w", DataType::Int64, true),
+        ]));
+        let odd =
+            RecordBatch::try_new(other, vec![Arc::new(Int64Array::from(vec![2])), Arc::new(Int64Array::from(vec![2]))]);
+        let err = MergeSource::prepare(
+            vec![part(&[1], &["a"]), odd.map_err(Error::from)].into_iter(),
+            &keys,
+            None,
+            &table_schema(),
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("part 2 has (k Int64, w Int64)"), "{err}");
+        let err = MergeSource::prepare(std::iter::empty(), &keys, None, &table_schema()).err().unwrap();
+        assert!(err.to_string().contains("no batches"), "{err}");
+        let failing = vec![part(&[1], &["a"]), Err(Error::invalid("file x.csv: bad record"))];
+        let err = MergeSource::prepare(failing.into_iter(), &keys, None, &table_schema()).err().unwrap();
+        assert!(err.to_string().contains("x.csv"), "{err}");
+    }
 }
