@@ -8,9 +8,11 @@
 //! bytes in sort order, so one encoding serves the hash lookup of target rows and the
 //! range checks against file statistics.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 
 use deltalake::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
 use deltalake::arrow::compute::{interleave_record_batch, take_record_batch};
@@ -26,13 +28,83 @@ pub(crate) struct MergeSource {
     /// Every source row, fitted to the table's types.
     pub rows: SourceRows,
     /// Row id by encoded key, one per distinct key.
-    pub index: HashMap<Box<[u8]>, u32>,
+    pub index: KeyIndex,
     /// Encodes the key columns of source and target rows alike.
     pub keys: KeyEncoder,
     /// Per key column, the distinct source values in sort order (single-column rows).
     pub sorted_keys: Vec<SortedKeys>,
     /// Rows dropped by deduplication.
     pub duplicates_dropped: u64,
+}
+
+/// Source row ids by encoded key: a hash table of row ids whose keys stay in each
+/// batch's row encoding, so an entry costs a few bytes beyond the key itself.
+pub(crate) struct KeyIndex {
+    /// The encoded keys of each stored batch.
+    encoded: Vec<Rows>,
+    /// The row id of each batch's first row.
+    starts: Vec<u32>,
+    table: HashTable<u32>,
+    hasher: RandomState,
+}
+
+impl KeyIndex {
+    fn new() -> Self {
+        Self { encoded: Vec::new(), starts: Vec::new(), table: HashTable::new(), hasher: RandomState::new() }
+    }
+
+    /// Distinct keys.
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// The row id of `key`, if the source has it.
+    pub fn get(&self, key: Row<'_>) -> Option<u32> {
+        let hash = self.hasher.hash_one(key.as_ref());
+        self.table.find(hash, |id| key_of(&self.encoded, &self.starts, *id) == key).copied()
+    }
+
+    /// The row ids the index points to, in no order.
+    pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
+        self.table.iter().copied()
+    }
+
+    /// Add a batch's encoded keys, its first row being row id `start`. For a key
+    /// already present, `replace(kept, new)` says whether row `new` takes its place.
+    fn add(&mut self, keys: Rows, start: u32, mut replace: impl FnMut(u32, u32) -> Result<bool>) -> Result<()> {
+        self.encoded.push(keys);
+        self.starts.push(start);
+        let Self { encoded, starts, table, hasher } = self;
+        let batch = encoded.last().ok_or_else(|| Error::internal("no keys"))?;
+        for (i, key) in batch.iter().enumerate() {
+            let id = start + i as u32;
+            let hash = hasher.hash_one(key.as_ref());
+            let same = |other: &u32| key_of(encoded, starts, *other) == key;
+            let rehash = |other: &u32| hasher.hash_one(key_of(encoded, starts, *other).as_ref());
+            match table.entry(hash, same, rehash) {
+                Entry::Vacant(slot) => {
+                    slot.insert(id);
+                }
+                Entry::Occupied(mut slot) => {
+                    if replace(*slot.get(), id)? {
+                        *slot.get_mut() = id;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `(batch, row)` of row id `id`, given each batch's first row id.
+fn locate(starts: &[u32], id: u32) -> (usize, usize) {
+    let batch = starts.partition_point(|start| *start <= id) - 1;
+    (batch, (id - starts[batch]) as usize)
+}
+
+fn key_of<'a>(encoded: &'a [Rows], starts: &[u32], id: u32) -> Row<'a> {
+    let (batch, row) = locate(starts, id);
+    encoded[batch].row(row)
 }
 
 /// The source's rows as they came, batch by batch, addressed by row id.
@@ -56,12 +128,6 @@ impl SourceRows {
         self.rows
     }
 
-    /// `(batch, row)` of row id `id`.
-    fn locate(&self, id: u32) -> (usize, usize) {
-        let batch = self.starts.partition_point(|start| *start <= id) - 1;
-        (batch, (id - self.starts[batch]) as usize)
-    }
-
     /// The rows `ids` in that order; a null id gives a row of nulls.
     pub fn take(&self, ids: &UInt32Array) -> Result<RecordBatch> {
         match self.batches.as_slice() {
@@ -76,7 +142,7 @@ impl SourceRows {
             }
             [one] => Ok(take_record_batch(one, ids)?),
             batches => {
-                let located: Vec<(usize, usize)> = ids.iter().flatten().map(|id| self.locate(id)).collect();
+                let located: Vec<(usize, usize)> = ids.iter().flatten().map(|id| locate(&self.starts, id)).collect();
                 let refs: Vec<&RecordBatch> = batches.iter().collect();
                 let dense = interleave_record_batch(&refs, &located)?;
                 if ids.null_count() == 0 {
@@ -165,10 +231,11 @@ impl MergeSource {
         let mut starts: Vec<u32> = Vec::new();
         // The dedupe column's values of each stored batch, encoded for comparison.
         let mut dedupe_values: Vec<Rows> = Vec::new();
-        let mut index: HashMap<Box<[u8]>, u32> = HashMap::new();
+        let mut index = KeyIndex::new();
         let mut total = 0usize;
         for (part, batch) in source.enumerate() {
             let batch = fit_to_table(&batch?, table_schema)?;
+            let batch = shrink(batch)?;
             match &schema {
                 None => {
                     for key in keys {
@@ -218,35 +285,24 @@ impl MergeSource {
                 })
                 .transpose()?;
             let encoded = encoder.as_ref().ok_or_else(|| Error::internal("no key encoder"))?.encode(&batch)?;
-            let this = batches.len();
-            for (i, row) in encoded.iter().enumerate() {
-                let id = (total + i) as u32;
-                match index.entry(row.as_ref().into()) {
-                    Entry::Vacant(slot) => {
-                        slot.insert(id);
-                    }
-                    Entry::Occupied(mut slot) => match &dedupe {
-                        Some(values) => {
-                            let kept = *slot.get() as usize;
-                            let later = if kept >= total {
-                                values.row(i) >= values.row(kept - total)
-                            } else {
-                                let b = starts.partition_point(|s| *s as usize <= kept) - 1;
-                                values.row(i) >= dedupe_values[b].row(kept - starts[b] as usize)
-                            };
-                            if later {
-                                slot.insert(id);
-                            }
-                        }
-                        None => {
-                            return Err(Error::invalid(format!(
-                                "the merge source has more than one row with key {}; give a dedupe column to keep the latest",
-                                describe_key(&batch, keys, i)
-                            )));
-                        }
-                    },
+            let start = total as u32;
+            index.add(encoded, start, |kept, new| match &dedupe {
+                // The later row wins ties.
+                Some(values) => {
+                    let new_value = values.row((new - start) as usize);
+                    Ok(if kept >= start {
+                        new_value >= values.row((kept - start) as usize)
+                    } else {
+                        let (b, row) = locate(&starts, kept);
+                        new_value >= dedupe_values[b].row(row)
+                    })
                 }
-            }
+                None => Err(Error::invalid(format!(
+                    "the merge source has more than one row with key {}; give a dedupe column to keep the latest",
+                    describe_key(&batch, keys, (new - start) as usize)
+                ))),
+            })?;
+            let this = batches.len();
             debug_assert_eq!(this, starts.len());
             starts.push(total as u32);
             total += batch.num_rows();
@@ -270,12 +326,12 @@ impl MergeSource {
     /// Source row id for each row of a target batch (null: no source row has its key).
     pub(crate) fn lookup(&self, target: &RecordBatch) -> Result<UInt32Array> {
         let rows = self.keys.encode(target)?;
-        Ok(rows.iter().map(|r| self.index.get(r.as_ref()).copied()).collect())
+        Ok(rows.iter().map(|r| self.index.get(r)).collect())
     }
 
     /// The ids of the rows the merge uses (one per key), ascending.
     pub(crate) fn row_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self.index.values().copied().collect();
+        let mut ids: Vec<u32> = self.index.ids().collect();
         ids.sort_unstable();
         ids
     }
@@ -360,6 +416,24 @@ fn fit_to_table(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<RecordB
         }
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// `batch` with its buffers' spare capacity released (readers allocate ahead; the
+/// source is kept for the whole merge). Columns shared with the caller stay as they are.
+fn shrink(batch: RecordBatch) -> Result<RecordBatch> {
+    let rows = batch.num_rows();
+    let (schema, columns, _) = batch.into_parts();
+    let columns = columns
+        .into_iter()
+        .map(|mut column| {
+            if let Some(array) = Arc::get_mut(&mut column) {
+                array.shrink_to_fit();
+            }
+            column
+        })
+        .collect();
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
 }
 
 /// `a Int64, b Utf8` for error messages.
