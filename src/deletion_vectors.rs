@@ -13,6 +13,7 @@ use deltalake::DeltaTableError;
 use deltalake::arrow::array::{ArrayRef, RecordBatch};
 use deltalake::arrow::compute::cast;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
+use deltalake::datafusion::scalar::ScalarValue;
 use deltalake::kernel::{Action, Add};
 use object_store::ObjectStoreExt as _;
 
@@ -137,8 +138,9 @@ pub(crate) fn with_partition_values(batch: &RecordBatch, add: &Add, table_schema
         let column = match (batch.column_by_name(field.name()), add.partition_values.get(field.name())) {
             (Some(column), _) => column.clone(),
             (None, Some(value)) => {
-                let text = deltalake::arrow::array::StringArray::from(vec![value.clone(); rows]);
-                cast(&text, field.data_type())?
+                // Parse the partition value once, then repeat it.
+                let one = cast(&deltalake::arrow::array::StringArray::from(vec![value.clone()]), field.data_type())?;
+                ScalarValue::try_from_array(&one, 0)?.to_array_of_size(rows)?
             }
             (None, None) => deltalake::arrow::array::new_null_array(field.data_type(), rows),
         };

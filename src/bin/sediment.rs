@@ -826,7 +826,10 @@ fn print_info(info: &sediment::TableInfo) {
         println!("partitions   {} by [{}]", info.partitions, info.partition_columns.join(", "));
     }
     if info.files_with_deletion_vectors > 0 {
-        println!("deletion vectors in {} files", info.files_with_deletion_vectors);
+        println!(
+            "deletion vectors in {} files: {} rows deleted but still stored (compaction drops them)",
+            info.files_with_deletion_vectors, info.deleted_rows
+        );
     }
     let health = &info.health;
     println!(

@@ -18,6 +18,7 @@ use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
 use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 
 use super::clauses::{Action, Compiled, CompiledClause, condition_mask};
@@ -110,11 +111,23 @@ impl MergeJob {
         self.rewrite(add.clone()).await.map_err(|e| e.context(format!("rewriting {}", add.path)))
     }
 
-    async fn read(
-        &self,
-        add: &Add,
-        columns: Option<&[String]>,
-    ) -> Result<deltalake::datafusion::physical_plan::SendableRecordBatchStream> {
+    /// The rows of `add` with `columns` (all without), in the table's types. A file
+    /// without a deletion vector is read straight from its parquet file; one with a
+    /// vector through delta-rs's scan, which applies it.
+    async fn read(&self, add: &Add, columns: Option<&[String]>) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let schema = match columns {
+            Some(columns) => {
+                let indices = columns
+                    .iter()
+                    .map(|c| Ok(self.compiled.table_schema.index_of(c)?))
+                    .collect::<Result<Vec<usize>>>()?;
+                Arc::new(self.compiled.table_schema.project(&indices)?)
+            }
+            None => self.compiled.table_schema.clone(),
+        };
+        if add.deletion_vector.is_none() {
+            return self.read_file(add, schema).await;
+        }
         let ctx = SessionContext::new();
         self.table.delta().update_datafusion_session(&ctx.state())?;
         let provider = self.table.delta().table_provider().with_adds([add.clone()]).build().await?;
@@ -123,7 +136,26 @@ impl MergeJob {
             let names: Vec<&str> = columns.iter().map(String::as_str).collect();
             frame = frame.select_columns(&names)?;
         }
-        Ok(frame.execute_stream().await?)
+        let stream = frame.execute_stream().await?;
+        Ok(stream.map(move |batch| to_table_types(&batch?, &schema)).boxed())
+    }
+
+    /// The rows of `add`'s parquet file (its deletion vector not applied) with
+    /// `schema`'s columns: the file's columns among them are decoded, partition
+    /// columns come from the `add`, columns the file predates are nulls.
+    async fn read_file(&self, add: &Add, schema: SchemaRef) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let path = deltalake::Path::from_url_path(&add.path)
+            .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
+        let reader =
+            sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path, add.size.max(0) as u64);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let file_schema = builder.schema().clone();
+        let roots: Vec<usize> = schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
+        let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+        let builder = builder.with_projection(mask).with_batch_size(8192);
+        let add = add.clone();
+        let stream = builder.build()?;
+        Ok(stream.map(move |batch| crate::deletion_vectors::with_partition_values(&batch?, &add, &schema)).boxed())
     }
 
     /// The source rows whose keys the file holds, reading only its key columns;
@@ -132,8 +164,7 @@ impl MergeJob {
         let mut matched = Vec::new();
         let mut stream = self.read(add, Some(&self.source.keys.columns)).await?;
         while let Some(batch) = stream.next().await {
-            let batch = to_table_types(&batch?, &self.compiled.table_schema)?;
-            matched.extend(self.source.lookup(&batch)?.iter().flatten());
+            matched.extend(self.source.lookup(&batch?)?.iter().flatten());
             if first_only && !matched.is_empty() {
                 break;
             }
@@ -159,9 +190,8 @@ impl MergeJob {
         let mut held_bytes = 0usize;
         let outcome: Result<()> = async {
             let mut stream = self.read(&result.add, None).await?;
-            while let Some(batch) = stream.next().await {
-                let target = to_table_types(&batch?, &self.compiled.table_schema)?;
-                let out = self.merge_batch(&target, &mut result)?;
+            while let Some(target) = stream.next().await {
+                let out = self.merge_batch(&target?, &mut result)?;
                 if out.num_rows() > 0 {
                     held_bytes += out.get_array_memory_size();
                     held.push(out);
@@ -257,12 +287,18 @@ impl MergeJob {
                 let mut keys = builder.with_projection(mask).with_batch_size(8192).build()?;
                 let mut matched: Vec<u64> = Vec::new();
                 let mut offset = 0u64;
+                let key_schema = {
+                    let indices = self
+                        .source
+                        .keys
+                        .columns
+                        .iter()
+                        .map(|c| Ok(self.compiled.table_schema.index_of(c)?))
+                        .collect::<Result<Vec<usize>>>()?;
+                    Arc::new(self.compiled.table_schema.project(&indices)?)
+                };
                 while let Some(batch) = keys.try_next().await? {
-                    let batch = crate::deletion_vectors::with_partition_values(
-                        &batch,
-                        &result.add,
-                        &self.compiled.table_schema,
-                    )?;
+                    let batch = crate::deletion_vectors::with_partition_values(&batch, &result.add, &key_schema)?;
                     let found = self.source.lookup(&batch)?;
                     matched.extend(
                         (0..found.len())

@@ -8,9 +8,9 @@
 //! bytes in sort order, so one encoding serves the hash lookup of target rows and the
 //! range checks against file statistics.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
+use ahash::RandomState;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
