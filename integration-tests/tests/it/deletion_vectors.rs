@@ -106,3 +106,81 @@ async fn a_bin_whose_input_gained_deletes_is_given_up() {
     assert_eq!(table_rows(&table).await, model_rows(&model));
     assert_eq!(python_orders(&uri), python_expected(&model));
 }
+
+/// A merge on a table with deletion vectors races a delete that marks rows of the
+/// same file right before the merge commits: both remove the file's old `add`, so the
+/// merge is planned again and its vector then includes the delete's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merge_racing_a_delete_on_the_same_file_is_planned_again() {
+    let uri = s3_uri("dv-merge-race");
+    let (mut table, mut model) = dv_table(&uri).await;
+    let hook_uri = uri.clone();
+    let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hook_fired = fired.clone();
+    let hook = move || {
+        if hook_fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let uri = hook_uri.clone();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(async move {
+                let mut t = Table::open(&uri).await.unwrap();
+                let report = t.delete("order_id = 150").await.unwrap();
+                assert_eq!(report.files_marked, 1, "{report:?}");
+            })
+        });
+    };
+    let source = orders(120..130, "paid");
+    let report = table
+        .merge([orders_batch(&source)])
+        .on(["order_id"])
+        .when_matched(sediment::MatchedAction::UpdateAll)
+        .when_not_matched_insert_all()
+        .before_commit(std::sync::Arc::new(hook))
+        .execute()
+        .await
+        .unwrap();
+    assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(report.retries, 1, "{report:?}");
+    assert_eq!((report.files_marked, report.rows_updated), (1, 10), "{report:?}");
+    model.remove(&150);
+    for o in source {
+        model.insert(o.id, o);
+    }
+    assert_eq!(table_rows(&table).await, model_rows(&model), "the delete's row stays deleted");
+    let day1 = table.files().unwrap().into_iter().find(|f| f.deleted_rows > 0).unwrap();
+    assert_eq!(day1.deleted_rows, 11, "one vector with the delete's row and the merge's ten");
+    assert_eq!(python_orders(&uri), python_expected(&model));
+}
+
+/// A deletion-vector file that went missing: merges and deletes stop with an error
+/// naming the data file and commit nothing; compaction gives up that file's bin.
+#[tokio::test]
+async fn a_missing_deletion_vector_file_is_an_error_naming_the_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("t").to_string_lossy().to_string();
+    let (mut table, _) = dv_table(&uri).await;
+    table.delete("order_id = 150").await.unwrap();
+    let marked = table.files().unwrap().into_iter().find(|f| f.has_deletion_vector).unwrap();
+    let vectors: Vec<_> = std::fs::read_dir(dir.path().join("t"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("deletion_vector_"))
+        .collect();
+    assert_eq!(vectors.len(), 1);
+    std::fs::remove_file(&vectors[0]).unwrap();
+    let version = table.version();
+
+    let err = table.upsert([orders_batch(&orders(160..161, "paid"))], ["order_id"]).await.unwrap_err();
+    assert!(err.to_string().contains(&marked.path) && err.to_string().contains("deletion vector"), "{err}");
+    let err = table.delete("order_id = 170").await.unwrap_err();
+    assert!(err.to_string().contains(&marked.path), "{err}");
+    table.refresh().await.unwrap();
+    assert_eq!(table.version(), version, "nothing committed");
+    // Compaction gives up that file's bin, naming it, and compacts day 0.
+    let report =
+        table.compact(CompactOptions { max_deleted_rows_ratio: Some(0.0), ..Default::default() }).await.unwrap();
+    assert_eq!((report.bins_planned, report.bins_committed), (2, 1), "{report:?}");
+    assert!(report.abandoned.iter().any(|b| b.reason.contains(&marked.path)), "{report:?}");
+    assert!(table.files().unwrap().iter().any(|f| f.path == marked.path), "the marked file stays");
+}
