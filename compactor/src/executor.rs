@@ -71,7 +71,15 @@ pub struct ExecutorSettings {
     pub max_bin_attempts: usize,
     /// The `engineInfo` written into commits.
     pub engine_info: String,
+    /// Copy row groups undecoded when every row group of a bin's inputs has at least
+    /// this many compressed bytes (and the inputs share the table's schema and have
+    /// no deletion vectors); `None`: always decode and encode.
+    pub copy_row_groups_above: Option<u64>,
 }
+
+/// Default of [`ExecutorSettings::copy_row_groups_above`]: 8 MiB, half the row group
+/// the writer makes for the default 128 MiB target.
+pub const DEFAULT_COPY_ROW_GROUPS_ABOVE: u64 = 8 * 1024 * 1024;
 
 impl Default for ExecutorSettings {
     fn default() -> Self {
@@ -83,6 +91,7 @@ impl Default for ExecutorSettings {
             max_commit_attempts: 10,
             max_bin_attempts: 3,
             engine_info: format!("sediment-compactor/{}", env!("CARGO_PKG_VERSION")),
+            copy_row_groups_above: Some(DEFAULT_COPY_ROW_GROUPS_ABOVE),
         }
     }
 }
@@ -144,6 +153,9 @@ pub struct CompactionReport {
     pub bins_planned: usize,
     /// Bins committed.
     pub bins_committed: usize,
+    /// Of those, bins written by copying their inputs' row groups undecoded.
+    #[serde(default)]
+    pub bins_copied: usize,
     /// Bins given up (conflicts, unreadable inputs).
     pub abandoned: Vec<AbandonedBin>,
     /// Files removed by the commits.
@@ -190,6 +202,7 @@ struct BinOutput {
     bin: Bin,
     adds: Vec<Add>,
     rows: u64,
+    copied: bool,
 }
 
 /// What every bin task needs, shared.
@@ -201,6 +214,7 @@ struct BinContext {
     inputs: HashMap<String, InputFile>,
     clustering: Option<Clustering>,
     target_file_size: u64,
+    copy_row_groups_above: Option<u64>,
     bytes_read: AtomicU64,
 }
 
@@ -208,6 +222,7 @@ type PartitionScalars = indexmap::IndexMap<String, delta_kernel::expressions::Sc
 
 /// A planned input file at the plan's version.
 struct InputFile {
+    add: Add,
     partition_values: PartitionScalars,
     /// Its deletion vector: the rows skipped, and what the commit checks is unchanged.
     deletion_vector: Option<DeletionVectorDescriptor>,
@@ -342,7 +357,20 @@ impl CompactionExecutor {
                     .map(|s| s.fields().iter().map(|f| f.name().to_string()).zip(s.values().iter().cloned()).collect())
                     .unwrap_or_default();
                 let deletion_vector = view.deletion_vector_descriptor();
-                inputs.insert(path, InputFile { partition_values, deletion_vector });
+                let add = Add {
+                    path: path.clone(),
+                    partition_values: view.partition_values_map().into_iter().collect(),
+                    size: view.size(),
+                    modification_time: view.modification_time(),
+                    data_change: false,
+                    stats: view.stats(),
+                    tags: None,
+                    deletion_vector: deletion_vector.clone(),
+                    base_row_id: None,
+                    default_row_commit_version: None,
+                    clustering_provider: None,
+                };
+                inputs.insert(path, InputFile { add, partition_values, deletion_vector });
             }
         }
         if live != planned.len() {
@@ -359,6 +387,7 @@ impl CompactionExecutor {
             inputs,
             clustering: plan.clustering.clone(),
             target_file_size: plan.target_file_size,
+            copy_row_groups_above: self.settings.copy_row_groups_above,
             bytes_read: AtomicU64::new(0),
         })
     }
@@ -442,6 +471,7 @@ impl CompactionExecutor {
                 Ok(finalized) => {
                     report.versions.push(finalized.version());
                     report.bins_committed += outputs.len();
+                    report.bins_copied += outputs.iter().filter(|o| o.copied).count();
                     report.files_removed += removed;
                     report.files_added += added;
                     report.bytes_removed += outputs.iter().map(|o| o.bin.input_bytes).sum::<u64>();
@@ -513,7 +543,7 @@ async fn rewrite_bin_with_retries(
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=attempts {
         match rewrite_bin(context, &bin).await {
-            Ok((adds, rows)) => return Ok(BinOutput { bin, adds, rows }),
+            Ok((adds, rows, copied)) => return Ok(BinOutput { bin, adds, rows, copied }),
             Err(CompactionError::Storage(e)) if attempt < attempts => {
                 warn!(attempt, error = %e, "storage error while rewriting a bin; retrying");
                 tokio::time::sleep(delay).await;
@@ -525,8 +555,22 @@ async fn rewrite_bin_with_retries(
     Err((bin, CompactionError::Storage("no attempt was made".into())))
 }
 
-/// Rewrite one bin into one file; returns its `add` actions (dataChange = false).
-async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64)> {
+/// Rewrite one bin into one file; returns its `add` actions (dataChange = false), its
+/// rows and whether its row groups were copied undecoded.
+async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, bool)> {
+    if let (None, Some(threshold)) = (&context.clustering, context.copy_row_groups_above) {
+        let adds = bin
+            .inputs
+            .iter()
+            .map(|f| context.inputs.get(&f.path).map(|i| i.add.clone()))
+            .collect::<Option<Vec<Add>>>()
+            .ok_or_else(|| CompactionError::Invalid("a planned input is not in the snapshot".into()))?;
+        if let Some(inputs) = crate::copy::copyable(&context.store, adds, &context.file_schema, threshold).await? {
+            let copied = crate::copy::copy_bin(&context.store, bin, &inputs, &context.file_schema).await?;
+            context.bytes_read.fetch_add(copied.bytes_read, Ordering::Relaxed);
+            return Ok((vec![copied.add], copied.rows, true));
+        }
+    }
     let partition_values = context
         .inputs
         .get(&bin.inputs[0].path)
@@ -585,7 +629,7 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64)>
     for add in &mut adds {
         add.data_change = false;
     }
-    Ok((adds, rows))
+    Ok((adds, rows, false))
 }
 
 fn read_error(path: &str, e: deltalake::parquet::errors::ParquetError) -> CompactionError {

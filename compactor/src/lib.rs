@@ -10,6 +10,8 @@
 //! - **plan**: the bins to rewrite, partition by partition ([`CompactionPlan`]); a
 //!   **bin** is a set of small files of one partition rewritten into one file;
 //! - **job**: one running attempt of a plan by the [`executor`];
+//! - **copy**: a bin whose inputs' row groups are all large is written by copying
+//!   them undecoded (`copy` module), the others are decoded and encoded again;
 //! - **commit**: the log entry a job produces: `remove` (dataChange = false) of a bin's
 //!   inputs and `add` of its output, for one or more bins at a time.
 //!
@@ -21,6 +23,7 @@
 //! This crate knows nothing of the rest of Sediment; callers check the table's
 //! protocol features before executing a plan.
 
+mod copy;
 pub mod encoding;
 pub mod error;
 pub mod executor;

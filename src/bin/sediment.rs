@@ -204,6 +204,12 @@ struct CompactArgs {
     /// Memory the bins in flight may use.
     #[arg(long, value_parser = parse_size)]
     memory_budget: Option<u64>,
+    /// Copy row groups undecoded when all of a bin's are at least this large (default 8MiB).
+    #[arg(long, value_parser = parse_size, conflicts_with = "always_decode")]
+    copy_row_groups_above: Option<u64>,
+    /// Never copy row groups undecoded: decode and encode every bin.
+    #[arg(long)]
+    always_decode: bool,
 }
 
 #[derive(Args)]
@@ -701,6 +707,12 @@ async fn compact(args: CompactArgs, options: StorageOptions, json: bool) -> anyh
     if let Some(bytes) = args.memory_budget {
         compact_options.executor.memory_budget = bytes;
     }
+    if let Some(bytes) = args.copy_row_groups_above {
+        compact_options.executor.copy_row_groups_above = Some(bytes);
+    }
+    if args.always_decode {
+        compact_options.executor.copy_row_groups_above = None;
+    }
     if std::env::var("SEDIMENT_FAULT").as_deref() == Ok("crash-before-commit") {
         // Fault injection for tests: die the way a killed process does, after the
         // data files are written and before the commit.
@@ -745,6 +757,9 @@ async fn compact(args: CompactArgs, options: StorageOptions, json: bool) -> anyh
         human_bytes(report.bytes_written),
         report.write_amplification()
     );
+    if report.bins_copied > 0 {
+        println!("copied       {} of the bins by copying their row groups undecoded", report.bins_copied);
+    }
     println!(
         "commits      {:?} in {} ms; {} conflicts re-planned",
         report.versions, report.duration_ms, report.commit_conflicts

@@ -292,3 +292,60 @@ async fn bins_whose_inputs_a_concurrent_delete_removed_are_given_up() {
     assert_eq!(table_rows(&table).await, canonical_rows(&[expected]));
     assert_eq!(table.files().unwrap().len(), 4);
 }
+
+/// Bins whose inputs' row groups are all large are written by copying the row
+/// groups undecoded. Here every row group counts as large (a 1-byte threshold): the
+/// rows stay, each output's statistics (merged from its inputs') bound its rows, a
+/// filtered scan still finds every row, and the Python reader reads the files.
+#[tokio::test]
+async fn large_row_groups_are_copied_undecoded() {
+    let (uri, mut table) = fragmented_table("compact-copy", 6, 2_000).await;
+    let before = table_rows(&table).await;
+    // With the default threshold (8 MiB) these small row groups are decoded.
+    let plan = table.compaction_plan(&CompactOptions::default()).unwrap();
+    assert_eq!(plan.bins().count(), 5);
+
+    let mut options = CompactOptions::default();
+    options.executor.copy_row_groups_above = Some(1);
+    let report = table.compact(options).await.unwrap();
+    assert_eq!((report.bins_committed, report.bins_copied), (5, 5), "{report:?}");
+    assert_eq!(report.rows, 12_000);
+    assert_eq!(table_rows(&table).await, before);
+
+    // Each output's statistics: its row count, and bounds that hold its rows.
+    let state = table.state().unwrap();
+    for view in state.log_data().iter() {
+        let stats: serde_json::Value = serde_json::from_str(&view.stats().expect("statistics")).unwrap();
+        let day = view.partition_values_map()["event_date"].clone().unwrap();
+        let (batches, _) = table.scan().filter(format!("event_date = '{day}'")).columns(["event_id"]).run().await;
+        let ids: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
+            .collect();
+        assert_eq!(stats["numRecords"].as_u64().unwrap(), ids.len() as u64);
+        let (lo, hi) = (*ids.iter().min().unwrap(), *ids.iter().max().unwrap());
+        assert_eq!(stats["minValues"]["event_id"].as_i64(), Some(lo), "{stats}");
+        assert_eq!(stats["maxValues"]["event_id"].as_i64(), Some(hi), "{stats}");
+        assert_eq!(stats["nullCount"]["event_id"].as_u64(), Some(0));
+        // A point filter uses the statistics and still finds its row.
+        let (found, _) = table.scan().filter(format!("event_id = {hi}")).run().await;
+        assert_eq!(found.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
+    }
+    let (rows, _) = crate::interop::python_read(&uri);
+    assert_eq!(rows, 12_000);
+
+    // Files whose schema differs (a column added later) are decoded instead.
+    let (_uri, mut evolved) = fragmented_table("compact-copy-evolved", 2, 500).await;
+    let batch = sediment::demo::events_batch(10_000, 500);
+    let mut columns: Vec<(String, Arc<dyn Array>)> =
+        batch.schema().fields().iter().zip(batch.columns()).map(|(f, c)| (f.name().clone(), c.clone())).collect();
+    columns.push(("source".into(), Arc::new(sediment::arrow::array::StringArray::from(vec![Some("app"); 500]))));
+    let batch = RecordBatch::try_from_iter_with_nullable(columns.into_iter().map(|(n, c)| (n, c, true))).unwrap();
+    evolved.write([batch], WriteOptions::append().schema_mode(sediment::SchemaMode::Merge)).await.unwrap();
+    let rows = table_rows(&evolved).await;
+    let mut options = CompactOptions::default();
+    options.executor.copy_row_groups_above = Some(1);
+    let report = evolved.compact(options).await.unwrap();
+    assert_eq!((report.bins_committed, report.bins_copied), (5, 0), "{report:?}");
+    assert_eq!(table_rows(&evolved).await, rows);
+}

@@ -12,7 +12,7 @@ fn python() -> String {
 }
 
 /// Rows and columns the Python reader sees at the latest version.
-fn python_read(uri: &str) -> (u64, Vec<String>) {
+pub fn python_read(uri: &str) -> (u64, Vec<String>) {
     let script = r#"
 import json, os, sys
 from deltalake import DeltaTable
