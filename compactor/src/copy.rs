@@ -174,7 +174,33 @@ pub(crate) async fn copy_bin(
     Ok(Copied { add, rows, bytes_read })
 }
 
-/// Copy the row groups into `upload`; returns the file's size, its rows and the bytes read.
+/// The bytes the file writer produced and the upload has not taken yet; shared so
+/// they can be taken between column chunks, while a row group is open.
+#[derive(Clone, Default)]
+struct Pending(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Pending {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl std::io::Write for Pending {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Parts of the output being uploaded at once, at most.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// Copy the row groups into `upload`, one column chunk at a time (fetched, appended,
+/// handed to the upload); returns the file's size, its rows and the bytes read.
 async fn write_copies(
     store: &Arc<dyn object_store::ObjectStore>,
     inputs: &[CopyInput],
@@ -186,59 +212,45 @@ async fn write_copies(
         .set_created_by(format!("sediment-compactor {} (row groups copied)", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
         .build();
-    let mut writer = SerializedFileWriter::new(Vec::new(), schema, Arc::new(properties))?;
+    let pending = Pending::default();
+    let mut writer = SerializedFileWriter::new(pending.clone(), schema, Arc::new(properties))?;
     let (mut size, mut rows, mut bytes_read) = (0u64, 0u64, 0u64);
     for input in inputs {
         let path = Path::from_url_path(&input.add.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.add.path)))?;
         for group in input.metadata.row_groups() {
-            let start = group
-                .columns()
-                .iter()
-                .map(|c| c.dictionary_page_offset().unwrap_or_else(|| c.data_page_offset()))
-                .min()
-                .unwrap_or(0)
-                .max(0) as u64;
-            let end = group
-                .columns()
-                .iter()
-                .map(|c| {
-                    let begin = c.dictionary_page_offset().unwrap_or_else(|| c.data_page_offset());
-                    (begin + c.compressed_size()).max(0) as u64
-                })
-                .max()
-                .unwrap_or(start);
-            let bytes = store
-                .get_range(&path, start..end)
-                .await
-                .map_err(|e| CompactionError::Storage(format!("reading {}: {e}", input.add.path)))?;
-            bytes_read += end - start;
-            let range = Range { start, bytes };
             let mut group_writer = writer.next_row_group()?;
             for column in group.columns() {
+                let start = column.dictionary_page_offset().unwrap_or_else(|| column.data_page_offset()).max(0) as u64;
+                let length = column.compressed_size().max(0) as u64;
+                let bytes = store
+                    .get_range(&path, start..start + length)
+                    .await
+                    .map_err(|e| CompactionError::Storage(format!("reading {}: {e}", input.add.path)))?;
+                bytes_read += length;
                 let close = ColumnCloseResult {
-                    bytes_written: column.compressed_size().max(0) as u64,
+                    bytes_written: length,
                     rows_written: group.num_rows().max(0) as u64,
                     metadata: column.clone(),
                     bloom_filter: None,
                     column_index: None,
                     offset_index: None,
                 };
-                group_writer.append_column(&range, close).map_err(|e| {
+                group_writer.append_column(&Range { start, bytes }, close).map_err(|e| {
                     CompactionError::Data(format!("cannot copy a column chunk of {}: {e}", input.add.path))
                 })?;
+                let chunk = pending.take();
+                size += chunk.len() as u64;
+                upload.write(&chunk);
+                upload.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| CompactionError::Storage(e.to_string()))?;
             }
             group_writer.close()?;
             rows += group.num_rows().max(0) as u64;
-            writer.flush().map_err(|e| CompactionError::Storage(e.to_string()))?;
-            let chunk = std::mem::take(writer.inner_mut());
-            size += chunk.len() as u64;
-            upload.write(&chunk);
-            upload.wait_for_capacity(4).await.map_err(|e| CompactionError::Storage(e.to_string()))?;
         }
     }
     // The footer.
-    let rest = writer.into_inner()?;
+    writer.close()?;
+    let rest = pending.take();
     size += rest.len() as u64;
     upload.write(&rest);
     Ok((size, rows, bytes_read))
