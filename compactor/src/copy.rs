@@ -60,10 +60,8 @@ pub(crate) async fn copyable(
         let path = Path::from_url_path(&add.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", add.path)))?;
         let mut reader = StoreFileReader::new(store.clone(), path, add.size.max(0) as u64);
-        let metadata = reader
-            .get_metadata(None)
-            .await
-            .map_err(|e| CompactionError::Data(format!("cannot read the footer of {}: {e}", add.path)))?;
+        // A storage error is transient (the bin is retried), anything else names the file.
+        let metadata = reader.get_metadata(None).await.map_err(|e| crate::executor::read_error(&add.path, e))?;
         if metadata.row_groups().iter().any(|rg| (rg.compressed_size().max(0) as u64) < threshold) {
             return Ok(None);
         }

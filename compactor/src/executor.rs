@@ -632,7 +632,7 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
     Ok((adds, rows, false))
 }
 
-fn read_error(path: &str, e: deltalake::parquet::errors::ParquetError) -> CompactionError {
+pub(crate) fn read_error(path: &str, e: deltalake::parquet::errors::ParquetError) -> CompactionError {
     use deltalake::parquet::errors::ParquetError as P;
     match e {
         P::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
