@@ -35,8 +35,9 @@ enum Op {
     /// `UPDATE SET v = v + 1 WHERE k % m = 0`.
     UpdateWhere(i64),
     /// Compact every partition (small files, and files whose deletion vectors delete
-    /// more than this share of their rows).
-    Compact(f64),
+    /// more than this share of their rows); with `true`, row groups are copied
+    /// undecoded wherever the inputs allow it.
+    Compact(f64, bool),
 }
 
 fn rows(max_len: usize) -> impl Strategy<Value = Vec<Row>> {
@@ -53,7 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (rows(15), prop::sample::select(vec!["a", "b", "c"])).prop_map(|(r, g)| Op::Sync(r, g.to_string())),
         1 => (0i64..100).prop_map(Op::DeleteWhere),
         1 => (1i64..5).prop_map(Op::UpdateWhere),
-        1 => prop::sample::select(vec![0.0, 0.05, 0.5]).prop_map(Op::Compact),
+        1 => (prop::sample::select(vec![0.0, 0.05, 0.5]), any::<bool>()).prop_map(|(r, c)| Op::Compact(r, c)),
     ]
 }
 
@@ -110,7 +111,7 @@ fn apply_to_model(model: &mut Model, op: &Op) {
             }
         }
         Op::DeleteWhere(x) => model.retain(|_, (v, _)| *v >= *x),
-        Op::Compact(_) => {}
+        Op::Compact(..) => {}
         Op::UpdateWhere(m) => {
             for (k, (v, _)) in model.iter_mut() {
                 if k % m == 0 {
@@ -170,8 +171,11 @@ async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
         Op::UpdateWhere(m) => {
             table.update(&format!("k % {m} = 0"), &[("v", "v + 1")]).await?;
         }
-        Op::Compact(ratio) => {
-            let options = sediment::CompactOptions { max_deleted_rows_ratio: Some(*ratio), ..Default::default() };
+        Op::Compact(ratio, copy) => {
+            let mut options = sediment::CompactOptions { max_deleted_rows_ratio: Some(*ratio), ..Default::default() };
+            if *copy {
+                options.executor.copy_row_groups_above = Some(1);
+            }
             let report = table.compact(options).await?;
             assert!(report.abandoned.is_empty(), "{report:?}");
             if *ratio == 0.0 {
