@@ -1,11 +1,15 @@
 //! Copying row groups without decoding them.
 //!
-//! When every row group of a bin's inputs is already large (at least
-//! [`crate::ExecutorSettings::copy_row_groups_above`] compressed bytes) and the
-//! inputs share one Parquet schema that reads as the table's, decoding and encoding
-//! them again would only reproduce what is there. The executor then writes the bin's
-//! output by copying each input row group's column chunks as they are (pages,
-//! dictionaries, chunk statistics), streaming the file to the store part by part.
+//! A row group that is already large (at least
+//! [`crate::ExecutorSettings::copy_row_groups_above`] compressed bytes) would only be
+//! reproduced by decoding and encoding it again. When a bin's inputs share one
+//! Parquet schema that reads as the table's and some of their row groups are large,
+//! the executor writes the bin's output by copying those row groups' column chunks as
+//! they are (pages, dictionaries, chunk statistics) and decoding only the small row
+//! groups, which it encodes together into new row groups of the file; the file is
+//! streamed to the store part by part. Small and copied row groups are mixed only
+//! when the inputs' schema is exactly the one Sediment's encoder writes for the
+//! table; otherwise a bin is copied only if all its row groups are large.
 //!
 //! The output's Delta statistics are the inputs' merged (see [`merge_stats`]): the
 //! least minimum, the greatest maximum, summed null counts and rows. Each is a valid
@@ -14,21 +18,24 @@
 //!
 //! Inputs with deletion vectors, clustered bins and inputs whose schema differs (an
 //! older file missing a column added later, another physical type) take the
-//! decoding path. Page indexes of copied chunks are not carried over (readers fall
-//! back to the chunk statistics).
+//! decoding path. Page indexes of copied chunks are carried over (their offsets
+//! moved) when every copied chunk has one; otherwise the file has none, and copied
+//! and encoded row groups are not mixed.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use deltalake::kernel::Add;
-use deltalake::parquet::arrow::async_reader::AsyncFileReader;
-use deltalake::parquet::arrow::parquet_to_arrow_schema;
+use deltalake::parquet::arrow::arrow_reader::ArrowReaderMetadata;
+use deltalake::parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
+use deltalake::parquet::arrow::{ArrowSchemaConverter, ParquetRecordBatchStreamBuilder, parquet_to_arrow_schema};
 use deltalake::parquet::column::writer::ColumnCloseResult;
-use deltalake::parquet::file::metadata::ParquetMetaData;
-use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 use deltalake::parquet::file::reader::{ChunkReader, Length};
 use deltalake::parquet::file::writer::SerializedFileWriter;
+use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, WriteMultipart};
 use serde_json::{Map, Value};
@@ -37,15 +44,18 @@ use crate::error::{CompactionError, Result};
 use crate::planner::Bin;
 use crate::reader::StoreFileReader;
 
-/// One input of a bin that can be copied: its `add` and its footer.
+/// One input of a bin that can be copied: its `add`, its footer, and per row group
+/// whether it is copied (else decoded and encoded again).
 pub(crate) struct CopyInput {
     pub add: Add,
     pub metadata: Arc<ParquetMetaData>,
+    pub copy: Vec<bool>,
 }
 
-/// The inputs' footers when every row group is at least `threshold` compressed bytes,
-/// they share one schema that reads as `file_schema`, and every input has statistics;
-/// `None` when the bin must be decoded.
+/// The inputs' footers, and which row groups to copy, when some row group is at
+/// least `threshold` compressed bytes, the inputs share one schema that reads as
+/// `file_schema`, and every input has statistics; `None` when the bin must be
+/// decoded whole.
 pub(crate) async fn copyable(
     store: &Arc<dyn object_store::ObjectStore>,
     adds: Vec<Add>,
@@ -59,12 +69,17 @@ pub(crate) async fn copyable(
     for add in adds {
         let path = Path::from_url_path(&add.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", add.path)))?;
-        let mut reader = StoreFileReader::new(store.clone(), path, add.size.max(0) as u64);
-        // A storage error is transient (the bin is retried), anything else names the file.
-        let metadata = reader.get_metadata(None).await.map_err(|e| crate::executor::read_error(&add.path, e))?;
-        if metadata.row_groups().iter().any(|rg| (rg.compressed_size().max(0) as u64) < threshold) {
-            return Ok(None);
-        }
+        let size = add.size.max(0) as u64;
+        let mut reader = StoreFileReader::new(store.clone(), path, size);
+        // The page indexes too, carried over for copied chunks. A storage error is
+        // transient (the bin is retried), anything else names the file.
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Optional)
+            .with_prefetch_hint(Some(64 * 1024))
+            .load_and_finish(&mut reader, size)
+            .await
+            .map_err(|e| crate::executor::read_error(&add.path, e))?;
+        let metadata = Arc::new(metadata);
         let descr = metadata.file_metadata().schema_descr();
         match inputs.first() {
             None => {
@@ -79,9 +94,43 @@ pub(crate) async fn copyable(
             }
             Some(_) => {}
         }
-        inputs.push(CopyInput { add, metadata });
+        let copy = metadata.row_groups().iter().map(|rg| rg.compressed_size().max(0) as u64 >= threshold).collect();
+        inputs.push(CopyInput { add, metadata, copy });
+    }
+    let copied = inputs.iter().flat_map(|i| &i.copy).filter(|c| **c).count();
+    let decoded = inputs.iter().flat_map(|i| &i.copy).filter(|c| !**c).count();
+    if copied == 0 {
+        return Ok(None);
+    }
+    if decoded > 0 {
+        // Encoded row groups carry offset indexes; a file's offset indexes must cover
+        // all its row groups or none, so every copied one needs its own.
+        if !copied_chunks_indexed(&inputs) {
+            return Ok(None);
+        }
+        // Encoded row groups must have exactly the copied ones' schema.
+        let ours = ArrowSchemaConverter::new()
+            .convert(file_schema)
+            .map_err(|e| CompactionError::Data(format!("cannot convert the table schema to parquet: {e}")))?;
+        if ours.root_schema() != inputs[0].metadata.file_metadata().schema_descr().root_schema() {
+            return Ok(None);
+        }
     }
     Ok(Some(inputs))
+}
+
+/// Whether every row group to be copied has an offset index for each column chunk.
+fn copied_chunks_indexed(inputs: &[CopyInput]) -> bool {
+    inputs.iter().all(|input| {
+        input.copy.iter().enumerate().filter(|(_, copy)| **copy).all(|(group, _)| {
+            let columns = input.metadata.row_group(group).num_columns();
+            input
+                .metadata
+                .offset_index()
+                .and_then(|index| index.get(group))
+                .is_some_and(|chunks| chunks.len() == columns)
+        })
+    })
 }
 
 /// Same names and types, in order (nullability aside).
@@ -130,12 +179,14 @@ pub(crate) struct Copied {
     pub bytes_read: u64,
 }
 
-/// Write one file of `bin` by copying every row group of `inputs`, in order.
+/// Write one file of `bin` from `inputs`' row groups, in order: copied, or decoded
+/// and encoded together into row groups of about `target_file_size / 8`.
 pub(crate) async fn copy_bin(
     store: &Arc<dyn object_store::ObjectStore>,
     bin: &Bin,
     inputs: &[CopyInput],
     file_schema: &SchemaRef,
+    target_file_size: u64,
 ) -> Result<Copied> {
     let first = inputs.first().ok_or_else(|| CompactionError::Invalid("a bin without inputs".into()))?;
     // Next to the first input, in its partition's directory.
@@ -145,7 +196,7 @@ pub(crate) async fn copy_bin(
         Path::from_url_path(&name).map_err(|e| CompactionError::Data(format!("bad output path {name}: {e}")))?;
     let upload = store.put_multipart(&location).await.map_err(|e| CompactionError::Storage(e.to_string()))?;
     let mut upload = WriteMultipart::new(upload);
-    let written = write_copies(store, inputs, &mut upload).await;
+    let written = write_copies(store, inputs, file_schema, target_file_size, &mut upload).await;
     let (size, rows, bytes_read) = match written {
         Ok(done) => done,
         Err(e) => {
@@ -197,28 +248,92 @@ impl std::io::Write for Pending {
 /// Parts of the output being uploaded at once, at most.
 const PARTS_IN_FLIGHT: usize = 2;
 
-/// Copy the row groups into `upload`, one column chunk at a time (fetched, appended,
-/// handed to the upload); returns the file's size, its rows and the bytes read.
+/// Small row groups decoded and waiting to be written as one row group.
+struct Encoder {
+    writers: Vec<ArrowColumnWriter>,
+    rows: u64,
+}
+
+/// Write `inputs`' row groups into `upload`: copied ones one column chunk at a time
+/// (fetched, appended, handed to the upload), small ones decoded into an encoder
+/// that becomes a row group when it holds about a row group's bytes (or before the
+/// next copied row group, and at the end). Returns the file's size, its rows and the
+/// bytes read.
 async fn write_copies(
     store: &Arc<dyn object_store::ObjectStore>,
     inputs: &[CopyInput],
+    file_schema: &SchemaRef,
+    target_file_size: u64,
     upload: &mut WriteMultipart,
 ) -> Result<(u64, u64, u64)> {
     let first = &inputs[0].metadata;
     let schema = first.file_metadata().schema_descr().root_schema_ptr();
-    let properties = WriterProperties::builder()
-        .set_created_by(format!("sediment-compactor {} (row groups copied)", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
-        .build();
+    // Settings of the row groups it encodes: chosen from a sample of the first one.
+    let properties = match sample(store, inputs).await? {
+        Some(batch) => crate::encoding::writer_properties_for(target_file_size, &batch),
+        None => crate::encoding::writer_properties(target_file_size),
+    }
+    .into_builder()
+    .set_created_by(format!("sediment-compactor {} (row groups copied)", env!("CARGO_PKG_VERSION")))
+    .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
+    .build();
     let pending = Pending::default();
     let mut writer = SerializedFileWriter::new(pending.clone(), schema, Arc::new(properties))?;
+    let factory = ArrowRowGroupWriterFactory::new(&writer, file_schema.clone());
+    // Page indexes of copied chunks are carried over only if every copied chunk has one.
+    let indexed = copied_chunks_indexed(inputs);
+    let mut groups_written = 0usize;
+    let row_group_bytes = crate::encoding::row_group_bytes(target_file_size);
+    let mut encoder: Option<Encoder> = None;
     let (mut size, mut rows, mut bytes_read) = (0u64, 0u64, 0u64);
     for input in inputs {
         let path = Path::from_url_path(&input.add.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.add.path)))?;
-        for group in input.metadata.row_groups() {
+        for (index, group) in input.metadata.row_groups().iter().enumerate() {
+            if !input.copy[index] {
+                let reader = StoreFileReader::new(store.clone(), path.clone(), input.add.size.max(0) as u64);
+                let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+                    reader,
+                    ArrowReaderMetadata::try_new(input.metadata.clone(), Default::default())?,
+                )
+                .with_row_groups(vec![index])
+                .with_batch_size(8192)
+                .build()?;
+                bytes_read += group.compressed_size().max(0) as u64;
+                while let Some(batch) =
+                    stream.try_next().await.map_err(|e| crate::executor::read_error(&input.add.path, e))?
+                {
+                    let state = match &mut encoder {
+                        Some(state) => state,
+                        None => {
+                            let writers = factory.create_column_writers(groups_written)?;
+                            encoder.insert(Encoder { writers, rows: 0 })
+                        }
+                    };
+                    let mut writers = state.writers.iter_mut();
+                    for (field, column) in file_schema.fields().iter().zip(batch.columns()) {
+                        for leaf in compute_leaves(field, column)? {
+                            writers
+                                .next()
+                                .ok_or_else(|| CompactionError::Data("more leaf columns than writers".into()))?
+                                .write(&leaf)?;
+                        }
+                    }
+                    state.rows += batch.num_rows() as u64;
+                    if state.writers.iter().map(|w| w.get_estimated_total_bytes()).sum::<usize>() >= row_group_bytes {
+                        size += flush_encoder(&mut writer, &mut encoder, &pending, upload).await?;
+                        groups_written += 1;
+                    }
+                }
+                rows += group.num_rows().max(0) as u64;
+                continue;
+            }
+            if encoder.is_some() {
+                size += flush_encoder(&mut writer, &mut encoder, &pending, upload).await?;
+                groups_written += 1;
+            }
             let mut group_writer = writer.next_row_group()?;
-            for column in group.columns() {
+            for (position, column) in group.columns().iter().enumerate() {
                 let start = column.dictionary_page_offset().unwrap_or_else(|| column.data_page_offset()).max(0) as u64;
                 let length = column.compressed_size().max(0) as u64;
                 let bytes = store
@@ -231,27 +346,73 @@ async fn write_copies(
                     rows_written: group.num_rows().max(0) as u64,
                     metadata: column.clone(),
                     bloom_filter: None,
-                    column_index: None,
-                    offset_index: None,
+                    column_index: indexed
+                        .then(|| input.metadata.column_index()?.get(index)?.get(position).cloned())
+                        .flatten(),
+                    offset_index: indexed
+                        .then(|| input.metadata.offset_index()?.get(index)?.get(position).cloned())
+                        .flatten(),
                 };
                 group_writer.append_column(&Range { start, bytes }, close).map_err(|e| {
                     CompactionError::Data(format!("cannot copy a column chunk of {}: {e}", input.add.path))
                 })?;
-                let chunk = pending.take();
-                size += chunk.len() as u64;
-                upload.write(&chunk);
-                upload.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| CompactionError::Storage(e.to_string()))?;
+                size += hand_over(&pending, upload).await?;
             }
             group_writer.close()?;
+            groups_written += 1;
             rows += group.num_rows().max(0) as u64;
         }
     }
+    size += flush_encoder(&mut writer, &mut encoder, &pending, upload).await?;
     // The footer.
     writer.close()?;
     let rest = pending.take();
     size += rest.len() as u64;
     upload.write(&rest);
     Ok((size, rows, bytes_read))
+}
+
+/// The first batch of the first row group to be decoded, if any.
+async fn sample(store: &Arc<dyn object_store::ObjectStore>, inputs: &[CopyInput]) -> Result<Option<RecordBatch>> {
+    for input in inputs {
+        let Some(index) = input.copy.iter().position(|copy| !copy) else { continue };
+        let path = Path::from_url_path(&input.add.path)
+            .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.add.path)))?;
+        let reader = StoreFileReader::new(store.clone(), path, input.add.size.max(0) as u64);
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
+            reader,
+            ArrowReaderMetadata::try_new(input.metadata.clone(), Default::default())?,
+        )
+        .with_row_groups(vec![index])
+        .with_batch_size(8192)
+        .build()?;
+        return stream.try_next().await.map_err(|e| crate::executor::read_error(&input.add.path, e));
+    }
+    Ok(None)
+}
+
+/// Write the encoder's rows, if any, as one row group; returns the bytes handed over.
+async fn flush_encoder(
+    writer: &mut SerializedFileWriter<Pending>,
+    encoder: &mut Option<Encoder>,
+    pending: &Pending,
+    upload: &mut WriteMultipart,
+) -> Result<u64> {
+    let Some(state) = encoder.take() else { return Ok(0) };
+    let mut group_writer = writer.next_row_group()?;
+    for column in state.writers {
+        column.close()?.append_to_row_group(&mut group_writer)?;
+    }
+    group_writer.close()?;
+    hand_over(pending, upload).await
+}
+
+/// Move what the file writer produced to the upload; returns its length.
+async fn hand_over(pending: &Pending, upload: &mut WriteMultipart) -> Result<u64> {
+    let chunk = pending.take();
+    upload.write(&chunk);
+    upload.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| CompactionError::Storage(e.to_string()))?;
+    Ok(chunk.len() as u64)
 }
 
 /// Delta file statistics of a file holding the rows of files with statistics

@@ -566,7 +566,9 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
             .collect::<Option<Vec<Add>>>()
             .ok_or_else(|| CompactionError::Invalid("a planned input is not in the snapshot".into()))?;
         if let Some(inputs) = crate::copy::copyable(&context.store, adds, &context.file_schema, threshold).await? {
-            let copied = crate::copy::copy_bin(&context.store, bin, &inputs, &context.file_schema).await?;
+            let copied =
+                crate::copy::copy_bin(&context.store, bin, &inputs, &context.file_schema, context.target_file_size)
+                    .await?;
             context.bytes_read.fetch_add(copied.bytes_read, Ordering::Relaxed);
             return Ok((vec![copied.add], copied.rows, true));
         }

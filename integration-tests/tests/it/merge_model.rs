@@ -35,9 +35,9 @@ enum Op {
     /// `UPDATE SET v = v + 1 WHERE k % m = 0`.
     UpdateWhere(i64),
     /// Compact every partition (small files, and files whose deletion vectors delete
-    /// more than this share of their rows); with `true`, row groups are copied
-    /// undecoded wherever the inputs allow it.
-    Compact(f64, bool),
+    /// more than this share of their rows); row groups of at least the given bytes
+    /// are copied undecoded (the others decoded), wherever the inputs allow it.
+    Compact(f64, Option<u64>),
 }
 
 fn rows(max_len: usize) -> impl Strategy<Value = Vec<Row>> {
@@ -54,7 +54,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (rows(15), prop::sample::select(vec!["a", "b", "c"])).prop_map(|(r, g)| Op::Sync(r, g.to_string())),
         1 => (0i64..100).prop_map(Op::DeleteWhere),
         1 => (1i64..5).prop_map(Op::UpdateWhere),
-        1 => (prop::sample::select(vec![0.0, 0.05, 0.5]), any::<bool>()).prop_map(|(r, c)| Op::Compact(r, c)),
+        1 => (prop::sample::select(vec![0.0, 0.05, 0.5]), prop::sample::select(vec![None, Some(1), Some(280)]))
+            .prop_map(|(r, c)| Op::Compact(r, c)),
     ]
 }
 
@@ -173,9 +174,7 @@ async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
         }
         Op::Compact(ratio, copy) => {
             let mut options = sediment::CompactOptions { max_deleted_rows_ratio: Some(*ratio), ..Default::default() };
-            if *copy {
-                options.executor.copy_row_groups_above = Some(1);
-            }
+            options.executor.copy_row_groups_above = *copy;
             let report = table.compact(options).await?;
             assert!(report.abandoned.is_empty(), "{report:?}");
             if *ratio == 0.0 {
