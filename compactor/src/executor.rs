@@ -272,11 +272,18 @@ impl CompactionExecutor {
             let slots = slots.clone();
             let attempts = self.settings.max_bin_attempts.max(1);
             let estimate = bin_memory_estimate(&bin, row_group_bytes).div_ceil(1024).min(permits_total as u64) as u32;
-            running.push(tokio::spawn(async move {
+            let planned = bin.clone();
+            let task = tokio::spawn(async move {
                 let _slot = slots.acquire_owned().await.expect("semaphore is never closed");
                 let _memory = memory.acquire_many_owned(estimate).await.expect("semaphore is never closed");
                 rewrite_bin_with_retries(&context, bin, attempts).await
-            }));
+            });
+            // A bin whose task panicked (a bug, ours or a library's) is given up like
+            // one that failed; the other bins go on.
+            running.push(async move {
+                task.await
+                    .unwrap_or_else(|e| Err((planned, CompactionError::Data(format!("the bin's task failed: {e}")))))
+            });
         }
 
         let mut pending: Vec<BinOutput> = Vec::new();
@@ -285,11 +292,11 @@ impl CompactionExecutor {
         while let Some(joined) = running.next().await {
             finished += 1;
             match joined {
-                Ok(Ok(output)) => {
+                Ok(output) => {
                     report.bytes_written += output.adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
                     pending.push(output)
                 }
-                Ok(Err((bin, error))) => {
+                Err((bin, error)) => {
                     warn!(error = %error, "giving up a bin");
                     report.abandoned.push(AbandonedBin {
                         partition: bin.partition.clone(),
@@ -297,9 +304,6 @@ impl CompactionExecutor {
                         reason: error.to_string(),
                         deleted_outputs: Vec::new(),
                     });
-                }
-                Err(join_error) => {
-                    return Err(CompactionError::Data(format!("a bin task failed: {join_error}")));
                 }
             }
             if let Some(progress) = &self.progress {

@@ -25,6 +25,8 @@ struct FlakyStore {
     budget: usize,
     failed: std::sync::Mutex<std::collections::HashSet<String>>,
     failures: Arc<AtomicUsize>,
+    /// Panic (as a buggy library would) when reading a data file whose path has this.
+    panic_on: Option<&'static str>,
 }
 
 impl std::fmt::Display for FlakyStore {
@@ -37,6 +39,11 @@ impl FlakyStore {
     fn maybe_fail(&self, location: &Path) -> Result<()> {
         let path = location.as_ref();
         if path.ends_with(".parquet") && !path.contains("_delta_log") {
+            if let Some(needle) = self.panic_on
+                && path.contains(needle)
+            {
+                panic!("injected panic reading {path}");
+            }
             let mut failed = self.failed.lock().unwrap();
             if failed.len() < self.budget && failed.insert(path.to_string()) {
                 let n = self.failures.fetch_add(1, Ordering::SeqCst) + 1;
@@ -109,6 +116,7 @@ async fn compaction_retries_transient_read_failures() {
         budget: 3,
         failed: Default::default(),
         failures: failures.clone(),
+        panic_on: None,
     });
     let mut flaky = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
     let mut options = CompactOptions::default();
@@ -126,6 +134,7 @@ async fn compaction_retries_transient_read_failures() {
         budget: 2,
         failed: Default::default(),
         failures: Arc::new(AtomicUsize::new(0)),
+        panic_on: None,
     });
     let mut flaky = Table::open_with(table.uri(), OpenOptions::new().object_store(store)).await.unwrap();
     let mut options = CompactOptions::default();
@@ -186,4 +195,28 @@ async fn a_merge_meeting_a_corrupt_file_fails_by_name_and_leaves_nothing() {
     assert_eq!(after.version(), version, "nothing committed");
     let orphans: Vec<String> = after.orphan_files().await.unwrap().into_iter().map(|o| o.path).collect();
     assert!(orphans.is_empty(), "the merge's own files are deleted: {orphans:?}");
+}
+
+/// A bin whose task panics (here: the store panics reading one partition's files) is
+/// given up and named like a failed one; the other bins commit and no row is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bin_whose_task_panics_is_given_up_and_the_rest_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uri, table) = local_table(&dir, "panicky", 4).await;
+    let rows = table_rows(&table).await;
+    let store = Arc::new(FlakyStore {
+        inner: Arc::new(object_store::local::LocalFileSystem::new()),
+        budget: 0,
+        failed: Default::default(),
+        failures: Arc::new(AtomicUsize::new(0)),
+        panic_on: Some("event_date=2024-05-03"),
+    });
+    let mut panicky = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
+    let report = panicky.compact(CompactOptions::default()).await.unwrap();
+    assert_eq!((report.bins_planned, report.bins_committed), (5, 4), "{report:?}");
+    assert_eq!(report.abandoned.len(), 1, "{report:?}");
+    let abandoned = &report.abandoned[0];
+    assert_eq!(abandoned.partition, vec![("event_date".to_string(), Some("2024-05-03".to_string()))]);
+    assert!(abandoned.reason.contains("panicked"), "{abandoned:?}");
+    assert_eq!(table_rows(&Table::open(&uri).await.unwrap()).await, rows);
 }
