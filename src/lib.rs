@@ -52,7 +52,10 @@ pub use dml::{ChangeReport, DeleteReport, UpdateReport};
 pub use error::{Error, ErrorKind, Result};
 pub use history::HistoryEntry;
 pub use info::TableInfo;
-pub use merge::{MatchedAction, Merge, MergeReport, NotMatchedAction, NotMatchedBySourceAction, Scd2Options};
+pub use merge::{
+    DEFAULT_SOURCE_MEMORY_LIMIT, MatchedAction, Merge, MergeReport, NotMatchedAction, NotMatchedBySourceAction,
+    Scd2Options,
+};
 pub use scan::{Scan, ScanBuilder, ScanPlan, ScanReport};
 pub use schema::SchemaMode;
 pub use sink::{DEFAULT_TARGET_FILE_SIZE, writer_properties, writer_properties_for};

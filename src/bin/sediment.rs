@@ -160,6 +160,10 @@ struct MergeArgs {
     /// Check the source and show which files the merge would open; change nothing.
     #[arg(long)]
     dry_run: bool,
+    /// Source rows held in memory at most; a larger source is spilled to a local file
+    /// and merged in key ranges of this size.
+    #[arg(long, value_parser = parse_size, default_value = "1GiB")]
+    source_memory_limit: u64,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -595,6 +599,7 @@ async fn merge(args: MergeArgs, options: StorageOptions, json: bool) -> anyhow::
     if !args.no_insert {
         merge = merge.when_not_matched_insert_all();
     }
+    merge = merge.source_memory_limit(Some(args.source_memory_limit as usize));
     if let (Some(app), Some(version)) = (args.app_id, args.batch_version) {
         merge = merge.app_transaction(app, version);
     }
@@ -648,6 +653,12 @@ async fn merge(args: MergeArgs, options: StorageOptions, json: bool) -> anyhow::
     }
     if report.source_duplicates_dropped > 0 {
         println!("  {} duplicate source rows dropped (kept the latest per key)", report.source_duplicates_dropped);
+    }
+    if report.key_ranges > 1 {
+        println!(
+            "  the source outgrew --source-memory-limit: spilled to a local file, merged in {} key ranges",
+            report.key_ranges
+        );
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32
 use deltalake::arrow::compute::kernels::boolean::{and, not, or};
 use deltalake::arrow::compute::kernels::cmp::distinct;
 use deltalake::arrow::compute::kernels::zip::zip;
-use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null};
+use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
@@ -401,7 +401,8 @@ impl MergeJob {
         let written: Result<()> = async {
             for (indices, through_clauses) in [(unmatched, true), (reinsert, false)] {
                 for chunk in indices.chunks(INSERT_CHUNK) {
-                    for out in self.insert_rows(chunk, through_clauses)? {
+                    let rows = self.source.rows.take(&UInt32Array::from(chunk.to_vec()))?;
+                    for out in self.insert_rows(&rows, through_clauses)? {
                         inserted += out.num_rows() as u64;
                         sink.write(&out).await?;
                     }
@@ -414,13 +415,81 @@ impl MergeJob {
         Ok((adds, inserted))
     }
 
-    /// The rows to insert for source rows `indices`: through the not-matched clauses in
+    /// [`Self::insert`] for a source read by scanning (a spilled one): the rows whose
+    /// id is set in `unmatched` go through the not-matched clauses, those set in
+    /// `reinsert` are inserted as the first clause says.
+    pub(crate) async fn insert_scanned(&self, unmatched: &[bool], reinsert: &[bool]) -> Result<(Vec<Add>, u64)> {
+        if self.compiled.not_matched.is_empty() || !unmatched.iter().chain(reinsert).any(|x| *x) {
+            return Ok((Vec::new(), 0));
+        }
+        let mut sink = self.sink()?;
+        let mut inserted = 0u64;
+        let written: Result<()> = async {
+            for item in self.source.rows.scan()? {
+                let (start, batch) = item?;
+                for (selected, through_clauses) in [(unmatched, true), (reinsert, false)] {
+                    let picked: Vec<u32> =
+                        (0..batch.num_rows() as u32).filter(|i| selected[(start + i) as usize]).collect();
+                    if picked.is_empty() {
+                        continue;
+                    }
+                    let rows = take_record_batch(&batch, &UInt32Array::from(picked))?;
+                    for out in self.insert_rows(&rows, through_clauses)? {
+                        inserted += out.num_rows() as u64;
+                        sink.write(&out).await?;
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        let adds = sink.close(&self.table, written).await.map_err(|e| e.context("inserting new rows"))?;
+        Ok((adds, inserted))
+    }
+
+    /// Mark the rows of `add` that the source changes or deletes, writing the changed
+    /// rows' new versions (the deletion-vector form of a rewrite, also used by merges
+    /// in key ranges on any table).
+    pub(crate) async fn mark_rows(self: Arc<Self>, add: Add) -> Result<FileResult> {
+        self.mark(add.clone()).await.map_err(|e| e.context(format!("marking rows of {}", add.path)))
+    }
+
+    /// Copy the rows of `add` that are not at `deleted` (ascending positions) into
+    /// `sink`; returns how many.
+    pub(crate) async fn copy_live_rows(&self, add: &Add, deleted: &[u64], sink: &mut FileSink) -> Result<u64> {
+        let path = deltalake::Path::from_url_path(&add.path)
+            .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
+        let reader =
+            sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path, add.size.max(0) as u64);
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+        let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
+        let live = sediment_compactor::reader::live_positions(deleted, total);
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let selection = sediment_compactor::reader::row_selection(&live, total);
+        let mut stream = builder.with_row_selection(selection).with_batch_size(8192).build()?;
+        let mut copied = 0u64;
+        while let Some(batch) = stream.try_next().await? {
+            let batch = crate::deletion_vectors::with_partition_values(&batch, add, &self.compiled.table_schema)?;
+            copied += batch.num_rows() as u64;
+            sink.write(&batch).await?;
+        }
+        Ok(copied)
+    }
+
+    /// A sink for rows of the table (copied rows of a merge in key ranges).
+    pub(crate) fn table_sink(&self) -> Result<FileSink> {
+        self.sink()
+    }
+
+    /// The rows to insert for source rows `source`: through the not-matched clauses in
     /// order, or (for reinserts) with the first clause's values unconditionally.
-    fn insert_rows(&self, indices: &[u32], through_clauses: bool) -> Result<Vec<RecordBatch>> {
+    fn insert_rows(&self, source: &RecordBatch, through_clauses: bool) -> Result<Vec<RecordBatch>> {
         let compiled = &self.compiled;
-        let source = self.source.rows.take(&UInt32Array::from(indices.to_vec()))?;
-        let joined = compiled.join(&compiled.null_target(indices.len())?, &source)?;
-        let mut remaining = BooleanArray::from(vec![true; indices.len()]);
+        let rows = source.num_rows();
+        let joined = compiled.join(&compiled.null_target(rows)?, source)?;
+        let mut remaining = BooleanArray::from(vec![true; rows]);
         let mut out = Vec::new();
         for clause in &compiled.not_matched {
             let fire = if through_clauses {
@@ -530,4 +599,10 @@ fn to_table_types(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<Recor
     }
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+}
+
+/// Rows stored in `add`'s file, from its statistics (deleted ones included).
+pub(crate) fn physical_rows(add: &Add) -> Option<u64> {
+    let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
+    stats.get("numRecords")?.as_u64()
 }

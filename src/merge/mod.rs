@@ -32,6 +32,7 @@ mod exec;
 mod prune;
 mod source;
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -68,6 +69,9 @@ pub struct MergeReport {
     pub source_rows: u64,
     /// Source rows dropped by deduplication.
     pub source_duplicates_dropped: u64,
+    /// Key ranges the source was merged in: more than 1 when it outgrew its memory
+    /// limit and was spilled to a local file.
+    pub key_ranges: usize,
     /// Live files in the snapshot.
     pub files_considered: usize,
     /// Files skipped by partition values and key statistics, never opened.
@@ -151,8 +155,12 @@ pub struct Merge<'a> {
     dedupe_by: Option<String>,
     app_transaction: Option<(String, i64)>,
     files_in_flight: usize,
+    source_memory_limit: Option<usize>,
     before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
 }
+
+/// Default of [`Merge::source_memory_limit`]: 1 GiB.
+pub const DEFAULT_SOURCE_MEMORY_LIMIT: usize = 1024 * 1024 * 1024;
 
 /// Source batches not read yet.
 type BatchSource<'a> = Box<dyn Iterator<Item = Result<RecordBatch>> + Send + 'a>;
@@ -188,6 +196,7 @@ impl Table {
             dedupe_by: None,
             app_transaction: None,
             files_in_flight: std::thread::available_parallelism().map_or(2, |n| n.get() + 1),
+            source_memory_limit: Some(DEFAULT_SOURCE_MEMORY_LIMIT),
             before_commit: None,
         }
     }
@@ -368,6 +377,18 @@ impl<'a> Merge<'a> {
         self
     }
 
+    /// Source rows held in memory at most (default 1 GiB; `None`: no limit). A larger
+    /// source is spilled to a local file, its keys kept in memory, and merged in key
+    /// ranges of about this size: each range's rows are loaded in turn and every
+    /// candidate file is probed once per range; changed rows are marked and the
+    /// unchanged ones copied once at the end (or kept, with a deletion vector, on
+    /// tables that enable them). Not-matched-by-source clauses need the whole source
+    /// at once and are refused past the limit.
+    pub fn source_memory_limit(mut self, bytes: Option<usize>) -> Self {
+        self.source_memory_limit = bytes.map(|b| b.max(1));
+        self
+    }
+
     /// Called right before each commit attempt (tests use it to land a concurrent
     /// commit at the worst moment).
     #[doc(hidden)]
@@ -383,25 +404,39 @@ impl<'a> Merge<'a> {
         let source = match (&self.prepared, self.source.take()) {
             (Some(source), _) => source.clone(),
             (None, Some(batches)) => {
-                let source =
-                    Arc::new(MergeSource::prepare(batches, &self.keys, self.dedupe_by.as_deref(), &table_schema)?);
+                let source = Arc::new(MergeSource::prepare(
+                    batches,
+                    &self.keys,
+                    self.dedupe_by.as_deref(),
+                    &table_schema,
+                    self.source_memory_limit,
+                )?);
                 self.prepared = Some(source.clone());
                 source
             }
             (None, None) => return Err(Error::internal("the merge source was lost after a failed read")),
         };
+        let compiled = self.compile_for(&table_schema, &source.rows.schema())?;
+        Ok((source, compiled))
+    }
+
+    /// The clauses compiled for a source of `source_schema`.
+    fn compile_for(
+        &self,
+        table_schema: &deltalake::arrow::datatypes::SchemaRef,
+        source_schema: &deltalake::arrow::datatypes::SchemaRef,
+    ) -> Result<clauses::Compiled> {
         // Source columns the merge uses besides its clauses: the keys, the dedupe column.
         let used: Vec<String> = self.keys.iter().chain(&self.dedupe_by).cloned().collect();
-        let compiled = compile(
-            &table_schema,
-            &source.rows.schema(),
+        compile(
+            table_schema,
+            source_schema,
             &used,
             self.join_condition.as_deref(),
             &self.matched,
             &self.not_matched,
             &self.by_source,
-        )?;
-        Ok((source, compiled))
+        )
     }
 
     /// Check the source and the clauses and plan the merge without reading or
@@ -455,7 +490,9 @@ impl<'a> Merge<'a> {
                 deletion_vectors: features::deletion_vectors_enabled(self.table.state()?),
             });
             let prepare_ms = prepare_started.elapsed().as_millis() as u64;
-            match self.attempt(job).await {
+            let attempt =
+                if job.source.rows.is_spilled() { self.attempt_in_ranges(job).await } else { self.attempt(job).await };
+            match attempt {
                 Err(e) if e.kind() == ErrorKind::Conflict && retries + 1 < MAX_ATTEMPTS => {
                     retries += 1;
                     tracing::info!(retries, error = %e, "merge lost a race; planning again on the newest version");
@@ -489,6 +526,7 @@ impl<'a> Merge<'a> {
         let mut report = MergeReport {
             source_rows: job.source.index.len() as u64,
             source_duplicates_dropped: job.source.duplicates_dropped,
+            key_ranges: 1,
             ..Default::default()
         };
         let mut clock = Instant::now();
@@ -571,6 +609,199 @@ impl<'a> Merge<'a> {
                 return Err(e);
             }
         }
+        self.commit_merge(&job.source, read_all, report, removes, written, marked, lap).await
+    }
+
+    /// [`Self::attempt`] for a source spilled to a local file: the source's kept rows
+    /// are split into key ranges of about the memory limit; each range is loaded in
+    /// turn and every candidate file of the range is marked (changed and deleted row
+    /// positions recorded, new versions written). At the end each touched file keeps a
+    /// deletion vector (tables that enable them) or has its unchanged rows copied once
+    /// and is removed; unmatched source rows are inserted in one scan of the spill.
+    async fn attempt_in_ranges(&mut self, job: Arc<MergeJob>) -> Result<MergeReport> {
+        let state = self.table.state()?;
+        features::check_writable(self.table.uri(), state)?;
+        let limit = self.source_memory_limit.unwrap_or(usize::MAX).max(1);
+        if !self.by_source.is_empty() {
+            return Err(Error::invalid(format!(
+                "the merge source holds {} bytes, above its memory limit of {limit}: not-matched-by-source \
+                 clauses need the whole source at once; raise the limit or merge the source in parts",
+                job.source.rows.bytes()
+            )));
+        }
+        let rewrite = self.matched.iter().any(|c| c.action != MatchedAction::Ignore);
+        if rewrite && features::is_append_only(state) {
+            return Err(Error::invalid(format!(
+                "table {} is append-only (delta.appendOnly = true); a merge may only insert",
+                self.table.uri()
+            )));
+        }
+        let source = job.source.clone();
+        let table_schema = self.table.arrow_schema()?;
+        let passes = source.rows.bytes().div_ceil(limit).max(1);
+        let mut report = MergeReport {
+            source_rows: source.index.len() as u64,
+            source_duplicates_dropped: source.duplicates_dropped,
+            key_ranges: passes,
+            ..Default::default()
+        };
+        let mut clock = Instant::now();
+        let mut lap = move || {
+            let ms = clock.elapsed().as_millis() as u64;
+            clock = Instant::now();
+            ms
+        };
+        let range_of = source.key_ranges(passes);
+        tracing::info!(passes, bytes = source.rows.bytes(), limit, "merging a spilled source in key ranges");
+        let mut matched = vec![false; source.rows.num_rows()];
+        let mut reinsert = vec![false; source.rows.num_rows()];
+        // Touched files by path: the file, the positions marked so far, whether all went.
+        let mut touched: HashMap<String, (Add, Vec<u64>, bool)> = HashMap::new();
+        let mut written: Vec<Add> = Vec::new();
+        let mut read: HashSet<String> = HashSet::new();
+        let outcome: Result<()> = async {
+            for range in 0..passes as u16 {
+                let (batches, ids) = source.range_rows(&range_of, range)?;
+                if ids.is_empty() {
+                    continue;
+                }
+                let part =
+                    Arc::new(MergeSource::prepare(batches.into_iter().map(Ok), &self.keys, None, &table_schema, None)?);
+                let part_job = Arc::new(MergeJob {
+                    table: self.table.clone(),
+                    compiled: self.compile_for(&table_schema, &part.rows.schema())?,
+                    source: part.clone(),
+                    target_file_size: job.target_file_size,
+                    deletion_vectors: job.deletion_vectors,
+                });
+                let (candidates, total) = candidates(self.table, &part, &[])?;
+                report.files_considered = total;
+                read.extend(candidates.iter().map(|a| a.path.clone()));
+                let results: Vec<Result<exec::FileResult>> = futures::stream::iter(candidates)
+                    .map(|add| {
+                        let job = part_job.clone();
+                        async move {
+                            let task = if rewrite {
+                                tokio::spawn(job.mark_rows(add))
+                            } else {
+                                tokio::spawn(job.merge_file(add, true, false))
+                            };
+                            task.await.unwrap_or_else(|e| Err(Error::internal(format!("merge task failed: {e}"))))
+                        }
+                    })
+                    .buffer_unordered(self.files_in_flight)
+                    .collect()
+                    .await;
+                for result in results {
+                    let file = result?;
+                    for i in &file.matched_sources {
+                        matched[ids[*i as usize] as usize] = true;
+                    }
+                    for i in &file.reinsert {
+                        reinsert[ids[*i as usize] as usize] = true;
+                    }
+                    report.rows_updated += file.rows_updated;
+                    report.rows_unchanged += file.rows_unchanged;
+                    report.rows_deleted += file.rows_deleted;
+                    let entry = |touched: &mut HashMap<String, (Add, Vec<u64>, bool)>| {
+                        touched
+                            .entry(file.add.path.clone())
+                            .or_insert_with(|| (file.add.clone(), Vec::new(), false))
+                            .clone()
+                    };
+                    match file.outcome {
+                        Outcome::Untouched => {}
+                        Outcome::Marked { positions, adds } => {
+                            let (add, before, all) = entry(&mut touched);
+                            let positions = crate::deletion_vectors::union(&before, &positions);
+                            touched.insert(add.path.clone(), (add, positions, all));
+                            written.extend(adds);
+                        }
+                        Outcome::Removed | Outcome::Rewritten(_) => {
+                            let (add, before, _) = entry(&mut touched);
+                            touched.insert(add.path.clone(), (add, before, true));
+                            if let Outcome::Rewritten(adds) = file.outcome {
+                                written.extend(adds);
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        .await;
+        report.files_read = read.len();
+        report.files_pruned = report.files_considered.saturating_sub(read.len());
+        report.phases.rewrite_ms = lap();
+        if let Err(e) = outcome {
+            FileSink::abort(self.table, &written).await;
+            return Err(e);
+        }
+        // Each touched file: removed, kept with a deletion vector, or its unchanged rows
+        // copied once.
+        let mut removes: Vec<Remove> = Vec::new();
+        let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
+        let mut copies = job.table_sink()?;
+        let copied: Result<()> = async {
+            for (add, positions, all) in touched.into_values() {
+                let rows = exec::physical_rows(&add);
+                if all || rows.is_some_and(|rows| positions.len() as u64 >= rows) {
+                    report.files_removed += 1;
+                    removes.push(crate::commit::remove_action(&add));
+                } else if job.deletion_vectors {
+                    report.files_marked += 1;
+                    marked.push((add, positions));
+                } else {
+                    report.rows_copied += job.copy_live_rows(&add, &positions, &mut copies).await?;
+                    report.files_rewritten += 1;
+                    removes.push(crate::commit::remove_action(&add));
+                }
+            }
+            Ok(())
+        }
+        .await;
+        match copies.close(self.table, copied).await {
+            Ok(adds) => written.extend(adds),
+            Err(e) => {
+                FileSink::abort(self.table, &written).await;
+                return Err(e);
+            }
+        }
+        let unmatched: Vec<bool> = {
+            let mut live = vec![false; source.rows.num_rows()];
+            for id in source.row_ids() {
+                live[id as usize] = !matched[id as usize];
+            }
+            live
+        };
+        let inserted = job.insert_scanned(&unmatched, &reinsert).await;
+        report.phases.insert_ms = lap();
+        match inserted {
+            Ok((adds, rows)) => {
+                report.rows_inserted = rows;
+                written.extend(adds);
+            }
+            Err(e) => {
+                FileSink::abort(self.table, &written).await;
+                return Err(e);
+            }
+        }
+        self.commit_merge(&source, false, report, removes, written, marked, lap).await
+    }
+
+    /// Write the deletion vectors, commit removes and adds, and fill in the report;
+    /// on failure delete what the merge wrote.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_merge(
+        &mut self,
+        source: &MergeSource,
+        read_all: bool,
+        mut report: MergeReport,
+        removes: Vec<Remove>,
+        written: Vec<Add>,
+        marked: Vec<(Add, Vec<u64>)>,
+        mut lap: impl FnMut() -> u64,
+    ) -> Result<MergeReport> {
         report.files_added = written.len();
         report.bytes_written = written.iter().map(|a| a.size.max(0) as u64).sum();
         if removes.is_empty() && written.is_empty() && marked.is_empty() {
@@ -589,7 +820,7 @@ impl<'a> Merge<'a> {
         actions.extend(marked.actions.iter().cloned());
         actions.extend(written.iter().cloned().map(DeltaAction::Add));
         let request = CommitRequest {
-            operation: self.operation(&job.source, read_all),
+            operation: self.operation(source, read_all),
             metrics: vec![
                 ("numTargetFilesRemoved", (report.files_removed + report.files_rewritten) as u64),
                 ("numTargetFilesAdded", written.len() as u64),

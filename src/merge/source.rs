@@ -17,6 +17,8 @@ use hashbrown::hash_table::Entry;
 use deltalake::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
 use deltalake::arrow::compute::{interleave_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
+use deltalake::arrow::ipc::reader::FileReader;
+use deltalake::arrow::ipc::writer::FileWriter;
 use deltalake::arrow::row::{Row, RowConverter, Rows, SortField};
 use deltalake::arrow::util::display::array_value_to_string;
 
@@ -64,6 +66,11 @@ impl KeyIndex {
         self.table.find(hash, |id| key_of(&self.encoded, &self.starts, *id) == key).copied()
     }
 
+    /// The encoded key of row `id`.
+    pub fn key(&self, id: u32) -> Row<'_> {
+        key_of(&self.encoded, &self.starts, id)
+    }
+
     /// The row ids the index points to, in no order.
     pub fn ids(&self) -> impl Iterator<Item = u32> + '_ {
         self.table.iter().copied()
@@ -107,10 +114,18 @@ fn key_of<'a>(encoded: &'a [Rows], starts: &[u32], id: u32) -> Row<'a> {
     encoded[batch].row(row)
 }
 
-/// The source's rows as they came, batch by batch, addressed by row id.
+/// Stored batches with the row id of their first row.
+pub(crate) type Batches<'a> = Box<dyn Iterator<Item = Result<(u32, RecordBatch)>> + 'a>;
+
+/// The source's rows as they came, batch by batch, addressed by row id: in memory,
+/// or, past the merge's memory limit, in a local Arrow IPC spill file.
 pub(crate) struct SourceRows {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
+    /// The spill file, once the rows outgrew the limit (then `batches` is empty).
+    spill: Option<tempfile::NamedTempFile>,
+    /// Bytes of the rows (in memory, or as they were when written to the spill).
+    bytes: usize,
     /// The row id of each batch's first row.
     starts: Vec<u32>,
     rows: usize,
@@ -128,8 +143,32 @@ impl SourceRows {
         self.rows
     }
 
-    /// The rows `ids` in that order; a null id gives a row of nulls.
+    /// Whether the rows are in a spill file (then only [`Self::scan`] reads them).
+    pub fn is_spilled(&self) -> bool {
+        self.spill.is_some()
+    }
+
+    /// Bytes of the rows.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Every stored batch in row-id order, with the row id of its first row.
+    pub fn scan(&self) -> Result<Batches<'_>> {
+        match &self.spill {
+            None => Ok(Box::new(self.starts.iter().copied().zip(self.batches.iter().cloned()).map(Ok))),
+            Some(file) => {
+                let reader = FileReader::try_new(std::io::BufReader::new(file.reopen().map_err(spill_error)?), None)?;
+                Ok(Box::new(self.starts.iter().copied().zip(reader).map(|(start, batch)| Ok((start, batch?)))))
+            }
+        }
+    }
+
+    /// The rows `ids` in that order; a null id gives a row of nulls. Rows in memory only.
     pub fn take(&self, ids: &UInt32Array) -> Result<RecordBatch> {
+        if self.is_spilled() {
+            return Err(Error::internal("rows of a spilled merge source are read by scanning"));
+        }
         match self.batches.as_slice() {
             [] => {
                 let columns = self
@@ -211,11 +250,15 @@ impl MergeSource {
     /// `table_schema`. `dedupe_by` keeps the row with the largest value of that column
     /// per key (the later row on ties); without it a duplicated key is an error naming
     /// the key. An error from `source` stops the preparation.
+    ///
+    /// Once the rows kept exceed `memory_limit` bytes they move to a local spill file
+    /// and later batches follow them there; the keys stay in memory.
     pub(crate) fn prepare(
         source: impl Iterator<Item = Result<RecordBatch>>,
         keys: &[String],
         dedupe_by: Option<&str>,
         table_schema: &SchemaRef,
+        memory_limit: Option<usize>,
     ) -> Result<Self> {
         if keys.is_empty() {
             return Err(Error::invalid("a merge needs at least one key column"));
@@ -233,6 +276,10 @@ impl MergeSource {
         let mut dedupe_values: Vec<Rows> = Vec::new();
         let mut index = KeyIndex::new();
         let mut total = 0usize;
+        let mut bytes = 0usize;
+        // Per key column, its values batch by batch (kept when the rows are spilled).
+        let mut key_arrays: Vec<Vec<ArrayRef>> = vec![Vec::new(); keys.len()];
+        let mut spill: Option<(tempfile::NamedTempFile, FileWriter<std::io::BufWriter<std::fs::File>>)> = None;
         for (part, batch) in source.enumerate() {
             let batch = fit_to_table(&batch?, table_schema)?;
             let batch = shrink(batch)?;
@@ -302,21 +349,50 @@ impl MergeSource {
                     describe_key(&batch, keys, (new - start) as usize)
                 ))),
             })?;
-            let this = batches.len();
-            debug_assert_eq!(this, starts.len());
             starts.push(total as u32);
             total += batch.num_rows();
             if let Some(values) = dedupe {
                 dedupe_values.push(values);
             }
-            batches.push(batch);
+            for (arrays, key) in key_arrays.iter_mut().zip(keys) {
+                arrays.push(batch.column_by_name(key).cloned().ok_or_else(|| Error::internal("key column missing"))?);
+            }
+            bytes += batch.get_array_memory_size();
+            match &mut spill {
+                Some((_, writer)) => writer.write(&batch)?,
+                None => batches.push(batch),
+            }
+            if spill.is_none() && memory_limit.is_some_and(|limit| bytes > limit) {
+                let file = tempfile::Builder::new().prefix("sediment-merge-source-").tempfile().map_err(spill_error)?;
+                let mut writer = FileWriter::try_new(
+                    std::io::BufWriter::new(file.reopen().map_err(spill_error)?),
+                    &batches[0].schema(),
+                )?;
+                for batch in batches.drain(..) {
+                    writer.write(&batch)?;
+                }
+                tracing::info!(bytes, limit = memory_limit, path = %file.path().display(), "merge source spilled to a local file");
+                spill = Some((file, writer));
+            }
         }
+        let spill = match spill {
+            Some((file, mut writer)) => {
+                writer.finish()?;
+                Some(file)
+            }
+            None => None,
+        };
         let schema = schema.ok_or_else(|| Error::invalid("the merge source has no batches"))?;
         let keys = encoder.ok_or_else(|| Error::internal("no key encoder"))?;
-        let sorted_keys = keys.columns.iter().map(|k| SortedKeys::new(k, &batches)).collect::<Result<Vec<_>>>()?;
+        let sorted_keys = keys
+            .columns
+            .iter()
+            .zip(&key_arrays)
+            .map(|(k, arrays)| SortedKeys::new(k, schema.field_with_name(k)?.data_type(), arrays))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             duplicates_dropped: (total - index.len()) as u64,
-            rows: SourceRows { schema, batches, starts, rows: total },
+            rows: SourceRows { schema, batches, spill, bytes, starts, rows: total },
             index,
             keys,
             sorted_keys,
@@ -329,6 +405,37 @@ impl MergeSource {
         Ok(rows.iter().map(|r| self.index.get(r)).collect())
     }
 
+    /// Assign each kept row to one of `passes` consecutive key ranges of about equal
+    /// rows; rows deduplication dropped get `u16::MAX`.
+    pub(crate) fn key_ranges(&self, passes: usize) -> Vec<u16> {
+        let mut ids = self.row_ids();
+        ids.sort_unstable_by(|a, b| self.index.key(*a).cmp(&self.index.key(*b)));
+        let per_range = ids.len().div_ceil(passes.clamp(1, u16::MAX as usize - 1)).max(1);
+        let mut range_of = vec![u16::MAX; self.rows.num_rows()];
+        for (position, id) in ids.iter().enumerate() {
+            range_of[*id as usize] = (position / per_range) as u16;
+        }
+        range_of
+    }
+
+    /// The kept rows whose range is `range` (see [`Self::key_ranges`]), as batches,
+    /// with their row ids in the same order.
+    pub(crate) fn range_rows(&self, range_of: &[u16], range: u16) -> Result<(Vec<RecordBatch>, Vec<u32>)> {
+        let mut batches = Vec::new();
+        let mut ids = Vec::new();
+        for item in self.rows.scan()? {
+            let (start, batch) = item?;
+            let picked: Vec<u32> =
+                (0..batch.num_rows() as u32).filter(|i| range_of[(start + i) as usize] == range).collect();
+            if picked.is_empty() {
+                continue;
+            }
+            ids.extend(picked.iter().map(|i| start + i));
+            batches.push(take_record_batch(&batch, &UInt32Array::from(picked))?);
+        }
+        Ok((batches, ids))
+    }
+
     /// The ids of the rows the merge uses (one per key), ascending.
     pub(crate) fn row_ids(&self) -> Vec<u32> {
         let mut ids: Vec<u32> = self.index.ids().collect();
@@ -338,31 +445,12 @@ impl MergeSource {
 }
 
 impl SortedKeys {
-    fn new(column: &str, batches: &[RecordBatch]) -> Result<Self> {
-        let mut converter = None;
-        let mut rows: Option<Rows> = None;
-        for batch in batches {
-            let array = batch.column_by_name(column).ok_or_else(|| Error::internal("key column missing"))?;
-            let converter =
-                converter.get_or_insert_with(|| RowConverter::new(vec![SortField::new(array.data_type().clone())]));
-            let converter = converter.as_ref().map_err(|e| Error::internal(e.to_string()))?;
-            let rows = rows.get_or_insert_with(|| converter.empty_rows(0, 0));
-            converter.append(rows, std::slice::from_ref(array))?;
+    fn new(column: &str, data_type: &deltalake::arrow::datatypes::DataType, arrays: &[ArrayRef]) -> Result<Self> {
+        let converter = RowConverter::new(vec![SortField::new(data_type.clone())])?;
+        let mut rows = converter.empty_rows(0, 0);
+        for array in arrays {
+            converter.append(&mut rows, std::slice::from_ref(array))?;
         }
-        let (converter, rows) = match (converter, rows) {
-            (Some(converter), Some(rows)) => (converter?, rows),
-            // No rows: an empty list of the column's type.
-            _ => {
-                let field = batches.first().map(|b| b.schema().field_with_name(column).cloned());
-                let data_type = match field {
-                    Some(Ok(f)) => f.data_type().clone(),
-                    _ => deltalake::arrow::datatypes::DataType::Null,
-                };
-                let converter = RowConverter::new(vec![SortField::new(data_type)])?;
-                let rows = converter.empty_rows(0, 0);
-                (converter, rows)
-            }
-        };
         let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
         order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
         order.dedup_by(|a, b| rows.row(*a as usize) == rows.row(*b as usize));
@@ -436,6 +524,11 @@ fn shrink(batch: RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
 }
 
+/// An I/O error of the local spill file.
+fn spill_error(e: std::io::Error) -> Error {
+    Error::new(crate::ErrorKind::Unavailable, format!("the merge source's local spill file: {e}"))
+}
+
 /// `a Int64, b Utf8` for error messages.
 fn describe_fields(schema: &Schema) -> String {
     schema.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
@@ -482,8 +575,19 @@ mod tests {
 
     #[test]
     fn a_source_in_parts_is_indexed_and_deduplicated_across_parts() {
-        let parts = vec![part(&[1, 2], &["a", "b"]), part(&[], &[]), part(&[3, 1], &["c", "z"]), part(&[2], &["a"])];
-        let source = MergeSource::prepare(parts.into_iter(), &["k".to_string()], Some("v"), &table_schema()).unwrap();
+        let parts = || vec![part(&[1, 2], &["a", "b"]), part(&[], &[]), part(&[3, 1], &["c", "z"]), part(&[2], &["a"])];
+        let source =
+            MergeSource::prepare(parts().into_iter(), &["k".to_string()], Some("v"), &table_schema(), None).unwrap();
+        assert!(!source.rows.is_spilled());
+        // Past a memory limit the rows go to a spill file; keys and order stay.
+        let spilled =
+            MergeSource::prepare(parts().into_iter(), &["k".to_string()], Some("v"), &table_schema(), Some(1)).unwrap();
+        assert!(spilled.rows.is_spilled());
+        assert_eq!(spilled.row_ids(), vec![1, 2, 3]);
+        let scanned: Vec<(u32, usize)> =
+            spilled.rows.scan().unwrap().map(|r| r.map(|(start, b)| (start, b.num_rows())).unwrap()).collect();
+        assert_eq!(scanned, vec![(0, 2), (2, 2), (4, 1)]);
+        assert_eq!(spilled.sorted_keys[0].min.len(), 1);
         assert_eq!((source.rows.num_rows(), source.index.len(), source.duplicates_dropped), (5, 3, 2));
         // Key 1 keeps "z" (larger, later part); key 2 keeps "b" (larger, earlier part).
         assert_eq!(source.row_ids(), vec![1, 2, 3]);
@@ -500,6 +604,7 @@ mod tests {
             &keys,
             None,
             &table_schema(),
+            None,
         )
         .err()
         .unwrap();
@@ -515,14 +620,15 @@ mod tests {
             &keys,
             None,
             &table_schema(),
+            None,
         )
         .err()
         .unwrap();
         assert!(err.to_string().contains("part 2 has (k Int64, w Int64)"), "{err}");
-        let err = MergeSource::prepare(std::iter::empty(), &keys, None, &table_schema()).err().unwrap();
+        let err = MergeSource::prepare(std::iter::empty(), &keys, None, &table_schema(), None).err().unwrap();
         assert!(err.to_string().contains("no batches"), "{err}");
         let failing = vec![part(&[1], &["a"]), Err(Error::invalid("file x.csv: bad record"))];
-        let err = MergeSource::prepare(failing.into_iter(), &keys, None, &table_schema()).err().unwrap();
+        let err = MergeSource::prepare(failing.into_iter(), &keys, None, &table_schema(), None).err().unwrap();
         assert!(err.to_string().contains("x.csv"), "{err}");
     }
 }

@@ -857,3 +857,65 @@ async fn deletes_and_updates_write_deletion_vectors_where_the_table_enables_them
     model.retain(|id, _| *id >= 100);
     assert_eq!(table_rows(&table).await, model_rows(&model));
 }
+
+/// A source larger than its memory limit is spilled to a local file and merged in
+/// key ranges: the same rows result, each touched file is rewritten once (its
+/// unchanged rows copied once) or, with deletion vectors, marked once; a
+/// not-matched-by-source clause is refused with the limit named.
+#[tokio::test]
+async fn a_source_past_its_memory_limit_is_merged_in_key_ranges() {
+    for deletion_vectors in [false, true] {
+        let uri = s3_uri(if deletion_vectors { "merge-spill-dv" } else { "merge-spill" });
+        let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+        let mut model = BTreeMap::new();
+        for day in 0..3 {
+            let batch = orders(day * 100..(day + 1) * 100, "new");
+            for o in &batch {
+                model.insert(o.id, o.clone());
+            }
+            let mut options = WriteOptions::append().partition_by(["order_date"]);
+            if deletion_vectors {
+                options = options.table_property("delta.enableDeletionVectors", "true");
+            }
+            table.write([orders_batch(&batch)], options).await.unwrap();
+        }
+        // Ten updates in each day, five new orders, in three source batches.
+        let mut parts: Vec<Vec<Order>> = (0..3).map(|day| orders(day * 100 + 40..day * 100 + 50, "paid")).collect();
+        parts.push(orders(300..305, "new"));
+        let version = table.version();
+        let err = table
+            .merge(parts.iter().map(|p| orders_batch(p)))
+            .on(["order_id"])
+            .when_matched(MatchedAction::UpdateAll)
+            .when_not_matched_by_source(NotMatchedBySourceAction::Delete)
+            .source_memory_limit(Some(256))
+            .execute()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains("memory limit"), "{err}");
+        assert_eq!(table.version(), version, "nothing committed");
+
+        let report = table
+            .merge(parts.iter().map(|p| orders_batch(p)))
+            .on(["order_id"])
+            .when_matched(MatchedAction::UpdateAll)
+            .when_not_matched_insert_all()
+            .source_memory_limit(Some(256))
+            .execute()
+            .await
+            .unwrap();
+        assert!(report.key_ranges >= 3, "{report:?}");
+        assert_eq!((report.rows_updated, report.rows_inserted), (30, 5), "{report:?}");
+        if deletion_vectors {
+            assert_eq!((report.files_marked, report.files_rewritten, report.rows_copied), (3, 0, 0), "{report:?}");
+        } else {
+            assert_eq!((report.files_rewritten, report.rows_copied), (3, 270), "{report:?}");
+        }
+        for o in parts.into_iter().flatten() {
+            model.insert(o.id, o);
+        }
+        assert_eq!(table_rows(&table).await, model_rows(&model), "deletion vectors: {deletion_vectors}");
+        assert_eq!(table.files().unwrap().iter().map(|f| f.rows.unwrap() - f.deleted_rows).sum::<u64>(), 305);
+    }
+}

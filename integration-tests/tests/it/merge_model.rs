@@ -123,7 +123,7 @@ fn apply_to_model(model: &mut Model, op: &Op) {
     }
 }
 
-async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
+async fn apply_to_table(table: &mut Table, op: &Op, limit: Option<usize>) -> sediment::Result<()> {
     match op {
         Op::Upsert(rows)
         | Op::UpsertIfLarger(rows)
@@ -139,7 +139,14 @@ async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
             }
         }
         Op::Upsert(rows) => {
-            table.upsert([batch(rows)], ["k"]).await?;
+            table
+                .merge([batch(rows)])
+                .on(["k"])
+                .when_matched(MatchedAction::UpdateAll)
+                .when_not_matched_insert_all()
+                .source_memory_limit(limit)
+                .execute()
+                .await?;
         }
         Op::UpsertIfLarger(rows) => {
             table
@@ -147,14 +154,27 @@ async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
                 .on(["k"])
                 .when_matched_if("source.v > target.v", MatchedAction::UpdateAll)
                 .when_not_matched(NotMatchedAction::InsertAll)
+                .source_memory_limit(limit)
                 .execute()
                 .await?;
         }
         Op::DeleteMatched(rows) => {
-            table.merge([batch(rows)]).on(["k"]).when_matched(MatchedAction::Delete).execute().await?;
+            table
+                .merge([batch(rows)])
+                .on(["k"])
+                .when_matched(MatchedAction::Delete)
+                .source_memory_limit(limit)
+                .execute()
+                .await?;
         }
         Op::InsertNew(rows) => {
-            table.merge([batch(rows)]).on(["k"]).when_not_matched_insert_all().execute().await?;
+            table
+                .merge([batch(rows)])
+                .on(["k"])
+                .when_not_matched_insert_all()
+                .source_memory_limit(limit)
+                .execute()
+                .await?;
         }
         Op::Sync(rows, group) => {
             table
@@ -185,7 +205,11 @@ async fn apply_to_table(table: &mut Table, op: &Op) -> sediment::Result<()> {
     Ok(())
 }
 
-async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool) {
+async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool, spill: bool) {
+    // With `spill`, every merge source outgrows a tiny memory limit: it is spilled and
+    // merged in key ranges (a few rows each). Sync merges (not matched by source) keep
+    // the default, as they refuse a spilled source.
+    let limit = if spill { Some(64) } else { Some(sediment::DEFAULT_SOURCE_MEMORY_LIMIT) };
     let dir = tempfile::tempdir().unwrap();
     let uri = dir.path().join("t").to_string_lossy().to_string();
     let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
@@ -214,7 +238,8 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool) 
     }
     let mut versions: Vec<(u64, Vec<String>)> = vec![(table.version().unwrap(), model_rows(&model))];
     for (step, op) in ops.iter().enumerate() {
-        apply_to_table(&mut table, op).await.unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
+        let limit = if matches!(op, Op::Sync(..)) { None } else { limit };
+        apply_to_table(&mut table, op, limit).await.unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
         apply_to_model(&mut model, op);
         assert_eq!(table_rows(&table).await, model_rows(&model), "after step {step}: {op:?}");
         versions.push((table.version().unwrap(), model_rows(&model)));
@@ -233,8 +258,9 @@ proptest! {
         initial in prop::collection::vec(rows(25), 1..4),
         ops in prop::collection::vec(op(), 1..7),
         deletion_vectors in any::<bool>(),
+        spill in any::<bool>(),
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(run_case(initial, ops, deletion_vectors));
+        runtime.block_on(run_case(initial, ops, deletion_vectors, spill));
     }
 }
