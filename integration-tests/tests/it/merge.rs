@@ -376,42 +376,47 @@ fn changes(rows: &[(i64, &str, &str, i64)]) -> RecordBatch {
 
 #[tokio::test]
 async fn scd2_closes_changed_rows_and_opens_new_versions() {
-    let uri = s3_uri("merge-scd2");
-    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    let initial = [(1, "Oslo", "gold", 100, None, true), (2, "Rome", "silver", 100, None, true)];
-    table.write([dimension(&initial)], WriteOptions::append()).await.unwrap();
+    // In memory, and with a source spilled and merged in key ranges of a row or two.
+    for limit in [Some(sediment::DEFAULT_SOURCE_MEMORY_LIMIT), Some(64)] {
+        let uri = s3_uri("merge-scd2");
+        let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+        let initial = [(1, "Oslo", "gold", 100, None, true), (2, "Rome", "silver", 100, None, true)];
+        table.write([dimension(&initial)], WriteOptions::append()).await.unwrap();
+        let options = Scd2Options::new(["customer_id"], ["city"], "changed_at");
+
+        // Customer 1 moves (tracked: new version), 2's tier changes (not tracked: no
+        // change), 3 is new.
+        let batch = changes(&[(1, "Bergen", "gold", 200), (2, "Rome", "bronze", 200), (3, "Lima", "silver", 200)]);
+        let report = table.scd2([batch], &options).unwrap().source_memory_limit(limit).execute().await.unwrap();
+        assert_eq!(report.rows_updated, 1, "{report:?}");
+        assert_eq!(report.rows_inserted, 2, "{report:?}");
+        assert_eq!(report.key_ranges > 1, limit == Some(64), "{report:?}");
+        let expected = dimension(&[
+            (1, "Oslo", "gold", 100, Some(200), false),
+            (1, "Bergen", "gold", 200, None, true),
+            (2, "Rome", "silver", 100, None, true),
+            (3, "Lima", "silver", 200, None, true),
+        ]);
+        assert_eq!(table_rows(&table).await, canonical_rows(&[expected]));
+
+        // Applying the same changes again changes nothing.
+        let batch = changes(&[(1, "Bergen", "gold", 200), (3, "Lima", "silver", 200)]);
+        let report = table.scd2([batch], &options).unwrap().source_memory_limit(limit).execute().await.unwrap();
+        assert_eq!(report.version, None, "{report:?}");
+
+        // Customer 1 moves again: only the current row is closed.
+        let batch = changes(&[(1, "Tromsø", "gold", 300)]);
+        table.scd2([batch], &options).unwrap().source_memory_limit(limit).execute().await.unwrap();
+        let expected = dimension(&[
+            (1, "Oslo", "gold", 100, Some(200), false),
+            (1, "Bergen", "gold", 200, Some(300), false),
+            (1, "Tromsø", "gold", 300, None, true),
+            (2, "Rome", "silver", 100, None, true),
+            (3, "Lima", "silver", 200, None, true),
+        ]);
+        assert_eq!(table_rows(&table).await, canonical_rows(&[expected]));
+    }
     let options = Scd2Options::new(["customer_id"], ["city"], "changed_at");
-
-    // Customer 1 moves (tracked: new version), 2's tier changes (not tracked: no
-    // change), 3 is new.
-    let batch = changes(&[(1, "Bergen", "gold", 200), (2, "Rome", "bronze", 200), (3, "Lima", "silver", 200)]);
-    let report = table.scd2([batch], &options).unwrap().execute().await.unwrap();
-    assert_eq!(report.rows_updated, 1, "{report:?}");
-    assert_eq!(report.rows_inserted, 2, "{report:?}");
-    let expected = dimension(&[
-        (1, "Oslo", "gold", 100, Some(200), false),
-        (1, "Bergen", "gold", 200, None, true),
-        (2, "Rome", "silver", 100, None, true),
-        (3, "Lima", "silver", 200, None, true),
-    ]);
-    assert_eq!(table_rows(&table).await, canonical_rows(&[expected]));
-
-    // Applying the same changes again changes nothing.
-    let batch = changes(&[(1, "Bergen", "gold", 200), (3, "Lima", "silver", 200)]);
-    let report = table.scd2([batch], &options).unwrap().execute().await.unwrap();
-    assert_eq!(report.version, None, "{report:?}");
-
-    // Customer 1 moves again: only the current row is closed.
-    let batch = changes(&[(1, "Tromsø", "gold", 300)]);
-    table.scd2([batch], &options).unwrap().execute().await.unwrap();
-    let expected = dimension(&[
-        (1, "Oslo", "gold", 100, Some(200), false),
-        (1, "Bergen", "gold", 200, Some(300), false),
-        (1, "Tromsø", "gold", 300, None, true),
-        (2, "Rome", "silver", 100, None, true),
-        (3, "Lima", "silver", 200, None, true),
-    ]);
-    assert_eq!(table_rows(&table).await, canonical_rows(&[expected]));
 
     // A table without the SCD2 columns is refused.
     let (mut orders, _) = orders_table(&s3_uri("merge-scd2-bad"), 1).await;
