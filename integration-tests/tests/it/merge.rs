@@ -500,40 +500,44 @@ where
 /// merge is planned again and lands as if it ran after the compaction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_merge_whose_file_a_compaction_replaced_is_planned_again() {
-    let uri = s3_uri("merge-vs-compaction");
-    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    let mut model = BTreeMap::new();
-    // Day 0 in four small files.
-    for part in 0..4 {
-        let batch = orders(part * 25..(part + 1) * 25, "new");
-        for o in &batch {
-            model.insert(o.id, o.clone());
+    // In memory, and with a source spilled and merged in key ranges.
+    for limit in [Some(sediment::DEFAULT_SOURCE_MEMORY_LIMIT), Some(64)] {
+        let uri = s3_uri("merge-vs-compaction");
+        let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+        let mut model = BTreeMap::new();
+        // Day 0 in four small files.
+        for part in 0..4 {
+            let batch = orders(part * 25..(part + 1) * 25, "new");
+            for o in &batch {
+                model.insert(o.id, o.clone());
+            }
+            table.write([orders_batch(&batch)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
         }
-        table.write([orders_batch(&batch)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
+        let source = orders(30..40, "paid");
+        let hook = once_before_commit(&uri, |mut t: Table| async move {
+            let report = t.compact(CompactOptions::default()).await.unwrap();
+            assert_eq!(report.files_removed, 4);
+        });
+        let report = table
+            .merge([orders_batch(&source)])
+            .on(["order_id"])
+            .when_matched(MatchedAction::UpdateAll)
+            .when_not_matched_insert_all()
+            .before_commit(hook)
+            .source_memory_limit(limit)
+            .execute()
+            .await
+            .unwrap();
+        for o in source {
+            model.insert(o.id, o);
+        }
+        assert_eq!(report.retries, 1, "{report:?}");
+        assert_eq!(report.rows_updated, 10);
+        assert_eq!(report.files_considered, 1, "planned again on the compacted table: {report:?}");
+        assert_eq!(table_rows(&table).await, model_rows(&model));
+        let ops: Vec<_> = table.history(Some(2)).await.unwrap().into_iter().map(|h| h.operation.unwrap()).collect();
+        assert_eq!(ops, ["MERGE", "OPTIMIZE"]);
     }
-    let source = orders(30..40, "paid");
-    let hook = once_before_commit(&uri, |mut t: Table| async move {
-        let report = t.compact(CompactOptions::default()).await.unwrap();
-        assert_eq!(report.files_removed, 4);
-    });
-    let report = table
-        .merge([orders_batch(&source)])
-        .on(["order_id"])
-        .when_matched(MatchedAction::UpdateAll)
-        .when_not_matched_insert_all()
-        .before_commit(hook)
-        .execute()
-        .await
-        .unwrap();
-    for o in source {
-        model.insert(o.id, o);
-    }
-    assert_eq!(report.retries, 1, "{report:?}");
-    assert_eq!(report.rows_updated, 10);
-    assert_eq!(report.files_considered, 1, "planned again on the compacted table: {report:?}");
-    assert_eq!(table_rows(&table).await, model_rows(&model));
-    let ops: Vec<_> = table.history(Some(2)).await.unwrap().into_iter().map(|h| h.operation.unwrap()).collect();
-    assert_eq!(ops, ["MERGE", "OPTIMIZE"]);
 }
 
 /// Right before the merge commits, another writer appends orders with other keys:
