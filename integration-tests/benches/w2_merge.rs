@@ -6,7 +6,8 @@
 //! partition; order ids grow with the date, as an auto-increment key does. The
 //! source: 100k rows, 90% updates to orders of the 3 newest days, 10% new orders.
 //! On identical copies, each in its own process so peak RSS is its own:
-//! - `sediment`: `Table::upsert(source, ["order_id"])`;
+//! - `sediment`: an upsert (`Table::merge` on `order_id`, update all, insert the rest;
+//!   `--source-memory-limit BYTES` spills the source and merges it in key ranges);
 //! - `delta-rs`: `merge` with `t.order_id = s.order_id`, update all when matched,
 //!   insert all when not matched (what a user writes).
 //!
@@ -111,7 +112,7 @@ fn source(rows_per_day: i64) -> Vec<RecordBatch> {
     batches
 }
 
-async fn run_one(mode: &str, dir: &Path, rows_per_day: i64) -> serde_json::Value {
+async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option<usize>) -> serde_json::Value {
     let uri = dir.to_string_lossy().to_string();
     let before: HashSet<String> =
         Table::open(&uri).await.unwrap().files().unwrap().into_iter().map(|f| f.path).collect();
@@ -120,7 +121,15 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64) -> serde_json::Value
     match mode {
         "sediment" => {
             let mut table = Table::open(&uri).await.unwrap();
-            let report = table.upsert(batches, ["order_id"]).await.unwrap();
+            let report = table
+                .merge(batches)
+                .on(["order_id"])
+                .when_matched(sediment::MatchedAction::UpdateAll)
+                .when_not_matched_insert_all()
+                .source_memory_limit(source_limit.or(Some(sediment::DEFAULT_SOURCE_MEMORY_LIMIT)))
+                .execute()
+                .await
+                .unwrap();
             eprintln!("{}", serde_json::to_string(&report).unwrap());
         }
         "delta-rs" => {
@@ -271,9 +280,12 @@ fn block_on<F: std::future::Future>(future: F) -> F::Output {
 #[tokio::main]
 async fn main() {
     let rows_per_day: i64 = arg("--rows-per-day").map(|v| v.parse().unwrap()).unwrap_or(100_000);
+    // Sediment's source memory limit in bytes (a small one spills the source and
+    // merges it in key ranges).
+    let source_limit: Option<usize> = arg("--source-memory-limit").map(|v| v.parse().unwrap());
     // Child process: run one mode on one copy and print its figures.
     if let (Some(mode), Some(dir)) = (arg("--run-one"), arg("--dir")) {
-        let figures = run_one(&mode, Path::new(&dir), rows_per_day).await;
+        let figures = run_one(&mode, Path::new(&dir), rows_per_day, source_limit).await;
         println!("{figures}");
         return;
     }
@@ -300,7 +312,11 @@ async fn main() {
     let mut sums = Vec::new();
     let mut phases = Vec::new();
     let mut lookups_done = false;
-    let extra = ["--rows-per-day".to_string(), rows_per_day.to_string()];
+    let mut extra = vec!["--rows-per-day".to_string(), rows_per_day.to_string()];
+    if let Some(limit) = source_limit {
+        println!("sediment's source memory limit: {limit} bytes (the source is spilled and merged in key ranges)");
+        extra.extend(["--source-memory-limit".to_string(), limit.to_string()]);
+    }
     let results = run_rounds(
         &table_dir,
         &base,
