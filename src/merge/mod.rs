@@ -378,7 +378,8 @@ impl<'a> Merge<'a> {
     }
 
     /// Source rows held in memory at most (default 1 GiB; `None`: no limit). A larger
-    /// source is spilled to a local file, its keys kept in memory, and merged in key
+    /// source is spilled to a local file (in the temporary directory, `TMPDIR`,
+    /// deleted when the merge ends), its keys kept in memory, and merged in key
     /// ranges of about this size: each range's rows are loaded in turn and every
     /// candidate file is probed once per range; changed rows are marked and the
     /// unchanged ones copied once at the end (or kept, with a deletion vector, on
