@@ -8,13 +8,14 @@
 //! bytes in sort order, so one encoding serves the hash lookup of target rows and the
 //! range checks against file statistics.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ahash::RandomState;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use deltalake::arrow::array::{Array, ArrayRef, RecordBatch, RecordBatchOptions, UInt32Array};
+use deltalake::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array};
 use deltalake::arrow::compute::{interleave_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::ipc::reader::FileReader;
@@ -35,6 +36,10 @@ pub(crate) struct MergeSource {
     pub keys: KeyEncoder,
     /// Per key column, the distinct source values in sort order (single-column rows).
     pub sorted_keys: Vec<SortedKeys>,
+    /// For a single integer key held in memory: row id by value, which target keys
+    /// are looked up in without encoding them (the common case, and the hot loop of
+    /// probing large tables).
+    integer_index: Option<HashMap<i64, u32, ahash::RandomState>>,
     /// Rows dropped by deduplication.
     pub duplicates_dropped: u64,
 }
@@ -390,7 +395,27 @@ impl MergeSource {
             .zip(&key_arrays)
             .map(|(k, arrays)| SortedKeys::new(k, schema.field_with_name(k)?.data_type(), arrays))
             .collect::<Result<Vec<_>>>()?;
+        let integer_index = match key_arrays.as_slice() {
+            [arrays] if spill.is_none() && arrays.iter().all(|a| is_integer(a.data_type())) => {
+                let arrays = arrays
+                    .iter()
+                    .map(|a| {
+                        let a = deltalake::arrow::compute::cast(a, &deltalake::arrow::datatypes::DataType::Int64)?;
+                        Ok(a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("int64 key"))?.clone())
+                    })
+                    .collect::<Result<Vec<Int64Array>>>()?;
+                let mut values: HashMap<i64, u32, ahash::RandomState> =
+                    HashMap::with_capacity_and_hasher(index.len(), ahash::RandomState::new());
+                for id in index.ids() {
+                    let (batch, row) = locate(&starts, id);
+                    values.insert(arrays[batch].value(row), id);
+                }
+                Some(values)
+            }
+            _ => None,
+        };
         Ok(Self {
+            integer_index,
             duplicates_dropped: (total - index.len()) as u64,
             rows: SourceRows { schema, batches, spill, bytes, starts, rows: total },
             index,
@@ -401,6 +426,13 @@ impl MergeSource {
 
     /// Source row id for each row of a target batch (null: no source row has its key).
     pub(crate) fn lookup(&self, target: &RecordBatch) -> Result<UInt32Array> {
+        if let (Some(values), [key]) = (&self.integer_index, self.keys.columns.as_slice()) {
+            let column =
+                target.column_by_name(key).ok_or_else(|| Error::internal(format!("key column `{key}` missing")))?;
+            let column = deltalake::arrow::compute::cast(column, &deltalake::arrow::datatypes::DataType::Int64)?;
+            let column = column.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("int64 key"))?;
+            return Ok(column.iter().map(|v| v.and_then(|v| values.get(&v).copied())).collect());
+        }
         let rows = self.keys.encode(target)?;
         Ok(rows.iter().map(|r| self.index.get(r)).collect())
     }
@@ -522,6 +554,12 @@ fn shrink(batch: RecordBatch) -> Result<RecordBatch> {
         .collect();
     let options = RecordBatchOptions::new().with_row_count(Some(rows));
     Ok(RecordBatch::try_new_with_options(schema, columns, &options)?)
+}
+
+/// Whether keys of this type go into the integer index (every value fits an i64).
+fn is_integer(data_type: &deltalake::arrow::datatypes::DataType) -> bool {
+    use deltalake::arrow::datatypes::DataType as D;
+    matches!(data_type, D::Int8 | D::Int16 | D::Int32 | D::Int64 | D::UInt8 | D::UInt16 | D::UInt32)
 }
 
 /// An I/O error of the local spill file.
