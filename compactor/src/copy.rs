@@ -30,6 +30,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Fields, SchemaRef};
 use deltalake::kernel::Add;
 use deltalake::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use deltalake::parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves};
+use deltalake::parquet::arrow::async_reader::ParquetRecordBatchStream;
 use deltalake::parquet::arrow::{ArrowSchemaConverter, ParquetRecordBatchStreamBuilder, parquet_to_arrow_schema};
 use deltalake::parquet::column::writer::ColumnCloseResult;
 use deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
@@ -291,14 +292,7 @@ async fn write_copies(
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.add.path)))?;
         for (index, group) in input.metadata.row_groups().iter().enumerate() {
             if !input.copy[index] {
-                let reader = StoreFileReader::new(store.clone(), path.clone(), input.add.size.max(0) as u64);
-                let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-                    reader,
-                    ArrowReaderMetadata::try_new(input.metadata.clone(), Default::default())?,
-                )
-                .with_row_groups(vec![index])
-                .with_batch_size(8192)
-                .build()?;
+                let mut stream = row_group_batches(store, input, path.clone(), index)?;
                 bytes_read += group.compressed_size().max(0) as u64;
                 while let Some(batch) =
                     stream.try_next().await.map_err(|e| crate::executor::read_error(&input.add.path, e))?
@@ -378,17 +372,25 @@ async fn sample(store: &Arc<dyn object_store::ObjectStore>, inputs: &[CopyInput]
         let Some(index) = input.copy.iter().position(|copy| !copy) else { continue };
         let path = Path::from_url_path(&input.add.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.add.path)))?;
-        let reader = StoreFileReader::new(store.clone(), path, input.add.size.max(0) as u64);
-        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            reader,
-            ArrowReaderMetadata::try_new(input.metadata.clone(), Default::default())?,
-        )
-        .with_row_groups(vec![index])
-        .with_batch_size(8192)
-        .build()?;
+        let mut stream = row_group_batches(store, input, path, index)?;
         return stream.try_next().await.map_err(|e| crate::executor::read_error(&input.add.path, e));
     }
     Ok(None)
+}
+
+/// The batches of row group `index` of `input` (at `path`), decoded.
+fn row_group_batches(
+    store: &Arc<dyn object_store::ObjectStore>,
+    input: &CopyInput,
+    path: Path,
+    index: usize,
+) -> Result<ParquetRecordBatchStream<StoreFileReader>> {
+    let reader = StoreFileReader::new(store.clone(), path, input.add.size.max(0) as u64);
+    let metadata = ArrowReaderMetadata::try_new(input.metadata.clone(), Default::default())?;
+    Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata)
+        .with_row_groups(vec![index])
+        .with_batch_size(8192)
+        .build()?)
 }
 
 /// Write the encoder's rows, if any, as one row group; returns the bytes handed over.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use sediment::{CompactOptions, Table, WriteOptions};
 
 use crate::common::{s3_uri, table_rows};
-use crate::merge::{Order, model_rows, orders, orders_batch, python_orders};
+use crate::merge::{Order, model_rows, once_before_commit, orders, orders_batch, python_orders};
 
 /// A table with deletion vectors enabled: day 0 in four 25-row files, day 1 in one
 /// 100-row file.
@@ -73,25 +73,13 @@ async fn compaction_drops_deleted_rows_and_purges_heavily_deleted_files() {
 async fn a_bin_whose_input_gained_deletes_is_given_up() {
     let uri = s3_uri("dv-compact-race");
     let (mut table, mut model) = dv_table(&uri).await;
-    let hook_uri = uri.clone();
-    let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hook_fired = fired.clone();
-    let hook = move || {
-        if hook_fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let uri = hook_uri.clone();
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move {
-                let mut t = Table::open(&uri).await.unwrap();
-                let report = t.delete("order_id = 30").await.unwrap();
-                assert_eq!(report.files_marked, 1, "{report:?}");
-            })
-        });
-    };
-    let options = CompactOptions { before_commit: Some(std::sync::Arc::new(hook)), ..Default::default() };
+    // Fires once; the report below shows that it did.
+    let hook = once_before_commit(&uri, |mut t: Table| async move {
+        let report = t.delete("order_id = 30").await.unwrap();
+        assert_eq!(report.files_marked, 1, "{report:?}");
+    });
+    let options = CompactOptions { before_commit: Some(hook), ..Default::default() };
     let report = table.compact(options).await.unwrap();
-    assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
     model.remove(&30);
     assert_eq!(report.bins_planned, 1, "{report:?}");
     assert_eq!(report.bins_committed, 0, "{report:?}");
@@ -114,33 +102,21 @@ async fn a_bin_whose_input_gained_deletes_is_given_up() {
 async fn a_merge_racing_a_delete_on_the_same_file_is_planned_again() {
     let uri = s3_uri("dv-merge-race");
     let (mut table, mut model) = dv_table(&uri).await;
-    let hook_uri = uri.clone();
-    let fired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let hook_fired = fired.clone();
-    let hook = move || {
-        if hook_fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return;
-        }
-        let uri = hook_uri.clone();
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(async move {
-                let mut t = Table::open(&uri).await.unwrap();
-                let report = t.delete("order_id = 150").await.unwrap();
-                assert_eq!(report.files_marked, 1, "{report:?}");
-            })
-        });
-    };
+    // Fires once; the report below shows that it did.
+    let hook = once_before_commit(&uri, |mut t: Table| async move {
+        let report = t.delete("order_id = 150").await.unwrap();
+        assert_eq!(report.files_marked, 1, "{report:?}");
+    });
     let source = orders(120..130, "paid");
     let report = table
         .merge([orders_batch(&source)])
         .on(["order_id"])
         .when_matched(sediment::MatchedAction::UpdateAll)
         .when_not_matched_insert_all()
-        .before_commit(std::sync::Arc::new(hook))
+        .before_commit(hook)
         .execute()
         .await
         .unwrap();
-    assert!(fired.load(std::sync::atomic::Ordering::SeqCst));
     assert_eq!(report.retries, 1, "{report:?}");
     assert_eq!((report.files_marked, report.rows_updated), (1, 10), "{report:?}");
     model.remove(&150);

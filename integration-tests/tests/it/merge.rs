@@ -479,7 +479,7 @@ async fn merges_race_compaction_and_appends_without_losing_rows() {
 }
 
 /// A hook that runs `f` (async, on a fresh handle of `uri`) the first time it is called.
-fn once_before_commit<F, Fut>(uri: &str, f: F) -> Arc<dyn Fn() + Send + Sync>
+pub fn once_before_commit<F, Fut>(uri: &str, f: F) -> Arc<dyn Fn() + Send + Sync>
 where
     F: Fn(Table) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()>,
