@@ -393,31 +393,19 @@ impl MergeJob {
     /// Insert the source rows no target row matched (through the not-matched clauses)
     /// and the rows matched clauses asked to insert. Returns the files and rows written.
     pub(crate) async fn insert(&self, unmatched: &[u32], reinsert: &[u32]) -> Result<(Vec<Add>, u64)> {
-        if self.compiled.not_matched.is_empty() || (unmatched.is_empty() && reinsert.is_empty()) {
-            return Ok((Vec::new(), 0));
-        }
-        let mut sink = self.sink()?;
-        let mut inserted = 0u64;
-        let written: Result<()> = async {
-            for (indices, through_clauses) in [(unmatched, true), (reinsert, false)] {
-                for chunk in indices.chunks(INSERT_CHUNK) {
-                    let rows = self.source.rows.take(&UInt32Array::from(chunk.to_vec()))?;
-                    for out in self.insert_rows(&rows, through_clauses)? {
-                        inserted += out.num_rows() as u64;
-                        sink.write(&out).await?;
-                    }
-                }
+        let mask = |ids: &[u32]| {
+            let mut mask = vec![false; self.source.rows.num_rows()];
+            for id in ids {
+                mask[*id as usize] = true;
             }
-            Ok(())
-        }
-        .await;
-        let adds = sink.close(&self.table, written).await.map_err(|e| e.context("inserting new rows"))?;
-        Ok((adds, inserted))
+            mask
+        };
+        self.insert_scanned(&mask(unmatched), &mask(reinsert)).await
     }
 
-    /// [`Self::insert`] for a source read by scanning (a spilled one): the rows whose
-    /// id is set in `unmatched` go through the not-matched clauses, those set in
-    /// `reinsert` are inserted as the first clause says.
+    /// [`Self::insert`] by row-id masks, reading the source batch by batch (also a
+    /// spilled one): the rows set in `unmatched` go through the not-matched clauses,
+    /// those set in `reinsert` are inserted as the first clause says.
     pub(crate) async fn insert_scanned(&self, unmatched: &[bool], reinsert: &[bool]) -> Result<(Vec<Add>, u64)> {
         if self.compiled.not_matched.is_empty() || !unmatched.iter().chain(reinsert).any(|x| *x) {
             return Ok((Vec::new(), 0));
@@ -430,13 +418,12 @@ impl MergeJob {
                 for (selected, through_clauses) in [(unmatched, true), (reinsert, false)] {
                     let picked: Vec<u32> =
                         (0..batch.num_rows() as u32).filter(|i| selected[(start + i) as usize]).collect();
-                    if picked.is_empty() {
-                        continue;
-                    }
-                    let rows = take_record_batch(&batch, &UInt32Array::from(picked))?;
-                    for out in self.insert_rows(&rows, through_clauses)? {
-                        inserted += out.num_rows() as u64;
-                        sink.write(&out).await?;
+                    for chunk in picked.chunks(INSERT_CHUNK) {
+                        let rows = take_record_batch(&batch, &UInt32Array::from(chunk.to_vec()))?;
+                        for out in self.insert_rows(&rows, through_clauses)? {
+                            inserted += out.num_rows() as u64;
+                            sink.write(&out).await?;
+                        }
                     }
                 }
             }

@@ -600,16 +600,7 @@ impl<'a> Merge<'a> {
         let unmatched: Vec<u32> = job.source.row_ids().into_iter().filter(|i| !matched[*i as usize]).collect();
         let inserted = job.insert(&unmatched, &reinsert).await;
         report.phases.insert_ms = lap();
-        match inserted {
-            Ok((adds, rows)) => {
-                report.rows_inserted = rows;
-                written.extend(adds);
-            }
-            Err(e) => {
-                FileSink::abort(self.table, &written).await;
-                return Err(e);
-            }
-        }
+        report.rows_inserted = self.take_written(inserted, &mut written).await?;
         self.commit_merge(&job.source, read_all, report, removes, written, marked, lap).await
     }
 
@@ -777,17 +768,23 @@ impl<'a> Merge<'a> {
         };
         let inserted = job.insert_scanned(&unmatched, &reinsert).await;
         report.phases.insert_ms = lap();
-        match inserted {
+        report.rows_inserted = self.take_written(inserted, &mut written).await?;
+        self.commit_merge(&source, false, report, removes, written, marked, lap).await
+    }
+
+    /// Add the files a step wrote to `written` and return its rows; on its failure
+    /// delete everything written so far and pass the error on.
+    async fn take_written(&self, step: Result<(Vec<Add>, u64)>, written: &mut Vec<Add>) -> Result<u64> {
+        match step {
             Ok((adds, rows)) => {
-                report.rows_inserted = rows;
                 written.extend(adds);
+                Ok(rows)
             }
             Err(e) => {
-                FileSink::abort(self.table, &written).await;
-                return Err(e);
+                FileSink::abort(self.table, written).await;
+                Err(e)
             }
         }
-        self.commit_merge(&source, false, report, removes, written, marked, lap).await
     }
 
     /// Write the deletion vectors, commit removes and adds, and fill in the report;
