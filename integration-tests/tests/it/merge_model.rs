@@ -251,7 +251,7 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool, 
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: std::env::var("SEDIMENT_MODEL_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(16), failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: std::env::var("SEDIMENT_MODEL_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(32), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn merges_deletes_and_updates_agree_with_a_model(
