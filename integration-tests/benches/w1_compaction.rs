@@ -164,7 +164,7 @@ async fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
     serde_json::json!({"mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "files_out": files_out, "bytes_out": bytes_out})
 }
 
-async fn prepare(dir: &Path, appends: usize, rows: usize) {
+async fn prepare(dir: &Path, appends: usize, rows: usize, small: usize) {
     if dir.join("_delta_log").exists() {
         println!("reusing the W1 table at {}", dir.display());
         return;
@@ -183,6 +183,13 @@ async fn prepare(dir: &Path, appends: usize, rows: usize) {
             println!("  {} appends in {:.0} s", i + 1, started.elapsed().as_secs_f64());
         }
     }
+    // Then small appends of 5,000 rows, spread over the days like the others.
+    let first = appends * rows;
+    for i in 0..small {
+        let day = (i as i64 * DAYS) / small as i64;
+        let batch = events((first + i * 5_000) as i64, 5_000, day);
+        table.write([batch], WriteOptions::append().partition_by(["event_date"])).await.unwrap();
+    }
 }
 
 #[tokio::main]
@@ -198,11 +205,14 @@ async fn main() {
     }
     let appends: usize = arg("--appends").map(|v| v.parse().unwrap()).unwrap_or(2_000);
     let rows: usize = arg("--rows").map(|v| v.parse().unwrap()).unwrap_or(5_000);
+    // Small appends after the others (mixed bins: large row groups beside small ones).
+    let small: usize = arg("--small-appends").map(|v| v.parse().unwrap()).unwrap_or(0);
     let base = PathBuf::from(arg("--work-dir").unwrap_or_else(|| "target/w1-bench".into()));
-    let source = base.join(format!("w1-{appends}x{rows}"));
-    prepare(&source, appends, rows).await;
+    let name = if small > 0 { format!("w1-{appends}x{rows}+{small}") } else { format!("w1-{appends}x{rows}") };
+    let source = base.join(name);
+    prepare(&source, appends, rows, small).await;
     let (files_in, bytes_in) = live_files(&source.to_string_lossy()).await;
-    println!("W1: {files_in} files, {} MiB, {} rows\n", mib(bytes_in as f64), appends * rows);
+    println!("W1: {files_in} files, {} MiB, {} rows\n", mib(bytes_in as f64), appends * rows + small * 5_000);
 
     let rounds: usize = arg("--rounds").map(|v| v.parse().unwrap()).unwrap_or(3);
     let results = run_rounds(&source, &base, &["sediment", "delta-rs", "floor"], rounds, &[], |_, _, _, _| {});
