@@ -42,7 +42,6 @@ use object_store::{ObjectStoreExt, WriteMultipart};
 use serde_json::{Map, Value};
 
 use crate::error::{CompactionError, Result};
-use crate::planner::Bin;
 use crate::reader::StoreFileReader;
 
 /// One input of a bin that can be copied: its `add`, its footer, and per row group
@@ -64,6 +63,11 @@ pub(crate) async fn copyable(
     threshold: u64,
 ) -> Result<Option<Vec<CopyInput>>> {
     if adds.iter().any(|a| a.deletion_vector.is_some() || a.stats.is_none()) {
+        return Ok(None);
+    }
+    // A row group of `threshold` bytes needs a file at least that large: without one,
+    // no footer is worth reading (the decoding path reads them anyway).
+    if adds.iter().all(|a| (a.size.max(0) as u64) < threshold) {
         return Ok(None);
     }
     let mut inputs: Vec<CopyInput> = Vec::with_capacity(adds.len());
@@ -180,11 +184,10 @@ pub(crate) struct Copied {
     pub bytes_read: u64,
 }
 
-/// Write one file of `bin` from `inputs`' row groups, in order: copied, or decoded
+/// Write one file from a bin's `inputs`' row groups, in order: copied, or decoded
 /// and encoded together into row groups of about `target_file_size / 8`.
 pub(crate) async fn copy_bin(
     store: &Arc<dyn object_store::ObjectStore>,
-    bin: &Bin,
     inputs: &[CopyInput],
     file_schema: &SchemaRef,
     target_file_size: u64,
@@ -220,7 +223,6 @@ pub(crate) async fn copy_bin(
         default_row_commit_version: None,
         clustering_provider: None,
     };
-    debug_assert_eq!(bin.inputs.len(), inputs.len());
     Ok(Copied { add, rows, bytes_read })
 }
 
