@@ -59,6 +59,13 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
     Ok(version)
 }
 
+/// Rows stored in `add`'s file, from its statistics (rows its deletion vector
+/// deletes included); `None` without statistics.
+pub(crate) fn stored_rows(add: &Add) -> Option<u64> {
+    let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
+    stats.get("numRecords")?.as_u64()
+}
+
 /// The `remove` (dataChange = true) of a live file, carrying what its `add` said.
 pub(crate) fn remove_action(add: &Add) -> Remove {
     Remove {

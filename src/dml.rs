@@ -318,11 +318,7 @@ impl Table {
         let result: Result<()> = async {
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
             total = builder.metadata().file_metadata().num_rows().max(0) as u64;
-            let live = (!deleted.is_empty()).then(|| sediment_compactor::reader::live_positions(&deleted, total));
-            let builder = match &live {
-                Some(live) => builder.with_row_selection(sediment_compactor::reader::row_selection(live, total)),
-                None => builder,
-            };
+            let (builder, live) = sediment_compactor::reader::skip_rows(builder, &deleted);
             let mut stream = builder.with_batch_size(8192).build()?;
             while let Some(batch) = stream.try_next().await? {
                 let batch = crate::deletion_vectors::with_partition_values(&batch, add, &plain)?;
@@ -443,12 +439,7 @@ fn apply_assignments(
 
 /// Rows of a file removed whole: from its statistics, less its deletion vector.
 fn add_rows(add: &Add) -> u64 {
-    let rows = add
-        .stats
-        .as_deref()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-        .and_then(|v| v.get("numRecords").and_then(serde_json::Value::as_u64))
-        .unwrap_or(0);
+    let rows = crate::commit::stored_rows(add).unwrap_or(0);
     let deleted = add.deletion_vector.as_ref().map_or(0, |dv| dv.cardinality.max(0) as u64);
     rows.saturating_sub(deleted)
 }

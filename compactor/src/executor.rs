@@ -222,10 +222,10 @@ type PartitionScalars = indexmap::IndexMap<String, delta_kernel::expressions::Sc
 
 /// A planned input file at the plan's version.
 struct InputFile {
+    /// Its `add`; its deletion vector gives the rows skipped, and the commit checks
+    /// that the file is still live with that vector.
     add: Add,
     partition_values: PartitionScalars,
-    /// Its deletion vector: the rows skipped, and what the commit checks is unchanged.
-    deletion_vector: Option<DeletionVectorDescriptor>,
 }
 
 impl CompactionExecutor {
@@ -360,7 +360,6 @@ impl CompactionExecutor {
                     .partition_values()
                     .map(|s| s.fields().iter().map(|f| f.name().to_string()).zip(s.values().iter().cloned()).collect())
                     .unwrap_or_default();
-                let deletion_vector = view.deletion_vector_descriptor();
                 let add = Add {
                     path: path.clone(),
                     partition_values: view.partition_values_map().into_iter().collect(),
@@ -369,12 +368,12 @@ impl CompactionExecutor {
                     data_change: false,
                     stats: view.stats(),
                     tags: None,
-                    deletion_vector: deletion_vector.clone(),
+                    deletion_vector: view.deletion_vector_descriptor(),
                     base_row_id: None,
                     default_row_commit_version: None,
                     clustering_provider: None,
                 };
-                inputs.insert(path, InputFile { add, partition_values, deletion_vector });
+                inputs.insert(path, InputFile { add, partition_values });
             }
         }
         if live != planned.len() {
@@ -421,7 +420,7 @@ impl CompactionExecutor {
             let unchanged = |path: &str| {
                 live.get(path)
                     .zip(context.inputs.get(path))
-                    .is_some_and(|((_, now), read)| *now == read.deletion_vector)
+                    .is_some_and(|((_, now), read)| *now == read.add.deletion_vector)
             };
             let (keep, lost): (Vec<BinOutput>, Vec<BinOutput>) =
                 outputs.into_iter().partition(|o| o.bin.inputs.iter().all(|f| unchanged(&f.path)));
@@ -571,8 +570,7 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
             .ok_or_else(|| CompactionError::Invalid("a planned input is not in the snapshot".into()))?;
         if let Some(inputs) = crate::copy::copyable(&context.store, adds, &context.file_schema, threshold).await? {
             let copied =
-                crate::copy::copy_bin(&context.store, bin, &inputs, &context.file_schema, context.target_file_size)
-                    .await?;
+                crate::copy::copy_bin(&context.store, &inputs, &context.file_schema, context.target_file_size).await?;
             context.bytes_read.fetch_add(copied.bytes_read, Ordering::Relaxed);
             return Ok((vec![copied.add], copied.rows, true));
         }
@@ -595,14 +593,12 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
         let reader = StoreFileReader::new(context.store.clone(), path, input.size);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| read_error(&input.path, e))?;
         // Rows a deletion vector deleted are not read.
-        let builder = match context.inputs.get(&input.path).and_then(|f| f.deletion_vector.as_ref()) {
+        let builder = match context.inputs.get(&input.path).and_then(|f| f.add.deletion_vector.as_ref()) {
             Some(dv) => {
                 let deleted = crate::reader::deleted_positions(&context.table, &input.path, dv)
                     .await
                     .map_err(|e| CompactionError::Data(e.to_string()))?;
-                let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
-                let live = crate::reader::live_positions(&deleted, total);
-                builder.with_row_selection(crate::reader::row_selection(&live, total))
+                crate::reader::skip_rows(builder, &deleted).0
             }
             None => builder,
         };

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use deltalake::DeltaTable;
 use deltalake::kernel::DeletionVectorDescriptor;
+use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, RowSelection, RowSelector};
 use deltalake::parquet::arrow::async_reader::AsyncFileReader;
 use deltalake::parquet::errors::{ParquetError, Result};
@@ -84,6 +85,22 @@ pub async fn deleted_positions(
         .map_err(|e| fail(format!("the reading task failed: {e}")))?
         .map(|bitmap| bitmap.into_iter().collect())
         .map_err(|e| fail(e.to_string()))
+}
+
+/// `builder` set to read only the rows not at `deleted` (ascending positions, as a
+/// deletion vector gives them), and the positions it then reads, in order; unchanged,
+/// with `None`, when nothing is deleted.
+pub fn skip_rows<T>(
+    builder: ParquetRecordBatchStreamBuilder<T>,
+    deleted: &[u64],
+) -> (ParquetRecordBatchStreamBuilder<T>, Option<Vec<u64>>) {
+    if deleted.is_empty() {
+        return (builder, None);
+    }
+    let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    let live = live_positions(deleted, total);
+    let selection = row_selection(&live, total);
+    (builder.with_row_selection(selection), Some(live))
 }
 
 /// The positions `0..rows` not in `deleted` (ascending), i.e. a file's live rows.

@@ -97,7 +97,7 @@ impl MergeJob {
     pub(crate) async fn merge_file(self: Arc<Self>, add: Add, probe: bool, rewrite: bool) -> Result<FileResult> {
         // Marking rows reads the key columns first itself: no separate probe.
         if rewrite && self.deletion_vectors {
-            return self.mark(add.clone()).await.map_err(|e| e.context(format!("marking rows of {}", add.path)));
+            return self.mark_rows(add).await;
         }
         if probe || !rewrite {
             let matched =
@@ -116,13 +116,7 @@ impl MergeJob {
     /// vector through delta-rs's scan, which applies it.
     async fn read(&self, add: &Add, columns: Option<&[String]>) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let schema = match columns {
-            Some(columns) => {
-                let indices = columns
-                    .iter()
-                    .map(|c| Ok(self.compiled.table_schema.index_of(c)?))
-                    .collect::<Result<Vec<usize>>>()?;
-                Arc::new(self.compiled.table_schema.project(&indices)?)
-            }
+            Some(columns) => self.table_columns(columns)?,
             None => self.compiled.table_schema.clone(),
         };
         if add.deletion_vector.is_none() {
@@ -172,8 +166,15 @@ impl MergeJob {
         Ok(matched)
     }
 
+    /// The table's schema with only `columns`, in that order.
+    fn table_columns(&self, columns: &[String]) -> Result<SchemaRef> {
+        let schema = &self.compiled.table_schema;
+        let indices = columns.iter().map(|c| Ok(schema.index_of(c)?)).collect::<Result<Vec<usize>>>()?;
+        Ok(Arc::new(schema.project(&indices)?))
+    }
+
     /// A sink for new files of the table.
-    fn sink(&self) -> Result<FileSink> {
+    pub(crate) fn sink(&self) -> Result<FileSink> {
         FileSink::new(
             &self.table,
             self.compiled.table_schema.clone(),
@@ -287,16 +288,7 @@ impl MergeJob {
                 let mut keys = builder.with_projection(mask).with_batch_size(8192).build()?;
                 let mut matched: Vec<u64> = Vec::new();
                 let mut offset = 0u64;
-                let key_schema = {
-                    let indices = self
-                        .source
-                        .keys
-                        .columns
-                        .iter()
-                        .map(|c| Ok(self.compiled.table_schema.index_of(c)?))
-                        .collect::<Result<Vec<usize>>>()?;
-                    Arc::new(self.compiled.table_schema.project(&indices)?)
-                };
+                let key_schema = self.table_columns(&self.source.keys.columns)?;
                 while let Some(batch) = keys.try_next().await? {
                     let batch = crate::deletion_vectors::with_partition_values(&batch, &result.add, &key_schema)?;
                     let found = self.source.lookup(&batch)?;
@@ -318,12 +310,9 @@ impl MergeJob {
                     .with_batch_size(8192)
                     .build()?;
                 (Some(matched), stream)
-            } else if deleted.is_empty() {
-                (None, builder.with_batch_size(8192).build()?)
             } else {
-                let live = sediment_compactor::reader::live_positions(&deleted, total_rows);
-                let selection = sediment_compactor::reader::row_selection(&live, total_rows);
-                (Some(live), builder.with_row_selection(selection).with_batch_size(8192).build()?)
+                let (builder, live) = sediment_compactor::reader::skip_rows(builder, &deleted);
+                (live, builder.with_batch_size(8192).build()?)
             };
             let mut stream = stream;
             let mut cursor = 0usize;
@@ -449,13 +438,8 @@ impl MergeJob {
         let reader =
             sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path, add.size.max(0) as u64);
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-        let total = builder.metadata().file_metadata().num_rows().max(0) as u64;
-        let live = sediment_compactor::reader::live_positions(deleted, total);
-        if live.is_empty() {
-            return Ok(0);
-        }
-        let selection = sediment_compactor::reader::row_selection(&live, total);
-        let mut stream = builder.with_row_selection(selection).with_batch_size(8192).build()?;
+        let (builder, _) = sediment_compactor::reader::skip_rows(builder, deleted);
+        let mut stream = builder.with_batch_size(8192).build()?;
         let mut copied = 0u64;
         while let Some(batch) = stream.try_next().await? {
             let batch = crate::deletion_vectors::with_partition_values(&batch, add, &self.compiled.table_schema)?;
@@ -463,11 +447,6 @@ impl MergeJob {
             sink.write(&batch).await?;
         }
         Ok(copied)
-    }
-
-    /// A sink for rows of the table (copied rows of a merge in key ranges).
-    pub(crate) fn table_sink(&self) -> Result<FileSink> {
-        self.sink()
     }
 
     /// The rows to insert for source rows `source`: through the not-matched clauses in
@@ -586,10 +565,4 @@ fn to_table_types(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<Recor
     }
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
-}
-
-/// Rows stored in `add`'s file, from its statistics (deleted ones included).
-pub(crate) fn physical_rows(add: &Add) -> Option<u64> {
-    let stats: serde_json::Value = serde_json::from_str(add.stats.as_deref()?).ok()?;
-    stats.get("numRecords")?.as_u64()
 }

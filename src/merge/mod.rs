@@ -530,12 +530,7 @@ impl<'a> Merge<'a> {
             key_ranges: 1,
             ..Default::default()
         };
-        let mut clock = Instant::now();
-        let mut lap = move || {
-            let ms = clock.elapsed().as_millis() as u64;
-            clock = Instant::now();
-            ms
-        };
+        let mut lap = stopwatch();
         let (candidates, total) = candidates(self.table, &job.source, &self.by_source)?;
         report.phases.prune_ms = lap();
         report.files_considered = total;
@@ -637,12 +632,7 @@ impl<'a> Merge<'a> {
             key_ranges: passes,
             ..Default::default()
         };
-        let mut clock = Instant::now();
-        let mut lap = move || {
-            let ms = clock.elapsed().as_millis() as u64;
-            clock = Instant::now();
-            ms
-        };
+        let mut lap = stopwatch();
         let range_of = source.key_ranges(passes);
         tracing::info!(passes, bytes = source.rows.bytes(), limit, "merging a spilled source in key ranges");
         let mut matched = vec![false; source.rows.num_rows()];
@@ -695,26 +685,21 @@ impl<'a> Merge<'a> {
                     report.rows_updated += file.rows_updated;
                     report.rows_unchanged += file.rows_unchanged;
                     report.rows_deleted += file.rows_deleted;
-                    let entry = |touched: &mut HashMap<String, (Add, Vec<u64>, bool)>| {
-                        touched
-                            .entry(file.add.path.clone())
-                            .or_insert_with(|| (file.add.clone(), Vec::new(), false))
-                            .clone()
-                    };
+                    if matches!(file.outcome, Outcome::Untouched) {
+                        continue;
+                    }
+                    let (_, marked, all) =
+                        touched.entry(file.add.path.clone()).or_insert_with(|| (file.add.clone(), Vec::new(), false));
                     match file.outcome {
                         Outcome::Untouched => {}
                         Outcome::Marked { positions, adds } => {
-                            let (add, before, all) = entry(&mut touched);
-                            let positions = crate::deletion_vectors::union(&before, &positions);
-                            touched.insert(add.path.clone(), (add, positions, all));
+                            *marked = crate::deletion_vectors::union(marked, &positions);
                             written.extend(adds);
                         }
-                        Outcome::Removed | Outcome::Rewritten(_) => {
-                            let (add, before, _) = entry(&mut touched);
-                            touched.insert(add.path.clone(), (add, before, true));
-                            if let Outcome::Rewritten(adds) = file.outcome {
-                                written.extend(adds);
-                            }
+                        Outcome::Removed => *all = true,
+                        Outcome::Rewritten(adds) => {
+                            *all = true;
+                            written.extend(adds);
                         }
                     }
                 }
@@ -733,10 +718,10 @@ impl<'a> Merge<'a> {
         // copied once.
         let mut removes: Vec<Remove> = Vec::new();
         let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
-        let mut copies = job.table_sink()?;
+        let mut copies = job.sink()?;
         let copied: Result<()> = async {
             for (add, positions, all) in touched.into_values() {
-                let rows = exec::physical_rows(&add);
+                let rows = crate::commit::stored_rows(&add);
                 if all || rows.is_some_and(|rows| positions.len() as u64 >= rows) {
                     report.files_removed += 1;
                     removes.push(crate::commit::remove_action(&add));
@@ -883,5 +868,15 @@ impl<'a> Merge<'a> {
                 })
                 .collect(),
         }
+    }
+}
+
+/// Milliseconds since the previous call (or since it was made), for phase timings.
+fn stopwatch() -> impl FnMut() -> u64 {
+    let mut clock = Instant::now();
+    move || {
+        let ms = clock.elapsed().as_millis() as u64;
+        clock = Instant::now();
+        ms
     }
 }

@@ -637,36 +637,23 @@ mod tests {
     #[test]
     fn duplicates_null_keys_and_mismatched_parts_are_refused_by_name() {
         let keys = ["k".to_string()];
-        let err = MergeSource::prepare(
-            vec![part(&[1], &["a"]), part(&[1], &["b"])].into_iter(),
-            &keys,
-            None,
-            &table_schema(),
-            None,
-        )
-        .err()
-        .unwrap();
-        assert!(err.to_string().contains("more than one row with key (k = 1)"), "{err}");
+        let refused = |parts: Vec<Result<RecordBatch>>| {
+            let err = MergeSource::prepare(parts.into_iter(), &keys, None, &table_schema(), None).err();
+            err.expect("the source is refused").to_string()
+        };
+        let err = refused(vec![part(&[1], &["a"]), part(&[1], &["b"])]);
+        assert!(err.contains("more than one row with key (k = 1)"), "{err}");
         let other = Arc::new(Schema::new(vec![
             Field::new("k", DataType::Int64, false),
             Field::new("w", DataType::Int64, true),
         ]));
         let odd =
             RecordBatch::try_new(other, vec![Arc::new(Int64Array::from(vec![2])), Arc::new(Int64Array::from(vec![2]))]);
-        let err = MergeSource::prepare(
-            vec![part(&[1], &["a"]), odd.map_err(Error::from)].into_iter(),
-            &keys,
-            None,
-            &table_schema(),
-            None,
-        )
-        .err()
-        .unwrap();
-        assert!(err.to_string().contains("part 2 has (k Int64, w Int64)"), "{err}");
-        let err = MergeSource::prepare(std::iter::empty(), &keys, None, &table_schema(), None).err().unwrap();
-        assert!(err.to_string().contains("no batches"), "{err}");
-        let failing = vec![part(&[1], &["a"]), Err(Error::invalid("file x.csv: bad record"))];
-        let err = MergeSource::prepare(failing.into_iter(), &keys, None, &table_schema(), None).err().unwrap();
-        assert!(err.to_string().contains("x.csv"), "{err}");
+        let err = refused(vec![part(&[1], &["a"]), odd.map_err(Error::from)]);
+        assert!(err.contains("part 2 has (k Int64, w Int64)"), "{err}");
+        let err = refused(Vec::new());
+        assert!(err.contains("no batches"), "{err}");
+        let err = refused(vec![part(&[1], &["a"]), Err(Error::invalid("file x.csv: bad record"))]);
+        assert!(err.contains("x.csv"), "{err}");
     }
 }
