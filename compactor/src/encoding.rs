@@ -77,7 +77,8 @@ pub fn plain_columns(sample: &RecordBatch) -> Vec<String> {
         let column = column.slice(0, rows);
         let Ok(converter) = RowConverter::new(vec![SortField::new(column.data_type().clone())]) else { continue };
         let Ok(encoded) = converter.convert_columns(std::slice::from_ref(&column)) else { continue };
-        let mut distinct: HashSet<&[u8]> = HashSet::with_capacity(rows);
+        let mut distinct: HashSet<&[u8], ahash::RandomState> =
+            HashSet::with_capacity_and_hasher(rows, ahash::RandomState::new());
         let mut bytes = 0usize;
         for i in 0..encoded.num_rows() {
             let value: &[u8] = encoded.row(i).data();

@@ -45,7 +45,7 @@ use sediment::deltalake::datafusion::prelude::SessionContext;
 use sediment::{Table, WriteOptions};
 
 mod common;
-use common::{arg, mib, run_rounds, rusage};
+use common::{arg, mib, perf_control, rss_now, run_rounds, rusage};
 
 const DAYS: i64 = 100;
 const FIRST_DAY: i32 = 19844; // 2024-05-01
@@ -117,6 +117,9 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option
     let before: HashSet<String> =
         Table::open(&uri).await.unwrap().files().unwrap().into_iter().map(|f| f.path).collect();
     let batches = source(rows_per_day);
+    let base_rss = rss_now();
+    let (cpu_before, _) = rusage();
+    perf_control("enable");
     let started = Instant::now();
     match mode {
         "sediment" => {
@@ -199,13 +202,15 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option
         other => panic!("unknown mode {other}"),
     }
     let wall = started.elapsed().as_secs_f64();
+    perf_control("disable");
     let (cpu, peak_rss) = rusage();
+    let cpu = cpu - cpu_before;
     let after = Table::open(&uri).await.unwrap().files().unwrap();
     let after_paths: HashSet<&str> = after.iter().map(|f| f.path.as_str()).collect();
     let added: Vec<_> = after.iter().filter(|f| !before.contains(&f.path)).collect();
     let removed = before.iter().filter(|p| !after_paths.contains(p.as_str())).count();
     serde_json::json!({
-        "mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss,
+        "mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "base_rss": base_rss,
         "files_removed": removed, "files_added": added.len(),
         "bytes_written": added.iter().map(|f| f.size).sum::<u64>(),
     })
@@ -344,12 +349,13 @@ async fn main() {
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
     let delta = results[1].clone();
     println!(
-        "| {:<9} | {:>8} | {:>11} | {:>8} | {:>13} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} |",
+        "| {:<9} | {:>8} | {:>11} | {:>8} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} |",
         "run",
         "wall s",
         "wall range",
         "cpu s",
         "peak RSS MiB",
+        "RSS at start",
         "files removed",
         "files added",
         "MiB written",
@@ -358,16 +364,17 @@ async fn main() {
     );
     println!(
         "|{}|",
-        [11, 10, 13, 10, 15, 15, 13, 14, 12, 11].iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("|")
+        [11, 10, 13, 10, 15, 14, 15, 13, 14, 12, 11].iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("|")
     );
     for r in &results {
         println!(
-            "| {:<9} | {:>8.2} | {:>11} | {:>8.2} | {:>13} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} |",
+            "| {:<9} | {:>8.2} | {:>11} | {:>8.2} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} |",
             r["mode"].as_str().unwrap(),
             get(r, "wall_s"),
             format!("{:.2}-{:.2}", get(r, "wall_min_s"), get(r, "wall_max_s")),
             get(r, "cpu_s"),
             mib(get(r, "peak_rss")),
+            mib(get(r, "base_rss")),
             r["files_removed"],
             r["files_added"],
             mib(get(r, "bytes_written")),

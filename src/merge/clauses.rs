@@ -13,7 +13,8 @@ use deltalake::arrow::array::{ArrayRef, BooleanArray, RecordBatch, new_null_arra
 use deltalake::arrow::datatypes::{DataType, Schema, SchemaRef};
 use deltalake::datafusion::common::{Column, DFSchema};
 use deltalake::datafusion::logical_expr::{Expr, ExprSchemable};
-use deltalake::datafusion::physical_expr::PhysicalExpr;
+use deltalake::datafusion::execution::context::ExecutionProps;
+use deltalake::datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use deltalake::datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
@@ -120,7 +121,9 @@ enum Side {
 }
 
 struct Compiler {
-    ctx: SessionContext,
+    /// Made on the first SQL expression: a merge whose clauses are all "set every
+    /// column from the source" never needs a session (its columns compile directly).
+    ctx: Option<SessionContext>,
     df_schema: DFSchema,
     table_schema: SchemaRef,
     source_schema: SchemaRef,
@@ -131,7 +134,8 @@ struct Compiler {
 impl Compiler {
     fn parse(&mut self, sql: &str, what: &str, allowed: &[Side]) -> Result<Expr> {
         let invalid = |e: &dyn std::fmt::Display| Error::invalid(format!("invalid {what} {sql:?}: {e}"));
-        let expr = self.ctx.parse_sql_expr(sql, &self.df_schema).map_err(|e| invalid(&e))?;
+        let expr =
+            self.ctx.get_or_insert_with(SessionContext::new).parse_sql_expr(sql, &self.df_schema).map_err(|e| invalid(&e))?;
         for column in expr.column_refs() {
             let side = self.side_of(column).map_err(|e| invalid(&e))?;
             if !allowed.contains(&side) {
@@ -174,10 +178,15 @@ impl Compiler {
         Ok(Some(self.physical(expr, sql)?))
     }
 
-    fn physical(&self, expr: Expr, sql: &str) -> Result<PExpr> {
-        self.ctx
-            .create_physical_expr(expr, &self.df_schema)
-            .map_err(|e| Error::invalid(format!("invalid expression {sql:?}: {e}")))
+    fn physical(&mut self, expr: Expr, sql: &str) -> Result<PExpr> {
+        let compiled = match &expr {
+            // A bare column needs no simplification or coercion.
+            Expr::Column(_) => {
+                create_physical_expr(&expr, &self.df_schema, &ExecutionProps::new(), &Default::default())
+            }
+            _ => self.ctx.get_or_insert_with(SessionContext::new).create_physical_expr(expr, &self.df_schema),
+        };
+        compiled.map_err(|e| Error::invalid(format!("invalid expression {sql:?}: {e}")))
     }
 
     fn assignments(&mut self, assignments: &[(String, String)], allowed: &[Side]) -> Result<Vec<(usize, PExpr)>> {
@@ -202,7 +211,8 @@ impl Compiler {
     /// `target.c = source.c` for every table column `c` the source has.
     fn all_from_source(&mut self) -> Vec<(usize, PExpr)> {
         let mut compiled = Vec::new();
-        for (index, field) in self.table_schema.fields().iter().enumerate() {
+        let table_schema = self.table_schema.clone();
+        for (index, field) in table_schema.fields().iter().enumerate() {
             if self.source_schema.field_with_name(field.name()).is_ok() {
                 let expr = Expr::Column(Column::new(Some(SOURCE), field.name()));
                 if let Ok(physical) = self.physical(expr, field.name()) {
@@ -236,7 +246,7 @@ pub(crate) fn compile(
         .join(&DFSchema::try_from_qualified_schema(SOURCE, source_schema)?)?;
     let joined_schema = Arc::new(df_schema.as_arrow().clone());
     let mut c = Compiler {
-        ctx: SessionContext::new(),
+        ctx: None,
         df_schema,
         table_schema: table_schema.clone(),
         source_schema: source_schema.clone(),

@@ -235,11 +235,24 @@ impl MergeJob {
     /// Apply the clauses to one target batch: every row, with updates applied, and
     /// which rows changed and which are deleted.
     fn merge_rows(&self, target: &RecordBatch, result: &mut FileResult) -> Result<MergedRows> {
+        let source_rows = self.source.lookup(target)?;
+        let source = self.source.rows.take(&source_rows)?;
+        self.merge_joined(target, &source_rows, &source, result)
+    }
+
+    /// [`Self::merge_rows`] for rows whose source rows are known: `source_rows` (one
+    /// id per target row, null where none matched) and those rows, `source`.
+    fn merge_joined(
+        &self,
+        target: &RecordBatch,
+        source_rows: &UInt32Array,
+        source: &RecordBatch,
+        result: &mut FileResult,
+    ) -> Result<MergedRows> {
         let compiled = &self.compiled;
         let rows = target.num_rows();
-        let source_rows = self.source.lookup(target)?;
-        let joined = compiled.join(target, &self.source.rows.take(&source_rows)?)?;
-        let mut matched = is_not_null(&source_rows)?;
+        let joined = compiled.join(target, source)?;
+        let mut matched = is_not_null(source_rows)?;
         if let Some(filter) = &compiled.join_filter {
             matched = and(&matched, &crate::predicate::Predicate::mask(filter, &joined)?)?;
         }
@@ -253,9 +266,9 @@ impl MergeJob {
             deleted: BooleanArray::from(vec![false; rows]),
             changed: BooleanArray::from(vec![false; rows]),
         };
-        self.apply_in_order(&compiled.matched, matched.clone(), &mut state, &joined, &source_rows, result)?;
+        self.apply_in_order(&compiled.matched, matched.clone(), &mut state, &joined, source_rows, result)?;
         if !compiled.by_source.is_empty() {
-            self.apply_in_order(&compiled.by_source, not(&matched)?, &mut state, &joined, &source_rows, result)?;
+            self.apply_in_order(&compiled.by_source, not(&matched)?, &mut state, &joined, source_rows, result)?;
         }
         let rows = RecordBatch::try_new(nullable(&compiled.table_schema), state.columns)?;
         Ok(MergedRows { rows, changed: state.changed, deleted: state.deleted })
@@ -271,6 +284,8 @@ impl MergeJob {
         let open = || sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path.clone(), size);
         let mut sink = self.sink()?;
         let mut positions: Vec<u64> = Vec::new();
+        // The source row of each matched position, when the keys are read first.
+        let mut matched_ids: Vec<u32> = Vec::new();
         let mut total_rows = 0u64;
         // Rows an earlier deletion vector removed are neither matched nor read; the new
         // vector holds them and the newly marked rows.
@@ -283,6 +298,11 @@ impl MergeJob {
             let file_schema = builder.schema().clone();
             let key_roots: Vec<usize> =
                 self.source.keys.columns.iter().filter_map(|k| file_schema.index_of(k).ok()).collect();
+            // The other columns of the file: the second pass decodes only those (a
+            // matched row's keys are its source row's).
+            let other_roots: Vec<usize> = (0..file_schema.fields().len())
+                .filter(|i| !self.source.keys.columns.iter().any(|k| k == file_schema.field(*i).name()))
+                .collect();
             let (selected, stream) = if self.compiled.by_source.is_empty() && !key_roots.is_empty() {
                 let mask = ProjectionMask::roots(builder.parquet_schema(), key_roots);
                 let mut keys = builder.with_projection(mask).with_batch_size(8192).build()?;
@@ -292,23 +312,27 @@ impl MergeJob {
                 while let Some(batch) = keys.try_next().await? {
                     let batch = crate::deletion_vectors::with_partition_values(&batch, &result.add, &key_schema)?;
                     let found = self.source.lookup(&batch)?;
-                    matched.extend(
-                        (0..found.len())
-                            .filter(|i| found.is_valid(*i))
-                            .map(|i| offset + i as u64)
-                            .filter(|p| deleted.binary_search(p).is_err()),
-                    );
+                    for i in 0..found.len() {
+                        let position = offset + i as u64;
+                        if found.is_valid(i) && deleted.binary_search(&position).is_err() {
+                            matched.push(position);
+                            matched_ids.push(found.value(i));
+                        }
+                    }
                     offset += batch.num_rows() as u64;
                 }
                 if matched.is_empty() {
                     return Ok(());
                 }
                 let selection = sediment_compactor::reader::row_selection(&matched, offset);
-                let stream = ParquetRecordBatchStreamBuilder::new(open())
-                    .await?
-                    .with_row_selection(selection)
-                    .with_batch_size(8192)
-                    .build()?;
+                let builder = ParquetRecordBatchStreamBuilder::new(open()).await?;
+                let builder = if other_roots.is_empty() {
+                    builder
+                } else {
+                    let mask = ProjectionMask::roots(builder.parquet_schema(), other_roots);
+                    builder.with_projection(mask)
+                };
+                let stream = builder.with_row_selection(selection).with_batch_size(8192).build()?;
                 (Some(matched), stream)
             } else {
                 let (builder, live) = sediment_compactor::reader::skip_rows(builder, &deleted);
@@ -319,7 +343,16 @@ impl MergeJob {
             while let Some(batch) = stream.try_next().await? {
                 let target =
                     crate::deletion_vectors::with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
-                let merged = self.merge_rows(&target, &mut result)?;
+                let merged = if selected.is_some() {
+                    // Matched rows: their source rows are known from the key pass, and
+                    // so are their keys (equal to the source's).
+                    let ids = UInt32Array::from(matched_ids[cursor..cursor + target.num_rows()].to_vec());
+                    let source = self.source.rows.take(&ids)?;
+                    let target = self.with_source_keys(&target, &source)?;
+                    self.merge_joined(&target, &ids, &source, &mut result)?
+                } else {
+                    self.merge_rows(&target, &mut result)?
+                };
                 let gone = or(&merged.changed, &merged.deleted)?;
                 let position = |i: usize| match &selected {
                     Some(matched) => matched[cursor + i],
@@ -349,6 +382,20 @@ impl MergeJob {
             result.outcome = Outcome::Marked { positions, adds };
         }
         Ok(result)
+    }
+
+    /// `target` with its key columns set to those of `source` (its matching rows,
+    /// one per target row).
+    fn with_source_keys(&self, target: &RecordBatch, source: &RecordBatch) -> Result<RecordBatch> {
+        let mut columns = target.columns().to_vec();
+        for key in &self.source.keys.columns {
+            let index = target.schema().index_of(key)?;
+            columns[index] = source
+                .column_by_name(key)
+                .cloned()
+                .ok_or_else(|| Error::internal(format!("key column `{key}` missing from the source")))?;
+        }
+        Ok(RecordBatch::try_new(target.schema(), columns)?)
     }
 
     /// Apply `clauses` in order to the `remaining` rows: each row fires at most one,

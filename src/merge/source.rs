@@ -16,6 +16,8 @@ use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
 use deltalake::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array};
+use deltalake::arrow::array::BooleanBufferBuilder;
+use deltalake::arrow::buffer::NullBuffer;
 use deltalake::arrow::compute::{interleave_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::ipc::reader::FileReader;
@@ -39,9 +41,40 @@ pub(crate) struct MergeSource {
     /// For a single integer key held in memory: row id by value, which target keys
     /// are looked up in without encoding them (the common case, and the hot loop of
     /// probing large tables).
-    integer_index: Option<HashMap<i64, u32, ahash::RandomState>>,
+    integer_index: Option<IntegerIndex>,
     /// Rows dropped by deduplication.
     pub duplicates_dropped: u64,
+}
+
+/// Source row ids by value of a single integer key.
+enum IntegerIndex {
+    /// Keys within a range at most [`DENSE_SLOTS_PER_KEY`] times their number (ids
+    /// that grow, as auto-increment keys do): one slot per value of the range, holding
+    /// the row id or `u32::MAX`; a lookup is a subtraction and a load.
+    Dense { min: i64, ids: Vec<u32> },
+    Hashed(HashMap<i64, u32, ahash::RandomState>),
+}
+
+/// Slots per key a dense integer index may use (4 bytes each: at most the size of a
+/// hash map entry and its control byte, times two).
+const DENSE_SLOTS_PER_KEY: u64 = 4;
+
+impl IntegerIndex {
+    /// The index of the `len` (key, row id) pairs `keyed()` yields.
+    fn new<I: Iterator<Item = (i64, u32)>>(keyed: impl Fn() -> I, len: usize) -> Self {
+        let (min, max) = keyed().fold((i64::MAX, i64::MIN), |(lo, hi), (k, _)| (lo.min(k), hi.max(k)));
+        let span = (max as i128 - min as i128 + 1).max(0) as u64;
+        if len > 0 && span <= DENSE_SLOTS_PER_KEY * len as u64 {
+            let mut ids = vec![u32::MAX; span as usize];
+            for (key, id) in keyed() {
+                ids[(key - min) as usize] = id;
+            }
+            return Self::Dense { min, ids };
+        }
+        let mut map = HashMap::with_capacity_and_hasher(len, ahash::RandomState::new());
+        map.extend(keyed());
+        Self::Hashed(map)
+    }
 }
 
 /// Source row ids by encoded key: a hash table of row ids whose keys stay in each
@@ -88,6 +121,7 @@ impl KeyIndex {
         self.starts.push(start);
         let Self { encoded, starts, table, hasher } = self;
         let batch = encoded.last().ok_or_else(|| Error::internal("no keys"))?;
+        table.reserve(batch.num_rows(), |other| hasher.hash_one(key_of(encoded, starts, *other).as_ref()));
         for (i, key) in batch.iter().enumerate() {
             let id = start + i as u32;
             let hash = hasher.hash_one(key.as_ref());
@@ -404,13 +438,13 @@ impl MergeSource {
                         Ok(a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("int64 key"))?.clone())
                     })
                     .collect::<Result<Vec<Int64Array>>>()?;
-                let mut values: HashMap<i64, u32, ahash::RandomState> =
-                    HashMap::with_capacity_and_hasher(index.len(), ahash::RandomState::new());
-                for id in index.ids() {
-                    let (batch, row) = locate(&starts, id);
-                    values.insert(arrays[batch].value(row), id);
-                }
-                Some(values)
+                let keyed = || {
+                    index.ids().map(|id| {
+                        let (batch, row) = locate(&starts, id);
+                        (arrays[batch].value(row), id)
+                    })
+                };
+                Some(IntegerIndex::new(keyed, index.len()))
             }
             _ => None,
         };
@@ -431,10 +465,19 @@ impl MergeSource {
                 target.column_by_name(key).ok_or_else(|| Error::internal(format!("key column `{key}` missing")))?;
             let column = deltalake::arrow::compute::cast(column, &deltalake::arrow::datatypes::DataType::Int64)?;
             let column = column.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("int64 key"))?;
-            return Ok(column.iter().map(|v| v.and_then(|v| values.get(&v).copied())).collect());
+            let keys = column.values();
+            return Ok(match values {
+                IntegerIndex::Dense { min, ids } => row_ids(column.len(), |i| {
+                    let id = ids.get(keys[i].wrapping_sub(*min) as u64 as usize).copied().unwrap_or(u32::MAX);
+                    (id != u32::MAX && column.is_valid(i)).then_some(id)
+                }),
+                IntegerIndex::Hashed(map) => {
+                    row_ids(column.len(), |i| if column.is_null(i) { None } else { map.get(&keys[i]).copied() })
+                }
+            });
         }
         let rows = self.keys.encode(target)?;
-        Ok(rows.iter().map(|r| self.index.get(r)).collect())
+        Ok(row_ids(rows.num_rows(), |i| self.index.get(rows.row(i))))
     }
 
     /// Assign each kept row to one of `passes` consecutive key ranges of about equal
@@ -512,6 +555,29 @@ impl SortedKeys {
             (true, Some(hi)) => value(start) <= hi,
         }
     }
+}
+
+/// An array of `len` optional row ids, `id(i)` for each (built without the per-value
+/// branching of collecting `Option`s: lookups run once per target row).
+fn row_ids(len: usize, mut id: impl FnMut(usize) -> Option<u32>) -> UInt32Array {
+    let mut values = Vec::with_capacity(len);
+    let mut valid = BooleanBufferBuilder::new(len);
+    let mut missing = 0usize;
+    for i in 0..len {
+        match id(i) {
+            Some(v) => {
+                values.push(v);
+                valid.append(true);
+            }
+            None => {
+                values.push(0);
+                valid.append(false);
+                missing += 1;
+            }
+        }
+    }
+    let nulls = (missing > 0).then(|| NullBuffer::new(valid.finish()));
+    UInt32Array::new(values.into(), nulls)
 }
 
 /// The source with each column the table also has converted to the table's type.

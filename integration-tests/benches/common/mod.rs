@@ -44,6 +44,31 @@ pub fn rusage() -> (f64, u64) {
     (secs(usage.ru_utime) + secs(usage.ru_stime), hwm_kib * 1024)
 }
 
+/// Resident memory of this process now, in bytes (`VmRSS`).
+pub fn rss_now() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Tell a `perf record --control fifo:FIFO -D -1` started around this process to
+/// sample (`"enable"`) or stop (`"disable"`), when `PERF_CTL_FIFO` names its fifo:
+/// profiles then cover the timed section only, not the setup around it.
+pub fn perf_control(command: &str) {
+    if let Ok(fifo) = std::env::var("PERF_CTL_FIFO") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open(fifo) {
+            let _ = writeln!(f, "{command}");
+        }
+    }
+}
+
 pub fn mib(bytes: f64) -> String {
     format!("{:.1}", bytes / 1024.0 / 1024.0)
 }
