@@ -30,7 +30,7 @@ use sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderB
 use sediment::{Table, WriteOptions};
 
 mod common;
-use common::{arg, mib, run_rounds, rusage};
+use common::{arg, mib, perf_control, rss_now, run_rounds, rusage};
 
 const DAYS: i64 = 10;
 const FIRST_DAY: i32 = 19844; // 2024-05-01
@@ -98,6 +98,8 @@ async fn live_files(uri: &str) -> (usize, u64) {
 
 async fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
     let uri = dir.to_string_lossy().to_string();
+    let base_rss = rss_now();
+    perf_control("enable");
     let started = Instant::now();
     let (files_out, bytes_out) = match mode {
         "sediment" => {
@@ -160,8 +162,9 @@ async fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
         other => panic!("unknown mode {other}"),
     };
     let wall = started.elapsed().as_secs_f64();
+    perf_control("disable");
     let (cpu, peak_rss) = rusage();
-    serde_json::json!({"mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "files_out": files_out, "bytes_out": bytes_out})
+    serde_json::json!({"mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "base_rss": base_rss, "files_out": files_out, "bytes_out": bytes_out})
 }
 
 async fn prepare(dir: &Path, appends: usize, rows: usize, small: usize) {

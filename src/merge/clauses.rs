@@ -12,8 +12,8 @@ use std::sync::Arc;
 use deltalake::arrow::array::{ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use deltalake::arrow::datatypes::{DataType, Schema, SchemaRef};
 use deltalake::datafusion::common::{Column, DFSchema};
-use deltalake::datafusion::logical_expr::{Expr, ExprSchemable};
 use deltalake::datafusion::execution::context::ExecutionProps;
+use deltalake::datafusion::logical_expr::{Expr, ExprSchemable};
 use deltalake::datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use deltalake::datafusion::prelude::SessionContext;
 
@@ -134,8 +134,11 @@ struct Compiler {
 impl Compiler {
     fn parse(&mut self, sql: &str, what: &str, allowed: &[Side]) -> Result<Expr> {
         let invalid = |e: &dyn std::fmt::Display| Error::invalid(format!("invalid {what} {sql:?}: {e}"));
-        let expr =
-            self.ctx.get_or_insert_with(SessionContext::new).parse_sql_expr(sql, &self.df_schema).map_err(|e| invalid(&e))?;
+        let expr = self
+            .ctx
+            .get_or_insert_with(SessionContext::new)
+            .parse_sql_expr(sql, &self.df_schema)
+            .map_err(|e| invalid(&e))?;
         for column in expr.column_refs() {
             let side = self.side_of(column).map_err(|e| invalid(&e))?;
             if !allowed.contains(&side) {

@@ -15,8 +15,8 @@ use ahash::RandomState;
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
 
-use deltalake::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array};
 use deltalake::arrow::array::BooleanBufferBuilder;
+use deltalake::arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, RecordBatchOptions, UInt32Array};
 use deltalake::arrow::buffer::NullBuffer;
 use deltalake::arrow::compute::{interleave_record_batch, take_record_batch};
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -51,7 +51,10 @@ enum IntegerIndex {
     /// Keys within a range at most [`DENSE_SLOTS_PER_KEY`] times their number (ids
     /// that grow, as auto-increment keys do): one slot per value of the range, holding
     /// the row id or `u32::MAX`; a lookup is a subtraction and a load.
-    Dense { min: i64, ids: Vec<u32> },
+    Dense {
+        min: i64,
+        ids: Vec<u32>,
+    },
     Hashed(HashMap<i64, u32, ahash::RandomState>),
 }
 
@@ -63,8 +66,9 @@ impl IntegerIndex {
     /// The index of the `len` (key, row id) pairs `keyed()` yields.
     fn new<I: Iterator<Item = (i64, u32)>>(keyed: impl Fn() -> I, len: usize) -> Self {
         let (min, max) = keyed().fold((i64::MAX, i64::MIN), |(lo, hi), (k, _)| (lo.min(k), hi.max(k)));
-        let span = (max as i128 - min as i128 + 1).max(0) as u64;
-        if len > 0 && span <= DENSE_SLOTS_PER_KEY * len as u64 {
+        // In i128: the span of i64::MIN..=i64::MAX does not fit a u64.
+        let span = max as i128 - min as i128 + 1;
+        if len > 0 && span <= (DENSE_SLOTS_PER_KEY * len as u64) as i128 {
             let mut ids = vec![u32::MAX; span as usize];
             for (key, id) in keyed() {
                 ids[(key - min) as usize] = id;
@@ -438,13 +442,23 @@ impl MergeSource {
                         Ok(a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("int64 key"))?.clone())
                     })
                     .collect::<Result<Vec<Int64Array>>>()?;
-                let keyed = || {
-                    index.ids().map(|id| {
-                        let (batch, row) = locate(&starts, id);
-                        (arrays[batch].value(row), id)
-                    })
-                };
-                Some(IntegerIndex::new(keyed, index.len()))
+                Some(if index.len() == total {
+                    // Every row kept: its keys in row-id order.
+                    let keyed = || {
+                        arrays.iter().zip(&starts).flat_map(|(a, start)| {
+                            a.values().iter().enumerate().map(move |(i, key)| (*key, start + i as u32))
+                        })
+                    };
+                    IntegerIndex::new(keyed, index.len())
+                } else {
+                    let keyed = || {
+                        index.ids().map(|id| {
+                            let (batch, row) = locate(&starts, id);
+                            (arrays[batch].value(row), id)
+                        })
+                    };
+                    IntegerIndex::new(keyed, index.len())
+                })
             }
             _ => None,
         };
@@ -698,6 +712,48 @@ mod tests {
         let taken = source.rows.take(&UInt32Array::from(vec![Some(3), None, Some(1), Some(2)])).unwrap();
         assert_eq!(values(&taken), vec![Some("z".into()), None, Some("b".into()), Some("c".into())]);
         assert_eq!(source.sorted_keys[0].min.len(), 1);
+    }
+
+    #[test]
+    fn integer_keys_are_looked_up_densely_or_hashed_alike() {
+        // A narrow range of keys gets a dense index, a sparse one a hash map; both
+        // must answer like the row-encoded index, for keys inside and outside the
+        // source's range, negative keys, nulls, and with rows deduplication dropped.
+        let keys = ["k".to_string()];
+        for (source_keys, dense) in [
+            (vec![-3i64, 0, 5, 2, -3], true),
+            (vec![i64::MIN, 7, i64::MAX, 7, -1], false),
+            (vec![1i64 << 40, 3, 1 << 40, 9, 4], false),
+        ] {
+            let names: Vec<String> = (0..source_keys.len()).map(|i| format!("r{i}")).collect();
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let source = MergeSource::prepare(
+                vec![part(&source_keys[..2], &names[..2]), part(&source_keys[2..], &names[2..])].into_iter(),
+                &keys,
+                Some("v"),
+                &table_schema(),
+                None,
+            )
+            .unwrap();
+            let index = source.integer_index.as_ref().expect("an integer key gets an integer index");
+            assert_eq!(matches!(index, IntegerIndex::Dense { .. }), dense, "{source_keys:?}");
+            let mut probes: Vec<Option<i64>> = source_keys.iter().map(|k| Some(*k)).collect();
+            probes.extend([None, Some(-4), Some(6), Some(1), Some(i64::MIN + 1), Some(i64::MAX - 1), Some(1 << 41)]);
+            let target = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)])),
+                vec![Arc::new(Int64Array::from(probes.clone()))],
+            )
+            .unwrap();
+            let found = source.lookup(&target).unwrap();
+            let encoded = source.keys.encode(&target).unwrap();
+            for (i, probe) in probes.iter().enumerate() {
+                let expected = probe.and_then(|_| source.index.get(encoded.row(i)));
+                assert_eq!(found.is_valid(i).then(|| found.value(i)), expected, "key {probe:?} of {source_keys:?}");
+                if let Some(k) = probe {
+                    assert_eq!(expected.is_some(), source_keys.contains(k), "key {k} of {source_keys:?}");
+                }
+            }
+        }
     }
 
     #[test]
