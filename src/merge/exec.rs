@@ -343,10 +343,14 @@ impl MergeJob {
             while let Some(batch) = stream.try_next().await? {
                 let target =
                     crate::deletion_vectors::with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
-                let merged = if selected.is_some() {
-                    // Matched rows: their source rows are known from the key pass, and
-                    // so are their keys (equal to the source's).
-                    let ids = UInt32Array::from(matched_ids[cursor..cursor + target.num_rows()].to_vec());
+                let merged = if !matched_ids.is_empty() {
+                    // Matched rows read after the key pass: their source rows are known
+                    // from it, and so are their keys (equal to the source's). (Without
+                    // a key pass, `selected` may still hold the rows a vector leaves.)
+                    let ids = matched_ids
+                        .get(cursor..cursor + target.num_rows())
+                        .ok_or_else(|| Error::internal("the reader returned more rows than were selected"))?;
+                    let ids = UInt32Array::from(ids.to_vec());
                     let source = self.source.rows.take(&ids)?;
                     let target = self.with_source_keys(&target, &source)?;
                     self.merge_joined(&target, &ids, &source, &mut result)?
