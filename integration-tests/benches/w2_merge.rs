@@ -28,6 +28,13 @@
 //! true`: Sediment then marks the updated rows with deletion vectors instead of
 //! rewriting the 3 files; delta-rs rewrites them as before.
 //!
+//! Memory columns: `peak RSS` is the process's high-water mark; `RSS at start` its
+//! resident memory when the timed section starts (binary, runtime, the source's
+//! batches and a first look at the table, alike for every mode); `growth/delta` is
+//! (peak - start) over delta-rs's, the memory the merge itself added. CPU is the
+//! timed section's. Set `PERF_CTL_FIFO` to profile only the timed section (see
+//! `common::perf_control`).
+//!
 //! It prints tables of figures; nothing here is a pass/fail test.
 
 use std::collections::HashSet;
@@ -349,7 +356,7 @@ async fn main() {
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
     let delta = results[1].clone();
     println!(
-        "| {:<9} | {:>8} | {:>11} | {:>8} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} |",
+        "| {:<9} | {:>8} | {:>11} | {:>8} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} | {:>12} |",
         "run",
         "wall s",
         "wall range",
@@ -360,15 +367,16 @@ async fn main() {
         "files added",
         "MiB written",
         "wall/delta",
-        "RSS/delta"
+        "RSS/delta",
+        "growth/delta"
     );
     println!(
         "|{}|",
-        [11, 10, 13, 10, 15, 14, 15, 13, 14, 12, 11].iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("|")
+        [11, 10, 13, 10, 15, 14, 15, 13, 14, 12, 11, 14].iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("|")
     );
     for r in &results {
         println!(
-            "| {:<9} | {:>8.2} | {:>11} | {:>8.2} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} |",
+            "| {:<9} | {:>8.2} | {:>11} | {:>8.2} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} | {:>12.2} |",
             r["mode"].as_str().unwrap(),
             get(r, "wall_s"),
             format!("{:.2}-{:.2}", get(r, "wall_min_s"), get(r, "wall_max_s")),
@@ -380,6 +388,7 @@ async fn main() {
             mib(get(r, "bytes_written")),
             get(r, "wall_s") / get(&delta, "wall_s"),
             get(r, "peak_rss") / get(&delta, "peak_rss"),
+            (get(r, "peak_rss") - get(r, "base_rss")) / (get(&delta, "peak_rss") - get(&delta, "base_rss")),
         );
     }
     println!(
