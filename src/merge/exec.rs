@@ -43,18 +43,24 @@ pub(crate) struct MergeJob {
     /// Mark changed rows of files without a deletion vector deleted (and write their
     /// new versions to new files) instead of rewriting the files.
     pub deletion_vectors: bool,
+    /// The merge's new rows (new versions of marked rows, inserts), from every file
+    /// task into one sink: a file per partition, not one per touched file. Made on
+    /// the first row; shared with the jobs of a merge's key ranges.
+    pub new_rows: NewRows,
 }
+
+/// See [`MergeJob::new_rows`].
+pub(crate) type NewRows = Arc<tokio::sync::Mutex<Option<FileSink>>>;
 
 /// A target file's fate.
 pub(crate) enum Outcome {
     Untouched,
     Removed,
     Rewritten(Vec<Add>),
-    /// The file stays, with these row positions deleted; `adds` hold the new versions
-    /// of its updated rows.
+    /// The file stays, with these row positions deleted (the new versions of its
+    /// updated rows are among the merge's new rows).
     Marked {
         positions: Vec<u64>,
-        adds: Vec<Add>,
     },
 }
 
@@ -282,7 +288,6 @@ impl MergeJob {
             .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", result.add.path)))?;
         let size = result.add.size.max(0) as u64;
         let open = || sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path.clone(), size);
-        let mut sink = self.sink()?;
         let mut positions: Vec<u64> = Vec::new();
         // The source row of each matched position, when the keys are read first.
         let mut matched_ids: Vec<u32> = Vec::new();
@@ -366,24 +371,24 @@ impl MergeJob {
                 result.rows_deleted += merged.deleted.true_count() as u64;
                 let updated = filter_record_batch(&merged.rows, &merged.changed)?;
                 if updated.num_rows() > 0 {
-                    sink.write(&updated).await?;
+                    self.write_new_rows(&updated).await?;
                 }
                 cursor += target.num_rows();
             }
             Ok(())
         }
         .await;
-        let adds = sink.close(&self.table, written).await?;
+        written?;
         if positions.is_empty() {
-            FileSink::abort(&self.table, &adds).await;
+            // Nothing changed, so nothing was written for this file.
             return Ok(result);
         }
         let positions = crate::deletion_vectors::union(&deleted, &positions);
         if positions.len() as u64 == total_rows {
             // Every row changed or went: replace the file outright.
-            result.outcome = if adds.is_empty() { Outcome::Removed } else { Outcome::Rewritten(adds) };
+            result.outcome = if result.rows_updated == 0 { Outcome::Removed } else { Outcome::Rewritten(Vec::new()) };
         } else {
-            result.outcome = Outcome::Marked { positions, adds };
+            result.outcome = Outcome::Marked { positions };
         }
         Ok(result)
     }
@@ -431,8 +436,9 @@ impl MergeJob {
     }
 
     /// Insert the source rows no target row matched (through the not-matched clauses)
-    /// and the rows matched clauses asked to insert. Returns the files and rows written.
-    pub(crate) async fn insert(&self, unmatched: &[u32], reinsert: &[u32]) -> Result<(Vec<Add>, u64)> {
+    /// and the rows matched clauses asked to insert, into the merge's new rows.
+    /// Returns the rows written.
+    pub(crate) async fn insert(&self, unmatched: &[u32], reinsert: &[u32]) -> Result<u64> {
         let mask = |ids: &[u32]| {
             let mut mask = vec![false; self.source.rows.num_rows()];
             for id in ids {
@@ -446,32 +452,51 @@ impl MergeJob {
     /// [`Self::insert`] by row-id masks, reading the source batch by batch (also a
     /// spilled one): the rows set in `unmatched` go through the not-matched clauses,
     /// those set in `reinsert` are inserted as the first clause says.
-    pub(crate) async fn insert_scanned(&self, unmatched: &[bool], reinsert: &[bool]) -> Result<(Vec<Add>, u64)> {
+    pub(crate) async fn insert_scanned(&self, unmatched: &[bool], reinsert: &[bool]) -> Result<u64> {
         if self.compiled.not_matched.is_empty() || !unmatched.iter().chain(reinsert).any(|x| *x) {
-            return Ok((Vec::new(), 0));
+            return Ok(0);
         }
-        let mut sink = self.sink()?;
         let mut inserted = 0u64;
-        let written: Result<()> = async {
-            for item in self.source.rows.scan()? {
-                let (start, batch) = item?;
-                for (selected, through_clauses) in [(unmatched, true), (reinsert, false)] {
-                    let picked: Vec<u32> =
-                        (0..batch.num_rows() as u32).filter(|i| selected[(start + i) as usize]).collect();
-                    for chunk in picked.chunks(INSERT_CHUNK) {
-                        let rows = take_record_batch(&batch, &UInt32Array::from(chunk.to_vec()))?;
-                        for out in self.insert_rows(&rows, through_clauses)? {
-                            inserted += out.num_rows() as u64;
-                            sink.write(&out).await?;
-                        }
+        for item in self.source.rows.scan()? {
+            let (start, batch) = item?;
+            for (selected, through_clauses) in [(unmatched, true), (reinsert, false)] {
+                let picked: Vec<u32> =
+                    (0..batch.num_rows() as u32).filter(|i| selected[(start + i) as usize]).collect();
+                for chunk in picked.chunks(INSERT_CHUNK) {
+                    let rows = take_record_batch(&batch, &UInt32Array::from(chunk.to_vec()))?;
+                    for out in self.insert_rows(&rows, through_clauses)? {
+                        inserted += out.num_rows() as u64;
+                        self.write_new_rows(&out).await.map_err(|e| e.context("inserting new rows"))?;
                     }
                 }
             }
-            Ok(())
         }
-        .await;
-        let adds = sink.close(&self.table, written).await.map_err(|e| e.context("inserting new rows"))?;
-        Ok((adds, inserted))
+        Ok(inserted)
+    }
+
+    /// Write `batch` to the merge's new rows (see [`Self::new_rows`]).
+    async fn write_new_rows(&self, batch: &RecordBatch) -> Result<()> {
+        let mut guard = self.new_rows.lock().await;
+        let sink = match &mut *guard {
+            Some(sink) => sink,
+            empty @ None => empty.insert(self.sink()?),
+        };
+        sink.write(batch).await
+    }
+
+    /// Delete the merge's new rows written so far (the merge failed).
+    pub(crate) async fn abandon_new_rows(&self) {
+        let _ = self.close_new_rows(Err(Error::internal("the merge failed"))).await;
+    }
+
+    /// Close the merge's new rows after a run whose outcome is `outcome`: the files
+    /// written, or, when the run failed, the error (the files are deleted).
+    pub(crate) async fn close_new_rows(&self, outcome: Result<()>) -> Result<Vec<Add>> {
+        let sink = self.new_rows.lock().await.take();
+        match sink {
+            Some(sink) => sink.close(&self.table, outcome).await,
+            None => outcome.map(|()| Vec::new()),
+        }
     }
 
     /// Mark the rows of `add` that the source changes or deletes, writing the changed

@@ -489,6 +489,7 @@ impl<'a> Merge<'a> {
                 compiled,
                 target_file_size: self.table.target_file_size()?,
                 deletion_vectors: features::deletion_vectors_enabled(self.table.state()?),
+                new_rows: Default::default(),
             });
             let prepare_ms = prepare_started.elapsed().as_millis() as u64;
             let attempt =
@@ -577,9 +578,8 @@ impl<'a> Merge<'a> {
                             removes.push(crate::commit::remove_action(&file.add));
                             written.extend(adds);
                         }
-                        Outcome::Marked { positions, adds } => {
+                        Outcome::Marked { positions } => {
                             report.files_marked += 1;
-                            written.extend(adds);
                             marked.push((file.add, positions));
                         }
                     }
@@ -588,6 +588,7 @@ impl<'a> Merge<'a> {
         }
         if let Some(e) = failure {
             FileSink::abort(self.table, &written).await;
+            job.abandon_new_rows().await;
             return Err(e);
         }
         reinsert.sort_unstable();
@@ -595,7 +596,7 @@ impl<'a> Merge<'a> {
         let unmatched: Vec<u32> = job.source.row_ids().into_iter().filter(|i| !matched[*i as usize]).collect();
         let inserted = job.insert(&unmatched, &reinsert).await;
         report.phases.insert_ms = lap();
-        report.rows_inserted = self.take_written(inserted, &mut written).await?;
+        report.rows_inserted = self.take_new_rows(&job, inserted, &mut written).await?;
         self.commit_merge(&job.source, read_all, report, removes, written, marked, lap).await
     }
 
@@ -655,6 +656,7 @@ impl<'a> Merge<'a> {
                     source: part.clone(),
                     target_file_size: job.target_file_size,
                     deletion_vectors: job.deletion_vectors,
+                    new_rows: job.new_rows.clone(),
                 });
                 let (candidates, total) = candidates(self.table, &part, &[])?;
                 report.files_considered = total;
@@ -692,9 +694,8 @@ impl<'a> Merge<'a> {
                         touched.entry(file.add.path.clone()).or_insert_with(|| (file.add.clone(), Vec::new(), false));
                     match file.outcome {
                         Outcome::Untouched => {}
-                        Outcome::Marked { positions, adds } => {
+                        Outcome::Marked { positions } => {
                             *marked = crate::deletion_vectors::union(marked, &positions);
-                            written.extend(adds);
                         }
                         Outcome::Removed => *all = true,
                         Outcome::Rewritten(adds) => {
@@ -712,6 +713,7 @@ impl<'a> Merge<'a> {
         report.phases.rewrite_ms = lap();
         if let Err(e) = outcome {
             FileSink::abort(self.table, &written).await;
+            job.abandon_new_rows().await;
             return Err(e);
         }
         // Each touched file: removed, kept with a deletion vector, or its unchanged rows
@@ -741,6 +743,7 @@ impl<'a> Merge<'a> {
             Ok(adds) => written.extend(adds),
             Err(e) => {
                 FileSink::abort(self.table, &written).await;
+                job.abandon_new_rows().await;
                 return Err(e);
             }
         }
@@ -753,15 +756,20 @@ impl<'a> Merge<'a> {
         };
         let inserted = job.insert_scanned(&unmatched, &reinsert).await;
         report.phases.insert_ms = lap();
-        report.rows_inserted = self.take_written(inserted, &mut written).await?;
+        report.rows_inserted = self.take_new_rows(&job, inserted, &mut written).await?;
         self.commit_merge(&source, false, report, removes, written, marked, lap).await
     }
 
-    /// Add the files a step wrote to `written` and return its rows; on its failure
-    /// delete everything written so far and pass the error on.
-    async fn take_written(&self, step: Result<(Vec<Add>, u64)>, written: &mut Vec<Add>) -> Result<u64> {
-        match step {
-            Ok((adds, rows)) => {
+    /// Close the merge's new rows after the inserts (`inserted`: their rows, or how
+    /// they failed), add their files to `written` and return the rows inserted; on a
+    /// failure delete everything written so far and pass the error on.
+    async fn take_new_rows(&self, job: &MergeJob, inserted: Result<u64>, written: &mut Vec<Add>) -> Result<u64> {
+        let (outcome, rows) = match inserted {
+            Ok(rows) => (Ok(()), rows),
+            Err(e) => (Err(e), 0),
+        };
+        match job.close_new_rows(outcome).await {
+            Ok(adds) => {
                 written.extend(adds);
                 Ok(rows)
             }

@@ -129,6 +129,52 @@ async fn a_merge_racing_a_delete_on_the_same_file_is_planned_again() {
     assert_eq!(python_orders(&uri), python_expected(&model));
 }
 
+/// A merge that marks rows of many files writes their new versions, and its
+/// inserts, into one file per partition (not one per touched file); after a failed
+/// merge none of them is left behind.
+#[tokio::test]
+async fn new_rows_of_a_merge_share_one_file_per_partition() {
+    let uri = s3_uri("dv-merge-new-rows");
+    let (mut table, mut model) = dv_table(&uri).await;
+    // Updates in each of day 0's four files and in day 1's file; inserts on day 2.
+    let mut source = Vec::new();
+    for id in [5, 30, 55, 80, 81, 150] {
+        source.extend(orders(id..id + 1, "paid"));
+    }
+    source.extend(orders(200..210, "new"));
+    let report = table.upsert([orders_batch(&source)], ["order_id"]).await.unwrap();
+    assert_eq!((report.files_marked, report.rows_updated, report.rows_inserted), (5, 6, 10), "{report:?}");
+    assert_eq!(report.files_added, 3, "days 0, 1 and 2 get one new file each: {report:?}");
+    for o in source {
+        model.insert(o.id, o);
+    }
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+    assert_eq!(python_orders(&uri), python_expected(&model));
+
+    // A merge that fails after writing new versions (an insert whose value cannot be
+    // computed) commits nothing and deletes what it wrote.
+    assert!(table.orphan_files().await.unwrap().is_empty());
+    let version = table.version();
+    let mut bad = orders(20..22, "shipped");
+    bad.extend(orders(300..301, "new"));
+    let err = table
+        .merge([orders_batch(&bad)])
+        .on(["order_id"])
+        .when_matched(sediment::MatchedAction::UpdateAll)
+        .when_not_matched(sediment::NotMatchedAction::Insert(vec![
+            ("order_id".into(), "source.order_id".into()),
+            ("amount".into(), "CAST(source.status AS DOUBLE)".into()),
+        ]))
+        .execute()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("new"), "{err}");
+    assert_eq!(table.version(), version, "nothing committed");
+    let orphans: Vec<String> = table.orphan_files().await.unwrap().into_iter().map(|o| o.path).collect();
+    assert!(orphans.is_empty(), "the failed merge's files are deleted: {orphans:?}");
+    assert_eq!(table_rows(&table).await, model_rows(&model));
+}
+
 /// A deletion-vector file that went missing: merges and deletes stop with an error
 /// naming the data file and commit nothing; compaction gives up that file's bin.
 #[tokio::test]
