@@ -7,6 +7,7 @@
 //! (up to [`HOLD_BACK_BYTES`]) until a row really changes, so a file whose matched
 //! rows are all identical to the source is neither written nor removed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, UInt32Array};
@@ -43,14 +44,18 @@ pub(crate) struct MergeJob {
     /// Mark changed rows of files without a deletion vector deleted (and write their
     /// new versions to new files) instead of rewriting the files.
     pub deletion_vectors: bool,
-    /// The merge's new rows (new versions of marked rows, inserts), from every file
-    /// task into one sink: a file per partition, not one per touched file. Made on
-    /// the first row; shared with the jobs of a merge's key ranges.
+    /// The merge's new rows (new versions of marked rows, inserts): the file tasks
+    /// write the new versions of a partition's files into one sink for that partition
+    /// (a file per partition, not one per touched file), inserts go to a sink of
+    /// their own (the same one on an unpartitioned table). Sinks are made on their
+    /// first row, closed together at the end (in parallel), and shared with the jobs
+    /// of a merge's key ranges.
     pub new_rows: NewRows,
 }
 
-/// See [`MergeJob::new_rows`].
-pub(crate) type NewRows = Arc<tokio::sync::Mutex<Option<FileSink>>>;
+/// See [`MergeJob::new_rows`]: sinks by partition (`""`: inserts, or the whole of an
+/// unpartitioned table).
+pub(crate) type NewRows = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<FileSink>>>>>;
 
 /// A target file's fate.
 pub(crate) enum Outcome {
@@ -289,6 +294,7 @@ impl MergeJob {
         let size = result.add.size.max(0) as u64;
         let open = || sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path.clone(), size);
         let mut positions: Vec<u64> = Vec::new();
+        let partition = partition_key(&result.add);
         // The source row of each matched position, when the keys are read first.
         let mut matched_ids: Vec<u32> = Vec::new();
         let mut total_rows = 0u64;
@@ -371,7 +377,7 @@ impl MergeJob {
                 result.rows_deleted += merged.deleted.true_count() as u64;
                 let updated = filter_record_batch(&merged.rows, &merged.changed)?;
                 if updated.num_rows() > 0 {
-                    self.write_new_rows(&updated).await?;
+                    self.write_new_rows(&partition, &updated).await?;
                 }
                 cursor += target.num_rows();
             }
@@ -466,7 +472,7 @@ impl MergeJob {
                     let rows = take_record_batch(&batch, &UInt32Array::from(chunk.to_vec()))?;
                     for out in self.insert_rows(&rows, through_clauses)? {
                         inserted += out.num_rows() as u64;
-                        self.write_new_rows(&out).await.map_err(|e| e.context("inserting new rows"))?;
+                        self.write_new_rows("", &out).await.map_err(|e| e.context("inserting new rows"))?;
                     }
                 }
             }
@@ -474,14 +480,20 @@ impl MergeJob {
         Ok(inserted)
     }
 
-    /// Write `batch` to the merge's new rows (see [`Self::new_rows`]).
-    async fn write_new_rows(&self, batch: &RecordBatch) -> Result<()> {
-        let mut guard = self.new_rows.lock().await;
-        let sink = match &mut *guard {
-            Some(sink) => sink,
-            empty @ None => empty.insert(self.sink()?),
+    /// Write `batch` to the merge's new rows for `partition` (see [`Self::new_rows`]).
+    async fn write_new_rows(&self, partition: &str, batch: &RecordBatch) -> Result<()> {
+        let sink = {
+            let mut sinks = self.new_rows.lock().map_err(|_| Error::internal("a merge task panicked"))?;
+            match sinks.get(partition) {
+                Some(sink) => sink.clone(),
+                None => {
+                    let sink = Arc::new(tokio::sync::Mutex::new(self.sink()?));
+                    sinks.insert(partition.to_string(), sink.clone());
+                    sink
+                }
+            }
         };
-        sink.write(batch).await
+        sink.lock().await.write(batch).await
     }
 
     /// Delete the merge's new rows written so far (the merge failed).
@@ -490,12 +502,37 @@ impl MergeJob {
     }
 
     /// Close the merge's new rows after a run whose outcome is `outcome`: the files
-    /// written, or, when the run failed, the error (the files are deleted).
+    /// written, or, when the run or a close failed, the error (every file is deleted).
     pub(crate) async fn close_new_rows(&self, outcome: Result<()>) -> Result<Vec<Add>> {
-        let sink = self.new_rows.lock().await.take();
-        match sink {
-            Some(sink) => sink.close(&self.table, outcome).await,
-            None => outcome.map(|()| Vec::new()),
+        let sinks: Vec<_> = match self.new_rows.lock() {
+            Ok(mut sinks) => sinks.drain().map(|(_, sink)| sink).collect(),
+            Err(_) => return Err(Error::internal("a merge task panicked")),
+        };
+        let failed = outcome.is_err();
+        // Each sink encodes its last row groups on close: in parallel.
+        let closes = sinks.into_iter().map(|sink| {
+            let table = self.table.clone();
+            let outcome = if failed { Err(Error::internal("the merge failed")) } else { Ok(()) };
+            tokio::spawn(async move {
+                let sink =
+                    Arc::try_unwrap(sink).map_err(|_| Error::internal("a merge sink is still in use"))?.into_inner();
+                sink.close(&table, outcome).await
+            })
+        });
+        let mut adds = Vec::new();
+        let mut error = outcome.err();
+        for closed in futures::future::join_all(closes).await {
+            match closed.unwrap_or_else(|e| Err(Error::internal(format!("closing merge output failed: {e}")))) {
+                Ok(closed) => adds.extend(closed),
+                Err(e) => error = error.or(Some(e)),
+            }
+        }
+        match error {
+            None => Ok(adds),
+            Some(e) => {
+                FileSink::abort(&self.table, &adds).await;
+                Err(e)
+            }
         }
     }
 
@@ -561,6 +598,14 @@ impl MergeJob {
         }
         Ok(out)
     }
+}
+
+/// The partition of a data file as a key of [`NewRows`] (never `""` for a file of a
+/// partitioned table).
+fn partition_key(add: &Add) -> String {
+    let mut values: Vec<_> = add.partition_values.iter().collect();
+    values.sort();
+    values.iter().map(|(k, v)| format!("/{k}={}", v.as_deref().unwrap_or("\0"))).collect()
 }
 
 /// One target batch after the clauses: every row (updates applied), and masks.

@@ -133,7 +133,7 @@ pub struct MergePhases {
     pub prune_ms: u64,
     /// Probing and rewriting target files.
     pub rewrite_ms: u64,
-    /// Writing inserted rows.
+    /// Writing inserted rows and closing the files of new rows.
     pub insert_ms: u64,
     /// Committing (including conflict checks) and loading the new version.
     pub commit_ms: u64,
@@ -595,8 +595,8 @@ impl<'a> Merge<'a> {
         reinsert.dedup();
         let unmatched: Vec<u32> = job.source.row_ids().into_iter().filter(|i| !matched[*i as usize]).collect();
         let inserted = job.insert(&unmatched, &reinsert).await;
-        report.phases.insert_ms = lap();
         report.rows_inserted = self.take_new_rows(&job, inserted, &mut written).await?;
+        report.phases.insert_ms = lap();
         self.commit_merge(&job.source, read_all, report, removes, written, marked, lap).await
     }
 
@@ -755,8 +755,8 @@ impl<'a> Merge<'a> {
             live
         };
         let inserted = job.insert_scanned(&unmatched, &reinsert).await;
-        report.phases.insert_ms = lap();
         report.rows_inserted = self.take_new_rows(&job, inserted, &mut written).await?;
+        report.phases.insert_ms = lap();
         self.commit_merge(&source, false, report, removes, written, marked, lap).await
     }
 
