@@ -164,6 +164,10 @@ struct MergeArgs {
     /// and merged in key ranges of this size.
     #[arg(long, value_parser = parse_size, default_value = "1GiB")]
     source_memory_limit: u64,
+    /// Directory for the spill file of a source past its memory limit (default: the
+    /// temporary directory, TMPDIR).
+    #[arg(long, env = "SEDIMENT_SPILL_DIR")]
+    spill_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -600,6 +604,9 @@ async fn merge(args: MergeArgs, options: StorageOptions, json: bool) -> anyhow::
         merge = merge.when_not_matched_insert_all();
     }
     merge = merge.source_memory_limit(Some(args.source_memory_limit as usize));
+    if let Some(directory) = args.spill_dir {
+        merge = merge.spill_directory(directory);
+    }
     if let (Some(app), Some(version)) = (args.app_id, args.batch_version) {
         merge = merge.app_transaction(app, version);
     }

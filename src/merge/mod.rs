@@ -156,6 +156,7 @@ pub struct Merge<'a> {
     app_transaction: Option<(String, i64)>,
     files_in_flight: usize,
     source_memory_limit: Option<usize>,
+    spill_directory: Option<std::path::PathBuf>,
     before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
@@ -197,6 +198,7 @@ impl Table {
             app_transaction: None,
             files_in_flight: std::thread::available_parallelism().map_or(2, |n| n.get() + 1),
             source_memory_limit: Some(DEFAULT_SOURCE_MEMORY_LIMIT),
+            spill_directory: None,
             before_commit: None,
         }
     }
@@ -390,6 +392,14 @@ impl<'a> Merge<'a> {
         self
     }
 
+    /// Where a source past its memory limit is spilled (default: the temporary
+    /// directory, `TMPDIR`). Containers often have a small `/tmp`; point this at a
+    /// volume with room for the source (about its size in Arrow).
+    pub fn spill_directory(mut self, directory: impl Into<std::path::PathBuf>) -> Self {
+        self.spill_directory = Some(directory.into());
+        self
+    }
+
     /// Called right before each commit attempt (tests use it to land a concurrent
     /// commit at the worst moment).
     #[doc(hidden)]
@@ -411,6 +421,7 @@ impl<'a> Merge<'a> {
                     self.dedupe_by.as_deref(),
                     &table_schema,
                     self.source_memory_limit,
+                    self.spill_directory.as_deref(),
                 )?);
                 self.prepared = Some(source.clone());
                 source
@@ -648,8 +659,14 @@ impl<'a> Merge<'a> {
                 if ids.is_empty() {
                     continue;
                 }
-                let part =
-                    Arc::new(MergeSource::prepare(batches.into_iter().map(Ok), &self.keys, None, &table_schema, None)?);
+                let part = Arc::new(MergeSource::prepare(
+                    batches.into_iter().map(Ok),
+                    &self.keys,
+                    None,
+                    &table_schema,
+                    None,
+                    None,
+                )?);
                 let part_job = Arc::new(MergeJob {
                     table: self.table.clone(),
                     compiled: self.compile_for(&table_schema, &part.rows.schema())?,

@@ -302,6 +302,7 @@ impl MergeSource {
         dedupe_by: Option<&str>,
         table_schema: &SchemaRef,
         memory_limit: Option<usize>,
+        spill_directory: Option<&std::path::Path>,
     ) -> Result<Self> {
         if keys.is_empty() {
             return Err(Error::invalid("a merge needs at least one key column"));
@@ -406,7 +407,27 @@ impl MergeSource {
                 None => batches.push(batch),
             }
             if spill.is_none() && memory_limit.is_some_and(|limit| bytes > limit) {
-                let file = tempfile::Builder::new().prefix("sediment-merge-source-").tempfile().map_err(spill_error)?;
+                let directory = spill_directory.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+                let file = tempfile::Builder::new()
+                    .prefix("sediment-merge-source-")
+                    .tempfile_in(&directory)
+                    .map_err(|e| {
+                        // A directory that is not there or not writable is a setting to
+                        // fix; anything else (a full disk) may pass.
+                        let kind = match e.kind() {
+                            std::io::ErrorKind::NotFound
+                            | std::io::ErrorKind::PermissionDenied
+                            | std::io::ErrorKind::NotADirectory => crate::ErrorKind::InvalidInput,
+                            _ => crate::ErrorKind::Unavailable,
+                        };
+                        Error::new(
+                            kind,
+                            format!(
+                                "the merge source ({bytes} bytes) is past its memory limit, and its spill file cannot be created in {}: {e}",
+                                directory.display()
+                            ),
+                        )
+                    })?;
                 let mut writer = FileWriter::try_new(
                     std::io::BufWriter::new(file.reopen().map_err(spill_error)?),
                     &batches[0].schema(),
@@ -695,11 +716,13 @@ mod tests {
     fn a_source_in_parts_is_indexed_and_deduplicated_across_parts() {
         let parts = || vec![part(&[1, 2], &["a", "b"]), part(&[], &[]), part(&[3, 1], &["c", "z"]), part(&[2], &["a"])];
         let source =
-            MergeSource::prepare(parts().into_iter(), &["k".to_string()], Some("v"), &table_schema(), None).unwrap();
+            MergeSource::prepare(parts().into_iter(), &["k".to_string()], Some("v"), &table_schema(), None, None)
+                .unwrap();
         assert!(!source.rows.is_spilled());
         // Past a memory limit the rows go to a spill file; keys and order stay.
         let spilled =
-            MergeSource::prepare(parts().into_iter(), &["k".to_string()], Some("v"), &table_schema(), Some(1)).unwrap();
+            MergeSource::prepare(parts().into_iter(), &["k".to_string()], Some("v"), &table_schema(), Some(1), None)
+                .unwrap();
         assert!(spilled.rows.is_spilled());
         assert_eq!(spilled.row_ids(), vec![1, 2, 3]);
         let scanned: Vec<(u32, usize)> =
@@ -733,6 +756,7 @@ mod tests {
                 Some("v"),
                 &table_schema(),
                 None,
+                None,
             )
             .unwrap();
             let index = source.integer_index.as_ref().expect("an integer key gets an integer index");
@@ -760,7 +784,7 @@ mod tests {
     fn duplicates_null_keys_and_mismatched_parts_are_refused_by_name() {
         let keys = ["k".to_string()];
         let refused = |parts: Vec<Result<RecordBatch>>| {
-            let err = MergeSource::prepare(parts.into_iter(), &keys, None, &table_schema(), None).err();
+            let err = MergeSource::prepare(parts.into_iter(), &keys, None, &table_schema(), None, None).err();
             err.expect("the source is refused").to_string()
         };
         let err = refused(vec![part(&[1], &["a"]), part(&[1], &["b"])]);

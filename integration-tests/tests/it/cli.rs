@@ -258,6 +258,30 @@ fn merge_on_the_command_line() {
     let out = run(&["merge", &uri, &batch, "--key", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("`nope`"), "{}", stderr(&out));
+
+    // A source past its memory limit is spilled where --spill-dir says; a directory
+    // that is not there is an input error naming it.
+    let spill = dir.path().join("spill");
+    let more = write(
+        dir.path(),
+        "more.csv",
+        "id,name,qty
+1,apple,6
+7,date,2
+8,sloe,4
+",
+    );
+    let spill_dir = spill.to_str().unwrap();
+    let args = ["merge", &uri, &more, "--key", "id", "--source-memory-limit", "1", "--spill-dir", spill_dir, "--json"];
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains(spill_dir), "{}", stderr(&out));
+    std::fs::create_dir(&spill).unwrap();
+    let out = run(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["key_ranges"].as_u64().unwrap() > 1, "{report}");
+    assert_eq!((report["rows_updated"].as_u64(), report["rows_inserted"].as_u64()), (Some(1), Some(2)), "{report}");
 }
 
 #[test]

@@ -904,20 +904,45 @@ async fn a_source_past_its_memory_limit_is_merged_in_key_ranges() {
         assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
         assert!(err.to_string().contains("memory limit"), "{err}");
         assert_eq!(table.version(), version, "nothing committed");
+        // A spill directory that is not there: refused by name, nothing committed.
+        let spill = tempfile::tempdir().unwrap();
+        let missing = spill.path().join("missing");
+        let err = table
+            .merge(parts.iter().map(|p| orders_batch(p)))
+            .on(["order_id"])
+            .when_matched(MatchedAction::UpdateAll)
+            .source_memory_limit(Some(256))
+            .spill_directory(&missing)
+            .execute()
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+        assert!(err.to_string().contains(&missing.display().to_string()), "{err}");
+        assert_eq!(table.version(), version, "nothing committed");
 
+        // The spill file lives in the given directory while the merge runs, and is
+        // gone after it.
+        let spilled_files = Arc::new(std::sync::Mutex::new(0));
+        let (seen, directory) = (spilled_files.clone(), spill.path().to_path_buf());
         let report = table
             .merge(parts.iter().map(|p| orders_batch(p)))
             .on(["order_id"])
             .when_matched(MatchedAction::UpdateAll)
             .when_not_matched_insert_all()
             .source_memory_limit(Some(256))
+            .spill_directory(spill.path())
+            .before_commit(Arc::new(move || *seen.lock().unwrap() = std::fs::read_dir(&directory).unwrap().count()))
             .execute()
             .await
             .unwrap();
+        assert_eq!(*spilled_files.lock().unwrap(), 1, "one spill file while the merge ran");
+        assert_eq!(std::fs::read_dir(spill.path()).unwrap().count(), 0, "and none after it");
         assert!(report.key_ranges >= 3, "{report:?}");
         assert_eq!((report.rows_updated, report.rows_inserted), (30, 5), "{report:?}");
         if deletion_vectors {
             assert_eq!((report.files_marked, report.files_rewritten, report.rows_copied), (3, 0, 0), "{report:?}");
+            // New versions from every key range: one file per day, and one of inserts.
+            assert_eq!(report.files_added, 4, "{report:?}");
         } else {
             assert_eq!((report.files_rewritten, report.rows_copied), (3, 270), "{report:?}");
         }
