@@ -53,9 +53,17 @@ pub(crate) struct MergeJob {
     pub new_rows: NewRows,
 }
 
-/// See [`MergeJob::new_rows`]: sinks by partition (`""`: inserts, or the whole of an
-/// unpartitioned table).
-pub(crate) type NewRows = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<FileSink>>>>>;
+/// See [`MergeJob::new_rows`].
+pub(crate) type NewRows = Arc<std::sync::Mutex<NewRowSinks>>;
+
+/// The sinks of a merge's new rows.
+#[derive(Default)]
+pub(crate) struct NewRowSinks {
+    /// Open sinks by partition (`""`: inserts, or the whole of an unpartitioned table).
+    open: HashMap<String, Arc<tokio::sync::Mutex<FileSink>>>,
+    /// Sinks closed early (their partition's files were all done), closing.
+    closing: Vec<tokio::task::JoinHandle<Result<Vec<Add>>>>,
+}
 
 /// A target file's fate.
 pub(crate) enum Outcome {
@@ -484,11 +492,11 @@ impl MergeJob {
     async fn write_new_rows(&self, partition: &str, batch: &RecordBatch) -> Result<()> {
         let sink = {
             let mut sinks = self.new_rows.lock().map_err(|_| Error::internal("a merge task panicked"))?;
-            match sinks.get(partition) {
+            match sinks.open.get(partition) {
                 Some(sink) => sink.clone(),
                 None => {
                     let sink = Arc::new(tokio::sync::Mutex::new(self.sink()?));
-                    sinks.insert(partition.to_string(), sink.clone());
+                    sinks.open.insert(partition.to_string(), sink.clone());
                     sink
                 }
             }
@@ -501,24 +509,47 @@ impl MergeJob {
         let _ = self.close_new_rows(Err(Error::internal("the merge failed"))).await;
     }
 
+    /// Start closing the sink of `partition`'s new rows (no file of it is left to
+    /// mark), in the background: its last row groups are encoded while other files
+    /// are still read, and its buffers go early. Only for sinks no later step writes.
+    pub(crate) fn close_partition(&self, partition: &str) {
+        if let Ok(mut sinks) = self.new_rows.lock()
+            && let Some(sink) = sinks.open.remove(partition)
+        {
+            let closing = self.spawn_close(sink, Ok(()));
+            sinks.closing.push(closing);
+        }
+    }
+
+    /// Close `sink` in a task of its own (closing encodes its last row groups).
+    fn spawn_close(
+        &self,
+        sink: Arc<tokio::sync::Mutex<FileSink>>,
+        outcome: Result<()>,
+    ) -> tokio::task::JoinHandle<Result<Vec<Add>>> {
+        let table = self.table.clone();
+        tokio::spawn(async move {
+            let sink = Arc::try_unwrap(sink).map_err(|_| Error::internal("a merge sink is still in use"))?.into_inner();
+            sink.close(&table, outcome).await
+        })
+    }
+
     /// Close the merge's new rows after a run whose outcome is `outcome`: the files
     /// written, or, when the run or a close failed, the error (every file is deleted).
     pub(crate) async fn close_new_rows(&self, outcome: Result<()>) -> Result<Vec<Add>> {
-        let sinks: Vec<_> = match self.new_rows.lock() {
-            Ok(mut sinks) => sinks.drain().map(|(_, sink)| sink).collect(),
+        let failed = outcome.is_err();
+        let closes: Vec<_> = match self.new_rows.lock() {
+            Ok(mut sinks) => {
+                let open: Vec<_> = sinks.open.drain().map(|(_, sink)| sink).collect();
+                let mut closes: Vec<_> = sinks.closing.drain(..).collect();
+                // The open sinks close in parallel.
+                closes.extend(open.into_iter().map(|sink| {
+                    self.spawn_close(sink, if failed { Err(Error::internal("the merge failed")) } else { Ok(()) })
+                }));
+                closes
+            }
             Err(_) => return Err(Error::internal("a merge task panicked")),
         };
-        let failed = outcome.is_err();
-        // Each sink encodes its last row groups on close: in parallel.
-        let closes = sinks.into_iter().map(|sink| {
-            let table = self.table.clone();
-            let outcome = if failed { Err(Error::internal("the merge failed")) } else { Ok(()) };
-            tokio::spawn(async move {
-                let sink =
-                    Arc::try_unwrap(sink).map_err(|_| Error::internal("a merge sink is still in use"))?.into_inner();
-                sink.close(&table, outcome).await
-            })
-        });
         let mut adds = Vec::new();
         let mut error = outcome.err();
         for closed in futures::future::join_all(closes).await {
@@ -602,7 +633,7 @@ impl MergeJob {
 
 /// The partition of a data file as a key of [`NewRows`] (never `""` for a file of a
 /// partitioned table).
-fn partition_key(add: &Add) -> String {
+pub(crate) fn partition_key(add: &Add) -> String {
     let mut values: Vec<_> = add.partition_values.iter().collect();
     values.sort();
     values.iter().map(|(k, v)| format!("/{k}={}", v.as_deref().unwrap_or("\0"))).collect()

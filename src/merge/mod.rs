@@ -548,17 +548,38 @@ impl<'a> Merge<'a> {
         report.files_considered = total;
         report.files_pruned = total - candidates.len();
         report.files_read = candidates.len();
-        let tasks = futures::stream::iter(candidates)
+        // Files left per partition: once a partition's are all done, the sink of its
+        // new rows is closed while other files are still being read.
+        let mut pending: HashMap<String, usize> = HashMap::new();
+        for add in &candidates {
+            *pending.entry(exec::partition_key(add)).or_default() += 1;
+        }
+        let mut tasks = futures::stream::iter(candidates)
             .map(|add| {
                 let job = job.clone();
+                let partition = exec::partition_key(&add);
                 async move {
-                    tokio::spawn(job.merge_file(add, !read_all, rewrite))
+                    let result = tokio::spawn(job.merge_file(add, !read_all, rewrite))
                         .await
-                        .unwrap_or_else(|e| Err(Error::internal(format!("merge task failed: {e}"))))
+                        .unwrap_or_else(|e| Err(Error::internal(format!("merge task failed: {e}"))));
+                    (partition, result)
                 }
             })
             .buffer_unordered(self.files_in_flight);
-        let results: Vec<Result<exec::FileResult>> = tasks.collect().await;
+        let mut results: Vec<Result<exec::FileResult>> = Vec::new();
+        while let Some((partition, result)) = tasks.next().await {
+            // `""` is the inserts' sink on an unpartitioned table: written later.
+            if let Some(left) = pending.get_mut(&partition)
+                && result.is_ok()
+                && !partition.is_empty()
+            {
+                *left -= 1;
+                if *left == 0 {
+                    job.close_partition(&partition);
+                }
+            }
+            results.push(result);
+        }
         report.phases.rewrite_ms = lap();
         let mut written: Vec<Add> = Vec::new();
         let mut removes: Vec<Remove> = Vec::new();
