@@ -55,7 +55,9 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
         .build(snapshot.map(|s| s as &dyn TableReference), log_store, request.operation)
         .await?;
     let version = finalized.version();
-    table.refresh().await?;
+    // The commit's own snapshot (delta-rs brings it to the new version after the
+    // commit): no second listing and reading of the log.
+    table.set_state(finalized.snapshot());
     Ok(version)
 }
 

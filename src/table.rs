@@ -224,6 +224,12 @@ impl Table {
         Ok(self.state()?.metadata().configuration().clone())
     }
 
+    /// Take `state`, the snapshot a commit of this table returned (its own version,
+    /// no listing of the log).
+    pub(crate) fn set_state(&mut self, state: deltalake::table::state::DeltaTableState) {
+        self.delta.state = Some(state);
+    }
+
     /// Move this handle to the latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         if self.exists() {
