@@ -46,7 +46,7 @@ use tracing::instrument;
 use clauses::{BySourceClause, MatchedClause, NotMatchedClause, compile};
 pub use clauses::{MatchedAction, NotMatchedAction, NotMatchedBySourceAction, SOURCE, TARGET};
 use exec::{MergeJob, Outcome};
-use prune::{candidates, read_predicate};
+use prune::{candidates, candidates_with_bounds, read_predicate};
 use source::MergeSource;
 
 use crate::commit::{CommitRequest, commit};
@@ -543,11 +543,21 @@ impl<'a> Merge<'a> {
             ..Default::default()
         };
         let mut lap = stopwatch();
-        let (candidates, total) = candidates(self.table, &job.source, &self.by_source)?;
+        let (candidates, total, bounds) = candidates_with_bounds(self.table, &job.source, &self.by_source)?;
+        // Source rows whose key no candidate's range holds cannot match: they are
+        // inserted while the files are read.
+        let early: Vec<u32> = match &bounds {
+            Some(bounds) if !self.not_matched.is_empty() => prune::surely_unmatched(&job.source, bounds),
+            _ => Vec::new(),
+        };
         report.phases.prune_ms = lap();
         report.files_considered = total;
         report.files_pruned = total - candidates.len();
         report.files_read = candidates.len();
+        let early_insert = (!early.is_empty()).then(|| {
+            let (job, early) = (job.clone(), early.clone());
+            tokio::spawn(async move { job.insert(&early, &[]).await })
+        });
         // Files left per partition: once a partition's are all done, the sink of its
         // new rows is closed while other files are still being read.
         let mut pending: HashMap<String, usize> = HashMap::new();
@@ -618,6 +628,13 @@ impl<'a> Merge<'a> {
                 }
             }
         }
+        let mut early_inserted = 0;
+        if let Some(task) = early_insert {
+            match task.await.unwrap_or_else(|e| Err(Error::internal(format!("insert task failed: {e}")))) {
+                Ok(rows) => early_inserted = rows,
+                Err(e) => failure = failure.or(Some(e)),
+            }
+        }
         if let Some(e) = failure {
             FileSink::abort(self.table, &written).await;
             job.abandon_new_rows().await;
@@ -625,8 +642,20 @@ impl<'a> Merge<'a> {
         }
         reinsert.sort_unstable();
         reinsert.dedup();
+        for id in &early {
+            if matched[*id as usize] {
+                // Statistics said no file could hold this key; one did.
+                FileSink::abort(self.table, &written).await;
+                job.abandon_new_rows().await;
+                return Err(Error::new(
+                    ErrorKind::Data,
+                    "a data file holds a key outside the range its statistics give; nothing was committed",
+                ));
+            }
+            matched[*id as usize] = true;
+        }
         let unmatched: Vec<u32> = job.source.row_ids().into_iter().filter(|i| !matched[*i as usize]).collect();
-        let inserted = job.insert(&unmatched, &reinsert).await;
+        let inserted = job.insert(&unmatched, &reinsert).await.map(|rows| rows + early_inserted);
         report.rows_inserted = self.take_new_rows(&job, inserted, &mut written).await?;
         report.phases.insert_ms = lap();
         self.commit_merge(&job.source, read_all, report, removes, written, marked, lap).await

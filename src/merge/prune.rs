@@ -3,6 +3,7 @@
 
 use deltalake::arrow::array::Array;
 use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::row::OwnedRow;
 use deltalake::datafusion::common::tree_node::{Transformed, TreeNode};
 use deltalake::datafusion::common::{Column, ScalarValue};
 use deltalake::datafusion::logical_expr::{Expr, col, lit};
@@ -22,10 +23,26 @@ pub(super) fn candidates(
     source: &MergeSource,
     by_source: &[BySourceClause],
 ) -> Result<(Vec<Add>, usize)> {
+    let (adds, total, _) = candidates_with_bounds(table, source, by_source)?;
+    Ok((adds, total))
+}
+
+/// A candidate's range of a single key column, encoded as the source's keys are
+/// (`None`: unbounded on that side).
+pub(super) type KeyBounds = (Option<OwnedRow>, Option<OwnedRow>);
+
+/// [`candidates`], with each candidate's key range when the merge has a single key
+/// column and every file has statistics for it.
+pub(super) fn candidates_with_bounds(
+    table: &Table,
+    source: &MergeSource,
+    by_source: &[BySourceClause],
+) -> Result<(Vec<Add>, usize, Option<Vec<KeyBounds>>)> {
     let state = table.state()?;
     let log = state.log_data();
     let total = log.num_containers();
     let mut keep = vec![true; total];
+    let mut bounds: Option<Vec<KeyBounds>> = None;
     let by_source_files = by_source_files(table, by_source)?;
     if by_source_files.as_ref().is_none_or(|files| files.iter().any(|f| !f)) {
         for keys in &source.sorted_keys {
@@ -48,12 +65,17 @@ pub(super) fn candidates(
             // Timestamp statistics are truncated to milliseconds: a max may lie below the
             // file's largest value, so only the lower bound is trusted.
             let trust_max = !matches!(key_type, DataType::Timestamp(_, _));
+            let mut ranges = Vec::new();
             for (i, keep) in keep.iter_mut().enumerate() {
+                let lo = (!mins.is_null(i)).then(|| lo.row(i));
+                let hi = (trust_max && !maxs.is_null(i)).then(|| hi.row(i));
                 if *keep {
-                    let lo = (!mins.is_null(i)).then(|| lo.row(i));
-                    let hi = (trust_max && !maxs.is_null(i)).then(|| hi.row(i));
                     *keep = keys.any_between(lo, hi);
                 }
+                ranges.push((lo.map(|r| r.owned()), hi.map(|r| r.owned())));
+            }
+            if source.sorted_keys.len() == 1 {
+                bounds = Some(ranges);
             }
         }
         // Files a not-matched-by-source clause may change are read whatever their keys.
@@ -63,7 +85,48 @@ pub(super) fn candidates(
             }
         }
     }
-    Ok((crate::scan::selected_adds(state, &keep), total))
+    let bounds = bounds.map(|all| all.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(b, _)| b).collect());
+    Ok((crate::scan::selected_adds(state, &keep), total, bounds))
+}
+
+/// A key range as encoded bytes (`None`: unbounded on that side).
+type EncodedRange<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// The source rows whose key lies outside every candidate's range (`bounds`, from
+/// [`candidates_with_bounds`]): no target row can match them, so they can be
+/// inserted before any file is read. Ascending row ids.
+pub(super) fn surely_unmatched(source: &MergeSource, bounds: &[KeyBounds]) -> Vec<u32> {
+    // The ranges, sorted and merged into disjoint ones (an unbounded side stays so).
+    let mut ranges: Vec<EncodedRange<'_>> = bounds
+        .iter()
+        .map(|(lo, hi)| (lo.as_ref().map(|r| r.row().data()), hi.as_ref().map(|r| r.row().data())))
+        .collect();
+    ranges.sort_by(|a, b| match (a.0, b.0) {
+        (None, None) => std::cmp::Ordering::Equal,
+        (None, _) => std::cmp::Ordering::Less,
+        (_, None) => std::cmp::Ordering::Greater,
+        (Some(x), Some(y)) => x.cmp(y),
+    });
+    let mut merged: Vec<EncodedRange<'_>> = Vec::new();
+    for (lo, hi) in ranges {
+        match merged.last_mut() {
+            // Overlapping or touching the previous range (its end is unbounded or at
+            // least this start): extend it.
+            Some(last) if last.1.is_none() || lo.is_none_or(|lo| last.1.is_some_and(|end| lo <= end)) => {
+                last.1 = match (last.1, hi) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            _ => merged.push((lo, hi)),
+        }
+    }
+    let inside = |key: &[u8]| {
+        // The last range starting at or before `key` is the only one that may hold it.
+        let after = merged.partition_point(|(lo, _)| lo.is_none_or(|lo| lo <= key));
+        after > 0 && merged[after - 1].1.is_none_or(|hi| key <= hi)
+    };
+    source.row_ids().into_iter().filter(|id| !inside(source.index.key(*id).data())).collect()
 }
 
 /// Which files not-matched-by-source clauses may change (`None` without such
@@ -119,4 +182,39 @@ pub(super) fn read_predicate(source: &MergeSource) -> Option<String> {
     }
     let expr = parts.into_iter().reduce(Expr::and)?;
     deltalake::delta_datafusion::expr::fmt_expr_to_sql(&expr).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn rows_outside_every_candidates_range_are_surely_unmatched() {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false)]));
+        let keys: ArrayRef = Arc::new(Int64Array::from(vec![30, 1, 5, 10, 20, 11, 4, -7]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![keys]).unwrap();
+        let source =
+            MergeSource::prepare(std::iter::once(Ok(batch)), &["k".to_string()], None, &schema, None, None).unwrap();
+        let converter = &source.sorted_keys[0].converter;
+        let bound = |v: i64| {
+            let array: ArrayRef = Arc::new(Int64Array::from(vec![v]));
+            Some(converter.convert_columns(&[array]).unwrap().row(0).owned())
+        };
+        // Row ids of the keys outside the ranges, ascending.
+        let outside = |bounds: Vec<KeyBounds>| surely_unmatched(&source, &bounds);
+        // [4, 8] and [6, 11] overlap into [4, 11]; [25, ..) is open above.
+        assert_eq!(outside(vec![(bound(25), None), (bound(6), bound(11)), (bound(4), bound(8))]), vec![1, 4, 7]);
+        // Open below: everything up to 5 may match.
+        assert_eq!(outside(vec![(None, bound(5))]), vec![0, 3, 4, 5]);
+        // Touching ranges, and a single-value range.
+        assert_eq!(outside(vec![(bound(1), bound(5)), (bound(5), bound(10)), (bound(20), bound(20))]), vec![0, 5, 7]);
+        // No candidate: every row; one unbounded candidate: none.
+        assert_eq!(outside(Vec::new()), (0..8).collect::<Vec<u32>>());
+        assert!(outside(vec![(None, None)]).is_empty());
+    }
 }

@@ -158,7 +158,7 @@ fn key_of<'a>(encoded: &'a [Rows], starts: &[u32], id: u32) -> Row<'a> {
 }
 
 /// Stored batches with the row id of their first row.
-pub(crate) type Batches<'a> = Box<dyn Iterator<Item = Result<(u32, RecordBatch)>> + 'a>;
+pub(crate) type Batches<'a> = Box<dyn Iterator<Item = Result<(u32, RecordBatch)>> + Send + 'a>;
 
 /// The source's rows as they came, batch by batch, addressed by row id: in memory,
 /// or, past the merge's memory limit, in a local Arrow IPC spill file.
