@@ -126,6 +126,10 @@ pub(super) fn surely_unmatched(source: &MergeSource, bounds: &[KeyBounds]) -> Ve
         let after = merged.partition_point(|(lo, _)| lo.is_none_or(|lo| lo <= key));
         after > 0 && merged[after - 1].1.is_none_or(|hi| key <= hi)
     };
+    if source.duplicates_dropped == 0 {
+        // Every row kept: walk the keys in order rather than look each one up.
+        return source.index.all_keys().filter(|(_, key)| !inside(key.data())).map(|(id, _)| id).collect();
+    }
     source.row_ids().into_iter().filter(|id| !inside(source.index.key(*id).data())).collect()
 }
 
@@ -216,5 +220,14 @@ mod tests {
         // No candidate: every row; one unbounded candidate: none.
         assert_eq!(outside(Vec::new()), (0..8).collect::<Vec<u32>>());
         assert!(outside(vec![(None, None)]).is_empty());
+
+        // With rows deduplication dropped: only the kept row of a key counts.
+        let keys: ArrayRef = Arc::new(Int64Array::from(vec![30, 1, 30, 5]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![keys]).unwrap();
+        let deduped =
+            MergeSource::prepare(std::iter::once(Ok(batch)), &["k".to_string()], Some("k"), &schema, None, None)
+                .unwrap();
+        assert_eq!(deduped.duplicates_dropped, 1);
+        assert_eq!(surely_unmatched(&deduped, &[(bound(4), bound(6))]), vec![1, 2]);
     }
 }

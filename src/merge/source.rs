@@ -118,6 +118,15 @@ impl KeyIndex {
         self.table.iter().copied()
     }
 
+    /// Every stored row's id and encoded key in row-id order, including rows whose
+    /// key another row took (deduplication).
+    pub fn all_keys(&self) -> impl Iterator<Item = (u32, Row<'_>)> + '_ {
+        self.encoded
+            .iter()
+            .zip(&self.starts)
+            .flat_map(|(rows, start)| rows.iter().enumerate().map(move |(i, row)| (start + i as u32, row)))
+    }
+
     /// Add a batch's encoded keys, its first row being row id `start`. For a key
     /// already present, `replace(kept, new)` says whether row `new` takes its place.
     fn add(&mut self, keys: Rows, start: u32, mut replace: impl FnMut(u32, u32) -> Result<bool>) -> Result<()> {
