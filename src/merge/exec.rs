@@ -18,6 +18,7 @@ use deltalake::arrow::compute::{cast, filter_record_batch, is_not_null, take_rec
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::Add;
+use deltalake::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
@@ -310,7 +311,11 @@ impl MergeJob {
         // vector holds them and the newly marked rows.
         let deleted = crate::deletion_vectors::deleted_positions(&self.table, &result.add).await?;
         let written: Result<()> = async {
-            let builder = ParquetRecordBatchStreamBuilder::new(open()).await?;
+            // The footer is read once: the second pass reuses it (a round trip less per
+            // file on object stores).
+            let mut reader = open();
+            let metadata = ArrowReaderMetadata::load_async(&mut reader, Default::default()).await?;
+            let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, metadata.clone());
             total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
             // Without not-matched-by-source clauses only rows whose key matches can
             // change: find them from the key columns, then decode just those rows.
@@ -344,7 +349,7 @@ impl MergeJob {
                     return Ok(());
                 }
                 let selection = sediment_compactor::reader::row_selection(&matched, offset);
-                let builder = ParquetRecordBatchStreamBuilder::new(open()).await?;
+                let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(open(), metadata);
                 let builder = if other_roots.is_empty() {
                     builder
                 } else {
