@@ -49,8 +49,8 @@ pub(crate) struct MergeJob {
     /// write the new versions of a partition's files into one sink for that partition
     /// (a file per partition, not one per touched file), inserts go to a sink of
     /// their own (the same one on an unpartitioned table). Sinks are made on their
-    /// first row, closed together at the end (in parallel), and shared with the jobs
-    /// of a merge's key ranges.
+    /// first row; a partition's is closed once its last file is marked, the others
+    /// together at the end (in parallel). Shared with the jobs of a merge's key ranges.
     pub new_rows: NewRows,
 }
 
