@@ -4,26 +4,15 @@
 
 use std::collections::BTreeMap;
 
-use sediment::{CompactOptions, Table, WriteOptions};
+use sediment::{CompactOptions, Table};
 
 use crate::common::{s3_uri, table_rows};
-use crate::merge::{Order, model_rows, once_before_commit, orders, orders_batch, python_orders};
+use crate::merge::{Order, model_rows, once_before_commit, orders, orders_batch, orders_in_parts, python_orders};
 
 /// A table with deletion vectors enabled: day 0 in four 25-row files, day 1 in one
 /// 100-row file.
 async fn dv_table(uri: &str) -> (Table, BTreeMap<i64, Order>) {
-    let mut table = Table::open_or_new(uri, Default::default()).await.unwrap();
-    let mut model = BTreeMap::new();
-    let options =
-        || WriteOptions::append().partition_by(["order_date"]).table_property("delta.enableDeletionVectors", "true");
-    for part in [0..25, 25..50, 50..75, 75..100, 100..200] {
-        let batch = orders(part, "new");
-        for o in &batch {
-            model.insert(o.id, o.clone());
-        }
-        table.write([orders_batch(&batch)], options()).await.unwrap();
-    }
-    (table, model)
+    orders_in_parts(uri, [0..25, 25..50, 50..75, 75..100, 100..200], true).await
 }
 
 fn python_expected(model: &BTreeMap<i64, Order>) -> Vec<(i64, String)> {

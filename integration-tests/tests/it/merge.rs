@@ -63,14 +63,28 @@ pub fn model_rows(model: &BTreeMap<i64, Order>) -> Vec<String> {
 }
 
 async fn orders_table(uri: &str, days: i64) -> (Table, BTreeMap<i64, Order>) {
+    orders_in_parts(uri, (0..days).map(|day| day * 100..(day + 1) * 100), false).await
+}
+
+/// A table of "new" orders partitioned by day, one append per part of ids (with
+/// deletion vectors enabled if asked), and its model.
+pub async fn orders_in_parts(
+    uri: &str,
+    parts: impl IntoIterator<Item = std::ops::Range<i64>>,
+    deletion_vectors: bool,
+) -> (Table, BTreeMap<i64, Order>) {
     let mut table = Table::open_or_new(uri, Default::default()).await.unwrap();
     let mut model = BTreeMap::new();
-    for day in 0..days {
-        let batch = orders(day * 100..(day + 1) * 100, "new");
+    for part in parts {
+        let batch = orders(part, "new");
         for o in &batch {
             model.insert(o.id, o.clone());
         }
-        table.write([orders_batch(&batch)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
+        let mut options = WriteOptions::append().partition_by(["order_date"]);
+        if deletion_vectors {
+            options = options.table_property("delta.enableDeletionVectors", "true");
+        }
+        table.write([orders_batch(&batch)], options).await.unwrap();
     }
     (table, model)
 }
@@ -503,16 +517,8 @@ async fn a_merge_whose_file_a_compaction_replaced_is_planned_again() {
     // In memory, and with a source spilled and merged in key ranges.
     for limit in [Some(sediment::DEFAULT_SOURCE_MEMORY_LIMIT), Some(64)] {
         let uri = s3_uri("merge-vs-compaction");
-        let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-        let mut model = BTreeMap::new();
         // Day 0 in four small files.
-        for part in 0..4 {
-            let batch = orders(part * 25..(part + 1) * 25, "new");
-            for o in &batch {
-                model.insert(o.id, o.clone());
-            }
-            table.write([orders_batch(&batch)], WriteOptions::append().partition_by(["order_date"])).await.unwrap();
-        }
+        let (mut table, mut model) = orders_in_parts(&uri, (0..4).map(|part| part * 25..(part + 1) * 25), false).await;
         let source = orders(30..40, "paid");
         let hook = once_before_commit(&uri, |mut t: Table| async move {
             let report = t.compact(CompactOptions::default()).await.unwrap();
@@ -749,17 +755,7 @@ os._exit(0)  # the wheel can abort in its native teardown after a correct read
 #[tokio::test]
 async fn merges_write_deletion_vectors_where_the_table_enables_them() {
     let uri = s3_uri("merge-dv");
-    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    let mut model = BTreeMap::new();
-    for day in 0..3 {
-        let batch = orders(day * 100..(day + 1) * 100, "new");
-        for o in &batch {
-            model.insert(o.id, o.clone());
-        }
-        let options =
-            WriteOptions::append().partition_by(["order_date"]).table_property("delta.enableDeletionVectors", "true");
-        table.write([orders_batch(&batch)], options).await.unwrap();
-    }
+    let (mut table, mut model) = orders_in_parts(&uri, (0..3).map(|day| day * 100..(day + 1) * 100), true).await;
     let files_before: Vec<String> = table.files().unwrap().into_iter().map(|f| f.path).collect();
 
     // Updates to day 1, deletes from day 2 ('D'), one new order.
@@ -875,19 +871,8 @@ async fn deletes_and_updates_write_deletion_vectors_where_the_table_enables_them
 async fn a_source_past_its_memory_limit_is_merged_in_key_ranges() {
     for deletion_vectors in [false, true] {
         let uri = s3_uri(if deletion_vectors { "merge-spill-dv" } else { "merge-spill" });
-        let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-        let mut model = BTreeMap::new();
-        for day in 0..3 {
-            let batch = orders(day * 100..(day + 1) * 100, "new");
-            for o in &batch {
-                model.insert(o.id, o.clone());
-            }
-            let mut options = WriteOptions::append().partition_by(["order_date"]);
-            if deletion_vectors {
-                options = options.table_property("delta.enableDeletionVectors", "true");
-            }
-            table.write([orders_batch(&batch)], options).await.unwrap();
-        }
+        let days = (0..3).map(|day| day * 100..(day + 1) * 100);
+        let (mut table, mut model) = orders_in_parts(&uri, days, deletion_vectors).await;
         // Ten updates in each day, five new orders, in three source batches.
         let mut parts: Vec<Vec<Order>> = (0..3).map(|day| orders(day * 100 + 40..day * 100 + 50, "paid")).collect();
         parts.push(orders(300..305, "new"));
