@@ -543,13 +543,11 @@ impl<'a> Merge<'a> {
             ..Default::default()
         };
         let mut lap = stopwatch();
-        let (candidates, total, bounds) = candidates_with_bounds(self.table, &job.source, &self.by_source)?;
+        let inserts = !self.not_matched.is_empty();
+        let (candidates, total, bounds) = candidates_with_bounds(self.table, &job.source, &self.by_source, inserts)?;
         // Source rows whose key no candidate's range holds cannot match: they are
         // inserted while the files are read.
-        let early: Vec<u32> = match &bounds {
-            Some(bounds) if !self.not_matched.is_empty() => prune::surely_unmatched(&job.source, bounds),
-            _ => Vec::new(),
-        };
+        let early: Vec<u32> = bounds.map(|b| prune::surely_unmatched(&job.source, &b)).unwrap_or_default();
         report.phases.prune_ms = lap();
         report.files_considered = total;
         report.files_pruned = total - candidates.len();
@@ -560,14 +558,14 @@ impl<'a> Merge<'a> {
         });
         // Files left per partition: once a partition's are all done, the sink of its
         // new rows is closed while other files are still being read.
+        let candidates: Vec<(String, Add)> = candidates.into_iter().map(|a| (exec::partition_key(&a), a)).collect();
         let mut pending: HashMap<String, usize> = HashMap::new();
-        for add in &candidates {
-            *pending.entry(exec::partition_key(add)).or_default() += 1;
+        for (partition, _) in &candidates {
+            *pending.entry(partition.clone()).or_default() += 1;
         }
         let mut tasks = futures::stream::iter(candidates)
-            .map(|add| {
+            .map(|(partition, add)| {
                 let job = job.clone();
-                let partition = exec::partition_key(&add);
                 async move {
                     let result = tokio::spawn(job.merge_file(add, !read_all, rewrite))
                         .await

@@ -2,8 +2,9 @@
 //! declares it read for conflict checks.
 
 use deltalake::arrow::array::Array;
+use deltalake::arrow::array::ArrayRef;
 use deltalake::arrow::datatypes::DataType;
-use deltalake::arrow::row::OwnedRow;
+use deltalake::arrow::row::{OwnedRow, Row, Rows};
 use deltalake::datafusion::common::tree_node::{Transformed, TreeNode};
 use deltalake::datafusion::common::{Column, ScalarValue};
 use deltalake::datafusion::logical_expr::{Expr, col, lit};
@@ -23,7 +24,7 @@ pub(super) fn candidates(
     source: &MergeSource,
     by_source: &[BySourceClause],
 ) -> Result<(Vec<Add>, usize)> {
-    let (adds, total, _) = candidates_with_bounds(table, source, by_source)?;
+    let (adds, total, _) = candidates_with_bounds(table, source, by_source, false)?;
     Ok((adds, total))
 }
 
@@ -31,24 +32,26 @@ pub(super) fn candidates(
 /// (`None`: unbounded on that side).
 pub(super) type KeyBounds = (Option<OwnedRow>, Option<OwnedRow>);
 
-/// [`candidates`], with each candidate's key range when the merge has a single key
-/// column and every file has statistics for it.
+/// [`candidates`], and with `with_bounds` each candidate's key range when the merge
+/// has a single key column and every file has statistics for it.
 pub(super) fn candidates_with_bounds(
     table: &Table,
     source: &MergeSource,
     by_source: &[BySourceClause],
+    with_bounds: bool,
 ) -> Result<(Vec<Add>, usize, Option<Vec<KeyBounds>>)> {
     let state = table.state()?;
     let log = state.log_data();
     let total = log.num_containers();
     let mut keep = vec![true; total];
-    let mut bounds: Option<Vec<KeyBounds>> = None;
+    // The single key's bounds, kept to give the candidates' ranges once they are known.
+    let mut single: Option<FileBounds> = None;
     let by_source_files = by_source_files(table, by_source)?;
     if by_source_files.as_ref().is_none_or(|files| files.iter().any(|f| !f)) {
         for keys in &source.sorted_keys {
             let column = Column::from_name(&keys.column);
             let key_type = keys.min.data_type().clone();
-            let bound = |values: Option<deltalake::arrow::array::ArrayRef>| {
+            let bound = |values: Option<ArrayRef>| {
                 values.filter(|v| v.len() == total).and_then(|v| {
                     if v.data_type() == &key_type {
                         Some(v)
@@ -60,22 +63,21 @@ pub(super) fn candidates_with_bounds(
             let (Some(mins), Some(maxs)) = (bound(log.min_values(&column)), bound(log.max_values(&column))) else {
                 continue;
             };
-            let lo = keys.converter.convert_columns(std::slice::from_ref(&mins))?;
-            let hi = keys.converter.convert_columns(std::slice::from_ref(&maxs))?;
-            // Timestamp statistics are truncated to milliseconds: a max may lie below the
-            // file's largest value, so only the lower bound is trusted.
-            let trust_max = !matches!(key_type, DataType::Timestamp(_, _));
-            let mut ranges = Vec::new();
+            let bounds = FileBounds {
+                lo: keys.converter.convert_columns(std::slice::from_ref(&mins))?,
+                hi: keys.converter.convert_columns(std::slice::from_ref(&maxs))?,
+                mins,
+                maxs,
+                trust_max: !matches!(key_type, DataType::Timestamp(_, _)),
+            };
             for (i, keep) in keep.iter_mut().enumerate() {
-                let lo = (!mins.is_null(i)).then(|| lo.row(i));
-                let hi = (trust_max && !maxs.is_null(i)).then(|| hi.row(i));
                 if *keep {
+                    let (lo, hi) = bounds.range(i);
                     *keep = keys.any_between(lo, hi);
                 }
-                ranges.push((lo.map(|r| r.owned()), hi.map(|r| r.owned())));
             }
-            if source.sorted_keys.len() == 1 {
-                bounds = Some(ranges);
+            if with_bounds && source.sorted_keys.len() == 1 {
+                single = Some(bounds);
             }
         }
         // Files a not-matched-by-source clause may change are read whatever their keys.
@@ -85,8 +87,36 @@ pub(super) fn candidates_with_bounds(
             }
         }
     }
-    let bounds = bounds.map(|all| all.into_iter().zip(&keep).filter(|(_, k)| **k).map(|(b, _)| b).collect());
+    let bounds = single.map(|bounds| {
+        (0..total)
+            .filter(|i| keep[*i])
+            .map(|i| {
+                let (lo, hi) = bounds.range(i);
+                (lo.map(|r| r.owned()), hi.map(|r| r.owned()))
+            })
+            .collect()
+    });
     Ok((crate::scan::selected_adds(state, &keep), total, bounds))
+}
+
+/// Every file's statistics bounds of one key column, encoded as the source's keys are.
+struct FileBounds {
+    lo: Rows,
+    hi: Rows,
+    mins: ArrayRef,
+    maxs: ArrayRef,
+    /// Timestamp statistics are truncated to milliseconds: a max may lie below the
+    /// file's largest value, so only the lower bound is trusted.
+    trust_max: bool,
+}
+
+impl FileBounds {
+    /// File `i`'s range (`None`: unbounded on that side).
+    fn range(&self, i: usize) -> (Option<Row<'_>>, Option<Row<'_>>) {
+        let lo = (!self.mins.is_null(i)).then(|| self.lo.row(i));
+        let hi = (self.trust_max && !self.maxs.is_null(i)).then(|| self.hi.row(i));
+        (lo, hi)
+    }
 }
 
 /// A key range as encoded bytes (`None`: unbounded on that side).

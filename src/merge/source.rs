@@ -601,8 +601,8 @@ impl SortedKeys {
     }
 }
 
-/// An array of `len` optional row ids, `id(i)` for each (built without the per-value
-/// branching of collecting `Option`s: lookups run once per target row).
+/// An array of `len` optional row ids, `id(i)` for each, its values and validity
+/// written directly (lookups run once per target row).
 fn row_ids(len: usize, mut id: impl FnMut(usize) -> Option<u32>) -> UInt32Array {
     let mut values = Vec::with_capacity(len);
     let mut valid = BooleanBufferBuilder::new(len);
