@@ -3,7 +3,7 @@
 #   bash scripts/with-s3.sh cargo nextest run -p sediment-integration-tests compaction
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/sediment-target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 source scripts/s3-env.sh
 export SEDIMENT_BIN="$CARGO_TARGET_DIR/debug/sediment"
 "$@"
