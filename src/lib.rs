@@ -13,6 +13,21 @@
 //! - **history** lists commits ([`Table::history`]); **info** describes a snapshot's
 //!   file layout ([`Table::info`]).
 //!
+//! The library is in wings, by what a user does with a table; dependencies flow one
+//! way, from the top of this list to the bottom:
+//!
+//! | wing | what it holds |
+//! |---|---|
+//! | [`cli`] | the `sediment` command line: one file per command (the binary parses and dispatches) |
+//! | [`maintain`] | compaction (and, next, snapshots, vacuum, retention, tiering) |
+//! | [`change`] | deletes, updates, merges and deletion vectors |
+//! | [`write`] | appends and overwrites, the file sink, [`TableWriter`], input files |
+//! | [`read`] | predicates, scan planning and scans |
+//! | [`table`] | opening and time travel, storage URIs, protocol features, schema fitting, commits, history, info |
+//!
+//! [`error`] (the one error type, with a kind a caller can act on) and [`demo`]
+//! (deterministic synthetic data) sit beside them and import none of them.
+//!
 //! ```no_run
 //! # async fn example(batches: Vec<deltalake::arrow::array::RecordBatch>) -> sediment::Result<()> {
 //! use sediment::{Table, WriteOptions};
@@ -23,43 +38,31 @@
 //! # Ok(()) }
 //! ```
 
-pub mod commit;
-pub mod compaction;
-pub mod deletion_vectors;
+pub mod change;
+pub mod cli;
 pub mod demo;
-pub mod dml;
 pub mod error;
-pub mod features;
-pub mod history;
-pub mod info;
-pub mod merge;
-pub mod metered_store;
-pub mod predicate;
-pub mod scan;
-pub mod schema;
-mod sink;
-pub mod source;
-pub mod storage;
+pub mod maintain;
+pub mod read;
 pub mod table;
-pub mod table_writer;
 pub mod write;
 
 pub use deltalake;
 pub use deltalake::arrow;
 
-pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
-pub use dml::{ChangeReport, DeleteReport, UpdateReport};
-pub use error::{Error, ErrorKind, Result};
-pub use history::HistoryEntry;
-pub use info::TableInfo;
-pub use merge::{
-    DEFAULT_SOURCE_MEMORY_LIMIT, MatchedAction, Merge, MergeReport, NotMatchedAction, NotMatchedBySourceAction,
-    Scd2Options,
+pub use change::{
+    ChangeReport, DEFAULT_SOURCE_MEMORY_LIMIT, DeleteReport, MatchedAction, Merge, MergeReport, NotMatchedAction,
+    NotMatchedBySourceAction, Scd2Options, UpdateReport,
 };
-pub use scan::{Scan, ScanBuilder, ScanPlan, ScanReport};
-pub use schema::SchemaMode;
-pub use sink::{DEFAULT_TARGET_FILE_SIZE, writer_properties, writer_properties_for};
-pub use storage::StorageOptions;
+pub use error::{Error, ErrorKind, Result};
+pub use maintain::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
+pub use read::{Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};
+pub use table::history::HistoryEntry;
+pub use table::info::TableInfo;
+pub use table::schema::SchemaMode;
+pub use table::storage::StorageOptions;
 pub use table::{DataFile, OpenOptions, Table};
-pub use table_writer::{TableWriter, TableWriterSettings};
-pub use write::{WriteMode, WriteOptions, WriteReport};
+pub use write::{
+    DEFAULT_TARGET_FILE_SIZE, TableWriter, TableWriterSettings, WriteMode, WriteOptions, WriteReport, writer_properties,
+    writer_properties_for,
+};

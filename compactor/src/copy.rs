@@ -83,7 +83,7 @@ pub(crate) async fn copyable(
             .with_prefetch_hint(Some(64 * 1024))
             .load_and_finish(&mut reader, size)
             .await
-            .map_err(|e| crate::executor::read_error(&add.path, e))?;
+            .map_err(|e| CompactionError::reading(&add.path, e))?;
         let metadata = Arc::new(metadata);
         let descr = metadata.file_metadata().schema_descr();
         match inputs.first() {
@@ -297,7 +297,7 @@ async fn write_copies(
                 let mut stream = row_group_batches(store, input, path.clone(), index)?;
                 bytes_read += group.compressed_size().max(0) as u64;
                 while let Some(batch) =
-                    stream.try_next().await.map_err(|e| crate::executor::read_error(&input.add.path, e))?
+                    stream.try_next().await.map_err(|e| CompactionError::reading(&input.add.path, e))?
                 {
                     let state = match &mut encoder {
                         Some(state) => state,
@@ -375,7 +375,7 @@ async fn sample(store: &Arc<dyn object_store::ObjectStore>, inputs: &[CopyInput]
         let path = Path::from_url_path(&input.add.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.add.path)))?;
         let mut stream = row_group_batches(store, input, path, index)?;
-        return stream.try_next().await.map_err(|e| crate::executor::read_error(&input.add.path, e));
+        return stream.try_next().await.map_err(|e| CompactionError::reading(&input.add.path, e));
     }
     Ok(None)
 }

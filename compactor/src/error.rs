@@ -20,6 +20,20 @@ pub enum CompactionError {
     Data(String),
 }
 
+impl CompactionError {
+    /// A failed read of data file `path`: storage trouble (retry later) when the
+    /// object store failed, else a damaged file.
+    pub fn reading(path: &str, e: deltalake::parquet::errors::ParquetError) -> Self {
+        use deltalake::parquet::errors::ParquetError as P;
+        match e {
+            P::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
+                CompactionError::Storage(format!("reading {path}: {inner}"))
+            }
+            other => CompactionError::Data(format!("cannot read data file {path}: {other}")),
+        }
+    }
+}
+
 /// Shorthand for compaction results.
 pub type Result<T, E = CompactionError> = std::result::Result<T, E>;
 

@@ -591,7 +591,7 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
         let path = Path::from_url_path(&input.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.path)))?;
         let reader = StoreFileReader::new(context.store.clone(), path, input.size);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| read_error(&input.path, e))?;
+        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| CompactionError::reading(&input.path, e))?;
         // Rows a deletion vector deleted are not read.
         let builder = match context.inputs.get(&input.path).and_then(|f| f.add.deletion_vector.as_ref()) {
             Some(dv) => {
@@ -602,8 +602,8 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
             }
             None => builder,
         };
-        let mut stream = builder.with_batch_size(8192).build().map_err(|e| read_error(&input.path, e))?;
-        while let Some(batch) = stream.try_next().await.map_err(|e| read_error(&input.path, e))? {
+        let mut stream = builder.with_batch_size(8192).build().map_err(|e| CompactionError::reading(&input.path, e))?;
+        while let Some(batch) = stream.try_next().await.map_err(|e| CompactionError::reading(&input.path, e))? {
             let batch = conform(&batch, &context.file_schema).map_err(|e| {
                 CompactionError::Data(format!("data file {} does not fit the table schema: {e}", input.path))
             })?;
@@ -632,16 +632,6 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
         add.data_change = false;
     }
     Ok((adds, rows, false))
-}
-
-pub(crate) fn read_error(path: &str, e: deltalake::parquet::errors::ParquetError) -> CompactionError {
-    use deltalake::parquet::errors::ParquetError as P;
-    match e {
-        P::External(inner) if inner.downcast_ref::<object_store::Error>().is_some() => {
-            CompactionError::Storage(format!("reading {path}: {inner}"))
-        }
-        other => CompactionError::Data(format!("cannot read data file {path}: {other}")),
-    }
 }
 
 /// `batch` with exactly `schema`'s columns: missing ones (added to the table later)

@@ -50,7 +50,7 @@ async fn compaction_keeps_rows_merges_files_and_converges() {
     // The commit is an OPTIMIZE by Sediment that changes no data.
     let history = table.history(Some(1)).await.unwrap();
     assert_eq!(history[0].operation.as_deref(), Some("OPTIMIZE"));
-    assert_eq!(history[0].engine.as_deref(), Some(sediment::commit::engine_info().as_str()));
+    assert_eq!(history[0].engine.as_deref(), Some(sediment::table::commit::engine_info().as_str()));
     let log = table.delta().log_store().read_commit_entry(history[0].version).await.unwrap().unwrap();
     let log = String::from_utf8(log.to_vec()).unwrap();
     let data_change_flags: Vec<bool> = log
@@ -218,7 +218,7 @@ async fn compaction_races_appenders_and_a_deleter_without_losing_rows() {
     deleter.await.unwrap();
 
     // Model: initial rows without the deleted ids, plus every appended batch.
-    let keep = sediment::predicate::Predicate::parse("event_id >= 1500", &initial.schema())
+    let keep = sediment::read::predicate::Predicate::parse("event_id >= 1500", &initial.schema())
         .unwrap()
         .matches(&initial)
         .unwrap();
@@ -284,7 +284,7 @@ async fn bins_whose_inputs_a_concurrent_delete_removed_are_given_up() {
 
     // The result is as if the delete ran first and the compaction after it.
     let all = sediment::demo::events_batch(0, 2_000);
-    let keep = sediment::predicate::Predicate::parse("event_date <> '2024-05-01'", &all.schema())
+    let keep = sediment::read::predicate::Predicate::parse("event_date <> '2024-05-01'", &all.schema())
         .unwrap()
         .matches(&all)
         .unwrap();

@@ -5,7 +5,7 @@ use sediment::{CompactOptions, ErrorKind, OpenOptions, Table, WriteOptions};
 use crate::common::{ScanRun, append_events, canonical_rows, s3_uri, table_rows};
 
 fn without(batch: &sediment::arrow::array::RecordBatch, predicate: &str) -> sediment::arrow::array::RecordBatch {
-    let keep = sediment::predicate::Predicate::parse(&format!("NOT ({predicate})"), &batch.schema())
+    let keep = sediment::read::predicate::Predicate::parse(&format!("NOT ({predicate})"), &batch.schema())
         .unwrap()
         .matches(batch)
         .unwrap();

@@ -45,7 +45,7 @@ async fn append_overwrite_and_time_travel_on_s3() {
     // time before the table existed is not found, now is the latest version.
     let history = reopened.history(None).await.unwrap();
     assert_eq!(history.iter().map(|h| h.version).collect::<Vec<_>>(), vec![1, 0]);
-    assert_eq!(history[0].engine.as_deref(), Some(sediment::commit::engine_info().as_str()));
+    assert_eq!(history[0].engine.as_deref(), Some(sediment::table::commit::engine_info().as_str()));
     assert_eq!(history[0].operation.as_deref(), Some("WRITE"));
     assert_eq!(history[0].metrics["numOutputRows"], "500");
     let at_between = Table::open_with(&uri, OpenOptions::new().as_of(between)).await.unwrap();
@@ -122,7 +122,7 @@ async fn scans_prune_by_partition_and_statistics() {
     assert_eq!(report.files_after_stats_skipping, 10);
     assert!(report.bytes_read > 0 && report.bytes_read <= report.bytes_in_selected_files * 2);
     let all_rows = sediment::demo::events_batch(0, 10_000);
-    let day_mask = sediment::predicate::Predicate::parse("event_date = '2024-05-03'", &all_rows.schema())
+    let day_mask = sediment::read::predicate::Predicate::parse("event_date = '2024-05-03'", &all_rows.schema())
         .unwrap()
         .matches(&all_rows)
         .unwrap();

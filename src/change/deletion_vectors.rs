@@ -5,7 +5,7 @@
 //! `StreamingDeletionVectorWriter`, with its size prefixes and CRCs). Each marked file
 //! is then removed and added again with a `u` (UUID-relative) descriptor pointing into
 //! that file. Only tables that enable deletion vectors get them
-//! ([`crate::features::deletion_vectors_enabled`]).
+//! ([`crate::table::features::deletion_vectors_enabled`]).
 
 use std::sync::Arc;
 
@@ -82,7 +82,7 @@ pub(crate) async fn write(table: &Table, marked: Vec<(Add, Vec<u64>)>) -> Result
         new.data_change = true;
         new.modification_time = now;
         new.stats = new.stats.as_deref().map(wide_bounds);
-        actions.push(Action::Remove(crate::commit::remove_action(add)));
+        actions.push(Action::Remove(crate::table::commit::remove_action(add)));
         actions.push(Action::Add(new));
     }
     Ok(Marked { file: Some((path, size)), actions })

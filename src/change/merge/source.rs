@@ -26,7 +26,7 @@ use deltalake::arrow::row::{Row, RowConverter, Rows, SortField};
 use deltalake::arrow::util::display::array_value_to_string;
 
 use crate::error::{Error, Result};
-use crate::schema::fit_column;
+use crate::table::schema::fit_column;
 
 /// A source ready to be merged.
 pub(crate) struct MergeSource {
@@ -297,6 +297,261 @@ impl KeyEncoder {
     }
 }
 
+/// A merge source being read: each batch checked, indexed and stored in turn
+/// ([`MergeSource::prepare`] runs the steps in order).
+struct SourceBuilder<'a> {
+    keys: &'a [String],
+    dedupe_by: Option<&'a str>,
+    memory_limit: Option<usize>,
+    spill_directory: Option<&'a std::path::Path>,
+    /// The first batch's schema, which every later batch must have.
+    schema: Option<SchemaRef>,
+    encoder: Option<KeyEncoder>,
+    index: KeyIndex,
+    /// Stored batches while the rows are in memory.
+    batches: Vec<RecordBatch>,
+    /// The row id of each stored batch's first row.
+    starts: Vec<u32>,
+    /// The dedupe column's values of each stored batch, encoded for comparison.
+    dedupe_values: Vec<Rows>,
+    /// Per key column, its values batch by batch (kept when the rows are spilled).
+    key_arrays: Vec<Vec<ArrayRef>>,
+    spill: Option<(tempfile::NamedTempFile, FileWriter<std::io::BufWriter<std::fs::File>>)>,
+    /// Rows and bytes stored so far.
+    rows: usize,
+    bytes: usize,
+}
+
+impl<'a> SourceBuilder<'a> {
+    fn new(
+        keys: &'a [String],
+        dedupe_by: Option<&'a str>,
+        memory_limit: Option<usize>,
+        spill_directory: Option<&'a std::path::Path>,
+    ) -> Self {
+        Self {
+            keys,
+            dedupe_by,
+            memory_limit,
+            spill_directory,
+            schema: None,
+            encoder: None,
+            index: KeyIndex::new(),
+            batches: Vec::new(),
+            starts: Vec::new(),
+            dedupe_values: Vec::new(),
+            key_arrays: vec![Vec::new(); keys.len()],
+            spill: None,
+            rows: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The first part fixes the columns (and must have the keys and the dedupe
+    /// column); every later part must have the same.
+    fn check_shape(&mut self, part: usize, batch: &RecordBatch) -> Result<()> {
+        match &self.schema {
+            None => {
+                for key in self.keys {
+                    if batch.column_by_name(key).is_none() {
+                        return Err(Error::invalid(format!("key column `{key}` is not in the merge source")));
+                    }
+                }
+                if let Some(c) = self.dedupe_by
+                    && batch.column_by_name(c).is_none()
+                {
+                    return Err(Error::invalid(format!("dedupe column `{c}` is not in the merge source")));
+                }
+                self.encoder = Some(KeyEncoder::new(self.keys, &batch.schema())?);
+                self.schema = Some(batch.schema());
+                Ok(())
+            }
+            Some(first) if first.fields() != batch.schema().fields() => Err(Error::invalid(format!(
+                "the merge source's parts do not have the same columns and types: part {} has ({}), the first part ({})",
+                part + 1,
+                describe_fields(&batch.schema()),
+                describe_fields(first)
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// No null key, and row ids still fit in a `u32`.
+    fn check_keys(&self, batch: &RecordBatch) -> Result<()> {
+        for key in self.keys {
+            let column = batch.column_by_name(key).ok_or_else(|| Error::internal("key column missing"))?;
+            if column.null_count() > 0 {
+                let row = (0..column.len()).find(|i| column.is_null(*i)).unwrap_or_default();
+                return Err(Error::invalid(format!(
+                    "the merge source has row(s) with a null key `{key}` (the first is row {})",
+                    self.rows + row
+                )));
+            }
+        }
+        if self.rows + batch.num_rows() > u32::MAX as usize {
+            return Err(Error::invalid("the merge source has more than 4,294,967,295 rows; merge it in parts"));
+        }
+        Ok(())
+    }
+
+    /// Add the batch's keys to the index: a key seen before keeps the row with the
+    /// larger dedupe value (the later row on ties), or, without a dedupe column, is
+    /// an error naming the key.
+    fn index(&mut self, batch: &RecordBatch) -> Result<()> {
+        let dedupe = self
+            .dedupe_by
+            .map(|c| {
+                let column = batch.column_by_name(c).ok_or_else(|| Error::internal("dedupe column missing"))?;
+                let converter = RowConverter::new(vec![SortField::new(column.data_type().clone())])?;
+                Ok::<_, Error>(converter.convert_columns(std::slice::from_ref(column))?)
+            })
+            .transpose()?;
+        let encoded = self.encoder.as_ref().ok_or_else(|| Error::internal("no key encoder"))?.encode(batch)?;
+        let start = self.rows as u32;
+        let (starts, dedupe_values, keys) = (&self.starts, &self.dedupe_values, self.keys);
+        self.index.add(encoded, start, |kept, new| match &dedupe {
+            Some(values) => {
+                let new_value = values.row((new - start) as usize);
+                Ok(if kept >= start {
+                    new_value >= values.row((kept - start) as usize)
+                } else {
+                    let (b, row) = locate(starts, kept);
+                    new_value >= dedupe_values[b].row(row)
+                })
+            }
+            None => Err(Error::invalid(format!(
+                "the merge source has more than one row with key {}; give a dedupe column to keep the latest",
+                describe_key(batch, keys, (new - start) as usize)
+            ))),
+        })?;
+        if let Some(values) = dedupe {
+            self.dedupe_values.push(values);
+        }
+        Ok(())
+    }
+
+    /// Keep the batch: in memory, or appended to the spill file once there is one.
+    fn store(&mut self, batch: RecordBatch) -> Result<()> {
+        self.starts.push(self.rows as u32);
+        self.rows += batch.num_rows();
+        for (arrays, key) in self.key_arrays.iter_mut().zip(self.keys) {
+            arrays.push(batch.column_by_name(key).cloned().ok_or_else(|| Error::internal("key column missing"))?);
+        }
+        self.bytes += batch.get_array_memory_size();
+        match &mut self.spill {
+            Some((_, writer)) => writer.write(&batch)?,
+            None => self.batches.push(batch),
+        }
+        Ok(())
+    }
+
+    /// Past the memory limit, move the rows held so far to a new spill file (in the
+    /// spill directory, else the temporary directory).
+    fn spill_past_limit(&mut self) -> Result<()> {
+        if self.spill.is_some() || !self.memory_limit.is_some_and(|limit| self.bytes > limit) {
+            return Ok(());
+        }
+        let bytes = self.bytes;
+        let directory = self.spill_directory.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
+        let file = tempfile::Builder::new().prefix("sediment-merge-source-").tempfile_in(&directory).map_err(|e| {
+            // A directory that is not there or not writable is a setting to fix;
+            // anything else (a full disk) may pass.
+            let kind = match e.kind() {
+                std::io::ErrorKind::NotFound
+                | std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::NotADirectory => crate::ErrorKind::InvalidInput,
+                _ => crate::ErrorKind::Unavailable,
+            };
+            Error::new(
+                kind,
+                format!(
+                    "the merge source ({bytes} bytes) is past its memory limit, and its spill file cannot be created in {}: {e}",
+                    directory.display()
+                ),
+            )
+        })?;
+        let mut writer =
+            FileWriter::try_new(std::io::BufWriter::new(file.reopen().map_err(spill_error)?), &self.batches[0].schema())?;
+        for batch in self.batches.drain(..) {
+            writer.write(&batch)?;
+        }
+        tracing::info!(bytes, limit = self.memory_limit, path = %file.path().display(), "merge source spilled to a local file");
+        self.spill = Some((file, writer));
+        Ok(())
+    }
+
+    /// The source: the spill file closed, each key column's sorted values, and for a
+    /// single integer key held in memory its index of native values.
+    fn finish(self) -> Result<MergeSource> {
+        let spill = match self.spill {
+            Some((file, mut writer)) => {
+                writer.finish()?;
+                Some(file)
+            }
+            None => None,
+        };
+        let schema = self.schema.ok_or_else(|| Error::invalid("the merge source has no batches"))?;
+        let keys = self.encoder.ok_or_else(|| Error::internal("no key encoder"))?;
+        let sorted_keys = keys
+            .columns
+            .iter()
+            .zip(&self.key_arrays)
+            .map(|(k, arrays)| SortedKeys::new(k, schema.field_with_name(k)?.data_type(), arrays))
+            .collect::<Result<Vec<_>>>()?;
+        let integer_index = match self.key_arrays.as_slice() {
+            [arrays] if spill.is_none() && arrays.iter().all(|a| is_integer(a.data_type())) => {
+                Some(integer_index(arrays, &self.starts, &self.index, self.rows)?)
+            }
+            _ => None,
+        };
+        Ok(MergeSource {
+            integer_index,
+            duplicates_dropped: (self.rows - self.index.len()) as u64,
+            rows: SourceRows {
+                schema,
+                batches: self.batches,
+                spill,
+                bytes: self.bytes,
+                starts: self.starts,
+                rows: self.rows,
+            },
+            index: self.index,
+            keys,
+            sorted_keys,
+        })
+    }
+}
+
+/// The native-value index of a single integer key whose values, batch by batch, are
+/// `arrays` (`rows` stored, `index` the keys kept).
+fn integer_index(arrays: &[ArrayRef], starts: &[u32], index: &KeyIndex, rows: usize) -> Result<IntegerIndex> {
+    let arrays = arrays
+        .iter()
+        .map(|a| {
+            let a = deltalake::arrow::compute::cast(a, &deltalake::arrow::datatypes::DataType::Int64)?;
+            Ok(a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("int64 key"))?.clone())
+        })
+        .collect::<Result<Vec<Int64Array>>>()?;
+    Ok(if index.len() == rows {
+        // Every row kept: its keys in row-id order.
+        let keyed = || {
+            arrays
+                .iter()
+                .zip(starts)
+                .flat_map(|(a, start)| a.values().iter().enumerate().map(move |(i, key)| (*key, start + i as u32)))
+        };
+        IntegerIndex::new(keyed, index.len())
+    } else {
+        let keyed = || {
+            index.ids().map(|id| {
+                let (batch, row) = locate(starts, id);
+                (arrays[batch].value(row), id)
+            })
+        };
+        IntegerIndex::new(keyed, index.len())
+    })
+}
+
 impl MergeSource {
     /// Read, check and index `source` for a merge on `keys` into a table of
     /// `table_schema`. `dedupe_by` keeps the row with the largest value of that column
@@ -321,185 +576,19 @@ impl MergeSource {
                 return Err(Error::invalid(format!("key column `{key}` is not in the table")));
             }
         }
-        let mut schema: Option<SchemaRef> = None;
-        let mut encoder: Option<KeyEncoder> = None;
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        let mut starts: Vec<u32> = Vec::new();
-        // The dedupe column's values of each stored batch, encoded for comparison.
-        let mut dedupe_values: Vec<Rows> = Vec::new();
-        let mut index = KeyIndex::new();
-        let mut total = 0usize;
-        let mut bytes = 0usize;
-        // Per key column, its values batch by batch (kept when the rows are spilled).
-        let mut key_arrays: Vec<Vec<ArrayRef>> = vec![Vec::new(); keys.len()];
-        let mut spill: Option<(tempfile::NamedTempFile, FileWriter<std::io::BufWriter<std::fs::File>>)> = None;
+        let mut builder = SourceBuilder::new(keys, dedupe_by, memory_limit, spill_directory);
         for (part, batch) in source.enumerate() {
-            let batch = fit_to_table(&batch?, table_schema)?;
-            let batch = shrink(batch)?;
-            match &schema {
-                None => {
-                    for key in keys {
-                        if batch.column_by_name(key).is_none() {
-                            return Err(Error::invalid(format!("key column `{key}` is not in the merge source")));
-                        }
-                    }
-                    if let Some(c) = dedupe_by
-                        && batch.column_by_name(c).is_none()
-                    {
-                        return Err(Error::invalid(format!("dedupe column `{c}` is not in the merge source")));
-                    }
-                    encoder = Some(KeyEncoder::new(keys, &batch.schema())?);
-                    schema = Some(batch.schema());
-                }
-                Some(first) if first.fields() != batch.schema().fields() => {
-                    return Err(Error::invalid(format!(
-                        "the merge source's parts do not have the same columns and types: part {} has ({}), the first part ({})",
-                        part + 1,
-                        describe_fields(&batch.schema()),
-                        describe_fields(first)
-                    )));
-                }
-                Some(_) => {}
-            }
+            let batch = shrink(fit_to_table(&batch?, table_schema)?)?;
+            builder.check_shape(part, &batch)?;
             if batch.num_rows() == 0 {
                 continue;
             }
-            for key in keys {
-                let column = batch.column_by_name(key).ok_or_else(|| Error::internal("key column missing"))?;
-                if column.null_count() > 0 {
-                    let row = (0..column.len()).find(|i| column.is_null(*i)).unwrap_or_default();
-                    return Err(Error::invalid(format!(
-                        "the merge source has row(s) with a null key `{key}` (the first is row {})",
-                        total + row
-                    )));
-                }
-            }
-            if total + batch.num_rows() > u32::MAX as usize {
-                return Err(Error::invalid("the merge source has more than 4,294,967,295 rows; merge it in parts"));
-            }
-            let dedupe = dedupe_by
-                .map(|c| {
-                    let column = batch.column_by_name(c).ok_or_else(|| Error::internal("dedupe column missing"))?;
-                    let converter = RowConverter::new(vec![SortField::new(column.data_type().clone())])?;
-                    Ok::<_, Error>(converter.convert_columns(std::slice::from_ref(column))?)
-                })
-                .transpose()?;
-            let encoded = encoder.as_ref().ok_or_else(|| Error::internal("no key encoder"))?.encode(&batch)?;
-            let start = total as u32;
-            index.add(encoded, start, |kept, new| match &dedupe {
-                // The later row wins ties.
-                Some(values) => {
-                    let new_value = values.row((new - start) as usize);
-                    Ok(if kept >= start {
-                        new_value >= values.row((kept - start) as usize)
-                    } else {
-                        let (b, row) = locate(&starts, kept);
-                        new_value >= dedupe_values[b].row(row)
-                    })
-                }
-                None => Err(Error::invalid(format!(
-                    "the merge source has more than one row with key {}; give a dedupe column to keep the latest",
-                    describe_key(&batch, keys, (new - start) as usize)
-                ))),
-            })?;
-            starts.push(total as u32);
-            total += batch.num_rows();
-            if let Some(values) = dedupe {
-                dedupe_values.push(values);
-            }
-            for (arrays, key) in key_arrays.iter_mut().zip(keys) {
-                arrays.push(batch.column_by_name(key).cloned().ok_or_else(|| Error::internal("key column missing"))?);
-            }
-            bytes += batch.get_array_memory_size();
-            match &mut spill {
-                Some((_, writer)) => writer.write(&batch)?,
-                None => batches.push(batch),
-            }
-            if spill.is_none() && memory_limit.is_some_and(|limit| bytes > limit) {
-                let directory = spill_directory.map_or_else(std::env::temp_dir, std::path::Path::to_path_buf);
-                let file = tempfile::Builder::new()
-                    .prefix("sediment-merge-source-")
-                    .tempfile_in(&directory)
-                    .map_err(|e| {
-                        // A directory that is not there or not writable is a setting to
-                        // fix; anything else (a full disk) may pass.
-                        let kind = match e.kind() {
-                            std::io::ErrorKind::NotFound
-                            | std::io::ErrorKind::PermissionDenied
-                            | std::io::ErrorKind::NotADirectory => crate::ErrorKind::InvalidInput,
-                            _ => crate::ErrorKind::Unavailable,
-                        };
-                        Error::new(
-                            kind,
-                            format!(
-                                "the merge source ({bytes} bytes) is past its memory limit, and its spill file cannot be created in {}: {e}",
-                                directory.display()
-                            ),
-                        )
-                    })?;
-                let mut writer = FileWriter::try_new(
-                    std::io::BufWriter::new(file.reopen().map_err(spill_error)?),
-                    &batches[0].schema(),
-                )?;
-                for batch in batches.drain(..) {
-                    writer.write(&batch)?;
-                }
-                tracing::info!(bytes, limit = memory_limit, path = %file.path().display(), "merge source spilled to a local file");
-                spill = Some((file, writer));
-            }
+            builder.check_keys(&batch)?;
+            builder.index(&batch)?;
+            builder.store(batch)?;
+            builder.spill_past_limit()?;
         }
-        let spill = match spill {
-            Some((file, mut writer)) => {
-                writer.finish()?;
-                Some(file)
-            }
-            None => None,
-        };
-        let schema = schema.ok_or_else(|| Error::invalid("the merge source has no batches"))?;
-        let keys = encoder.ok_or_else(|| Error::internal("no key encoder"))?;
-        let sorted_keys = keys
-            .columns
-            .iter()
-            .zip(&key_arrays)
-            .map(|(k, arrays)| SortedKeys::new(k, schema.field_with_name(k)?.data_type(), arrays))
-            .collect::<Result<Vec<_>>>()?;
-        let integer_index = match key_arrays.as_slice() {
-            [arrays] if spill.is_none() && arrays.iter().all(|a| is_integer(a.data_type())) => {
-                let arrays = arrays
-                    .iter()
-                    .map(|a| {
-                        let a = deltalake::arrow::compute::cast(a, &deltalake::arrow::datatypes::DataType::Int64)?;
-                        Ok(a.as_any().downcast_ref::<Int64Array>().ok_or_else(|| Error::internal("int64 key"))?.clone())
-                    })
-                    .collect::<Result<Vec<Int64Array>>>()?;
-                Some(if index.len() == total {
-                    // Every row kept: its keys in row-id order.
-                    let keyed = || {
-                        arrays.iter().zip(&starts).flat_map(|(a, start)| {
-                            a.values().iter().enumerate().map(move |(i, key)| (*key, start + i as u32))
-                        })
-                    };
-                    IntegerIndex::new(keyed, index.len())
-                } else {
-                    let keyed = || {
-                        index.ids().map(|id| {
-                            let (batch, row) = locate(&starts, id);
-                            (arrays[batch].value(row), id)
-                        })
-                    };
-                    IntegerIndex::new(keyed, index.len())
-                })
-            }
-            _ => None,
-        };
-        Ok(Self {
-            integer_index,
-            duplicates_dropped: (total - index.len()) as u64,
-            rows: SourceRows { schema, batches, spill, bytes, starts, rows: total },
-            index,
-            keys,
-            sorted_keys,
-        })
+        builder.finish()
     }
 
     /// Source row id for each row of a target batch (null: no source row has its key).
@@ -627,7 +716,7 @@ fn row_ids(len: usize, mut id: impl FnMut(usize) -> Option<u32>) -> UInt32Array 
 /// The source with each column the table also has converted to the table's type.
 /// Columns the table lacks are kept as they are (conditions may use them).
 fn fit_to_table(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<RecordBatch> {
-    let batch = crate::scan::decode_dictionaries(batch.clone(), &crate::scan::plain_schema(&batch.schema()))?;
+    let batch = crate::read::scan::decode_dictionaries(batch.clone(), &crate::read::scan::plain_schema(&batch.schema()))?;
     let schema = batch.schema();
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());

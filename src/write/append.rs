@@ -1,6 +1,6 @@
 //! Appends and overwrites.
 //!
-//! A *write* turns a stream of record batches into data files ([`crate::sink`]) and
+//! A *write* turns a stream of record batches into data files ([`crate::write::sink`]) and
 //! commits them in one Delta commit: `add` actions for the new files, `remove`
 //! actions for the files an overwrite replaces, and a `metaData` action when the
 //! table is created or its schema grows. Readers see all of it or none of it.
@@ -30,12 +30,12 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::{Stream, StreamExt, stream};
 use tracing::instrument;
 
-use crate::commit::{CommitRequest, commit};
+use crate::table::commit::{CommitRequest, commit};
 use crate::error::{Error, ErrorKind, Result};
-use crate::features;
-use crate::predicate::Predicate;
-use crate::schema::SchemaMode;
-use crate::sink::{DEFAULT_TARGET_FILE_SIZE, FileSink};
+use crate::table::features;
+use crate::read::predicate::Predicate;
+use crate::table::schema::SchemaMode;
+use crate::write::sink::{DEFAULT_TARGET_FILE_SIZE, FileSink};
 use crate::table::Table;
 
 /// Append to or overwrite a table.

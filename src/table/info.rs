@@ -6,9 +6,12 @@ use std::collections::HashSet;
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use crate::compaction::TableHealth;
+use sediment_compactor::{FileView, TableHealth};
 use crate::error::Result;
-use crate::table::Table;
+use crate::table::{DataFile, Table};
+
+/// The default target size of data files (when a table has no `delta.targetFileSize`): 128 MiB.
+pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
 
 /// A snapshot's size, layout and protocol.
 #[derive(Debug, Clone, Serialize)]
@@ -147,6 +150,53 @@ impl Table {
             .map_err(|e| crate::Error::delta(deltalake::DeltaTableError::from(e)))?;
         orphans.sort_by(|a, b| a.path.cmp(&b.path));
         Ok(orphans)
+    }
+}
+
+/// What the compaction planner and the health score see of a snapshot.
+impl Table {
+    /// The target file size: `delta.targetFileSize`, else 128 MiB.
+    pub fn target_file_size(&self) -> Result<u64> {
+        Ok(self
+            .configuration()?
+            .get("delta.targetFileSize")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v > 0)
+            .unwrap_or(DEFAULT_TARGET_FILE_SIZE))
+    }
+
+    /// The live files as the compaction planner sees them, partition values in
+    /// partition-column order.
+    pub fn file_views(&self) -> Result<Vec<FileView>> {
+        self.views_of(&self.files()?)
+    }
+
+    /// `files` (this snapshot's) as file views.
+    fn views_of(&self, files: &[DataFile]) -> Result<Vec<FileView>> {
+        let partition_columns = self.partition_columns()?;
+        Ok(files
+            .iter()
+            .map(|f| FileView {
+                partition: partition_columns
+                    .iter()
+                    .map(|c| (c.clone(), f.partition_values.get(c).cloned().flatten()))
+                    .collect(),
+                path: f.path.clone(),
+                size: f.size,
+                rows: f.rows,
+                deleted_rows: f.deleted_rows,
+            })
+            .collect())
+    }
+
+    /// Table health at `target` bytes per file.
+    pub fn health(&self, target: u64) -> Result<TableHealth> {
+        self.health_of(&self.files()?, target)
+    }
+
+    /// Health of `files` (this snapshot's), for callers that already listed them.
+    pub(crate) fn health_of(&self, files: &[DataFile], target: u64) -> Result<TableHealth> {
+        Ok(sediment_compactor::health::table_health(&self.views_of(files)?, target))
     }
 }
 

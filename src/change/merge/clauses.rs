@@ -18,7 +18,7 @@ use deltalake::datafusion::physical_expr::{PhysicalExpr, create_physical_expr};
 use deltalake::datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
-use crate::predicate::Predicate;
+use crate::read::predicate::Predicate;
 
 /// The qualifier of target columns in merge expressions.
 pub const TARGET: &str = "target";

@@ -96,7 +96,7 @@ pub(super) fn candidates_with_bounds(
             })
             .collect()
     });
-    Ok((crate::scan::selected_adds(state, &keep), total, bounds))
+    Ok((crate::read::scan::selected_adds(state, &keep), total, bounds))
 }
 
 /// Every file's statistics bounds of one key column, encoded as the source's keys are.
@@ -192,7 +192,7 @@ fn by_source_files(table: &Table, clauses: &[BySourceClause]) -> Result<Option<V
         if !unqualified.column_refs().iter().all(|c| partition_columns.contains(&c.name)) {
             return all();
         }
-        let matches = crate::predicate::Predicate::match_partitions(&unqualified, &files, &schema, &partition_columns)?;
+        let matches = crate::read::predicate::Predicate::match_partitions(&unqualified, &files, &schema, &partition_columns)?;
         for (t, m) in touched.iter_mut().zip(matches) {
             *t |= m;
         }

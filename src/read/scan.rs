@@ -39,8 +39,8 @@ use futures::{Stream, StreamExt};
 use tracing::instrument;
 
 use crate::error::{Error, Result};
-use crate::metered_store::MeteredStore;
-use crate::predicate::Predicate;
+use crate::read::metered_store::MeteredStore;
+use crate::read::predicate::Predicate;
 use crate::table::Table;
 
 /// What a scan's planning kept and what its reading cost.

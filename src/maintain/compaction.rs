@@ -25,9 +25,8 @@ use sediment_compactor::{CompactionError, CompactionExecutor, planner};
 use tracing::instrument;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::features;
-use crate::predicate::Predicate;
-use crate::sink::DEFAULT_TARGET_FILE_SIZE;
+use crate::table::features;
+use crate::read::predicate::Predicate;
 use crate::table::{DataFile, Table};
 
 /// What to compact and how.
@@ -82,50 +81,6 @@ impl From<CompactionError> for Error {
 }
 
 impl Table {
-    /// The target file size: `delta.targetFileSize`, else 128 MiB.
-    pub fn target_file_size(&self) -> Result<u64> {
-        Ok(self
-            .configuration()?
-            .get("delta.targetFileSize")
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|v| *v > 0)
-            .unwrap_or(DEFAULT_TARGET_FILE_SIZE))
-    }
-
-    /// The live files as the compaction planner sees them, partition values in
-    /// partition-column order.
-    pub fn file_views(&self) -> Result<Vec<FileView>> {
-        self.views_of(&self.files()?)
-    }
-
-    /// `files` (this snapshot's) as file views.
-    fn views_of(&self, files: &[DataFile]) -> Result<Vec<FileView>> {
-        let partition_columns = self.partition_columns()?;
-        Ok(files
-            .iter()
-            .map(|f| FileView {
-                partition: partition_columns
-                    .iter()
-                    .map(|c| (c.clone(), f.partition_values.get(c).cloned().flatten()))
-                    .collect(),
-                path: f.path.clone(),
-                size: f.size,
-                rows: f.rows,
-                deleted_rows: f.deleted_rows,
-            })
-            .collect())
-    }
-
-    /// Table health at `target` bytes per file.
-    pub fn health(&self, target: u64) -> Result<TableHealth> {
-        self.health_of(&self.files()?, target)
-    }
-
-    /// Health of `files` (this snapshot's), for callers that already listed them.
-    pub(crate) fn health_of(&self, files: &[DataFile], target: u64) -> Result<TableHealth> {
-        Ok(sediment_compactor::health::table_health(&self.views_of(files)?, target))
-    }
-
     /// Plan a compaction of this version (no I/O beyond the loaded snapshot).
     pub fn compaction_plan(&self, options: &CompactOptions) -> Result<CompactionPlan> {
         let settings = PlannerSettings {
@@ -173,7 +128,7 @@ impl Table {
         options: CompactOptions,
     ) -> Result<CompactionReport> {
         features::check_writable(self.uri(), self.state()?)?;
-        let settings = ExecutorSettings { engine_info: crate::commit::engine_info(), ..options.executor };
+        let settings = ExecutorSettings { engine_info: crate::table::commit::engine_info(), ..options.executor };
         let mut executor = CompactionExecutor::new(self.delta().clone(), settings);
         if let Some(hook) = options.before_commit {
             executor = executor.with_before_commit(hook);

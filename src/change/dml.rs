@@ -38,12 +38,12 @@ use futures::StreamExt;
 use serde::Serialize;
 use tracing::instrument;
 
-use crate::commit::{CommitRequest, commit, remove_action};
+use crate::table::commit::{CommitRequest, commit, remove_action};
 use crate::error::{Error, ErrorKind, Result};
-use crate::features;
-use crate::predicate::Predicate;
-use crate::schema::SchemaMode;
-use crate::sink::FileSink;
+use crate::table::features;
+use crate::read::predicate::Predicate;
+use crate::table::schema::SchemaMode;
+use crate::write::sink::FileSink;
 use crate::table::Table;
 
 /// How many times a delete that lost a race is planned again.
@@ -255,7 +255,7 @@ impl Table {
         if actions.is_empty() && marked.is_empty() {
             return Ok(ChangeAttempt { report, version: None });
         }
-        let marked = match crate::deletion_vectors::write(self, marked).await {
+        let marked = match crate::change::deletion_vectors::write(self, marked).await {
             Ok(marked) => marked,
             Err(e) => {
                 FileSink::abort(self, &written).await;
@@ -300,7 +300,7 @@ impl Table {
         let reader =
             sediment_compactor::reader::StoreFileReader::new(self.object_store(), path, add.size.max(0) as u64);
         let schema = self.arrow_schema()?;
-        let plain = crate::scan::plain_schema(&schema);
+        let plain = crate::read::scan::plain_schema(&schema);
         let compiled = Predicate::physical(predicate.expr(), &plain)?;
         let assignments = change.compile(&plain)?;
         let mut sink = FileSink::new(
@@ -314,14 +314,14 @@ impl Table {
         let mut rows = 0u64;
         let mut total = 0u64;
         // Rows an earlier vector deleted are skipped; the new vector keeps them deleted.
-        let deleted = crate::deletion_vectors::deleted_positions(self, add).await?;
+        let deleted = crate::change::deletion_vectors::deleted_positions(self, add).await?;
         let result: Result<()> = async {
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
             total = builder.metadata().file_metadata().num_rows().max(0) as u64;
             let (builder, live) = sediment_compactor::reader::skip_rows(builder, &deleted);
             let mut stream = builder.with_batch_size(8192).build()?;
             while let Some(batch) = stream.try_next().await? {
-                let batch = crate::deletion_vectors::with_partition_values(&batch, add, &plain)?;
+                let batch = crate::change::deletion_vectors::with_partition_values(&batch, add, &plain)?;
                 let matches = Predicate::mask(&compiled, &batch)?;
                 let physical = |i: usize| {
                     let logical = rows + i as u64;
@@ -345,7 +345,7 @@ impl Table {
             return Ok(FileOutcome::Untouched);
         }
         let changed = positions.len() as u64;
-        let positions = crate::deletion_vectors::union(&deleted, &positions);
+        let positions = crate::change::deletion_vectors::union(&deleted, &positions);
         if positions.len() as u64 == total && matches!(change, RowChange::Delete) {
             FileSink::abort(self, &adds).await;
             Ok(FileOutcome::Removed { rows })
@@ -361,7 +361,7 @@ impl Table {
         self.delta().update_datafusion_session(&ctx.state())?;
         let provider = self.delta().table_provider().with_adds([add.clone()]).build().await?;
         let mut stream = ctx.read_table(Arc::new(provider))?.execute_stream().await?;
-        let plain = crate::scan::plain_schema(&stream.schema());
+        let plain = crate::read::scan::plain_schema(&stream.schema());
         // Compile the predicate and the assignments once for the file's batches.
         let compiled = Predicate::physical(predicate.expr(), &plain)?;
         let assignments = change.compile(&plain)?;
@@ -371,7 +371,7 @@ impl Table {
         let (mut changed, mut copied) = (0u64, 0u64);
         let result: Result<()> = async {
             while let Some(batch) = stream.next().await {
-                let batch: RecordBatch = crate::scan::decode_dictionaries(batch?, &plain)?;
+                let batch: RecordBatch = crate::read::scan::decode_dictionaries(batch?, &plain)?;
                 let matches = Predicate::mask(&compiled, &batch)?;
                 let hits = matches.true_count() as u64;
                 changed += hits;
@@ -439,7 +439,7 @@ fn apply_assignments(
 
 /// Rows of a file removed whole: from its statistics, less its deletion vector.
 fn add_rows(add: &Add) -> u64 {
-    let rows = crate::commit::stored_rows(add).unwrap_or(0);
+    let rows = crate::table::commit::stored_rows(add).unwrap_or(0);
     let deleted = add.deletion_vector.as_ref().map_or(0, |dv| dv.cardinality.max(0) as u64);
     rows.saturating_sub(deleted)
 }

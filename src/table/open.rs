@@ -1,18 +1,6 @@
-//! Opening Delta tables and looking at one snapshot of them.
-//!
-//! A [`Table`] is a handle on one table at one version: the latest when opened with
-//! [`Table::open`], or an older one through [`OpenOptions::version`] /
-//! [`OpenOptions::as_of`] (time travel). Writes take a `&mut Table` and move it to the
-//! version they commit.
-//!
-//! ```no_run
-//! # async fn example() -> sediment::Result<()> {
-//! use sediment::{OpenOptions, Table};
-//! let table = Table::open("s3://lake/bronze/events").await?;
-//! let v3 = Table::open_with("s3://lake/bronze/events", OpenOptions::new().version(3)).await?;
-//! assert!(v3.version() <= table.version());
-//! # Ok(()) }
-//! ```
+//! Opening a table and looking at one version of it: [`Table`], [`OpenOptions`]
+//! (storage settings, time travel by version or timestamp) and the live file list
+//! ([`DataFile`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,8 +13,8 @@ use tracing::instrument;
 use url::Url;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::features;
-use crate::storage::{StorageOptions, parse_table_uri};
+use crate::table::features;
+use crate::table::storage::{StorageOptions, parse_table_uri};
 
 /// How to open a table: storage options and, for time travel, a version or a timestamp.
 #[derive(Debug, Clone, Default)]

@@ -12,11 +12,10 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::schema::{SchemaFitter, SchemaMode};
+use crate::table::schema::{SchemaFitter, SchemaMode};
 use crate::table::Table;
 
-/// The default target size of data files: 128 MiB.
-pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+pub use crate::table::info::DEFAULT_TARGET_FILE_SIZE;
 
 /// Parquet settings of every data file Sediment writes, shared with the compactor:
 /// zstd level 3, page statistics, and row groups of at most `target_file_size / 8`

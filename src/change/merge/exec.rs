@@ -26,8 +26,8 @@ use futures::{StreamExt, TryStreamExt};
 use super::clauses::{Action, Compiled, CompiledClause, condition_mask};
 use super::source::MergeSource;
 use crate::error::{Error, Result};
-use crate::schema::SchemaMode;
-use crate::sink::FileSink;
+use crate::table::schema::SchemaMode;
+use crate::write::sink::FileSink;
 use crate::table::Table;
 
 /// Unchanged output of one file held in memory before it is written anyway.
@@ -169,7 +169,7 @@ impl MergeJob {
         let builder = builder.with_projection(mask).with_batch_size(8192);
         let add = add.clone();
         let stream = builder.build()?;
-        Ok(stream.map(move |batch| crate::deletion_vectors::with_partition_values(&batch?, &add, &schema)).boxed())
+        Ok(stream.map(move |batch| crate::change::deletion_vectors::with_partition_values(&batch?, &add, &schema)).boxed())
     }
 
     /// The source rows whose keys the file holds, reading only its key columns;
@@ -274,7 +274,7 @@ impl MergeJob {
         let joined = compiled.join(target, source)?;
         let mut matched = is_not_null(source_rows)?;
         if let Some(filter) = &compiled.join_filter {
-            matched = and(&matched, &crate::predicate::Predicate::mask(filter, &joined)?)?;
+            matched = and(&matched, &crate::read::predicate::Predicate::mask(filter, &joined)?)?;
         }
         for i in 0..rows {
             if matched.value(i) {
@@ -309,7 +309,7 @@ impl MergeJob {
         let mut total_rows = 0u64;
         // Rows an earlier deletion vector removed are neither matched nor read; the new
         // vector holds them and the newly marked rows.
-        let deleted = crate::deletion_vectors::deleted_positions(&self.table, &result.add).await?;
+        let deleted = crate::change::deletion_vectors::deleted_positions(&self.table, &result.add).await?;
         let written: Result<()> = async {
             // The footer is read once: the second pass reuses it (a round trip less per
             // file on object stores).
@@ -334,7 +334,7 @@ impl MergeJob {
                 let mut offset = 0u64;
                 let key_schema = self.table_columns(&self.source.keys.columns)?;
                 while let Some(batch) = keys.try_next().await? {
-                    let batch = crate::deletion_vectors::with_partition_values(&batch, &result.add, &key_schema)?;
+                    let batch = crate::change::deletion_vectors::with_partition_values(&batch, &result.add, &key_schema)?;
                     let found = self.source.lookup(&batch)?;
                     for i in 0..found.len() {
                         let position = offset + i as u64;
@@ -366,7 +366,7 @@ impl MergeJob {
             let mut cursor = 0usize;
             while let Some(batch) = stream.try_next().await? {
                 let target =
-                    crate::deletion_vectors::with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
+                    crate::change::deletion_vectors::with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
                 let merged = if !matched_ids.is_empty() {
                     // Matched rows read after the key pass: their source rows are known
                     // from it, and so are their keys (equal to the source's). (Without
@@ -402,7 +402,7 @@ impl MergeJob {
             // Nothing changed, so nothing was written for this file.
             return Ok(result);
         }
-        let positions = crate::deletion_vectors::union(&deleted, &positions);
+        let positions = crate::change::deletion_vectors::union(&deleted, &positions);
         if positions.len() as u64 == total_rows {
             // Every row changed or went: replace the file outright.
             result.outcome = if result.rows_updated == 0 { Outcome::Removed } else { Outcome::Rewritten(Vec::new()) };
@@ -591,7 +591,7 @@ impl MergeJob {
         let mut stream = builder.with_batch_size(8192).build()?;
         let mut copied = 0u64;
         while let Some(batch) = stream.try_next().await? {
-            let batch = crate::deletion_vectors::with_partition_values(&batch, add, &self.compiled.table_schema)?;
+            let batch = crate::change::deletion_vectors::with_partition_values(&batch, add, &self.compiled.table_schema)?;
             copied += batch.num_rows() as u64;
             sink.write(&batch).await?;
         }

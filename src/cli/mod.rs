@@ -1,0 +1,95 @@
+//! The `sediment` command line: one file per command, each a thin layer that parses
+//! its arguments, makes one library call and renders the result (a table for people,
+//! JSON with `--json`). `src/bin/sediment.rs` parses [`Cli`], installs logging and
+//! runs [`run`]; errors carry a [`crate::ErrorKind`] that [`exit_code`] maps to the
+//! process's exit code.
+
+mod append;
+mod args;
+mod compact;
+mod demo;
+mod dml;
+mod explain;
+mod history;
+mod info;
+mod merge;
+mod render;
+mod scan;
+
+use clap::{Parser, Subcommand};
+
+use crate::StorageOptions;
+
+/// Everything the command line accepts.
+#[derive(Parser)]
+#[command(name = "sediment", version, about = "Keep Delta Lake tables healthy: write, scan, time travel, inspect.")]
+pub struct Cli {
+    /// Print results as JSON (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+    /// A storage option such as aws_endpoint=http://127.0.0.1:9000 (repeatable).
+    #[arg(long = "storage-option", value_name = "KEY=VALUE", global = true, value_parser = args::parse_key_value)]
+    storage_options: Vec<(String, String)>,
+    /// Log more (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+impl Cli {
+    /// How much to log: 0 (warnings), 1 (`-v`), 2 or more (`-vv`).
+    pub fn verbosity(&self) -> u8 {
+        self.verbose
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Append (or overwrite) Parquet, CSV or NDJSON files into a table, creating it when missing.
+    Append(append::AppendArgs),
+    /// Read a table, optionally at an older version.
+    Scan(scan::ScanArgs),
+    /// List the table's commits, newest first.
+    History(history::HistoryArgs),
+    /// Describe a table: version, files, bytes, rows, partitions, file sizes.
+    Info(info::InfoArgs),
+    /// Delete the rows matching a predicate, rewriting only the files that hold them.
+    Delete(dml::DeleteArgs),
+    /// Set columns of the rows matching a predicate, rewriting only the files that hold them.
+    Update(dml::UpdateArgs),
+    /// Merge (upsert) Parquet, CSV or NDJSON files into a table by key: update the rows
+    /// whose keys exist, insert the others. Only files holding a matched key are rewritten.
+    Merge(merge::MergeArgs),
+    /// Show which files a predicate selects: in the snapshot, after partition pruning,
+    /// after statistics skipping.
+    Explain(explain::ExplainArgs),
+    /// Compact small files into files near the target size, partition by partition.
+    Compact(compact::CompactArgs),
+    /// Write a bronze events table the way a streaming writer would, then inspect it.
+    Demo(demo::DemoArgs),
+}
+
+/// Run one parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let options: StorageOptions = cli.storage_options.iter().cloned().collect();
+    let json = cli.json;
+    match cli.command {
+        Command::Append(args) => append::append(args, options, json).await,
+        Command::Scan(args) => scan::scan(args, options, json).await,
+        Command::History(args) => history::history(args, options, json).await,
+        Command::Info(args) => info::info(args, options, json).await,
+        Command::Delete(args) => dml::delete(args, options, json).await,
+        Command::Update(args) => dml::update(args, options, json).await,
+        Command::Merge(args) => merge::merge(args, options, json).await,
+        Command::Explain(args) => explain::explain(args, options, json).await,
+        Command::Compact(args) => compact::compact(args, options, json).await,
+        Command::Demo(args) => demo::demo(args, json).await,
+    }
+}
+
+/// The exit code for an error: the kind of the first [`crate::Error`] in its chain
+/// (see [`crate::ErrorKind::exit_code`]), else 1.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.chain().find_map(|e| e.downcast_ref::<crate::Error>()).map(|e| e.kind().exit_code() as u8).unwrap_or(1)
+}

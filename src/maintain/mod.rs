@@ -1,0 +1,20 @@
+//! Keeping a table healthy: compaction today; snapshots and tags, vacuum, retention
+//! and tiering land here next.
+//!
+//! ```text
+//! snapshot ─▶ file views ─▶ health ─▶ planner (pure, in sediment-compactor) ─▶ plan (--dry-run shows it)
+//!          ─▶ executor: bins rewritten under a memory budget ─▶ commits with dataChange = false
+//! ```
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`compaction`] | [`Table::compact`](crate::Table::compact) and [`Table::compaction_plan`](crate::Table::compaction_plan): the glue around `sediment-compactor` |
+//!
+//! Words: a *plan* says what to do, a *job* is one running attempt of a plan, a
+//! *commit* is the log entry it produces. Maintenance never changes what a reader
+//! sees (`dataChange = false`), and gives way to the writers it races. Builds on
+//! every wing below it.
+
+pub mod compaction;
+
+pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
