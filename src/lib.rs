@@ -63,6 +63,6 @@ pub use table::schema::SchemaMode;
 pub use table::storage::StorageOptions;
 pub use table::{DataFile, OpenOptions, Table};
 pub use write::{
-    DEFAULT_TARGET_FILE_SIZE, TableWriter, TableWriterSettings, WriteMode, WriteOptions, WriteReport, writer_properties,
-    writer_properties_for,
+    DEFAULT_TARGET_FILE_SIZE, TableWriter, TableWriterSettings, WriteMode, WriteOptions, WriteReport,
+    writer_properties, writer_properties_for,
 };

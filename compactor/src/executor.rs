@@ -591,7 +591,8 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
         let path = Path::from_url_path(&input.path)
             .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.path)))?;
         let reader = StoreFileReader::new(context.store.clone(), path, input.size);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| CompactionError::reading(&input.path, e))?;
+        let builder =
+            ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| CompactionError::reading(&input.path, e))?;
         // Rows a deletion vector deleted are not read.
         let builder = match context.inputs.get(&input.path).and_then(|f| f.add.deletion_vector.as_ref()) {
             Some(dv) => {

@@ -38,13 +38,13 @@ use futures::StreamExt;
 use serde::Serialize;
 use tracing::instrument;
 
-use crate::table::commit::{CommitRequest, commit, remove_action};
 use crate::error::{Error, ErrorKind, Result};
-use crate::table::features;
 use crate::read::predicate::Predicate;
+use crate::table::Table;
+use crate::table::commit::{CommitRequest, commit, remove_action};
+use crate::table::features;
 use crate::table::schema::SchemaMode;
 use crate::write::sink::FileSink;
-use crate::table::Table;
 
 /// How many times a delete that lost a race is planned again.
 const MAX_ATTEMPTS: usize = 10;

@@ -1,6 +1,8 @@
 //! `sediment append`: Parquet, CSV or NDJSON files into a table in one commit,
 //! creating the table when it is missing.
 
+use std::path::PathBuf;
+
 use clap::{Args, ValueEnum};
 
 use super::args::{parse_key_value, parse_size};

@@ -25,9 +25,9 @@ use sediment_compactor::{CompactionError, CompactionExecutor, planner};
 use tracing::instrument;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::table::features;
 use crate::read::predicate::Predicate;
-use crate::table::{DataFile, Table};
+use crate::table::Table;
+use crate::table::features;
 
 /// What to compact and how.
 #[derive(Clone, Default)]

@@ -6,9 +6,9 @@ use std::collections::HashSet;
 use futures::TryStreamExt;
 use serde::Serialize;
 
-use sediment_compactor::{FileView, TableHealth};
 use crate::error::Result;
 use crate::table::{DataFile, Table};
+use sediment_compactor::{FileView, TableHealth};
 
 /// The default target size of data files (when a table has no `delta.targetFileSize`): 128 MiB.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
@@ -172,7 +172,7 @@ impl Table {
     }
 
     /// `files` (this snapshot's) as file views.
-    fn views_of(&self, files: &[DataFile]) -> Result<Vec<FileView>> {
+    pub(crate) fn views_of(&self, files: &[DataFile]) -> Result<Vec<FileView>> {
         let partition_columns = self.partition_columns()?;
         Ok(files
             .iter()

@@ -30,13 +30,13 @@ use deltalake::protocol::{DeltaOperation, SaveMode};
 use futures::{Stream, StreamExt, stream};
 use tracing::instrument;
 
-use crate::table::commit::{CommitRequest, commit};
 use crate::error::{Error, ErrorKind, Result};
-use crate::table::features;
 use crate::read::predicate::Predicate;
+use crate::table::Table;
+use crate::table::commit::{CommitRequest, commit};
+use crate::table::features;
 use crate::table::schema::SchemaMode;
 use crate::write::sink::{DEFAULT_TARGET_FILE_SIZE, FileSink};
-use crate::table::Table;
 
 /// Append to or overwrite a table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

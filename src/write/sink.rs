@@ -12,8 +12,8 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::table::schema::{SchemaFitter, SchemaMode};
 use crate::table::Table;
+use crate::table::schema::{SchemaFitter, SchemaMode};
 
 pub use crate::table::info::DEFAULT_TARGET_FILE_SIZE;
 

@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::array::RecordBatch;
 
 use crate::error::Result;
-use crate::table::schema::SchemaMode;
-use crate::write::sink::DEFAULT_TARGET_FILE_SIZE;
 use crate::table::Table;
+use crate::table::schema::SchemaMode;
 use crate::write::append::{BatchError, WriteJob, WriteOptions, WriteReport};
+use crate::write::sink::DEFAULT_TARGET_FILE_SIZE;
 
 /// When a [`TableWriter`] commits, and how it writes.
 #[derive(Debug, Clone)]

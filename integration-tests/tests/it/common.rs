@@ -90,7 +90,8 @@ pub async fn append_events(table: &mut Table, start: i64, rows: usize) -> sedime
 /// The demo's events `[start, start + rows)` that fall on `day` (YYYY-MM-DD).
 pub fn events_on_day(start: i64, rows: usize, day: &str) -> RecordBatch {
     let batch = sediment::demo::events_batch(start, rows);
-    let predicate = sediment::read::predicate::Predicate::parse(&format!("event_date = '{day}'"), &batch.schema()).unwrap();
+    let predicate =
+        sediment::read::predicate::Predicate::parse(&format!("event_date = '{day}'"), &batch.schema()).unwrap();
     let mask = predicate.matches(&batch).unwrap();
     sediment::arrow::compute::filter_record_batch(&batch, &mask).unwrap()
 }

@@ -78,8 +78,7 @@ where
         .map(move |(label, add)| {
             let handle = tokio::spawn(task(add));
             async move {
-                let result =
-                    handle.await.unwrap_or_else(|e| Err(Error::internal(format!("merge task failed: {e}"))));
+                let result = handle.await.unwrap_or_else(|e| Err(Error::internal(format!("merge task failed: {e}"))));
                 (label, result)
             }
         })

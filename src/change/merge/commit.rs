@@ -18,7 +18,12 @@ impl Merge<'_> {
     /// Close the merge's new rows after the inserts (`inserted`: their rows, or how
     /// they failed), add their files to `written` and return the rows inserted; on a
     /// failure delete everything written so far and pass the error on.
-    async fn take_new_rows(&self, job: &MergeJob, inserted: Result<u64>, written: &mut Vec<Add>) -> Result<u64> {
+    pub(super) async fn take_new_rows(
+        &self,
+        job: &MergeJob,
+        inserted: Result<u64>,
+        written: &mut Vec<Add>,
+    ) -> Result<u64> {
         let (outcome, rows) = match inserted {
             Ok(rows) => (Ok(()), rows),
             Err(e) => (Err(e), 0),
@@ -38,7 +43,7 @@ impl Merge<'_> {
     /// Write the deletion vectors, commit removes and adds, and fill in the report;
     /// on failure delete what the merge wrote.
     #[allow(clippy::too_many_arguments)]
-    async fn commit_merge(
+    pub(super) async fn commit_merge(
         &mut self,
         source: &MergeSource,
         read_all: bool,
@@ -133,4 +138,3 @@ impl Merge<'_> {
         }
     }
 }
-

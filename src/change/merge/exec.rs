@@ -26,9 +26,9 @@ use futures::{StreamExt, TryStreamExt};
 use super::clauses::{Action, Compiled, CompiledClause, condition_mask};
 use super::source::MergeSource;
 use crate::error::{Error, Result};
+use crate::table::Table;
 use crate::table::schema::SchemaMode;
 use crate::write::sink::FileSink;
-use crate::table::Table;
 
 /// Unchanged output of one file held in memory before it is written anyway.
 const HOLD_BACK_BYTES: usize = 64 * 1024 * 1024;
@@ -169,7 +169,9 @@ impl MergeJob {
         let builder = builder.with_projection(mask).with_batch_size(8192);
         let add = add.clone();
         let stream = builder.build()?;
-        Ok(stream.map(move |batch| crate::change::deletion_vectors::with_partition_values(&batch?, &add, &schema)).boxed())
+        Ok(stream
+            .map(move |batch| crate::change::deletion_vectors::with_partition_values(&batch?, &add, &schema))
+            .boxed())
     }
 
     /// The source rows whose keys the file holds, reading only its key columns;
@@ -334,7 +336,8 @@ impl MergeJob {
                 let mut offset = 0u64;
                 let key_schema = self.table_columns(&self.source.keys.columns)?;
                 while let Some(batch) = keys.try_next().await? {
-                    let batch = crate::change::deletion_vectors::with_partition_values(&batch, &result.add, &key_schema)?;
+                    let batch =
+                        crate::change::deletion_vectors::with_partition_values(&batch, &result.add, &key_schema)?;
                     let found = self.source.lookup(&batch)?;
                     for i in 0..found.len() {
                         let position = offset + i as u64;
@@ -365,8 +368,11 @@ impl MergeJob {
             let mut stream = stream;
             let mut cursor = 0usize;
             while let Some(batch) = stream.try_next().await? {
-                let target =
-                    crate::change::deletion_vectors::with_partition_values(&batch, &result.add, &self.compiled.table_schema)?;
+                let target = crate::change::deletion_vectors::with_partition_values(
+                    &batch,
+                    &result.add,
+                    &self.compiled.table_schema,
+                )?;
                 let merged = if !matched_ids.is_empty() {
                     // Matched rows read after the key pass: their source rows are known
                     // from it, and so are their keys (equal to the source's). (Without
@@ -591,7 +597,8 @@ impl MergeJob {
         let mut stream = builder.with_batch_size(8192).build()?;
         let mut copied = 0u64;
         while let Some(batch) = stream.try_next().await? {
-            let batch = crate::change::deletion_vectors::with_partition_values(&batch, add, &self.compiled.table_schema)?;
+            let batch =
+                crate::change::deletion_vectors::with_partition_values(&batch, add, &self.compiled.table_schema)?;
             copied += batch.num_rows() as u64;
             sink.write(&batch).await?;
         }

@@ -15,6 +15,13 @@ use super::{MatchedAction, Merge, MergeReport};
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::commit::remove_action;
 
+/// What pruning left: candidate files with their partition keys, and the source
+/// rows no candidate can match.
+struct Pruned {
+    candidates: Vec<(String, Add)>,
+    early: Vec<u32>,
+}
+
 /// What the file tasks of an attempt did, gathered.
 struct Gathered {
     /// Data files written (rewrites; later the new rows' files).
@@ -104,7 +111,7 @@ impl Merge<'_> {
         self.check_writable(rewrite)?;
         let mut report = MergeReport::for_source(&job.source, 1);
         let mut lap = stopwatch();
-        let (candidates, early) = self.prune(&job, &mut report)?;
+        let Pruned { candidates, early } = self.prune(&job, &mut report)?;
         report.phases.prune_ms = lap();
         let early_insert = (!early.is_empty()).then(|| {
             let (job, early) = (job.clone(), early.clone());
@@ -135,17 +142,18 @@ impl Merge<'_> {
         self.commit_merge(&job.source, read_all, report, removes, written, marked, lap).await
     }
 
-    /// The candidate files (each with its partition key), and the source rows whose key
-    /// no candidate's range holds: they cannot match, and are inserted while the files
-    /// are read.
-    fn prune(&self, job: &MergeJob, report: &mut MergeReport) -> Result<(Vec<(String, Add)>, Vec<u32>)> {
+    /// The candidate files, each with its partition key, and the source rows whose
+    /// key no candidate's range holds: they cannot match, and are inserted while the
+    /// files are read.
+    fn prune(&self, job: &MergeJob, report: &mut MergeReport) -> Result<Pruned> {
         let inserts = !self.not_matched.is_empty();
         let (candidates, total, bounds) = candidates_with_bounds(self.table, &job.source, &self.by_source, inserts)?;
         let early: Vec<u32> = bounds.map(|b| prune::surely_unmatched(&job.source, &b)).unwrap_or_default();
         report.files_considered = total;
         report.files_pruned = total - candidates.len();
         report.files_read = candidates.len();
-        Ok((candidates.into_iter().map(|a| (exec::partition_key(&a), a)).collect(), early))
+        let candidates = candidates.into_iter().map(|a| (exec::partition_key(&a), a)).collect();
+        Ok(Pruned { candidates, early })
     }
 
     /// Run a task per candidate, `files_in_flight` at a time. Once every file of a

@@ -36,28 +36,22 @@ mod in_ranges;
 mod prune;
 mod source;
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use deltalake::arrow::array::RecordBatch;
-use deltalake::kernel::{Action as DeltaAction, Add, Remove, Transaction};
-use deltalake::protocol::{DeltaOperation, MergePredicate};
-use futures::StreamExt;
 use serde::Serialize;
 use tracing::instrument;
 
 use clauses::{BySourceClause, MatchedClause, NotMatchedClause, compile};
 pub use clauses::{MatchedAction, NotMatchedAction, NotMatchedBySourceAction, SOURCE, TARGET};
-use exec::{MergeJob, Outcome};
-use prune::{candidates, candidates_with_bounds, read_predicate};
+use exec::MergeJob;
+use prune::candidates;
 use source::MergeSource;
 
-use crate::table::commit::{CommitRequest, commit};
 use crate::error::{Error, ErrorKind, Result};
-use crate::table::features;
-use crate::write::sink::FileSink;
 use crate::table::Table;
+use crate::table::features;
 
 /// How many times a merge that lost a race is planned again.
 const MAX_ATTEMPTS: usize = 10;
@@ -525,5 +519,4 @@ impl<'a> Merge<'a> {
             }
         }
     }
-
 }

@@ -192,7 +192,8 @@ fn by_source_files(table: &Table, clauses: &[BySourceClause]) -> Result<Option<V
         if !unqualified.column_refs().iter().all(|c| partition_columns.contains(&c.name)) {
             return all();
         }
-        let matches = crate::read::predicate::Predicate::match_partitions(&unqualified, &files, &schema, &partition_columns)?;
+        let matches =
+            crate::read::predicate::Predicate::match_partitions(&unqualified, &files, &schema, &partition_columns)?;
         for (t, m) in touched.iter_mut().zip(matches) {
             *t |= m;
         }

@@ -448,7 +448,7 @@ impl<'a> SourceBuilder<'a> {
     /// Past the memory limit, move the rows held so far to a new spill file (in the
     /// spill directory, else the temporary directory).
     fn spill_past_limit(&mut self) -> Result<()> {
-        if self.spill.is_some() || !self.memory_limit.is_some_and(|limit| self.bytes > limit) {
+        if self.spill.is_some() || self.memory_limit.is_none_or(|limit| self.bytes <= limit) {
             return Ok(());
         }
         let bytes = self.bytes;
@@ -470,8 +470,10 @@ impl<'a> SourceBuilder<'a> {
                 ),
             )
         })?;
-        let mut writer =
-            FileWriter::try_new(std::io::BufWriter::new(file.reopen().map_err(spill_error)?), &self.batches[0].schema())?;
+        let mut writer = FileWriter::try_new(
+            std::io::BufWriter::new(file.reopen().map_err(spill_error)?),
+            &self.batches[0].schema(),
+        )?;
         for batch in self.batches.drain(..) {
             writer.write(&batch)?;
         }
@@ -716,7 +718,8 @@ fn row_ids(len: usize, mut id: impl FnMut(usize) -> Option<u32>) -> UInt32Array 
 /// The source with each column the table also has converted to the table's type.
 /// Columns the table lacks are kept as they are (conditions may use them).
 fn fit_to_table(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<RecordBatch> {
-    let batch = crate::read::scan::decode_dictionaries(batch.clone(), &crate::read::scan::plain_schema(&batch.schema()))?;
+    let batch =
+        crate::read::scan::decode_dictionaries(batch.clone(), &crate::read::scan::plain_schema(&batch.schema()))?;
     let schema = batch.schema();
     let mut fields = Vec::with_capacity(schema.fields().len());
     let mut columns = Vec::with_capacity(schema.fields().len());
