@@ -60,7 +60,7 @@ pub use read::{Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};
 pub use table::history::HistoryEntry;
 pub use table::info::TableInfo;
 pub use table::schema::SchemaMode;
-pub use table::storage::StorageOptions;
+pub use table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings, StorageOptions};
 pub use table::{DataFile, OpenOptions, Table};
 pub use write::{
     DEFAULT_TARGET_FILE_SIZE, TableWriter, TableWriterSettings, WriteMode, WriteOptions, WriteReport,

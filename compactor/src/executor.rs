@@ -49,7 +49,8 @@ use tracing::{info, instrument, warn};
 
 use crate::error::{CompactionError, Result};
 use crate::health::PartitionKey;
-use crate::planner::{Bin, Clustering, CompactionPlan};
+use crate::io::{BoundedStore, BytesPermit, IoLimiter, IoReport, IoSettings};
+use crate::planner::{Bin, Clustering, CompactionPlan, PlannedFile};
 use crate::reader::StoreFileReader;
 
 /// How the executor runs.
@@ -75,6 +76,9 @@ pub struct ExecutorSettings {
     /// this many compressed bytes (and the inputs share the table's schema and have
     /// no deletion vectors); `None`: always decode and encode.
     pub copy_row_groups_above: Option<u64>,
+    /// How data files are read and written: requests in flight, the byte budget of
+    /// prefetched inputs, whole-file reads of small files.
+    pub io: IoSettings,
 }
 
 /// Default of [`ExecutorSettings::copy_row_groups_above`]: 8 MiB, half the row group
@@ -92,6 +96,7 @@ impl Default for ExecutorSettings {
             max_bin_attempts: 3,
             engine_info: format!("sediment-compactor/{}", env!("CARGO_PKG_VERSION")),
             copy_row_groups_above: Some(DEFAULT_COPY_ROW_GROUPS_ABOVE),
+            io: IoSettings::default(),
         }
     }
 }
@@ -110,7 +115,7 @@ impl ExecutorSettings {
                 self.memory_budget
             )));
         }
-        Ok(())
+        self.io.validate().map_err(CompactionError::Invalid)
     }
 }
 
@@ -176,6 +181,10 @@ pub struct CompactionReport {
     pub commit_conflicts: usize,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
+    /// The requests of the job's own reads and writes of data files: how many, the
+    /// bytes read, the most in flight at once.
+    #[serde(default)]
+    pub io: IoReport,
 }
 
 impl CompactionReport {
@@ -215,6 +224,9 @@ struct BinContext {
     clustering: Option<Clustering>,
     target_file_size: u64,
     copy_row_groups_above: Option<u64>,
+    io: IoSettings,
+    /// Bounds and counts the requests of `store`.
+    limiter: Arc<IoLimiter>,
     bytes_read: AtomicU64,
 }
 
@@ -318,6 +330,7 @@ impl CompactionExecutor {
             self.commit(pending, plan, &context, &mut report).await?;
         }
         report.bytes_read = context.bytes_read.load(Ordering::Relaxed);
+        report.io = context.limiter.report();
         report.duration_ms = started.elapsed().as_millis() as u64;
         info!(
             bins = report.bins_committed,
@@ -383,9 +396,12 @@ impl CompactionExecutor {
                 state.version()
             )));
         }
+        let limiter = IoLimiter::new(&self.settings.io);
         Ok(BinContext {
             table: self.table.clone(),
-            store: self.table.object_store(),
+            store: Arc::new(BoundedStore::new(self.table.object_store(), limiter.clone())),
+            io: self.settings.io.clone(),
+            limiter,
             file_schema,
             inputs,
             clustering: plan.clustering.clone(),
@@ -481,7 +497,8 @@ impl CompactionExecutor {
                     report.bytes_added +=
                         outputs.iter().flat_map(|o| o.adds.iter().map(|a| a.size.max(0) as u64)).sum::<u64>();
                     report.rows += outputs.iter().map(|o| o.rows).sum::<u64>();
-                    self.table.update_state().await?;
+                    // The commit's own snapshot, at the new version: no listing of the log.
+                    self.table.state = Some(finalized.snapshot());
                     return Ok(());
                 }
                 Err(e) if attempt < self.settings.max_commit_attempts && is_conflict(&e) => {
@@ -587,22 +604,13 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
     let mut settings_chosen = false;
     let mut rows = 0u64;
     let mut held: Vec<RecordBatch> = Vec::new();
-    for input in &bin.inputs {
-        let path = Path::from_url_path(&input.path)
-            .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.path)))?;
-        let reader = StoreFileReader::new(context.store.clone(), path, input.size);
-        let builder =
-            ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| CompactionError::reading(&input.path, e))?;
-        // Rows a deletion vector deleted are not read.
-        let builder = match context.inputs.get(&input.path).and_then(|f| f.add.deletion_vector.as_ref()) {
-            Some(dv) => {
-                let deleted = crate::reader::deleted_positions(&context.table, &input.path, dv)
-                    .await
-                    .map_err(|e| CompactionError::Data(e.to_string()))?;
-                crate::reader::skip_rows(builder, &deleted).0
-            }
-            None => builder,
-        };
+    // The next inputs are fetched (small ones whole) while one is decoded.
+    let opened = futures::stream::iter(bin.inputs.iter().cloned())
+        .map(|input| open_input(context, input))
+        .buffered(context.io.prefetch_files);
+    let mut opened = std::pin::pin!(opened);
+    while let Some(next) = opened.next().await {
+        let (input, builder, _budget) = next?;
         let mut stream = builder.with_batch_size(8192).build().map_err(|e| CompactionError::reading(&input.path, e))?;
         while let Some(batch) = stream.try_next().await.map_err(|e| CompactionError::reading(&input.path, e))? {
             let batch = conform(&batch, &context.file_schema).map_err(|e| {
@@ -633,6 +641,34 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
         add.data_change = false;
     }
     Ok((adds, rows, false))
+}
+
+/// Open one input of a bin for decoding: its share of the byte budget reserved, the
+/// file fetched whole when small (else its footer read), its deletion vector's rows
+/// skipped.
+async fn open_input(
+    context: &BinContext,
+    input: PlannedFile,
+) -> Result<(PlannedFile, ParquetRecordBatchStreamBuilder<StoreFileReader>, BytesPermit)> {
+    let path = Path::from_url_path(&input.path)
+        .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.path)))?;
+    let budget = context.limiter.reserve_bytes(context.io.bytes_to_open(input.size)).await;
+    let reader = StoreFileReader::open(context.store.clone(), path, input.size, &context.io)
+        .await
+        .map_err(|e| CompactionError::reading(&input.path, e))?;
+    let builder =
+        ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| CompactionError::reading(&input.path, e))?;
+    // Rows a deletion vector deleted are not read.
+    let builder = match context.inputs.get(&input.path).and_then(|f| f.add.deletion_vector.as_ref()) {
+        Some(dv) => {
+            let deleted = crate::reader::deleted_positions(&context.table, &input.path, dv)
+                .await
+                .map_err(|e| CompactionError::Data(e.to_string()))?;
+            crate::reader::skip_rows(builder, &deleted).0
+        }
+        None => builder,
+    };
+    Ok((input, builder, budget))
 }
 
 /// `batch` with exactly `schema`'s columns: missing ones (added to the table later)

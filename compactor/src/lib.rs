@@ -12,6 +12,8 @@
 //! - **job**: one running attempt of a plan by the [`executor`];
 //! - **copy**: a bin whose inputs' row groups are all large is written by copying
 //!   them undecoded (`copy` module), the others are decoded and encoded again;
+//! - **request**: one call to the object store; a job's requests are bounded in
+//!   number and bytes and counted ([`io`]);
 //! - **commit**: the log entry a job produces: `remove` (dataChange = false) of a bin's
 //!   inputs and `add` of its output, for one or more bins at a time.
 //!
@@ -28,10 +30,12 @@ pub mod encoding;
 pub mod error;
 pub mod executor;
 pub mod health;
+pub mod io;
 pub mod planner;
 pub mod reader;
 
 pub use error::{CompactionError, Result};
 pub use executor::{CompactionExecutor, CompactionReport, ExecutorSettings};
 pub use health::{FileView, PartitionHealth, PartitionKey, TableHealth};
+pub use io::{BoundedStore, IoLimiter, IoReport, IoSettings};
 pub use planner::{Bin, Clustering, CompactionPlan, PartitionPlan, PlannedFile, PlannerSettings};

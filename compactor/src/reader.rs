@@ -16,17 +16,49 @@ use futures::future::BoxFuture;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 
-/// One Parquet file in an object store, of known size, read by ranges.
+use crate::io::IoSettings;
+
+/// One Parquet file in an object store, of known size, read by ranges, or fetched
+/// whole in one GET ([`StoreFileReader::open`]) and then read from memory (a clone
+/// shares the fetched bytes).
+#[derive(Clone)]
 pub struct StoreFileReader {
     store: Arc<dyn ObjectStore>,
     path: Path,
     size: u64,
+    /// Bytes read from the end of the file for its footer.
+    footer_read: u64,
+    /// The whole file, once fetched.
+    fetched: Option<Bytes>,
 }
 
 impl StoreFileReader {
     /// A reader of `path` (`size` bytes) in `store`.
     pub fn new(store: Arc<dyn ObjectStore>, path: Path, size: u64) -> Self {
-        Self { store, path, size }
+        Self { store, path, size, footer_read: 64 * 1024, fetched: None }
+    }
+
+    /// A reader of `path` (`size` bytes) under the I/O settings: a file at most
+    /// `read_whole_files_below` (and within the byte budget) is fetched whole now, in one GET (footer, metadata and
+    /// data from memory after that); a larger one reads its footer later, in one
+    /// suffix read of `footer_read` bytes in the common case.
+    pub async fn open(store: Arc<dyn ObjectStore>, path: Path, size: u64, settings: &IoSettings) -> Result<Self> {
+        let mut reader = Self { footer_read: settings.footer_read.max(8), ..Self::new(store, path, size) };
+        if settings.reads_whole(size) {
+            reader.fetched =
+                Some(reader.store.get(&reader.path).await.map_err(external)?.bytes().await.map_err(external)?);
+        }
+        Ok(reader)
+    }
+
+    /// The bytes `range` of the fetched file, or `None` when it was not fetched.
+    fn slice(&self, range: &Range<u64>) -> Option<Result<Bytes>> {
+        let bytes = self.fetched.as_ref()?;
+        Some(if range.end as usize <= bytes.len() && range.start <= range.end {
+            Ok(bytes.slice(range.start as usize..range.end as usize))
+        } else {
+            Err(ParquetError::EOF(format!("range {range:?} is beyond the {} bytes of {}", bytes.len(), self.path)))
+        })
     }
 }
 
@@ -36,10 +68,17 @@ fn external(e: object_store::Error) -> ParquetError {
 
 impl AsyncFileReader for StoreFileReader {
     fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes>> {
+        if let Some(bytes) = self.slice(&range) {
+            return futures::future::ready(bytes).boxed();
+        }
         async move { self.store.get_range(&self.path, range).await.map_err(external) }.boxed()
     }
 
     fn get_byte_ranges(&mut self, ranges: Vec<Range<u64>>) -> BoxFuture<'_, Result<Vec<Bytes>>> {
+        if self.fetched.is_some() {
+            let slices = ranges.iter().map(|r| self.slice(r).expect("the file was fetched")).collect();
+            return futures::future::ready(slices).boxed();
+        }
         async move { self.store.get_ranges(&self.path, &ranges).await.map_err(external) }.boxed()
     }
 
@@ -48,10 +87,13 @@ impl AsyncFileReader for StoreFileReader {
         _options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
         async move {
-            let size = self.size;
+            if let Some(bytes) = &self.fetched {
+                return Ok(Arc::new(ParquetMetaDataReader::new().parse_and_finish(bytes)?));
+            }
+            let (size, hint) = (self.size, self.footer_read as usize);
             // One request for the footer in the common case.
             let metadata =
-                ParquetMetaDataReader::new().with_prefetch_hint(Some(64 * 1024)).load_and_finish(self, size).await?;
+                ParquetMetaDataReader::new().with_prefetch_hint(Some(hint)).load_and_finish(self, size).await?;
             Ok(Arc::new(metadata))
         }
         .boxed()

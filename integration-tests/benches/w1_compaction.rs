@@ -9,8 +9,16 @@
 //!   partition once with the same writer settings (zstd 3, dictionary encoding per
 //!   column chosen from the first batch), no commit.
 //!
+//! - `delta-rs-16`: the same with its `max_concurrent_tasks` raised to 16.
+//!
+//! With `--latency-ms 0,10,30,60` each run instead reads and writes a copy of the
+//! table held in memory behind a fixed wait per request (as S3's time to first
+//! byte; `common::LatencyStore`), one set of rounds per latency, and the figures
+//! include the requests each engine made and the most it had in flight (counted by
+//! a store both engines go through). The floor runs only on local disk.
+//!
 //! Run (release):
-//!   cargo bench -p sediment-integration-tests --bench w1_compaction -- [--appends N] [--rows N] [--work-dir DIR] [--rounds N]
+//!   cargo bench -p sediment-integration-tests --bench w1_compaction -- [--appends N] [--rows N] [--work-dir DIR] [--rounds N] [--latency-ms L,...]
 //!
 //! It prints a table of wall time, CPU time, peak RSS, files and bytes out, and the
 //! ratios to delta-rs and to the floor. Nothing here is a pass/fail test.
@@ -27,7 +35,7 @@ use sediment::arrow::array::{
 use sediment::arrow::datatypes::SchemaRef;
 use sediment::deltalake::parquet::arrow::ArrowWriter;
 use sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use sediment::{Table, WriteOptions};
+use sediment::{OpenOptions, Table, WriteOptions};
 
 mod common;
 use common::{arg, mib, perf_control, rss_now, run_rounds, rusage};
@@ -90,35 +98,45 @@ fn data_files(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The files and bytes the latest version of `uri` references.
-async fn live_files(uri: &str) -> (usize, u64) {
-    let table = Table::open(uri).await.unwrap();
+async fn live_files(uri: &str, open: &OpenOptions) -> (usize, u64) {
+    let table = Table::open_with(uri, open.clone()).await.unwrap();
     let files = table.files().unwrap();
     (files.len(), files.iter().map(|f| f.size).sum())
 }
 
-async fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
-    let uri = dir.to_string_lossy().to_string();
+async fn run_one(mode: &str, dir: &Path, latency_ms: Option<u64>) -> serde_json::Value {
+    // With a latency, the table is a copy in memory behind it; otherwise the local copy.
+    let (uri, open, counter) = match latency_ms {
+        Some(ms) => {
+            let (store, counter) = common::latency_store(dir, ms).await;
+            ("memory://w1-latency/".to_string(), OpenOptions::new().object_store(store), Some(counter))
+        }
+        None => (dir.to_string_lossy().to_string(), OpenOptions::new(), None),
+    };
     let base_rss = rss_now();
     perf_control("enable");
     let started = Instant::now();
-    let (files_out, bytes_out) = match mode {
+    // The table's files after the run are listed outside the timed section.
+    let floor_out = match mode {
         "sediment" => {
-            let mut table = Table::open(&uri).await.unwrap();
+            let mut table = Table::open_with(&uri, open.clone()).await.unwrap();
             let report = table.compact(sediment::CompactOptions::default().target_file_size(TARGET)).await.unwrap();
             assert!(report.abandoned.is_empty());
-            live_files(&uri).await
+            None
         }
-        "delta-rs" => {
-            let table = Table::open(&uri).await.unwrap();
-            table
+        "delta-rs" | "delta-rs-16" => {
+            let table = Table::open_with(&uri, open.clone()).await.unwrap();
+            let mut optimize = table
                 .delta()
                 .clone()
                 .optimize()
                 .with_type(sediment::deltalake::operations::optimize::OptimizeType::Compact)
-                .with_target_size(NonZeroU64::new(TARGET).unwrap())
-                .await
-                .unwrap();
-            live_files(&uri).await
+                .with_target_size(NonZeroU64::new(TARGET).unwrap());
+            if mode == "delta-rs-16" {
+                optimize = optimize.with_max_concurrent_tasks(16);
+            }
+            optimize.await.unwrap();
+            None
         }
         "floor" => {
             let out_dir = dir.join("floor-out");
@@ -157,14 +175,20 @@ async fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
                 }
                 bytes += std::fs::metadata(&out).unwrap().len();
             }
-            (files, bytes)
+            Some((files, bytes))
         }
         other => panic!("unknown mode {other}"),
     };
     let wall = started.elapsed().as_secs_f64();
     perf_control("disable");
     let (cpu, peak_rss) = rusage();
-    serde_json::json!({"mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "base_rss": base_rss, "files_out": files_out, "bytes_out": bytes_out})
+    let io = counter.map(|c| c.report()).unwrap_or_default();
+    let (files_out, bytes_out) = match floor_out {
+        Some(out) => out,
+        None => live_files(&uri, &open).await,
+    };
+    serde_json::json!({"mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "base_rss": base_rss,
+        "files_out": files_out, "bytes_out": bytes_out, "requests": io.requests, "peak_in_flight": io.peak_in_flight})
 }
 
 async fn prepare(dir: &Path, appends: usize, rows: usize, small: usize) {
@@ -199,7 +223,8 @@ async fn prepare(dir: &Path, appends: usize, rows: usize, small: usize) {
 async fn main() {
     // Child process: run one mode on one copy and print its figures.
     if let (Some(mode), Some(dir)) = (arg("--run-one"), arg("--dir")) {
-        let figures = run_one(&mode, Path::new(&dir)).await;
+        let latency = arg("--latency").map(|v| v.parse().unwrap());
+        let figures = run_one(&mode, Path::new(&dir), latency).await;
         println!("{figures}");
         return;
     }
@@ -214,21 +239,24 @@ async fn main() {
     let name = if small > 0 { format!("w1-{appends}x{rows}+{small}") } else { format!("w1-{appends}x{rows}") };
     let source = base.join(name);
     prepare(&source, appends, rows, small).await;
-    let (files_in, bytes_in) = live_files(&source.to_string_lossy()).await;
+    let (files_in, bytes_in) = live_files(&source.to_string_lossy(), &OpenOptions::new()).await;
     println!("W1: {files_in} files, {} MiB, {} rows\n", mib(bytes_in as f64), appends * rows + small * 5_000);
 
     let rounds: usize = arg("--rounds").map(|v| v.parse().unwrap()).unwrap_or(3);
-    let results = run_rounds(&source, &base, &["sediment", "delta-rs", "floor"], rounds, &[], |_, _, _, _| {});
+    let latencies: Vec<Option<u64>> = match arg("--latency-ms") {
+        Some(list) => list.split(',').map(|v| Some(v.trim().parse().unwrap())).collect(),
+        None => vec![None],
+    };
     println!("{rounds} rounds, modes interleaved; each row is the run with the median wall time\n");
-    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
-    let delta = results.iter().find(|r| r["mode"] == "delta-rs").unwrap().clone();
-    let floor = results.iter().find(|r| r["mode"] == "floor").unwrap().clone();
     println!(
-        "| {:<9} | {:>8} | {:>11} | {:>8} | {:>13} | {:>9} | {:>10} | {:>12} | {:>12} | {:>11} |",
+        "| {:<11} | {:>7} | {:>8} | {:>11} | {:>8} | {:>8} | {:>9} | {:>13} | {:>9} | {:>8} | {:>12} | {:>12} | {:>11} |",
         "run",
+        "latency",
         "wall s",
         "wall range",
         "cpu s",
+        "requests",
+        "in flight",
         "peak RSS MiB",
         "files out",
         "MiB out",
@@ -236,35 +264,40 @@ async fn main() {
         "RSS/delta",
         "wall/floor"
     );
-    println!(
-        "|{}|",
-        [
-            "-----------",
-            "----------",
-            "-------------",
-            "----------",
-            "---------------",
-            "-----------",
-            "------------",
-            "--------------",
-            "--------------",
-            "-------------"
-        ]
-        .join("|")
-    );
-    for r in &results {
-        println!(
-            "| {:<9} | {:>8.2} | {:>11} | {:>8.2} | {:>13} | {:>9} | {:>10} | {:>12.2} | {:>12.2} | {:>11.2} |",
-            r["mode"].as_str().unwrap(),
-            get(r, "wall_s"),
-            format!("{:.2}-{:.2}", get(r, "wall_min_s"), get(r, "wall_max_s")),
-            get(r, "cpu_s"),
-            mib(get(r, "peak_rss")),
-            r["files_out"].as_u64().unwrap_or(0),
-            mib(get(r, "bytes_out")),
-            get(r, "wall_s") / get(&delta, "wall_s"),
-            get(r, "peak_rss") / get(&delta, "peak_rss"),
-            get(r, "wall_s") / get(&floor, "wall_s"),
-        );
+    println!("|{}|", [13, 9, 10, 13, 10, 10, 11, 15, 11, 10, 14, 14, 13].map(|w| "-".repeat(w)).join("|"));
+    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(0.0);
+    for latency in latencies {
+        let modes: &[&str] = match latency {
+            None => &["sediment", "delta-rs", "delta-rs-16", "floor"],
+            Some(_) => &["sediment", "delta-rs", "delta-rs-16"],
+        };
+        let extra: Vec<String> = latency.map(|ms| vec!["--latency".to_string(), ms.to_string()]).unwrap_or_default();
+        let results = run_rounds(&source, &base, modes, rounds, &extra, |_, _, _, _| {});
+        // Ratios against the faster of delta-rs's two rows.
+        let delta = results
+            .iter()
+            .filter(|r| r["mode"].as_str().unwrap().starts_with("delta-rs"))
+            .min_by(|a, b| get(a, "wall_s").total_cmp(&get(b, "wall_s")))
+            .unwrap()
+            .clone();
+        let floor = results.iter().find(|r| r["mode"] == "floor").cloned();
+        for r in &results {
+            println!(
+                "| {:<11} | {:>7} | {:>8.2} | {:>11} | {:>8.2} | {:>8} | {:>9} | {:>13} | {:>9} | {:>8} | {:>12.2} | {:>12.2} | {:>11} |",
+                r["mode"].as_str().unwrap(),
+                latency.map_or("disk".to_string(), |ms| format!("{ms} ms")),
+                get(r, "wall_s"),
+                format!("{:.2}-{:.2}", get(r, "wall_min_s"), get(r, "wall_max_s")),
+                get(r, "cpu_s"),
+                if latency.is_some() { r["requests"].to_string() } else { "-".into() },
+                if latency.is_some() { r["peak_in_flight"].to_string() } else { "-".into() },
+                mib(get(r, "peak_rss")),
+                r["files_out"].as_u64().unwrap_or(0),
+                mib(get(r, "bytes_out")),
+                get(r, "wall_s") / get(&delta, "wall_s"),
+                get(r, "peak_rss") / get(&delta, "peak_rss"),
+                floor.as_ref().map_or("-".to_string(), |f| format!("{:.2}", get(r, "wall_s") / get(f, "wall_s"))),
+            );
+        }
     }
 }

@@ -41,6 +41,9 @@ pub(crate) struct CompactArgs {
     /// Memory the bins in flight may use.
     #[arg(long, value_parser = parse_size)]
     memory_budget: Option<u64>,
+    /// Requests to storage in flight at once, at most (default 64).
+    #[arg(long)]
+    max_requests_in_flight: Option<usize>,
     /// Copy row groups undecoded when all of a bin's are at least this large (default 8MiB).
     #[arg(long, value_parser = parse_size, conflicts_with = "always_decode")]
     copy_row_groups_above: Option<u64>,
@@ -77,6 +80,9 @@ pub(crate) async fn compact(args: CompactArgs, options: StorageOptions, json: bo
     }
     if let Some(bytes) = args.memory_budget {
         compact_options.executor.memory_budget = bytes;
+    }
+    if let Some(n) = args.max_requests_in_flight {
+        compact_options.executor.io.max_requests_in_flight = n;
     }
     if let Some(bytes) = args.copy_row_groups_above {
         compact_options.executor.copy_row_groups_above = Some(bytes);
@@ -134,6 +140,12 @@ pub(crate) async fn compact(args: CompactArgs, options: StorageOptions, json: bo
     println!(
         "commits      {:?} in {} ms; {} conflicts re-planned",
         report.versions, report.duration_ms, report.commit_conflicts
+    );
+    println!(
+        "requests     {} to storage for data files, at most {} in flight, {} read",
+        report.io.requests,
+        report.io.peak_in_flight,
+        human_bytes(report.io.bytes_read)
     );
     for abandoned in &report.abandoned {
         println!(

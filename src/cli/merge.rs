@@ -134,6 +134,14 @@ pub(crate) async fn merge(args: MergeArgs, options: StorageOptions, json: bool) 
         ),
         None => println!("nothing changed: nothing committed\n  {rows}\n  {files}"),
     }
+    if !report.replayed {
+        println!(
+            "  {} requests for data files, at most {} in flight, {} read",
+            report.io.requests,
+            report.io.peak_in_flight,
+            human_bytes(report.io.bytes_read)
+        );
+    }
     if report.source_duplicates_dropped > 0 {
         println!("  {} duplicate source rows dropped (kept the latest per key)", report.source_duplicates_dropped);
     }

@@ -3,7 +3,8 @@
 //! [`Table::compaction_plan`] turns the snapshot into file views, keeps the
 //! partitions matching an optional filter and asks the planner for a plan;
 //! [`Table::compact`] checks that the table can be written, plans and runs the plan
-//! with the executor, and leaves the handle at the newest version.
+//! with the executor, and leaves the handle at the version of its last commit (the
+//! newest, when it committed nothing).
 //!
 //! ```no_run
 //! # async fn example() -> sediment::Result<()> {
@@ -114,7 +115,7 @@ impl Table {
         Ok(planner::plan(&views, &settings)?)
     }
 
-    /// Plan and run a compaction; the handle moves to the newest version.
+    /// Plan and run a compaction; the handle moves to the version of its last commit.
     #[instrument(skip_all, fields(table = %self.uri()))]
     pub async fn compact(&mut self, options: CompactOptions) -> Result<CompactionReport> {
         let plan = self.compaction_plan(&options)?;
@@ -136,9 +137,13 @@ impl Table {
         if let Some(progress) = options.progress {
             executor = executor.with_progress(progress);
         }
-        let (report, _) =
+        let (report, delta) =
             executor.execute(plan).await.map_err(|e| Error::from(e).context(format!("table {}", self.uri())))?;
-        self.refresh().await?;
+        match delta.snapshot() {
+            // The snapshot of its last commit: no listing of the log.
+            Ok(state) if !report.versions.is_empty() => self.set_state(state.clone()),
+            _ => self.refresh().await?,
+        }
         Ok(report)
     }
 }

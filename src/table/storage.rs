@@ -18,6 +18,10 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
+/// The I/O discipline every data-file read follows (requests in flight bounded and
+/// counted, a byte budget for what is fetched ahead); see `sediment_compactor::io`.
+pub use sediment_compactor::io::{BoundedStore, IoLimiter, IoReport, IoSettings};
+
 /// Storage options passed to the object store (`aws_endpoint`, `aws_region`, ...).
 pub type StorageOptions = HashMap<String, String>;
 

@@ -116,3 +116,133 @@ pub fn run_rounds(
         })
         .collect()
 }
+
+/// An object store that waits a fixed time before every request, as S3 does before
+/// its first byte, over another store (an `InMemory` one here: the file system's
+/// reads cannot be delayed by `object_store`'s own `ThrottledStore`). Ranged reads
+/// are coalesced as `object_store` does for S3 (gaps up to 1 MiB) and each merged
+/// range waits on its own, so every engine pays per request what S3 would charge.
+#[derive(Debug)]
+#[allow(dead_code)] // W1 uses it; W2 does not yet.
+pub struct LatencyStore {
+    inner: std::sync::Arc<dyn object_store::ObjectStore>,
+    latency: std::time::Duration,
+}
+
+#[allow(dead_code)]
+impl LatencyStore {
+    pub fn new(inner: std::sync::Arc<dyn object_store::ObjectStore>, latency: std::time::Duration) -> Self {
+        Self { inner, latency }
+    }
+}
+
+impl std::fmt::Display for LatencyStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Latency({:?}, {})", self.latency, self.inner)
+    }
+}
+
+mod latency_store {
+    use std::ops::Range;
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use futures::stream::BoxStream;
+    use object_store::path::Path;
+    use object_store::{
+        CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
+        PutOptions, PutPayload, PutResult, Result,
+    };
+
+    use super::LatencyStore;
+
+    #[async_trait::async_trait]
+    impl ObjectStore for LatencyStore {
+        async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+            tokio::time::sleep(self.latency).await;
+            self.inner.put_opts(location, payload, opts).await
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> Result<Box<dyn MultipartUpload>> {
+            tokio::time::sleep(self.latency).await;
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            tokio::time::sleep(self.latency).await;
+            self.inner.get_opts(location, options).await
+        }
+
+        async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+            object_store::coalesce_ranges(
+                ranges,
+                |range| async move {
+                    tokio::time::sleep(self.latency).await;
+                    self.inner.get_opts(location, GetOptions::new().with_range(Some(range))).await?.bytes().await
+                },
+                object_store::OBJECT_STORE_COALESCE_DEFAULT,
+            )
+            .await
+        }
+
+        fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
+            let latency = self.latency;
+            let delayed = locations.then(move |l| async move {
+                tokio::time::sleep(latency).await;
+                l
+            });
+            self.inner.delete_stream(delayed.boxed())
+        }
+
+        fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            let (inner, prefix, latency) = (self.inner.clone(), prefix.cloned(), self.latency);
+            futures::stream::once(tokio::time::sleep(latency)).flat_map(move |_| inner.list(prefix.as_ref())).boxed()
+        }
+
+        async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            tokio::time::sleep(self.latency).await;
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            tokio::time::sleep(self.latency).await;
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+}
+
+/// The files of the table at `dir` (a local directory) in a new in-memory store,
+/// behind `latency_ms` of latency per request and a counter of the requests every
+/// engine makes through it.
+#[allow(dead_code)]
+pub async fn latency_store(
+    dir: &Path,
+    latency_ms: u64,
+) -> (std::sync::Arc<dyn object_store::ObjectStore>, std::sync::Arc<sediment::IoLimiter>) {
+    use object_store::ObjectStoreExt as _;
+    let memory: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::memory::InMemory::new());
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, std::path::PathBuf)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push((path.strip_prefix(root).unwrap().to_string_lossy().to_string(), path));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, dir, &mut files);
+    for (name, path) in files {
+        let bytes = std::fs::read(&path).unwrap();
+        memory.put(&object_store::path::Path::from(name), bytes.into()).await.unwrap();
+    }
+    let delayed = std::sync::Arc::new(LatencyStore::new(memory, std::time::Duration::from_millis(latency_ms)));
+    let counter = sediment::IoLimiter::unbounded();
+    (std::sync::Arc::new(sediment::BoundedStore::new(delayed, counter.clone())), counter)
+}

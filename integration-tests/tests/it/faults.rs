@@ -1,5 +1,6 @@
 //! Fault injection: an object store that fails some reads, the way a flaky network
-//! or a throttling S3 endpoint does.
+//! or a throttling S3 endpoint does, and delays every request by a random time (so
+//! requests in flight complete out of order, as they do on S3).
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -27,6 +28,32 @@ struct FlakyStore {
     failures: Arc<AtomicUsize>,
     /// Panic (as a buggy library would) when reading a data file whose path has this.
     panic_on: Option<&'static str>,
+    /// Delay every request by a pseudo-random time up to this many milliseconds.
+    jitter_ms: u64,
+    calls: AtomicUsize,
+}
+
+impl FlakyStore {
+    fn new(budget: usize, failures: Arc<AtomicUsize>) -> Self {
+        Self {
+            inner: Arc::new(object_store::local::LocalFileSystem::new()),
+            budget,
+            failed: Default::default(),
+            failures,
+            panic_on: None,
+            jitter_ms: 0,
+            calls: AtomicUsize::new(0),
+        }
+    }
+
+    /// Wait up to `jitter_ms`, differently for each call.
+    async fn jitter(&self) {
+        if self.jitter_ms > 0 {
+            let n = self.calls.fetch_add(1, Ordering::Relaxed) as u64;
+            let mixed = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(29).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            tokio::time::sleep(std::time::Duration::from_micros((mixed >> 11) % (self.jitter_ms * 1000 + 1))).await;
+        }
+    }
 }
 
 impl std::fmt::Display for FlakyStore {
@@ -60,6 +87,7 @@ impl FlakyStore {
 #[async_trait]
 impl ObjectStore for FlakyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+        self.jitter().await;
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -68,11 +96,13 @@ impl ObjectStore for FlakyStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        self.jitter().await;
         self.maybe_fail(location)?;
         self.inner.get_opts(location, options).await
     }
 
     async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
+        self.jitter().await;
         self.maybe_fail(location)?;
         self.inner.get_ranges(location, ranges).await
     }
@@ -111,13 +141,7 @@ async fn compaction_retries_transient_read_failures() {
     let rows = table_rows(&table).await;
 
     let failures = Arc::new(AtomicUsize::new(0));
-    let store = Arc::new(FlakyStore {
-        inner: Arc::new(object_store::local::LocalFileSystem::new()),
-        budget: 3,
-        failed: Default::default(),
-        failures: failures.clone(),
-        panic_on: None,
-    });
+    let store = Arc::new(FlakyStore { jitter_ms: 5, ..FlakyStore::new(3, failures.clone()) });
     let mut flaky = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
     let mut options = CompactOptions::default();
     options.executor.max_bin_attempts = 4;
@@ -129,13 +153,7 @@ async fn compaction_retries_transient_read_failures() {
 
     // With no retries allowed, a failing bin is given up and named; the rest commit.
     let (_, table) = local_table(&dir, "flaky2", 8).await;
-    let store = Arc::new(FlakyStore {
-        inner: Arc::new(object_store::local::LocalFileSystem::new()),
-        budget: 2,
-        failed: Default::default(),
-        failures: Arc::new(AtomicUsize::new(0)),
-        panic_on: None,
-    });
+    let store = Arc::new(FlakyStore { jitter_ms: 5, ..FlakyStore::new(2, Arc::new(AtomicUsize::new(0))) });
     let mut flaky = Table::open_with(table.uri(), OpenOptions::new().object_store(store)).await.unwrap();
     let mut options = CompactOptions::default();
     options.executor.max_bin_attempts = 1;
@@ -205,11 +223,8 @@ async fn a_bin_whose_task_panics_is_given_up_and_the_rest_commit() {
     let (uri, table) = local_table(&dir, "panicky", 4).await;
     let rows = table_rows(&table).await;
     let store = Arc::new(FlakyStore {
-        inner: Arc::new(object_store::local::LocalFileSystem::new()),
-        budget: 0,
-        failed: Default::default(),
-        failures: Arc::new(AtomicUsize::new(0)),
         panic_on: Some("event_date=2024-05-03"),
+        ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0)))
     });
     let mut panicky = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
     let report = panicky.compact(CompactOptions::default()).await.unwrap();
@@ -218,5 +233,36 @@ async fn a_bin_whose_task_panics_is_given_up_and_the_rest_commit() {
     let abandoned = &report.abandoned[0];
     assert_eq!(abandoned.partition, vec![("event_date".to_string(), Some("2024-05-03".to_string()))]);
     assert!(abandoned.reason.contains("panicked"), "{abandoned:?}");
+    assert_eq!(table_rows(&Table::open(&uri).await.unwrap()).await, rows);
+}
+
+/// Compaction of many small inputs over a store whose requests take up to 20 ms and
+/// complete out of order, with a small byte budget: the bounds hold (measured by the
+/// job's own counters and by a counting store around everything it does), no request
+/// is left running when it returns, and every row is there once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_at_high_latency_keeps_its_bounds_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uri, table) = local_table(&dir, "latency", 40).await;
+    let rows = table_rows(&table).await;
+    let inputs = table.files().unwrap().len();
+    let jittery: Arc<dyn ObjectStore> =
+        Arc::new(FlakyStore { jitter_ms: 20, ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0))) });
+    let outer = sediment::IoLimiter::unbounded();
+    let store = Arc::new(sediment::BoundedStore::new(jittery, outer.clone()));
+    let mut slow = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
+    let mut options = CompactOptions::default();
+    options.executor.io.max_requests_in_flight = 6;
+    options.executor.io.max_bytes_in_flight = 1024 * 1024;
+    let report = slow.compact(options).await.unwrap();
+
+    assert_eq!((report.bins_committed, report.files_removed), (5, inputs), "{report:?}");
+    // Small files are read whole: one request each (and a few for the outputs).
+    assert!(report.io.requests >= inputs as u64 && report.io.requests <= inputs as u64 + 20, "{:?}", report.io);
+    assert!(report.io.peak_in_flight > 1 && report.io.peak_in_flight <= 6, "{:?}", report.io);
+    assert!(report.io.peak_bytes_held <= 1024 * 1024, "{:?}", report.io);
+    assert!(report.io.bytes_read >= report.bytes_removed, "{:?}", report.io);
+    assert_eq!(outer.in_flight(), 0, "no request is left running");
+    assert!(outer.report().requests > report.io.requests, "commits and log reads go through the same store");
     assert_eq!(table_rows(&Table::open(&uri).await.unwrap()).await, rows);
 }

@@ -22,12 +22,14 @@ use deltalake::parquet::arrow::arrow_reader::ArrowReaderMetadata;
 use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
+use sediment_compactor::reader::StoreFileReader;
 
 use super::clauses::{Action, Compiled, CompiledClause, condition_mask};
 use super::source::MergeSource;
 use crate::error::{Error, Result};
 use crate::table::Table;
 use crate::table::schema::SchemaMode;
+use crate::table::storage::IoSettings;
 use crate::write::sink::FileSink;
 
 /// Unchanged output of one file held in memory before it is written anyway.
@@ -39,6 +41,10 @@ const INSERT_CHUNK: usize = 65_536;
 /// What a merge needs to process files, shared by the tasks.
 pub(crate) struct MergeJob {
     pub table: Table,
+    /// The table's store, bounded and counted by the merge's limiter: every data file
+    /// the merge reads goes through it.
+    pub store: Arc<dyn deltalake::ObjectStore>,
+    pub io: IoSettings,
     pub source: Arc<MergeSource>,
     pub compiled: Compiled,
     pub target_file_size: u64,
@@ -160,8 +166,7 @@ impl MergeJob {
     async fn read_file(&self, add: &Add, schema: SchemaRef) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let path = deltalake::Path::from_url_path(&add.path)
             .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
-        let reader =
-            sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path, add.size.max(0) as u64);
+        let reader = self.open(path, add.size.max(0) as u64).await?;
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         let file_schema = builder.schema().clone();
         let roots: Vec<usize> = schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
@@ -186,6 +191,14 @@ impl MergeJob {
             }
         }
         Ok(matched)
+    }
+
+    /// A reader of data file `path` (`size` bytes) through the merge's bounded store:
+    /// fetched whole now when small, else read by ranges.
+    async fn open(&self, path: deltalake::Path, size: u64) -> Result<StoreFileReader> {
+        StoreFileReader::open(self.store.clone(), path.clone(), size, &self.io)
+            .await
+            .map_err(|e| Error::from(e).context(format!("reading data file {path}")))
     }
 
     /// The table's schema with only `columns`, in that order.
@@ -303,7 +316,9 @@ impl MergeJob {
         let path = deltalake::Path::from_url_path(&result.add.path)
             .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", result.add.path)))?;
         let size = result.add.size.max(0) as u64;
-        let open = || sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path.clone(), size);
+        // Fetched once (whole, when small) for both passes.
+        let fetched = self.open(path, size).await?;
+        let open = || fetched.clone();
         let mut positions: Vec<u64> = Vec::new();
         let partition = partition_key(&result.add);
         // The source row of each matched position, when the keys are read first.
@@ -590,8 +605,7 @@ impl MergeJob {
     pub(crate) async fn copy_live_rows(&self, add: &Add, deleted: &[u64], sink: &mut FileSink) -> Result<u64> {
         let path = deltalake::Path::from_url_path(&add.path)
             .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
-        let reader =
-            sediment_compactor::reader::StoreFileReader::new(self.table.object_store(), path, add.size.max(0) as u64);
+        let reader = self.open(path, add.size.max(0) as u64).await?;
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         let (builder, _) = sediment_compactor::reader::skip_rows(builder, deleted);
         let mut stream = builder.with_batch_size(8192).build()?;

@@ -107,6 +107,8 @@ impl Merge<'_> {
             Arc::new(MergeSource::prepare(batches.into_iter().map(Ok), &self.keys, None, &table_schema, None, None)?);
         let part_job = Arc::new(MergeJob {
             table: self.table.clone(),
+            store: job.store.clone(),
+            io: job.io.clone(),
             compiled: self.compile_for(&table_schema, &part.rows.schema())?,
             source: part.clone(),
             target_file_size: job.target_file_size,

@@ -52,6 +52,7 @@ use source::MergeSource;
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::Table;
 use crate::table::features;
+use crate::table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings};
 
 /// How many times a merge that lost a race is planned again.
 const MAX_ATTEMPTS: usize = 10;
@@ -103,6 +104,9 @@ pub struct MergeReport {
     pub duration_ms: u64,
     /// Where the time of the last attempt went.
     pub phases: MergePhases,
+    /// The requests of the merge's data-file reads (every attempt): how many, the
+    /// bytes read, the most in flight at once.
+    pub io: IoReport,
 }
 
 /// What a merge would touch, before anything is read: see [`Merge::plan`].
@@ -156,6 +160,7 @@ pub struct Merge<'a> {
     source_memory_limit: Option<usize>,
     spill_directory: Option<std::path::PathBuf>,
     before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
+    io: IoSettings,
 }
 
 /// Default of [`Merge::source_memory_limit`]: 1 GiB.
@@ -198,6 +203,7 @@ impl Table {
             source_memory_limit: Some(DEFAULT_SOURCE_MEMORY_LIMIT),
             spill_directory: None,
             before_commit: None,
+            io: IoSettings::default(),
         }
     }
 
@@ -370,6 +376,13 @@ impl<'a> Merge<'a> {
         self
     }
 
+    /// How data files are read: requests in flight, the byte budget, whole-file reads
+    /// of small files ([`IoSettings`]; the defaults suit S3).
+    pub fn io(mut self, settings: IoSettings) -> Self {
+        self.io = settings;
+        self
+    }
+
     /// Target files read and rewritten at once (at least 1; default: the number of
     /// cores plus one, so reading one file overlaps with encoding others).
     pub fn files_in_flight(mut self, files: usize) -> Self {
@@ -478,6 +491,9 @@ impl<'a> Merge<'a> {
         if self.matched.is_empty() && self.not_matched.is_empty() && self.by_source.is_empty() {
             return Err(Error::invalid("a merge needs at least one when-matched or when-not-matched clause"));
         }
+        self.io.validate().map_err(Error::invalid)?;
+        // One limiter for every attempt: the report counts all of the merge's reads.
+        let limiter = IoLimiter::new(&self.io);
         let mut retries = 0;
         loop {
             // Checked on every attempt: a racing loader may have committed the batch.
@@ -494,6 +510,8 @@ impl<'a> Merge<'a> {
             let (source, compiled) = self.prepare()?;
             let job = Arc::new(MergeJob {
                 table: self.table.clone(),
+                store: Arc::new(BoundedStore::new(self.table.object_store(), limiter.clone())),
+                io: self.io.clone(),
                 source,
                 compiled,
                 target_file_size: self.table.target_file_size()?,
@@ -513,6 +531,7 @@ impl<'a> Merge<'a> {
                 Ok(mut report) => {
                     report.phases.prepare_ms = prepare_ms;
                     report.retries = retries;
+                    report.io = limiter.report();
                     report.duration_ms = started.elapsed().as_millis() as u64;
                     return Ok(report);
                 }
