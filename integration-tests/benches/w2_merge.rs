@@ -21,8 +21,16 @@
 //! W3: a point lookup by order id and date, and by order id alone, on the merged
 //! table: files opened against files in the table.
 //!
+//! - `delta-rs-16`: the same with DataFusion's target partitions raised to 16.
+//!
+//! With `--latency-ms 0,10,30,60` each run instead works on a copy of the table held
+//! in memory behind a fixed wait per request (`common::LatencyStore`), one set of
+//! rounds per latency; the figures then include the requests each engine made and the
+//! most it had in flight, and each run checks its own result (the floor runs only on
+//! local disk).
+//!
 //! Run (release):
-//!   cargo bench -p sediment-integration-tests --bench w2_merge -- [--rows-per-day N] [--work-dir DIR] [--rounds N] [--deletion-vectors]
+//!   cargo bench -p sediment-integration-tests --bench w2_merge -- [--rows-per-day N] [--work-dir DIR] [--rounds N] [--deletion-vectors] [--latency-ms L,...]
 //!
 //! With `--deletion-vectors` the table is created with `delta.enableDeletionVectors =
 //! true`: Sediment then marks the updated rows with deletion vectors instead of
@@ -48,8 +56,8 @@ use sediment::arrow::array::{
 };
 use sediment::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use sediment::arrow::row::{RowConverter, SortField};
-use sediment::deltalake::datafusion::prelude::SessionContext;
-use sediment::{Table, WriteOptions};
+use sediment::deltalake::datafusion::prelude::{SessionConfig, SessionContext};
+use sediment::{OpenOptions, Table, WriteOptions};
 
 mod common;
 use common::{arg, mib, perf_control, rss_now, run_rounds, rusage};
@@ -119,10 +127,23 @@ fn source(rows_per_day: i64) -> Vec<RecordBatch> {
     batches
 }
 
-async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option<usize>) -> serde_json::Value {
-    let uri = dir.to_string_lossy().to_string();
+async fn run_one(
+    mode: &str,
+    dir: &Path,
+    rows_per_day: i64,
+    source_limit: Option<usize>,
+    latency_ms: Option<u64>,
+) -> serde_json::Value {
+    // With a latency, the table is a copy in memory behind it; otherwise the local copy.
+    let (uri, open, counter) = match latency_ms {
+        Some(ms) => {
+            let (store, counter) = common::latency_store(dir, ms).await;
+            ("memory://w2-latency/".to_string(), OpenOptions::new().object_store(store), Some(counter))
+        }
+        None => (dir.to_string_lossy().to_string(), OpenOptions::new(), None),
+    };
     let before: HashSet<String> =
-        Table::open(&uri).await.unwrap().files().unwrap().into_iter().map(|f| f.path).collect();
+        Table::open_with(&uri, open.clone()).await.unwrap().files().unwrap().into_iter().map(|f| f.path).collect();
     let batches = source(rows_per_day);
     let base_rss = rss_now();
     let (cpu_before, _) = rusage();
@@ -130,7 +151,7 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option
     let started = Instant::now();
     match mode {
         "sediment" => {
-            let mut table = Table::open(&uri).await.unwrap();
+            let mut table = Table::open_with(&uri, open.clone()).await.unwrap();
             let report = table
                 .merge(batches)
                 .on(["order_id"])
@@ -142,9 +163,13 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option
                 .unwrap();
             eprintln!("{}", serde_json::to_string(&report).unwrap());
         }
-        "delta-rs" => {
-            let table = Table::open(&uri).await.unwrap();
-            let ctx = SessionContext::new();
+        "delta-rs" | "delta-rs-16" => {
+            let table = Table::open_with(&uri, open.clone()).await.unwrap();
+            let ctx = if mode == "delta-rs-16" {
+                SessionContext::new_with_config(SessionConfig::new().with_target_partitions(16))
+            } else {
+                SessionContext::new()
+            };
             let frame = ctx.read_batches(batches).unwrap();
             let columns: Vec<String> = schema().fields().iter().map(|f| f.name().clone()).collect();
             let cols = columns.clone();
@@ -152,6 +177,7 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option
                 .delta()
                 .clone()
                 .merge(frame, "t.order_id = s.order_id")
+                .with_session_state(Arc::new(ctx.state()))
                 .with_source_alias("s")
                 .with_target_alias("t")
                 .when_matched_update(|u| cols.iter().fold(u, |u, c| u.update(c.as_str(), format!("s.{c}"))))
@@ -212,7 +238,8 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option
     perf_control("disable");
     let (cpu, peak_rss) = rusage();
     let cpu = cpu - cpu_before;
-    let after = Table::open(&uri).await.unwrap().files().unwrap();
+    let io = counter.map(|c| c.report()).unwrap_or_default();
+    let after = Table::open_with(&uri, open.clone()).await.unwrap().files().unwrap();
     let after_paths: HashSet<&str> = after.iter().map(|f| f.path.as_str()).collect();
     let added: Vec<_> = after.iter().filter(|f| !before.contains(&f.path)).collect();
     let removed = before.iter().filter(|p| !after_paths.contains(p.as_str())).count();
@@ -220,12 +247,15 @@ async fn run_one(mode: &str, dir: &Path, rows_per_day: i64, source_limit: Option
         "mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "base_rss": base_rss,
         "files_removed": removed, "files_added": added.len(),
         "bytes_written": added.iter().map(|f| f.size).sum::<u64>(),
+        "requests": io.requests, "peak_in_flight": io.peak_in_flight,
+        // A copy in memory is gone with this process: its result is checked here.
+        "checksum": if latency_ms.is_some() && mode != "floor" { Some(checksum(&uri, &open).await) } else { None },
     })
 }
 
 /// Row count and an order-independent checksum of every row of the table at `uri`.
-async fn checksum(uri: &str) -> (u64, u64) {
-    let table = Table::open(uri).await.unwrap();
+async fn checksum(uri: &str, open: &OpenOptions) -> (u64, u64) {
+    let table = Table::open_with(uri, open.clone()).await.unwrap();
     let (batches, _) = table.scan().execute().await.unwrap().collect().await.unwrap();
     let (mut rows, mut sum) = (0u64, 0u64);
     for batch in batches {
@@ -297,7 +327,8 @@ async fn main() {
     let source_limit: Option<usize> = arg("--source-memory-limit").map(|v| v.parse().unwrap());
     // Child process: run one mode on one copy and print its figures.
     if let (Some(mode), Some(dir)) = (arg("--run-one"), arg("--dir")) {
-        let figures = run_one(&mode, Path::new(&dir), rows_per_day, source_limit).await;
+        let latency = arg("--latency").map(|v| v.parse().unwrap());
+        let figures = run_one(&mode, Path::new(&dir), rows_per_day, source_limit, latency).await;
         println!("{figures}");
         return;
     }
@@ -321,46 +352,81 @@ async fn main() {
     );
 
     let rounds: usize = arg("--rounds").map(|v| v.parse().unwrap()).unwrap_or(3);
-    let mut sums = Vec::new();
-    let mut phases = Vec::new();
-    let mut lookups_done = false;
-    let mut extra = vec!["--rows-per-day".to_string(), rows_per_day.to_string()];
+    let latencies: Vec<Option<u64>> = match arg("--latency-ms") {
+        Some(list) => list.split(',').map(|v| Some(v.trim().parse().unwrap())).collect(),
+        None => vec![None],
+    };
+    let mut base_extra = vec!["--rows-per-day".to_string(), rows_per_day.to_string()];
     if let Some(limit) = source_limit {
         println!("sediment's source memory limit: {limit} bytes (the source is spilled and merged in key ranges)");
-        extra.extend(["--source-memory-limit".to_string(), limit.to_string()]);
+        base_extra.extend(["--source-memory-limit".to_string(), limit.to_string()]);
     }
-    let results = run_rounds(
-        &table_dir,
-        &base,
-        &["sediment", "delta-rs", "floor"],
-        rounds,
-        &extra,
-        |mode, round, copy, figures| {
+    let mut lookups_done = false;
+    let mut tables = Vec::new();
+    for latency in latencies {
+        let modes: &[&str] = match latency {
+            None => &["sediment", "delta-rs", "delta-rs-16", "floor"],
+            Some(_) => &["sediment", "delta-rs", "delta-rs-16"],
+        };
+        let mut extra = base_extra.clone();
+        if let Some(ms) = latency {
+            extra.extend(["--latency".to_string(), ms.to_string()]);
+        }
+        let mut sums: Vec<(String, (u64, u64))> = Vec::new();
+        let mut phases = Vec::new();
+        let results = run_rounds(&table_dir, &base, modes, rounds, &extra, |mode, round, copy, figures| {
             let uri = copy.to_string_lossy().to_string();
             if round == 0 && mode != "floor" {
-                sums.push(block_on(checksum(&uri)));
+                let sum = match figures["checksum"].as_array() {
+                    Some(pair) => (pair[0].as_u64().unwrap(), pair[1].as_u64().unwrap()),
+                    None => block_on(checksum(&uri, &OpenOptions::new())),
+                };
+                sums.push((mode.to_string(), sum));
             }
             if mode == "sediment" {
                 let report: serde_json::Value =
                     serde_json::from_str(figures["stderr"].as_str().unwrap_or("{}")).unwrap_or_default();
                 phases.push(report["phases"].to_string());
-                if !lookups_done {
+                if !lookups_done && latency.is_none() {
                     block_on(lookups(&uri, rows_per_day));
                     lookups_done = true;
                 }
             }
-        },
-    );
-    println!("\nsediment's phases (ms) per round: {}", phases.join(" "));
-    println!("{rounds} rounds, modes interleaved; each row is the run with the median wall time\n");
-    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap();
-    let delta = results[1].clone();
-    println!(
-        "| {:<9} | {:>8} | {:>11} | {:>8} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} | {:>12} |",
+        });
+        let label = latency.map_or("local disk".to_string(), |ms| format!("{ms} ms per request"));
+        let mut out = format!("\nW2 on {label}: sediment's phases (ms) per round: {}\n", phases.join(" "));
+        out += &format!("{rounds} rounds, modes interleaved; each row is the run with the median wall time\n\n");
+        out += &table(&results, latency.is_some());
+        let same = sums.windows(2).all(|w| w[0].1 == w[1].1);
+        let described: Vec<String> =
+            sums.iter().map(|(m, (rows, sum))| format!("{m} {rows} rows, checksum {sum:016x}")).collect();
+        out += &format!("\nsame rows: {same} ({})\n", described.join("; "));
+        println!("{out}");
+        tables.push(out);
+    }
+    if tables.len() > 1 {
+        println!("\n== all latencies\n{}", tables.join(""));
+    }
+}
+
+/// The figures of one set of rounds as a Markdown table; ratios against the faster of
+/// delta-rs's two rows.
+fn table(results: &[serde_json::Value], latency: bool) -> String {
+    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(0.0);
+    let delta = results
+        .iter()
+        .filter(|r| r["mode"].as_str().unwrap().starts_with("delta-rs"))
+        .min_by(|a, b| get(a, "wall_s").total_cmp(&get(b, "wall_s")))
+        .unwrap()
+        .clone();
+    let mut out = format!(
+        "| {:<11} | {:>8} | {:>11} | {:>8} | {:>8} | {:>9} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} | {:>12} |\n",
         "run",
         "wall s",
         "wall range",
         "cpu s",
+        "requests",
+        "in flight",
         "peak RSS MiB",
         "RSS at start",
         "files removed",
@@ -370,17 +436,18 @@ async fn main() {
         "RSS/delta",
         "growth/delta"
     );
-    println!(
-        "|{}|",
-        [11, 10, 13, 10, 15, 14, 15, 13, 14, 12, 11, 14].iter().map(|n| "-".repeat(*n)).collect::<Vec<_>>().join("|")
-    );
-    for r in &results {
-        println!(
-            "| {:<9} | {:>8.2} | {:>11} | {:>8.2} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} | {:>12.2} |",
+    out +=
+        &format!("|{}|\n", [13, 10, 13, 10, 10, 11, 15, 14, 15, 13, 14, 12, 11, 14].map(|n| "-".repeat(n)).join("|"));
+    for r in results {
+        let io = |k: &str| if latency { r[k].to_string() } else { "-".to_string() };
+        out += &format!(
+            "| {:<11} | {:>8.2} | {:>11} | {:>8.2} | {:>8} | {:>9} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10.2} | {:>9.2} | {:>12.2} |\n",
             r["mode"].as_str().unwrap(),
             get(r, "wall_s"),
             format!("{:.2}-{:.2}", get(r, "wall_min_s"), get(r, "wall_max_s")),
             get(r, "cpu_s"),
+            io("requests"),
+            io("peak_in_flight"),
             mib(get(r, "peak_rss")),
             mib(get(r, "base_rss")),
             r["files_removed"],
@@ -391,12 +458,5 @@ async fn main() {
             (get(r, "peak_rss") - get(r, "base_rss")) / (get(&delta, "peak_rss") - get(&delta, "base_rss")),
         );
     }
-    println!(
-        "\nsame rows: {} (sediment {} rows, checksum {:016x}; delta-rs {} rows, checksum {:016x})",
-        sums[0] == sums[1],
-        sums[0].0,
-        sums[0].1,
-        sums[1].0,
-        sums[1].1
-    );
+    out
 }

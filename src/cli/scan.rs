@@ -118,13 +118,15 @@ pub(crate) async fn scan(args: ScanArgs, options: StorageOptions, json: bool) ->
         eprintln!("{}", serde_json::to_string(&report)?);
     } else {
         eprintln!(
-            "version {}: {} rows; files {} in snapshot, {} after partition pruning, {} after stats skipping; {} read",
+            "version {}: {} rows; files {} in snapshot, {} after partition pruning, {} after stats skipping; {} read in {} requests (at most {} in flight)",
             report.version,
             report.rows_returned,
             report.files_in_snapshot,
             report.files_after_partition_pruning,
             report.files_after_stats_skipping,
-            human_bytes(report.bytes_read)
+            human_bytes(report.bytes_read),
+            report.requests,
+            report.peak_in_flight
         );
     }
     Ok(())

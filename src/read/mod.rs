@@ -3,21 +3,19 @@
 //! ```text
 //! filter (SQL) ─▶ Predicate (parsed against the schema)
 //! snapshot ─▶ partition pruning (exact) ─▶ statistics skipping ─▶ ScanPlan (files kept)
-//!          ─▶ DataFusion over delta-rs's provider, through a MeteredStore ─▶ batches + ScanReport
+//!          ─▶ DataFusion over delta-rs's provider, through a BoundedStore ─▶ batches + ScanReport
 //! ```
 //!
 //! | module | what it holds |
 //! |---|---|
 //! | [`predicate`] | SQL boolean expressions: parsing, exact partition matching, evaluation on rows and on file statistics |
 //! | [`scan`] | [`ScanBuilder`](scan::ScanBuilder), planning, the batch stream and its [`ScanReport`](scan::ScanReport) |
-//! | [`metered_store`] | an `ObjectStore` wrapper counting the bytes really read |
 //!
 //! Words: a *predicate* is a boolean expression; *pruning* drops files by partition
 //! values, *skipping* by statistics; a *scan plan* is the files kept; a *scan report*
 //! says what each step kept and the bytes read. Builds on `table` only; the `write`,
 //! `change` and `maintain` wings use predicates and scan plans.
 
-pub mod metered_store;
 pub mod predicate;
 pub mod scan;
 

@@ -24,7 +24,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use deltalake::arrow::array::RecordBatch;
@@ -39,9 +38,9 @@ use futures::{Stream, StreamExt};
 use tracing::instrument;
 
 use crate::error::{Error, Result};
-use crate::read::metered_store::MeteredStore;
 use crate::read::predicate::Predicate;
 use crate::table::Table;
+use crate::table::storage::{BoundedStore, IoLimiter, IoSettings};
 
 /// What a scan's planning kept and what its reading cost.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -58,6 +57,10 @@ pub struct ScanReport {
     pub bytes_in_selected_files: u64,
     /// Bytes actually fetched from storage (projected column chunks, footers).
     pub bytes_read: u64,
+    /// Requests made to storage for the data files so far.
+    pub requests: u64,
+    /// The most of those requests in flight at once.
+    pub peak_in_flight: u64,
     /// Rows returned so far.
     pub rows_returned: u64,
 }
@@ -160,13 +163,13 @@ impl<'a> ScanBuilder<'a> {
             }
         }
         let plan = table.plan_scan(self.filter.as_deref())?;
-        let bytes_read = Arc::new(AtomicU64::new(0));
+        let limiter = IoLimiter::new(&IoSettings::default());
         let ctx = SessionContext::new();
         let url = table.url();
         let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
         let root_store = table.delta().log_store().root_object_store(None);
         ctx.runtime_env()
-            .register_object_store(store_url.as_ref(), Arc::new(MeteredStore::new(root_store, bytes_read.clone())));
+            .register_object_store(store_url.as_ref(), Arc::new(BoundedStore::new(root_store, limiter.clone())));
         let provider = table.delta().table_provider().with_adds(plan.files.clone()).build().await?;
         let mut df = ctx.read_table(Arc::new(provider))?;
         if let Some(predicate) = &plan.predicate {
@@ -181,7 +184,7 @@ impl<'a> ScanBuilder<'a> {
         }
         let stream =
             df.execute_stream().await.map_err(|e| Error::from(e).context(format!("scanning table {}", table.uri())))?;
-        Ok(Scan { schema: plain_schema(&stream.schema()), stream, report: plan.report, bytes_read })
+        Ok(Scan { schema: plain_schema(&stream.schema()), stream, report: plan.report, limiter })
     }
 }
 
@@ -190,7 +193,8 @@ pub struct Scan {
     schema: SchemaRef,
     stream: SendableRecordBatchStream,
     report: ScanReport,
-    bytes_read: Arc<AtomicU64>,
+    /// Bounds and counts the scan's requests.
+    limiter: Arc<IoLimiter>,
 }
 
 impl std::fmt::Debug for Scan {
@@ -207,7 +211,13 @@ impl Scan {
 
     /// The report so far (bytes read and rows returned grow as the stream is read).
     pub fn report(&self) -> ScanReport {
-        ScanReport { bytes_read: self.bytes_read.load(Ordering::Relaxed), ..self.report.clone() }
+        let io = self.limiter.report();
+        ScanReport {
+            bytes_read: io.bytes_read,
+            requests: io.requests,
+            peak_in_flight: io.peak_in_flight,
+            ..self.report.clone()
+        }
     }
 
     /// Read everything: the batches and the final report.

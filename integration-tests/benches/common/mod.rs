@@ -123,13 +123,11 @@ pub fn run_rounds(
 /// are coalesced as `object_store` does for S3 (gaps up to 1 MiB) and each merged
 /// range waits on its own, so every engine pays per request what S3 would charge.
 #[derive(Debug)]
-#[allow(dead_code)] // W1 uses it; W2 does not yet.
 pub struct LatencyStore {
     inner: std::sync::Arc<dyn object_store::ObjectStore>,
     latency: std::time::Duration,
 }
 
-#[allow(dead_code)]
 impl LatencyStore {
     pub fn new(inner: std::sync::Arc<dyn object_store::ObjectStore>, latency: std::time::Duration) -> Self {
         Self { inner, latency }
@@ -218,7 +216,6 @@ mod latency_store {
 /// The files of the table at `dir` (a local directory) in a new in-memory store,
 /// behind `latency_ms` of latency per request and a counter of the requests every
 /// engine makes through it.
-#[allow(dead_code)]
 pub async fn latency_store(
     dir: &Path,
     latency_ms: u64,
