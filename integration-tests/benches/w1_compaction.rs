@@ -243,10 +243,7 @@ async fn main() {
     println!("W1: {files_in} files, {} MiB, {} rows\n", mib(bytes_in as f64), appends * rows + small * 5_000);
 
     let rounds: usize = arg("--rounds").map(|v| v.parse().unwrap()).unwrap_or(3);
-    let latencies: Vec<Option<u64>> = match arg("--latency-ms") {
-        Some(list) => list.split(',').map(|v| Some(v.trim().parse().unwrap())).collect(),
-        None => vec![None],
-    };
+    let latencies = common::latencies();
     println!("{rounds} rounds, modes interleaved; each row is the run with the median wall time\n");
     println!(
         "| {:<11} | {:>7} | {:>8} | {:>11} | {:>8} | {:>8} | {:>9} | {:>13} | {:>9} | {:>8} | {:>12} | {:>12} | {:>11} |",
@@ -274,12 +271,7 @@ async fn main() {
         let extra: Vec<String> = latency.map(|ms| vec!["--latency".to_string(), ms.to_string()]).unwrap_or_default();
         let results = run_rounds(&source, &base, modes, rounds, &extra, |_, _, _, _| {});
         // Ratios against the faster of delta-rs's two rows.
-        let delta = results
-            .iter()
-            .filter(|r| r["mode"].as_str().unwrap().starts_with("delta-rs"))
-            .min_by(|a, b| get(a, "wall_s").total_cmp(&get(b, "wall_s")))
-            .unwrap()
-            .clone();
+        let delta = common::fastest_delta(&results);
         let floor = results.iter().find(|r| r["mode"] == "floor").cloned();
         for r in &results {
             println!(

@@ -352,10 +352,7 @@ async fn main() {
     );
 
     let rounds: usize = arg("--rounds").map(|v| v.parse().unwrap()).unwrap_or(3);
-    let latencies: Vec<Option<u64>> = match arg("--latency-ms") {
-        Some(list) => list.split(',').map(|v| Some(v.trim().parse().unwrap())).collect(),
-        None => vec![None],
-    };
+    let latencies = common::latencies();
     let mut base_extra = vec!["--rows-per-day".to_string(), rows_per_day.to_string()];
     if let Some(limit) = source_limit {
         println!("sediment's source memory limit: {limit} bytes (the source is spilled and merged in key ranges)");
@@ -413,12 +410,7 @@ async fn main() {
 /// delta-rs's two rows.
 fn table(results: &[serde_json::Value], latency: bool) -> String {
     let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(0.0);
-    let delta = results
-        .iter()
-        .filter(|r| r["mode"].as_str().unwrap().starts_with("delta-rs"))
-        .min_by(|a, b| get(a, "wall_s").total_cmp(&get(b, "wall_s")))
-        .unwrap()
-        .clone();
+    let delta = common::fastest_delta(results);
     let mut out = format!(
         "| {:<11} | {:>8} | {:>11} | {:>8} | {:>8} | {:>9} | {:>13} | {:>12} | {:>13} | {:>11} | {:>12} | {:>10} | {:>9} | {:>12} |\n",
         "run",

@@ -243,3 +243,23 @@ pub async fn latency_store(
     let counter = sediment::IoLimiter::unbounded();
     (std::sync::Arc::new(sediment::BoundedStore::new(delayed, counter.clone())), counter)
 }
+
+/// The latencies of `--latency-ms L,...` (each `Some(ms)`), or one run on local disk
+/// (`None`) without the flag.
+pub fn latencies() -> Vec<Option<u64>> {
+    match arg("--latency-ms") {
+        Some(list) => list.split(',').map(|v| Some(v.trim().parse().unwrap())).collect(),
+        None => vec![None],
+    }
+}
+
+/// The faster of the delta-rs rows (`delta-rs`, `delta-rs-16`) among `results`: the
+/// one ratios are taken against.
+pub fn fastest_delta(results: &[serde_json::Value]) -> serde_json::Value {
+    results
+        .iter()
+        .filter(|r| r["mode"].as_str().unwrap().starts_with("delta-rs"))
+        .min_by(|a, b| a["wall_s"].as_f64().unwrap().total_cmp(&b["wall_s"].as_f64().unwrap()))
+        .unwrap()
+        .clone()
+}

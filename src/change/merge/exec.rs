@@ -115,8 +115,6 @@ impl FileResult {
 
 impl MergeJob {
     /// Merge the source into one target file. `probe`: read the keys first and leave
-    /// the file alone when none matches.
-    /// Merge the source into one target file. `probe`: read the keys first and leave
     /// the file alone when none matches. `rewrite`: whether matched rows may change
     /// (without it, as for an insert-only merge, the probe alone says which source
     /// keys exist).
