@@ -28,6 +28,7 @@ use deltalake::arrow::array::ArrayRef;
 use deltalake::arrow::array::RecordBatch;
 use deltalake::arrow::compute::kernels::zip::zip;
 use deltalake::arrow::compute::{cast, filter_record_batch, not};
+use deltalake::arrow::datatypes::SchemaRef;
 use deltalake::datafusion::common::DFSchema;
 use deltalake::datafusion::logical_expr::Expr;
 use deltalake::datafusion::physical_expr::PhysicalExpr;
@@ -35,15 +36,18 @@ use deltalake::datafusion::prelude::SessionContext;
 use deltalake::kernel::{Action, Add};
 use deltalake::protocol::DeltaOperation;
 use futures::StreamExt;
+use sediment_compactor::reader::StoreFileReader;
 use serde::Serialize;
 use tracing::instrument;
 
+use crate::change::tasks::{default_files_in_flight, file_tasks};
 use crate::error::{Error, ErrorKind, Result};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
 use crate::table::commit::{CommitRequest, commit, remove_action};
 use crate::table::features;
 use crate::table::schema::SchemaMode;
+use crate::table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings};
 use crate::write::sink::FileSink;
 
 /// How many times a delete that lost a race is planned again.
@@ -82,6 +86,9 @@ pub struct ChangeReport {
     pub bytes_written: u64,
     /// Times the delete was planned again after losing a race.
     pub retries: usize,
+    /// Requests, bytes read and peak in flight of the candidate files' reads (the
+    /// last attempt's).
+    pub io: IoReport,
     /// Wall time in milliseconds.
     pub duration_ms: u64,
 }
@@ -200,26 +207,23 @@ impl Table {
             ..Default::default()
         };
         let whole_files = matches!(change, RowChange::Delete) && predicate.only_mentions(&partition_columns);
+        let outcomes = if whole_files {
+            plan.files.iter().map(|add| Ok(FileOutcome::Removed { rows: add_rows(add) })).collect()
+        } else {
+            report.files_read = plan.files.len();
+            self.change_files(&plan.files, &predicate, change, features::deletion_vectors_enabled(state), &mut report)
+                .await?
+        };
         let mut actions: Vec<Action> = Vec::new();
         let mut written: Vec<Add> = Vec::new();
         let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
-        let deletion_vectors = features::deletion_vectors_enabled(state);
-        for add in &plan.files {
-            let outcome = if whole_files {
-                FileOutcome::Removed { rows: add_rows(add) }
-            } else {
-                report.files_read += 1;
-                let outcome = if deletion_vectors {
-                    self.mark_file(add, &predicate, change).await
-                } else {
-                    self.rewrite_file(add, &predicate, change).await
-                };
-                match outcome {
-                    Ok(outcome) => outcome,
-                    Err(e) => {
-                        FileSink::abort(self, &written).await;
-                        return Err(e);
-                    }
+        let mut failure = None;
+        for (add, outcome) in plan.files.iter().zip(outcomes) {
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    continue;
                 }
             };
             match outcome {
@@ -251,6 +255,12 @@ impl Table {
                     marked.push((add.clone(), positions));
                 }
             }
+        }
+        // A file that could not be read fails the change; what the others wrote is
+        // deleted (every task has finished, so nothing is still writing).
+        if let Some(e) = failure {
+            FileSink::abort(self, &written).await;
+            return Err(e);
         }
         if actions.is_empty() && marked.is_empty() {
             return Ok(ChangeAttempt { report, version: None });
@@ -290,95 +300,111 @@ impl Table {
         Ok(ChangeAttempt { report, version: Some(result) })
     }
 
-    /// The deletion-vector form of [`Self::rewrite_file`]: read the file in row order,
-    /// mark the matching rows' positions, write only the updated rows' new versions.
-    async fn mark_file(&self, add: &Add, predicate: &Predicate, change: &RowChange) -> Result<FileOutcome> {
+    /// Apply the change to every candidate, several files at once through a bounded
+    /// store; the outcomes in the candidates' order. Every task has finished when
+    /// this returns, failed ones included.
+    async fn change_files(
+        &self,
+        files: &[Add],
+        predicate: &Predicate,
+        change: &RowChange,
+        mark: bool,
+        report: &mut ChangeReport,
+    ) -> Result<Vec<Result<FileOutcome>>> {
+        let io = IoSettings::default();
+        let limiter = IoLimiter::new(&io);
+        let plain = crate::read::scan::plain_schema(&self.arrow_schema()?);
+        let job = Arc::new(FileChange {
+            table: self.clone(),
+            store: Arc::new(BoundedStore::new(self.object_store(), limiter.clone())),
+            io,
+            predicate: Predicate::physical(predicate.expr(), &plain)?,
+            assignments: change.compile(&plain)?,
+            plain,
+            mark,
+            target_file_size: self.target_file_size()?,
+        });
+        let labelled: Vec<(usize, Add)> = files.iter().cloned().enumerate().collect();
+        let mut outcomes: Vec<(usize, Result<FileOutcome>)> =
+            file_tasks(labelled, default_files_in_flight(), |add| job.clone().apply(add)).collect().await;
+        outcomes.sort_by_key(|(i, _)| *i);
+        report.io = limiter.report();
+        Ok(outcomes.into_iter().map(|(_, outcome)| outcome).collect())
+    }
+}
+
+/// What every file task of one delete or update shares: the table, the bounded store
+/// the files are read through, and the predicate and assignments compiled once.
+struct FileChange {
+    table: Table,
+    store: Arc<dyn deltalake::ObjectStore>,
+    io: IoSettings,
+    /// The table's schema, dictionaries decoded (the types rows are matched in).
+    plain: SchemaRef,
+    predicate: Arc<dyn PhysicalExpr>,
+    /// Columns and their compiled expressions (empty for a delete).
+    assignments: Vec<(String, Arc<dyn PhysicalExpr>)>,
+    /// Mark matching rows in a deletion vector instead of rewriting the file.
+    mark: bool,
+    target_file_size: u64,
+}
+
+impl FileChange {
+    fn is_delete(&self) -> bool {
+        self.assignments.is_empty()
+    }
+
+    /// Read one candidate (rows an earlier vector deleted skipped) and either write
+    /// it again with the change applied to its matching rows (copy-on-write), or mark
+    /// their positions and write only updated rows' new versions (`mark`).
+    async fn apply(self: Arc<Self>, add: Add) -> Result<FileOutcome> {
+        self.apply_to(&add)
+            .await
+            .map_err(|e| e.context(format!("{} rows of {}", if self.mark { "marking" } else { "rewriting" }, add.path)))
+    }
+
+    async fn apply_to(&self, add: &Add) -> Result<FileOutcome> {
         use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
         use futures::TryStreamExt;
         let path = deltalake::Path::from_url_path(&add.path)
             .map_err(|e| Error::new(ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
-        let reader =
-            sediment_compactor::reader::StoreFileReader::new(self.object_store(), path, add.size.max(0) as u64);
-        let schema = self.arrow_schema()?;
-        let plain = crate::read::scan::plain_schema(&schema);
-        let compiled = Predicate::physical(predicate.expr(), &plain)?;
-        let assignments = change.compile(&plain)?;
+        let schema = self.table.arrow_schema()?;
         let mut sink = FileSink::new(
-            self,
-            schema.clone(),
-            self.partition_columns()?,
+            &self.table,
+            schema,
+            self.table.partition_columns()?,
             SchemaMode::Strict,
-            self.target_file_size()?,
+            self.target_file_size,
         )?;
-        let mut positions: Vec<u64> = Vec::new();
-        let mut rows = 0u64;
-        let mut total = 0u64;
-        // Rows an earlier vector deleted are skipped; the new vector keeps them deleted.
-        let deleted = crate::change::deletion_vectors::deleted_positions(self, add).await?;
+        // Rows an earlier vector deleted are skipped; a new vector keeps them deleted.
+        let deleted = crate::change::deletion_vectors::deleted_positions(&self.table, add).await?;
+        let (mut positions, mut rows, mut changed, mut copied) = (Vec::new(), 0u64, 0u64, 0u64);
         let result: Result<()> = async {
+            let reader = StoreFileReader::open(self.store.clone(), path, add.size.max(0) as u64, &self.io).await?;
             let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-            total = builder.metadata().file_metadata().num_rows().max(0) as u64;
             let (builder, live) = sediment_compactor::reader::skip_rows(builder, &deleted);
             let mut stream = builder.with_batch_size(8192).build()?;
             while let Some(batch) = stream.try_next().await? {
-                let batch = crate::change::deletion_vectors::with_partition_values(&batch, add, &plain)?;
-                let matches = Predicate::mask(&compiled, &batch)?;
-                let physical = |i: usize| {
-                    let logical = rows + i as u64;
-                    live.as_ref().map_or(logical, |live| live[logical as usize])
-                };
-                positions.extend((0..matches.len()).filter(|i| matches.value(*i)).map(physical));
-                rows += batch.num_rows() as u64;
-                if let RowChange::Update(_) = change {
-                    let updated = filter_record_batch(&apply_assignments(&batch, &matches, &assignments)?, &matches)?;
-                    if updated.num_rows() > 0 {
-                        sink.write(&updated).await?;
-                    }
-                }
-            }
-            Ok(())
-        }
-        .await;
-        let adds = sink.close(self, result).await.map_err(|e| e.context(format!("marking rows of {}", add.path)))?;
-        if positions.is_empty() {
-            FileSink::abort(self, &adds).await;
-            return Ok(FileOutcome::Untouched);
-        }
-        let changed = positions.len() as u64;
-        let positions = crate::change::deletion_vectors::union(&deleted, &positions);
-        if positions.len() as u64 == total && matches!(change, RowChange::Delete) {
-            FileSink::abort(self, &adds).await;
-            Ok(FileOutcome::Removed { rows })
-        } else {
-            Ok(FileOutcome::Marked { positions, changed, adds })
-        }
-    }
-
-    /// Read one file and write it again with `change` applied to the rows matching
-    /// `predicate`.
-    async fn rewrite_file(&self, add: &Add, predicate: &Predicate, change: &RowChange) -> Result<FileOutcome> {
-        let ctx = SessionContext::new();
-        self.delta().update_datafusion_session(&ctx.state())?;
-        let provider = self.delta().table_provider().with_adds([add.clone()]).build().await?;
-        let mut stream = ctx.read_table(Arc::new(provider))?.execute_stream().await?;
-        let plain = crate::read::scan::plain_schema(&stream.schema());
-        // Compile the predicate and the assignments once for the file's batches.
-        let compiled = Predicate::physical(predicate.expr(), &plain)?;
-        let assignments = change.compile(&plain)?;
-        let schema = self.arrow_schema()?;
-        let mut sink =
-            FileSink::new(self, schema, self.partition_columns()?, SchemaMode::Strict, self.target_file_size()?)?;
-        let (mut changed, mut copied) = (0u64, 0u64);
-        let result: Result<()> = async {
-            while let Some(batch) = stream.next().await {
-                let batch: RecordBatch = crate::read::scan::decode_dictionaries(batch?, &plain)?;
-                let matches = Predicate::mask(&compiled, &batch)?;
+                let batch = crate::change::deletion_vectors::with_partition_values(&batch, add, &self.plain)?;
+                let matches = Predicate::mask(&self.predicate, &batch)?;
                 let hits = matches.true_count() as u64;
+                if self.mark {
+                    let physical = |i: usize| {
+                        let logical = rows + i as u64;
+                        live.as_ref().map_or(logical, |live| live[logical as usize])
+                    };
+                    positions.extend((0..matches.len()).filter(|i| matches.value(*i)).map(physical));
+                }
+                rows += batch.num_rows() as u64;
                 changed += hits;
                 copied += batch.num_rows() as u64 - hits;
-                let out = match change {
-                    RowChange::Delete => filter_record_batch(&batch, &not(&matches)?)?,
-                    RowChange::Update(_) => apply_assignments(&batch, &matches, &assignments)?,
+                let out = match (self.is_delete(), self.mark) {
+                    (true, true) => continue,
+                    (false, true) => {
+                        filter_record_batch(&apply_assignments(&batch, &matches, &self.assignments)?, &matches)?
+                    }
+                    (true, false) => filter_record_batch(&batch, &not(&matches)?)?,
+                    (false, false) => apply_assignments(&batch, &matches, &self.assignments)?,
                 };
                 if out.num_rows() > 0 {
                     sink.write(&out).await?;
@@ -387,13 +413,16 @@ impl Table {
             Ok(())
         }
         .await;
-        let adds = sink.close(self, result).await.map_err(|e| e.context(format!("rewriting {}", add.path)))?;
+        let adds = sink.close(&self.table, result).await?;
         if changed == 0 {
-            FileSink::abort(self, &adds).await;
+            FileSink::abort(&self.table, &adds).await;
             Ok(FileOutcome::Untouched)
-        } else if copied == 0 && matches!(change, RowChange::Delete) {
-            FileSink::abort(self, &adds).await;
+        } else if copied == 0 && self.is_delete() {
+            FileSink::abort(&self.table, &adds).await;
             Ok(FileOutcome::Removed { rows: changed })
+        } else if self.mark {
+            let positions = crate::change::deletion_vectors::union(&deleted, &positions);
+            Ok(FileOutcome::Marked { positions, changed, adds })
         } else {
             Ok(FileOutcome::Rewritten { adds, changed, copied })
         }

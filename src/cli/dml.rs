@@ -76,5 +76,13 @@ async fn change(
             report.files_considered, report.files_pruned, report.files_read
         ),
     }
+    if report.files_read > 0 {
+        println!(
+            "  {} requests for data files, at most {} in flight, {} read",
+            report.io.requests,
+            report.io.peak_in_flight,
+            human_bytes(report.io.bytes_read)
+        );
+    }
     Ok(())
 }

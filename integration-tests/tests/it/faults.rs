@@ -56,6 +56,12 @@ impl FlakyStore {
     }
 }
 
+/// The local file system behind a store that delays every request by up to
+/// `jitter_ms` (so concurrent requests complete out of order) and fails none.
+pub fn jittery_store(jitter_ms: u64) -> Arc<dyn ObjectStore> {
+    Arc::new(FlakyStore { jitter_ms, ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0))) })
+}
+
 impl std::fmt::Display for FlakyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Flaky({})", self.inner)
@@ -265,4 +271,36 @@ async fn compaction_at_high_latency_keeps_its_bounds_and_loses_nothing() {
     assert_eq!(outer.in_flight(), 0, "no request is left running");
     assert!(outer.report().requests > report.io.requests, "commits and log reads go through the same store");
     assert_eq!(table_rows(&Table::open(&uri).await.unwrap()).await, rows);
+}
+
+/// A delete at high latency reads its candidate files several at once through the
+/// bounded store (counted in its report), leaves no request running, and deletes
+/// exactly the matching rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_at_high_latency_reads_its_candidates_in_parallel() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uri, table) = local_table(&dir, "latency-delete", 12).await;
+    let before = table_rows(&table).await;
+    let files = table.files().unwrap().len();
+    let outer = sediment::IoLimiter::unbounded();
+    let store = Arc::new(sediment::BoundedStore::new(jittery_store(20), outer.clone()));
+    let mut slow = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
+    let report = slow.delete("event_id % 10 = 0").await.unwrap();
+
+    assert_eq!((report.files_read, report.files_rewritten), (files, files), "{report:?}");
+    assert_eq!(report.rows_deleted, 3_600 / 10, "{report:?}");
+    assert!(report.io.requests >= files as u64, "every candidate read through the counted store: {:?}", report.io);
+    assert!(report.io.peak_in_flight > 1, "candidates read in parallel: {:?}", report.io);
+    assert_eq!(outer.in_flight(), 0, "no request is left running");
+    let after = table_rows(&Table::open(&uri).await.unwrap()).await;
+    let expected: Vec<String> = before.into_iter().filter(|r| !deleted_event(r)).collect();
+    assert_eq!(after, expected);
+}
+
+/// Whether a canonical row is one `event_id % 10 = 0` deletes.
+fn deleted_event(row: &str) -> bool {
+    row.split('|')
+        .find_map(|cell| cell.strip_prefix("event_id="))
+        .and_then(|id| id.parse::<i64>().ok())
+        .is_some_and(|id| id % 10 == 0)
 }

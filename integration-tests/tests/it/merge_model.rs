@@ -2,7 +2,9 @@
 //! operation sequences are applied to a Sediment table and to a plain in-memory map;
 //! the two must hold the same rows after every step and at every version. Half the
 //! tables enable deletion vectors, so merges mark rows instead of rewriting files,
-//! and compactions in the sequences fold the vectors away.
+//! and compactions in the sequences fold the vectors away. Half run their operations
+//! over a store whose requests take a random time up to a few milliseconds, so the
+//! several reads every operation has in flight complete out of order.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -205,7 +207,7 @@ async fn apply_to_table(table: &mut Table, op: &Op, limit: Option<usize>) -> sed
     Ok(())
 }
 
-async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool, spill: bool) {
+async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool, spill: bool, jitter: bool) {
     // With `spill`, every merge source outgrows a tiny memory limit: it is spilled and
     // merged in key ranges (a few rows each). Sync merges (not matched by source) keep
     // the default, as they refuse a spilled source.
@@ -236,11 +238,18 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool, 
         table.write([batch(&[(0, 0, "a".into())])], create()).await.unwrap();
         model.insert(0, (0, "a".into()));
     }
+    // Counts what the operations have in flight, to check none is left running.
+    let outer = sediment::IoLimiter::unbounded();
+    if jitter {
+        let store = Arc::new(sediment::BoundedStore::new(crate::faults::jittery_store(3), outer.clone()));
+        table = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
+    }
     let mut versions: Vec<(u64, Vec<String>)> = vec![(table.version().unwrap(), model_rows(&model))];
     for (step, op) in ops.iter().enumerate() {
         let limit = if matches!(op, Op::Sync(..)) { None } else { limit };
         apply_to_table(&mut table, op, limit).await.unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
         apply_to_model(&mut model, op);
+        assert_eq!(outer.in_flight(), 0, "a request of step {step} {op:?} is still running");
         assert_eq!(table_rows(&table).await, model_rows(&model), "after step {step}: {op:?}");
         versions.push((table.version().unwrap(), model_rows(&model)));
     }
@@ -259,8 +268,9 @@ proptest! {
         ops in prop::collection::vec(op(), 1..7),
         deletion_vectors in any::<bool>(),
         spill in any::<bool>(),
+        jitter in any::<bool>(),
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(run_case(initial, ops, deletion_vectors, spill));
+        runtime.block_on(run_case(initial, ops, deletion_vectors, spill, jitter));
     }
 }

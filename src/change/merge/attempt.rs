@@ -1,16 +1,14 @@
 //! What both kinds of attempt share: the checks on the current version, the report's
-//! start, the file tasks, the counting of their rows and the cleanup after a failure.
+//! start, the counting of their rows and the cleanup after a failure.
 //!
 //! An *attempt* plans, executes and commits a merge once on the table's current
 //! version; [`Merge::execute`] makes another on the newest version when one loses a
 //! race. The source decides which kind runs: in memory ([`super::in_memory`]) or, past
 //! its memory limit, in key ranges ([`super::in_ranges`]).
 
-use std::future::Future;
 use std::time::Instant;
 
 use deltalake::kernel::Add;
-use futures::{Stream, StreamExt};
 
 use super::exec::{FileResult, MergeJob};
 use super::source::MergeSource;
@@ -60,29 +58,6 @@ impl MergeReport {
         self.rows_unchanged += file.rows_unchanged;
         self.rows_deleted += file.rows_deleted;
     }
-}
-
-/// Run `task` on every file, at most `in_flight` at once, each in a tokio task of its
-/// own (a task that panics gives an internal error); results come in the order they
-/// finish, each with its file's `label`.
-pub(super) fn file_tasks<L, F, Fut>(
-    files: Vec<(L, Add)>,
-    in_flight: usize,
-    task: F,
-) -> impl Stream<Item = (L, Result<FileResult>)>
-where
-    F: Fn(Add) -> Fut,
-    Fut: Future<Output = Result<FileResult>> + Send + 'static,
-{
-    futures::stream::iter(files)
-        .map(move |(label, add)| {
-            let handle = tokio::spawn(task(add));
-            async move {
-                let result = handle.await.unwrap_or_else(|e| Err(Error::internal(format!("merge task failed: {e}"))));
-                (label, result)
-            }
-        })
-        .buffer_unordered(in_flight)
 }
 
 /// Milliseconds since the previous call (or since it was made), for phase timings.

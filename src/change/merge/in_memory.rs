@@ -8,10 +8,11 @@ use std::sync::Arc;
 use deltalake::kernel::{Add, Remove};
 use futures::StreamExt;
 
-use super::attempt::{file_tasks, stopwatch};
+use super::attempt::stopwatch;
 use super::exec::{self, FileResult, MergeJob, Outcome};
 use super::prune::{self, candidates_with_bounds};
 use super::{MatchedAction, Merge, MergeReport};
+use crate::change::tasks::file_tasks;
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::commit::remove_action;
 

@@ -11,12 +11,13 @@ use std::sync::Arc;
 use deltalake::kernel::{Add, Remove};
 use futures::StreamExt;
 
-use super::attempt::{file_tasks, stopwatch};
+use super::attempt::stopwatch;
 use super::exec::{MergeJob, Outcome};
 use super::prune::candidates;
 use super::source::MergeSource;
 use super::{MatchedAction, Merge, MergeReport};
 use crate::change::deletion_vectors;
+use crate::change::tasks::file_tasks;
 use crate::error::{Error, Result};
 use crate::table::commit::{remove_action, stored_rows};
 

@@ -199,7 +199,7 @@ impl Table {
             by_source: Vec::new(),
             dedupe_by: None,
             app_transaction: None,
-            files_in_flight: std::thread::available_parallelism().map_or(2, |n| n.get() + 1),
+            files_in_flight: crate::change::tasks::default_files_in_flight(),
             source_memory_limit: Some(DEFAULT_SOURCE_MEMORY_LIMIT),
             spill_directory: None,
             before_commit: None,
