@@ -56,7 +56,7 @@ pub use change::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use maintain::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
-pub use read::{Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};
+pub use read::{CHANGE_COLUMNS, Changes, Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};
 pub use table::history::HistoryEntry;
 pub use table::info::TableInfo;
 pub use table::schema::SchemaMode;

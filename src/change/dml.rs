@@ -40,6 +40,7 @@ use sediment_compactor::reader::StoreFileReader;
 use serde::Serialize;
 use tracing::instrument;
 
+use crate::change::feed::{ChangeFeed, ChangeType, FeedFiles};
 use crate::change::tasks::{default_files_in_flight, file_tasks};
 use crate::error::{Error, ErrorKind, Result};
 use crate::read::predicate::Predicate;
@@ -86,6 +87,8 @@ pub struct ChangeReport {
     pub bytes_written: u64,
     /// Times the delete was planned again after losing a race.
     pub retries: usize,
+    /// Change-data files written (tables with the change data feed on).
+    pub change_data_files: usize,
     /// Requests, bytes read and peak in flight of the candidate files' reads (the
     /// last attempt's).
     pub io: IoReport,
@@ -206,13 +209,22 @@ impl Table {
             files_pruned: plan.report.files_in_snapshot - plan.files.len(),
             ..Default::default()
         };
-        let whole_files = matches!(change, RowChange::Delete) && predicate.only_mentions(&partition_columns);
+        // Whole files removed need no change data (readers take their rows from the
+        // removes); rows changed inside files do, on tables whose feed is active. A
+        // file with a deletion vector is read even then on such tables: readers differ
+        // on whether they apply a removed file's vector (delta-rs 1.x does not), so
+        // its live rows go in the change data as deletes.
+        let feed = ChangeFeed::for_table(self)?;
+        let whole_files = matches!(change, RowChange::Delete)
+            && predicate.only_mentions(&partition_columns)
+            && (feed.is_none() || plan.files.iter().all(|f| f.deletion_vector.is_none()));
+        let feed = if whole_files { None } else { feed };
         let outcomes = if whole_files {
             plan.files.iter().map(|add| Ok(FileOutcome::Removed { rows: add_rows(add) })).collect()
         } else {
             report.files_read = plan.files.len();
-            self.change_files(&plan.files, &predicate, change, features::deletion_vectors_enabled(state), &mut report)
-                .await?
+            let mark = features::deletion_vectors_enabled(state);
+            self.change_files(&plan.files, &predicate, change, mark, feed.clone(), &mut report).await?
         };
         let mut actions: Vec<Action> = Vec::new();
         let mut written: Vec<Add> = Vec::new();
@@ -258,23 +270,41 @@ impl Table {
         }
         // A file that could not be read fails the change; what the others wrote is
         // deleted (every task has finished, so nothing is still writing).
-        if let Some(e) = failure {
+        let give_up = async |e: Error| {
             FileSink::abort(self, &written).await;
-            return Err(e);
+            if let Some(feed) = &feed {
+                feed.abort().await;
+            }
+            e
+        };
+        if let Some(e) = failure {
+            return Err(give_up(e).await);
         }
         if actions.is_empty() && marked.is_empty() {
+            if let Some(feed) = &feed {
+                feed.abort().await;
+            }
             return Ok(ChangeAttempt { report, version: None });
         }
         let marked = match crate::change::deletion_vectors::write(self, marked).await {
             Ok(marked) => marked,
-            Err(e) => {
-                FileSink::abort(self, &written).await;
-                return Err(e);
-            }
+            Err(e) => return Err(give_up(e).await),
         };
-        report.bytes_written += marked.bytes();
+        let changes = match &feed {
+            Some(feed) => match feed.finish().await {
+                Ok(changes) => changes,
+                Err(e) => {
+                    marked.discard(self).await;
+                    return Err(give_up(e).await);
+                }
+            },
+            None => FeedFiles::default(),
+        };
+        report.change_data_files = changes.actions.len();
+        report.bytes_written += marked.bytes() + changes.bytes();
         actions.extend(marked.actions.iter().cloned());
         actions.extend(written.iter().cloned().map(Action::Add));
+        actions.extend(changes.actions.iter().cloned().map(Action::Cdc));
         let operation = match change {
             RowChange::Delete => DeltaOperation::Delete { predicate: Some(sql.to_string()) },
             RowChange::Update(_) => DeltaOperation::Update { predicate: Some(sql.to_string()) },
@@ -296,6 +326,7 @@ impl Table {
         if result.is_err() {
             FileSink::abort(self, &written).await;
             marked.discard(self).await;
+            changes.discard(self).await;
         }
         Ok(ChangeAttempt { report, version: Some(result) })
     }
@@ -309,6 +340,7 @@ impl Table {
         predicate: &Predicate,
         change: &RowChange,
         mark: bool,
+        feed: Option<Arc<ChangeFeed>>,
         report: &mut ChangeReport,
     ) -> Result<Vec<Result<FileOutcome>>> {
         let io = IoSettings::default();
@@ -322,6 +354,7 @@ impl Table {
             assignments: change.compile(&plain)?,
             plain,
             mark,
+            feed,
             target_file_size: self.target_file_size()?,
         });
         let labelled: Vec<(usize, Add)> = files.iter().cloned().enumerate().collect();
@@ -346,6 +379,8 @@ struct FileChange {
     assignments: Vec<(String, Arc<dyn PhysicalExpr>)>,
     /// Mark matching rows in a deletion vector instead of rewriting the file.
     mark: bool,
+    /// Where the changed rows go, on tables whose change data feed is active.
+    feed: Option<Arc<ChangeFeed>>,
     target_file_size: u64,
 }
 
@@ -398,13 +433,27 @@ impl FileChange {
                 rows += batch.num_rows() as u64;
                 changed += hits;
                 copied += batch.num_rows() as u64 - hits;
-                let out = match (self.is_delete(), self.mark) {
-                    (true, true) => continue,
-                    (false, true) => {
-                        filter_record_batch(&apply_assignments(&batch, &matches, &self.assignments)?, &matches)?
+                let updated = match self.is_delete() {
+                    true => None,
+                    false => Some(apply_assignments(&batch, &matches, &self.assignments)?),
+                };
+                if let Some(feed) = &self.feed
+                    && hits > 0
+                {
+                    let before = filter_record_batch(&batch, &matches)?;
+                    match &updated {
+                        None => feed.write(&before, ChangeType::Delete).await?,
+                        Some(updated) => {
+                            feed.write(&before, ChangeType::UpdatePreimage).await?;
+                            feed.write(&filter_record_batch(updated, &matches)?, ChangeType::UpdatePostimage).await?;
+                        }
                     }
-                    (true, false) => filter_record_batch(&batch, &not(&matches)?)?,
-                    (false, false) => apply_assignments(&batch, &matches, &self.assignments)?,
+                }
+                let out = match (updated, self.mark) {
+                    (None, true) => continue,
+                    (Some(updated), true) => filter_record_batch(&updated, &matches)?,
+                    (None, false) => filter_record_batch(&batch, &not(&matches)?)?,
+                    (Some(updated), false) => updated,
                 };
                 if out.num_rows() > 0 {
                     sink.write(&out).await?;

@@ -13,6 +13,7 @@
 //! |---|---|
 //! | [`dml`] | [`Table::delete`](crate::Table::delete) and [`Table::update`](crate::Table::update) |
 //! | [`merge`] | [`Merge`](merge::Merge): merges, upserts and SCD type 2 by key; the source, its key index, the clauses, pruning, the file tasks |
+//! | [`feed`] | the change data feed: `_change_data/` files and `cdc` actions of every change; which operation writes what |
 //! | `tasks` | one tokio task per candidate file, several in flight, for every change |
 //! | [`deletion_vectors`] | writing deletion-vector files and re-adding marked files with their descriptors |
 //!
@@ -23,6 +24,7 @@
 
 pub mod deletion_vectors;
 pub mod dml;
+pub mod feed;
 pub mod merge;
 pub(crate) mod tasks;
 

@@ -6,6 +6,7 @@
 
 mod append;
 mod args;
+mod changes;
 mod compact;
 mod demo;
 mod dml;
@@ -13,6 +14,7 @@ mod explain;
 mod history;
 mod info;
 mod merge;
+mod output;
 mod render;
 mod scan;
 
@@ -61,6 +63,9 @@ enum Command {
     /// Merge (upsert) Parquet, CSV or NDJSON files into a table by key: update the rows
     /// whose keys exist, insert the others. Only files holding a matched key are rewritten.
     Merge(merge::MergeArgs),
+    /// Print the change data feed: the rows each commit inserted, deleted or updated,
+    /// with `_change_type`, `_commit_version` and `_commit_timestamp`.
+    Changes(changes::ChangesArgs),
     /// Show which files a predicate selects: in the snapshot, after partition pruning,
     /// after statistics skipping.
     Explain(explain::ExplainArgs),
@@ -82,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => dml::delete(args, options, json).await,
         Command::Update(args) => dml::update(args, options, json).await,
         Command::Merge(args) => merge::merge(args, options, json).await,
+        Command::Changes(args) => changes::changes(args, options, json).await,
         Command::Explain(args) => explain::explain(args, options, json).await,
         Command::Compact(args) => compact::compact(args, options, json).await,
         Command::Demo(args) => demo::demo(args, json).await,

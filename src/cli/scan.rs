@@ -1,19 +1,15 @@
 //! `sediment scan`: read a table (at any version) as a table, CSV, NDJSON or Parquet,
 //! with the scan report on standard error.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context as _;
-use clap::{Args, ValueEnum};
-use futures::StreamExt;
+use clap::Args;
 
 use super::args::{TimeTravel, open_options};
+use super::output::{OutputFormat, write_batches};
 use super::render::human_bytes;
 use crate::StorageOptions;
 use crate::Table;
-use crate::arrow::array::RecordBatch;
-use crate::arrow::util::pretty::pretty_format_batches;
 
 #[derive(Args)]
 pub(crate) struct ScanArgs {
@@ -32,25 +28,15 @@ pub(crate) struct ScanArgs {
     limit: Option<usize>,
     /// Output format (default: table, or ndjson with --json).
     #[arg(long, value_enum)]
-    format: Option<FormatArg>,
+    format: Option<OutputFormat>,
     /// Write to this file instead of standard output (required for parquet).
     #[arg(long)]
     output: Option<PathBuf>,
 }
 
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-enum FormatArg {
-    Table,
-    Csv,
-    Ndjson,
-    Parquet,
-}
-
 pub(crate) async fn scan(args: ScanArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
-    let format = args.format.unwrap_or(if json { FormatArg::Ndjson } else { FormatArg::Table });
-    if format == FormatArg::Parquet && args.output.is_none() {
-        anyhow::bail!(crate::Error::invalid("--format parquet needs --output PATH"));
-    }
+    let format = OutputFormat::or_default(args.format, json);
+    format.check(&args.output)?;
     let table = Table::open_with(&args.uri, open_options(options, &args.at)).await?;
     let mut builder = table.scan();
     if !args.columns.is_empty() {
@@ -64,55 +50,7 @@ pub(crate) async fn scan(args: ScanArgs, options: StorageOptions, json: bool) ->
     }
     let mut scan = builder.execute().await?;
     let schema = scan.schema();
-    let mut out: Box<dyn Write + Send> = match &args.output {
-        Some(path) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
-        )),
-        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
-    };
-    match format {
-        FormatArg::Table => {
-            let mut batches: Vec<RecordBatch> = Vec::new();
-            while let Some(batch) = scan.next().await {
-                batches.push(batch?);
-            }
-            if batches.is_empty() {
-                batches.push(RecordBatch::new_empty(schema.clone()));
-            }
-            writeln!(out, "{}", pretty_format_batches(&batches)?)?;
-        }
-        FormatArg::Csv => {
-            let mut writer = arrow_csv::WriterBuilder::new().with_header(true).build(&mut out);
-            let mut wrote = false;
-            while let Some(batch) = scan.next().await {
-                writer.write(&batch?)?;
-                wrote = true;
-            }
-            if !wrote {
-                writer.write(&RecordBatch::new_empty(schema.clone()))?;
-            }
-        }
-        FormatArg::Ndjson => {
-            let mut writer = arrow_json::LineDelimitedWriter::new(&mut out);
-            while let Some(batch) = scan.next().await {
-                writer.write(&batch?)?;
-            }
-            writer.finish()?;
-        }
-        FormatArg::Parquet => {
-            let mut writer = crate::deltalake::parquet::arrow::ArrowWriter::try_new(
-                &mut out,
-                schema.clone(),
-                Some(crate::writer_properties(crate::DEFAULT_TARGET_FILE_SIZE)),
-            )?;
-            while let Some(batch) = scan.next().await {
-                writer.write(&batch?)?;
-            }
-            writer.close()?;
-        }
-    }
-    out.flush()?;
-    drop(out);
+    write_batches(&mut scan, schema, format, args.output.as_ref()).await?;
     let report = scan.report();
     if json {
         eprintln!("{}", serde_json::to_string(&report)?);

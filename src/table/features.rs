@@ -107,6 +107,35 @@ pub fn check_writable(uri: &str, state: &DeltaTableState) -> Result<()> {
     PROTOCOL.can_write_to(state).map_err(|e| Error::unsupported(format!("cannot write to table {uri}: {e}")))
 }
 
+/// The protocol of a new table with `properties`: the oldest that supports every
+/// feature they turn on. Deletion vectors need reader 3 / writer 7 with table
+/// features (then every writer feature in use is listed: `deletionVectors`, and
+/// `changeDataFeed` and `appendOnly` when their properties are on); the change data
+/// feed alone needs writer 4; otherwise 1/2.
+pub(crate) fn protocol_for_new_table(properties: &[(String, String)]) -> serde_json::Value {
+    let on = |key: &str| properties.iter().any(|(k, v)| k == key && v.eq_ignore_ascii_case("true"));
+    let feed = on("delta.enableChangeDataFeed");
+    if on("delta.enableDeletionVectors") {
+        let mut writer = vec!["deletionVectors"];
+        if feed {
+            writer.push("changeDataFeed");
+        }
+        if on("delta.appendOnly") {
+            writer.push("appendOnly");
+        }
+        serde_json::json!({
+            "minReaderVersion": 3,
+            "minWriterVersion": 7,
+            "readerFeatures": ["deletionVectors"],
+            "writerFeatures": writer
+        })
+    } else if feed {
+        serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 4})
+    } else {
+        serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2})
+    }
+}
+
 /// Whether the table refuses anything but appends (`delta.appendOnly = true`).
 pub fn is_append_only(state: &DeltaTableState) -> bool {
     state.metadata().configuration().get("delta.appendOnly").is_some_and(|v| v.eq_ignore_ascii_case("true"))
@@ -131,4 +160,29 @@ pub fn deletion_vectors_enabled(state: &DeltaTableState) -> bool {
         .get("delta.enableDeletionVectors")
         .is_some_and(|v| v.eq_ignore_ascii_case("true"));
     declared && enabled
+}
+
+#[cfg(test)]
+mod tests {
+    use super::protocol_for_new_table;
+
+    fn props(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn new_tables_get_the_oldest_protocol_their_properties_need() {
+        assert_eq!(protocol_for_new_table(&[])["minWriterVersion"], 2);
+        let feed = protocol_for_new_table(&props(&[("delta.enableChangeDataFeed", "true")]));
+        assert_eq!((feed["minReaderVersion"].clone(), feed["minWriterVersion"].clone()), (1.into(), 4.into()));
+        let both = protocol_for_new_table(&props(&[
+            ("delta.enableDeletionVectors", "true"),
+            ("delta.enableChangeDataFeed", "TRUE"),
+            ("delta.appendOnly", "true"),
+        ]));
+        assert_eq!(both["minWriterVersion"], 7);
+        assert_eq!(both["writerFeatures"], serde_json::json!(["deletionVectors", "changeDataFeed", "appendOnly"]));
+        let off = protocol_for_new_table(&props(&[("delta.enableChangeDataFeed", "false")]));
+        assert_eq!(off["minWriterVersion"], 2);
+    }
 }

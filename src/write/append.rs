@@ -69,7 +69,9 @@ pub struct WriteOptions {
     /// Table properties of a new table (`delta.targetFileSize`, `delta.appendOnly`,
     /// `delta.enableDeletionVectors`, user keys); ignored for an existing table.
     /// `delta.enableDeletionVectors = true` creates the table on protocol 3/7 with the
-    /// `deletionVectors` feature, which merges then use instead of rewriting files.
+    /// `deletionVectors` feature, which merges then use instead of rewriting files;
+    /// `delta.enableChangeDataFeed = true` on writer version 4 (or with the
+    /// `changeDataFeed` feature on 7), so changes write the change data feed.
     pub table_properties: Vec<(String, String)>,
 }
 
@@ -324,20 +326,7 @@ impl Table {
             let mut removed = 0;
             if !self.exists() {
                 let kernel_schema: StructType = schema.as_ref().try_into_kernel()?;
-                let deletion_vectors = options
-                    .table_properties
-                    .iter()
-                    .any(|(k, v)| k == "delta.enableDeletionVectors" && v.eq_ignore_ascii_case("true"));
-                let protocol = if deletion_vectors {
-                    serde_json::json!({
-                        "minReaderVersion": 3,
-                        "minWriterVersion": 7,
-                        "readerFeatures": ["deletionVectors"],
-                        "writerFeatures": ["deletionVectors"]
-                    })
-                } else {
-                    serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2})
-                };
+                let protocol = features::protocol_for_new_table(&options.table_properties);
                 let protocol: deltalake::kernel::Protocol = serde_json::from_value(protocol)
                     .map_err(|e| Error::internal(format!("building protocol action: {e}")))?;
                 actions.push(Action::Protocol(protocol));

@@ -37,6 +37,9 @@ impl Merge<'_> {
     pub(super) async fn abandon(&self, job: &MergeJob, written: &[Add], error: Error) -> Error {
         FileSink::abort(self.table, written).await;
         job.abandon_new_rows().await;
+        if let Some(feed) = &job.feed {
+            feed.abort().await;
+        }
         error
     }
 }

@@ -10,6 +10,7 @@ use super::exec::MergeJob;
 use super::prune::read_predicate;
 use super::source::MergeSource;
 use super::{Merge, MergeReport};
+use crate::change::feed::{ChangeFeed, FeedFiles};
 use crate::error::Result;
 use crate::table::commit::{CommitRequest, commit};
 use crate::write::sink::FileSink;
@@ -35,6 +36,9 @@ impl Merge<'_> {
             }
             Err(e) => {
                 FileSink::abort(self.table, written).await;
+                if let Some(feed) = &job.feed {
+                    feed.abort().await;
+                }
                 Err(e)
             }
         }
@@ -46,6 +50,7 @@ impl Merge<'_> {
     pub(super) async fn commit_merge(
         &mut self,
         source: &MergeSource,
+        feed: Option<&ChangeFeed>,
         read_all: bool,
         mut report: MergeReport,
         removes: Vec<Remove>,
@@ -55,21 +60,41 @@ impl Merge<'_> {
     ) -> Result<MergeReport> {
         report.files_added = written.len();
         report.bytes_written = written.iter().map(|a| a.size.max(0) as u64).sum();
+        let give_up = async |e: crate::Error| {
+            FileSink::abort(self.table, &written).await;
+            if let Some(feed) = feed {
+                feed.abort().await;
+            }
+            e
+        };
         if removes.is_empty() && written.is_empty() && marked.is_empty() {
+            if let Some(feed) = feed {
+                feed.abort().await;
+            }
             return Ok(report);
         }
         // Marked files are removed and added again with their deletion vector.
         let marked = match crate::change::deletion_vectors::write(self.table, marked).await {
             Ok(marked) => marked,
-            Err(e) => {
-                FileSink::abort(self.table, &written).await;
-                return Err(e);
-            }
+            Err(e) => return Err(give_up(e).await),
         };
-        report.bytes_written += marked.bytes();
+        // Change data, unless the merge only inserted (its adds say as much).
+        let changes = match feed {
+            Some(feed) => match feed.finish().await {
+                Ok(changes) => changes,
+                Err(e) => {
+                    marked.discard(self.table).await;
+                    return Err(give_up(e).await);
+                }
+            },
+            None => FeedFiles::default(),
+        };
+        report.change_data_files = changes.actions.len();
+        report.bytes_written += marked.bytes() + changes.bytes();
         let mut actions: Vec<DeltaAction> = removes.into_iter().map(DeltaAction::Remove).collect();
         actions.extend(marked.actions.iter().cloned());
         actions.extend(written.iter().cloned().map(DeltaAction::Add));
+        actions.extend(changes.actions.iter().cloned().map(DeltaAction::Cdc));
         let request = CommitRequest {
             operation: self.operation(source, read_all),
             metrics: vec![
@@ -99,6 +124,7 @@ impl Merge<'_> {
             Err(e) => {
                 FileSink::abort(self.table, &written).await;
                 marked.discard(self.table).await;
+                changes.discard(self.table).await;
                 Err(e)
             }
         }

@@ -26,6 +26,7 @@ use sediment_compactor::reader::StoreFileReader;
 
 use super::clauses::{Action, Compiled, CompiledClause, condition_mask};
 use super::source::MergeSource;
+use crate::change::feed::{ChangeFeed, ChangeType};
 use crate::error::{Error, Result};
 use crate::table::Table;
 use crate::table::schema::SchemaMode;
@@ -58,6 +59,9 @@ pub(crate) struct MergeJob {
     /// first row; a partition's is closed once its last file is marked, the others
     /// together at the end (in parallel). Shared with the jobs of a merge's key ranges.
     pub new_rows: NewRows,
+    /// Where changed, deleted and inserted rows go, on tables whose change data feed
+    /// is active. Shared with the jobs of a merge's key ranges.
+    pub feed: Option<Arc<ChangeFeed>>,
 }
 
 /// See [`MergeJob::new_rows`].
@@ -225,7 +229,10 @@ impl MergeJob {
         let outcome: Result<()> = async {
             let mut stream = self.read(&result.add, None).await?;
             while let Some(target) = stream.next().await {
-                let out = self.merge_batch(&target?, &mut result)?;
+                let target = target?;
+                let merged = self.merge_rows(&target, &mut result)?;
+                self.record_changes(&target, &merged).await?;
+                let out = Self::kept_rows(merged, target.num_rows(), &mut result)?;
                 if out.num_rows() > 0 {
                     held_bytes += out.get_array_memory_size();
                     held.push(out);
@@ -256,13 +263,27 @@ impl MergeJob {
         Ok(result)
     }
 
-    /// Apply the clauses to one target batch; return the rows to keep, changed or not.
-    fn merge_batch(&self, target: &RecordBatch, result: &mut FileResult) -> Result<RecordBatch> {
-        let merged = self.merge_rows(target, result)?;
+    /// The rows of a merged target batch of `rows` rows to keep, changed or not
+    /// (counted in `result`).
+    fn kept_rows(merged: MergedRows, rows: usize, result: &mut FileResult) -> Result<RecordBatch> {
         let deleted = merged.deleted.true_count();
         result.rows_deleted += deleted as u64;
-        result.rows_copied += (target.num_rows() - deleted - merged.changed.true_count()) as u64;
+        result.rows_copied += (rows - deleted - merged.changed.true_count()) as u64;
         Ok(if deleted > 0 { filter_record_batch(&merged.rows, &not(&merged.deleted)?)? } else { merged.rows })
+    }
+
+    /// Write the changes of one merged target batch to the change data feed (when the
+    /// table has one): deleted rows, and changed rows before and after.
+    async fn record_changes(&self, target: &RecordBatch, merged: &MergedRows) -> Result<()> {
+        let Some(feed) = &self.feed else { return Ok(()) };
+        if merged.deleted.true_count() > 0 {
+            feed.write(&filter_record_batch(target, &merged.deleted)?, ChangeType::Delete).await?;
+        }
+        if merged.changed.true_count() > 0 {
+            feed.write(&filter_record_batch(target, &merged.changed)?, ChangeType::UpdatePreimage).await?;
+            feed.write(&filter_record_batch(&merged.rows, &merged.changed)?, ChangeType::UpdatePostimage).await?;
+        }
+        Ok(())
     }
 
     /// Apply the clauses to one target batch: every row, with updates applied, and
@@ -386,7 +407,7 @@ impl MergeJob {
                     &result.add,
                     &self.compiled.table_schema,
                 )?;
-                let merged = if !matched_ids.is_empty() {
+                let (target, merged) = if !matched_ids.is_empty() {
                     // Matched rows read after the key pass: their source rows are known
                     // from it, and so are their keys (equal to the source's). (Without
                     // a key pass, `selected` may still hold the rows a vector leaves.)
@@ -396,10 +417,13 @@ impl MergeJob {
                     let ids = UInt32Array::from(ids.to_vec());
                     let source = self.source.rows.take(&ids)?;
                     let target = self.with_source_keys(&target, &source)?;
-                    self.merge_joined(&target, &ids, &source, &mut result)?
+                    let merged = self.merge_joined(&target, &ids, &source, &mut result)?;
+                    (target, merged)
                 } else {
-                    self.merge_rows(&target, &mut result)?
+                    let merged = self.merge_rows(&target, &mut result)?;
+                    (target, merged)
                 };
+                self.record_changes(&target, &merged).await?;
                 let gone = or(&merged.changed, &merged.deleted)?;
                 let position = |i: usize| match &selected {
                     Some(matched) => matched[cursor + i],
@@ -505,6 +529,9 @@ impl MergeJob {
                     for out in self.insert_rows(&rows, through_clauses)? {
                         inserted += out.num_rows() as u64;
                         self.write_new_rows("", &out).await.map_err(|e| e.context("inserting new rows"))?;
+                        if let Some(feed) = &self.feed {
+                            feed.write(&out, ChangeType::Insert).await?;
+                        }
                     }
                 }
             }

@@ -140,7 +140,7 @@ impl Merge<'_> {
         report.rows_inserted = self.take_new_rows(&job, inserted, &mut gathered.written).await?;
         report.phases.insert_ms = lap();
         let Gathered { removes, written, marked, .. } = gathered;
-        self.commit_merge(&job.source, read_all, report, removes, written, marked, lap).await
+        self.commit_merge(&job.source, job.feed.as_deref(), read_all, report, removes, written, marked, lap).await
     }
 
     /// The candidate files, each with its partition key, and the source rows whose

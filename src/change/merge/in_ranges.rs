@@ -85,7 +85,7 @@ impl Merge<'_> {
         let inserted = job.insert_scanned(&unmatched, &touched.reinsert).await;
         report.rows_inserted = self.take_new_rows(&job, inserted, &mut touched.written).await?;
         report.phases.insert_ms = lap();
-        self.commit_merge(&source, false, report, removes, touched.written, marked, lap).await
+        self.commit_merge(&source, job.feed.as_deref(), false, report, removes, touched.written, marked, lap).await
     }
 
     /// Load key range `range` of the spilled source into a small in-memory source and
@@ -115,6 +115,7 @@ impl Merge<'_> {
             target_file_size: job.target_file_size,
             deletion_vectors: job.deletion_vectors,
             new_rows: job.new_rows.clone(),
+            feed: job.feed.clone(),
         });
         let (candidates, total) = candidates(self.table, &part, &[])?;
         report.files_considered = total;

@@ -49,6 +49,7 @@ use exec::MergeJob;
 use prune::candidates;
 use source::MergeSource;
 
+use crate::change::feed::ChangeFeed;
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::Table;
 use crate::table::features;
@@ -96,8 +97,11 @@ pub struct MergeReport {
     pub rows_deleted: u64,
     /// Rows copied unchanged into rewritten files.
     pub rows_copied: u64,
-    /// Bytes of new files.
+    /// Bytes of new files (data, deletion vectors and change data).
     pub bytes_written: u64,
+    /// Change-data files written (tables with the change data feed on; none when the
+    /// merge only inserted).
+    pub change_data_files: usize,
     /// Times the merge was planned again after losing a race.
     pub retries: usize,
     /// Wall time in milliseconds.
@@ -517,6 +521,7 @@ impl<'a> Merge<'a> {
                 target_file_size: self.table.target_file_size()?,
                 deletion_vectors: features::deletion_vectors_enabled(self.table.state()?),
                 new_rows: Default::default(),
+                feed: ChangeFeed::for_table(self.table)?,
             });
             let prepare_ms = prepare_started.elapsed().as_millis() as u64;
             let attempt =
