@@ -50,12 +50,14 @@ enum SchemaModeArg {
 }
 
 pub(crate) async fn append(args: AppendArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
-    // Open every file first: a missing or malformed file fails before anything is written.
+    let mut table = Table::open_or_new(&args.uri, options).await?;
+    // Open every file first: a missing or malformed file fails before anything is
+    // written. Text files are read in the types of the table's columns.
+    let hint = if table.exists() { Some(table.arrow_schema()?) } else { None };
     let mut sources = Vec::new();
     for path in &args.files {
-        sources.push(crate::write::input::open_source_file(path)?);
+        sources.push(crate::write::input::open_source_file(path, hint.as_ref())?);
     }
-    let mut table = Table::open_or_new(&args.uri, options).await?;
     let write_options = WriteOptions {
         mode: match args.mode {
             ModeArg::Append => WriteMode::Append,

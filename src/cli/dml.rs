@@ -76,6 +76,9 @@ async fn change(
             report.files_considered, report.files_pruned, report.files_read
         ),
     }
+    if report.change_data_files > 0 {
+        println!("  change data feed: {} files", report.change_data_files);
+    }
     if report.files_read > 0 {
         println!(
             "  {} requests for data files, at most {} in flight, {} read",

@@ -62,8 +62,8 @@ enum WhenMatchedArg {
 pub(crate) async fn merge(args: MergeArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
     // The files are read once, batch by batch, while the merge indexes its source and
     // before it writes anything: a missing or malformed file fails it with nothing written.
-    let batches = crate::write::input::read_files(&args.files)?;
     let mut table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
+    let batches = crate::write::input::read_files(&args.files, Some(table.arrow_schema()?))?;
     let mut merge = table.merge_from(batches).on(args.key);
     if let Some(column) = args.dedupe_by {
         merge = merge.dedupe_by(column);
@@ -141,6 +141,9 @@ pub(crate) async fn merge(args: MergeArgs, options: StorageOptions, json: bool) 
             report.io.peak_in_flight,
             human_bytes(report.io.bytes_read)
         );
+    }
+    if report.change_data_files > 0 {
+        println!("  change data feed: {} files", report.change_data_files);
     }
     if report.source_duplicates_dropped > 0 {
         println!("  {} duplicate source rows dropped (kept the latest per key)", report.source_duplicates_dropped);

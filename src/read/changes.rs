@@ -45,16 +45,18 @@ impl Table {
             .version()
             .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no delta table at {}", self.uri())))?;
         let to = to_version.unwrap_or(latest);
+        for version in [from_version, to] {
+            if version > latest {
+                return Err(Error::new(
+                    ErrorKind::NotFound,
+                    format!("version {version} of table {} does not exist (its newest is {latest})", self.uri()),
+                ));
+            }
+        }
         if from_version > to {
             return Err(Error::invalid(format!(
-                "--from-version {from_version} is after --to-version {to}: a range of changes runs forward"
+                "a range of changes runs forward: it starts at version {from_version}, after its end at {to}"
             )));
-        }
-        if to > latest {
-            return Err(Error::new(
-                ErrorKind::NotFound,
-                format!("version {to} of table {} does not exist (its newest is {latest})", self.uri()),
-            ));
         }
         self.check_in_log(from_version).await?;
         let builder = self.delta().clone().scan_cdf().with_starting_version(from_version).with_ending_version(to);

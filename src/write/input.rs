@@ -10,7 +10,7 @@ use std::io::{BufReader, Seek};
 use std::path::Path;
 
 use deltalake::arrow::array::RecordBatch;
-use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
@@ -53,8 +53,12 @@ pub struct SourceFile {
     pub batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
 }
 
-/// Open `path` for reading, inferring the format from the extension.
-pub fn open_source_file(path: &Path) -> Result<SourceFile> {
+/// Open `path` for reading, inferring the format from the extension. Columns of a
+/// text file (CSV, NDJSON) that `table` (the schema of the table it goes to) also has
+/// are read in the table's types, not inferred ones: `2024-05-01` stays a string for a
+/// string column; a value that does not parse as its column's type is an error
+/// naming the file.
+pub fn open_source_file(path: &Path, table: Option<&SchemaRef>) -> Result<SourceFile> {
     let name = path.display().to_string();
     let fail = move |what: &str, e: &dyn std::fmt::Display| Error::invalid(format!("file {name}: {what}: {e}"));
     let format = FileFormat::of(path)?;
@@ -80,7 +84,7 @@ pub fn open_source_file(path: &Path) -> Result<SourceFile> {
                 return Err(fail("not valid csv", &"no header line"));
             }
             file.rewind().map_err(|e| fail("cannot read", &e))?;
-            let schema = std::sync::Arc::new(schema);
+            let schema = with_table_types(schema, table);
             let reader = arrow_csv::ReaderBuilder::new(schema.clone())
                 .with_format(format)
                 .with_batch_size(BATCH_ROWS)
@@ -96,7 +100,7 @@ pub fn open_source_file(path: &Path) -> Result<SourceFile> {
                 return Err(fail("not valid newline-delimited json", &"no fields found"));
             }
             file.rewind().map_err(|e| fail("cannot read", &e))?;
-            let schema = std::sync::Arc::new(schema);
+            let schema = with_table_types(schema, table);
             let reader = arrow_json::ReaderBuilder::new(schema.clone())
                 .with_batch_size(BATCH_ROWS)
                 .build(BufReader::new(file))
@@ -106,20 +110,38 @@ pub fn open_source_file(path: &Path) -> Result<SourceFile> {
     }
 }
 
+/// `inferred` with the types of `table`'s columns of the same names.
+fn with_table_types(inferred: Schema, table: Option<&SchemaRef>) -> SchemaRef {
+    let Some(table) = table else { return std::sync::Arc::new(inferred) };
+    let fields: Vec<Field> = inferred
+        .fields()
+        .iter()
+        .map(|f| match table.field_with_name(f.name()) {
+            Ok(column) => Field::new(f.name(), column.data_type().clone(), true),
+            Err(_) => f.as_ref().clone(),
+        })
+        .collect();
+    std::sync::Arc::new(Schema::new(fields))
+}
+
 /// The batches of `paths`, one file after the other, each opened only when the one
 /// before it is read. Every path is checked first (it exists and has a known
 /// format), so a typo fails before anything is read; errors name the file.
-pub fn read_files(paths: &[std::path::PathBuf]) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
+pub fn read_files(
+    paths: &[std::path::PathBuf],
+    table: Option<SchemaRef>,
+) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send + use<>> {
     for path in paths {
         FileFormat::of(path)?;
         std::fs::metadata(path).map_err(|e| Error::invalid(format!("file {}: cannot open: {e}", path.display())))?;
     }
     let paths = paths.to_vec();
-    Ok(paths.into_iter().flat_map(|path| {
-        let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> = match open_source_file(&path) {
-            Ok(file) => file.batches,
-            Err(e) => Box::new(std::iter::once(Err(e))),
-        };
+    Ok(paths.into_iter().flat_map(move |path| {
+        let batches: Box<dyn Iterator<Item = Result<RecordBatch>> + Send> =
+            match open_source_file(&path, table.as_ref()) {
+                Ok(file) => file.batches,
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
         batches
     }))
 }

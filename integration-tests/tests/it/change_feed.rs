@@ -9,9 +9,13 @@ use std::sync::Arc;
 
 use sediment::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray};
 use sediment::arrow::datatypes::{DataType, Field, Schema};
-use sediment::{CompactOptions, MatchedAction, NotMatchedAction, NotMatchedBySourceAction, Table, WriteOptions};
+use sediment::{
+    CompactOptions, ErrorKind, MatchedAction, NotMatchedAction, NotMatchedBySourceAction, Scd2Options, Table,
+    WriteOptions,
+};
 
-use crate::common::{canonical_rows, table_rows};
+use crate::common::{canonical_rows, conformance_dir, copy_dir, table_rows};
+use crate::merge::{changes, dimension};
 
 /// key → (value, group); the group is the partition column of partitioned variants.
 type Model = BTreeMap<i64, (i64, String)>;
@@ -61,13 +65,17 @@ fn diff(version: u64, before: &Model, after: &Model) -> Vec<String> {
     out
 }
 
-/// Feed batches as comparable rows (the commit timestamp left out), sorted.
-fn comparable(batches: &[RecordBatch]) -> Vec<String> {
+/// Feed batches as comparable rows (the commit timestamp and `skip` left out), sorted.
+fn comparable(batches: &[RecordBatch], skip: &[&str]) -> Vec<String> {
     let trimmed: Vec<RecordBatch> = batches
         .iter()
         .map(|b| {
-            let keep: Vec<usize> =
-                (0..b.num_columns()).filter(|i| b.schema().field(*i).name() != "_commit_timestamp").collect();
+            let keep: Vec<usize> = (0..b.num_columns())
+                .filter(|i| {
+                    let name = b.schema().field(*i).name().clone();
+                    name != "_commit_timestamp" && !skip.contains(&name.as_str())
+                })
+                .collect();
             b.project(&keep).unwrap()
         })
         .collect();
@@ -75,8 +83,12 @@ fn comparable(batches: &[RecordBatch]) -> Vec<String> {
 }
 
 async fn sediment_feed(uri: &str, from: u64) -> Vec<String> {
+    sediment_feed_without(uri, from, &[]).await
+}
+
+async fn sediment_feed_without(uri: &str, from: u64, skip: &[&str]) -> Vec<String> {
     let table = Table::open(uri).await.unwrap();
-    comparable(&table.changes(from, None).await.unwrap().collect().await.unwrap())
+    comparable(&table.changes(from, None).await.unwrap().collect().await.unwrap(), skip)
 }
 
 fn python() -> String {
@@ -321,4 +333,228 @@ async fn every_change_writes_the_feed_readers_agree_on_deletion_vectors() {
 async fn every_change_writes_the_feed_readers_agree_on_spilled_merges() {
     run_scenario(false, true, true).await;
     run_scenario(true, false, true).await;
+}
+
+/// SCD type 2 on a table with the feed: the closed row's images and the new
+/// versions as inserts; a change of an untracked column, nothing.
+#[tokio::test]
+async fn scd2_writes_the_closed_rows_images_and_the_new_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("scd2").to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let initial = [(1, "Oslo", "gold", 100, None, true), (2, "Rome", "silver", 100, None, true)];
+    let options = WriteOptions::append().table_property("delta.enableChangeDataFeed", "true");
+    table.write([dimension(&initial)], options).await.unwrap();
+    let scd2 = Scd2Options::new(["customer_id"], ["city"], "changed_at");
+    let batch = changes(&[(1, "Bergen", "gold", 200), (2, "Rome", "bronze", 200), (3, "Lima", "silver", 200)]);
+    table.scd2([batch], &scd2).unwrap().execute().await.unwrap();
+    let skip = ["valid_from", "valid_to"];
+    let row = |kind: &str, version: u64, id: i64, city: &str, tier: &str, current: bool| {
+        format!(
+            "_change_type={kind}|_commit_version={version}|city={city}|customer_id={id}|is_current={current}|tier={tier}"
+        )
+    };
+    let mut expected = vec![
+        row("insert", 0, 1, "Oslo", "gold", true),
+        row("insert", 0, 2, "Rome", "silver", true),
+        row("update_preimage", 1, 1, "Oslo", "gold", true),
+        row("update_postimage", 1, 1, "Oslo", "gold", false),
+        row("insert", 1, 1, "Bergen", "gold", true),
+        row("insert", 1, 3, "Lima", "silver", true),
+    ];
+    expected.sort();
+    assert_eq!(sediment_feed_without(&uri, 0, &skip).await, expected);
+    assert_eq!(python_feed(&uri, 0, &skip), expected);
+}
+
+/// A table without the property gets no change data and reading its feed says why;
+/// one that sets the property on a protocol without the feature gets none either, and
+/// its protocol is left as it is.
+#[tokio::test]
+async fn tables_without_an_active_feed_get_no_change_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain");
+    let uri = path.to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let rows: Vec<(i64, i64, &str)> = (0..10).map(|k| (k, k, group(k))).collect();
+    table.write([batch(&rows)], WriteOptions::append()).await.unwrap();
+    table.delete("k < 3").await.unwrap();
+    table.update("k = 5", &[("v", "50")]).await.unwrap();
+    assert!(!path.join("_change_data").exists(), "no change data without the property");
+    let err = table.changes(0, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("delta.enableChangeDataFeed"), "{err}");
+
+    // The property on writer version 2: Delta says the feed is not on.
+    let path = dir.path().join("old-protocol");
+    std::fs::create_dir_all(path.join("_delta_log")).unwrap();
+    let schema = r#"{"type":"struct","fields":[{"name":"k","type":"long","nullable":true,"metadata":{}},{"name":"v","type":"long","nullable":true,"metadata":{}}]}"#;
+    let commit = serde_json::json!({"metaData": {"id": "6c3b0b5e-0000-4000-8000-000000000002", "format": {"provider": "parquet", "options": {}},
+        "schemaString": schema, "partitionColumns": [], "configuration": {"delta.enableChangeDataFeed": "true"}, "createdTime": 0}});
+    let log = format!("{}\n{commit}\n", r#"{"protocol":{"minReaderVersion":1,"minWriterVersion":2}}"#);
+    std::fs::write(path.join("_delta_log").join(format!("{:020}.json", 0)), log).unwrap();
+    let uri = path.to_string_lossy().to_string();
+    let mut table = Table::open(&uri).await.unwrap();
+    let rows = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true), Field::new("v", DataType::Int64, true)])),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3])), Arc::new(Int64Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    table.write([rows], WriteOptions::append()).await.unwrap();
+    let report = table.delete("k = 2").await.unwrap();
+    assert_eq!((report.rows_deleted, report.change_data_files), (1, 0), "{report:?}");
+    assert!(!path.join("_change_data").exists());
+    let protocol = Table::open(&uri).await.unwrap().state().unwrap().protocol().clone();
+    assert_eq!(protocol.min_writer_version(), 2, "the protocol is never upgraded silently");
+}
+
+/// Versions outside the log, or out of order, fail with errors that say so.
+#[tokio::test]
+async fn a_range_outside_the_log_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("retention");
+    let uri = path.to_string_lossy().to_string();
+    let (mut table, _) = feed_table(&uri, false, false).await;
+    for k in 0..3 {
+        table.update(&format!("k = {k}"), &[("v", "v + 100")]).await.unwrap();
+    }
+    let err = table.changes(5, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = table.changes(2, Some(9)).await.unwrap_err();
+    assert!(err.to_string().contains("does not exist") && err.to_string().contains("newest is 3"), "{err}");
+    let err = table.changes(3, Some(1)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+
+    // Log retention removed the first commits (a checkpoint keeps the table readable).
+    sediment::deltalake::checkpoints::create_checkpoint(table.delta(), None).await.unwrap();
+    for version in 0..2 {
+        std::fs::remove_file(path.join("_delta_log").join(format!("{version:020}.json"))).unwrap();
+    }
+    let table = Table::open(&uri).await.unwrap();
+    let err = table.changes(0, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("log starts at version 2"), "{err}");
+    assert_eq!(sediment_feed(&uri, 2).await.len(), 4, "versions 2 and 3 are still readable");
+}
+
+/// `sediment changes` prints the feed in each format.
+#[tokio::test]
+async fn the_cli_prints_the_feed() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("cli").to_string_lossy().to_string();
+    let (mut table, _) = feed_table(&uri, false, true).await;
+    table.update("k = 1", &[("v", "100")]).await.unwrap();
+    table.delete("k = 2").await.unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::cli::sediment_bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        (String::from_utf8_lossy(&out.stdout).to_string(), String::from_utf8_lossy(&out.stderr).to_string())
+    };
+    let (ndjson, summary) = run(&["changes", &uri, "--from-version", "1", "--format", "ndjson"]);
+    let rows: Vec<serde_json::Value> = ndjson.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut kinds: Vec<(u64, String, i64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["_commit_version"].as_u64().unwrap(),
+                r["_change_type"].as_str().unwrap().to_string(),
+                r["k"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![(1, "update_postimage".into(), 1), (1, "update_preimage".into(), 1), (2, "delete".into(), 2)],
+        "{ndjson}"
+    );
+    assert!(summary.contains("versions 1 to 2: 3 change rows"), "{summary}");
+    let (table_out, _) = run(&["changes", &uri, "--from-version", "2", "--to-version", "2"]);
+    assert!(table_out.contains("_change_type") && table_out.contains("delete"), "{table_out}");
+    let (csv, _) = run(&["changes", &uri, "--from-version", "0", "--to-version", "0", "--format", "csv"]);
+    assert_eq!(csv.lines().count(), 21, "a header and the 20 inserts of version 0: {csv}");
+    let parquet = dir.path().join("feed.parquet");
+    run(&["changes", &uri, "--from-version", "1", "--format", "parquet", "--output", parquet.to_str().unwrap()]);
+    assert!(std::fs::metadata(&parquet).unwrap().len() > 0);
+}
+
+/// The change-data-feed tables of the conformance set read through Sediment as
+/// delta-rs's `load_cdf` reads them, and compacting copies of them leaves their feeds
+/// as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_feeds_read_as_delta_rs_reads_them_and_survive_compaction() {
+    let root = conformance_dir().expect("the conformance tables (../shared/conformance)").join("delta-rs");
+    let work = tempfile::tempdir().unwrap();
+    let mut compacted = 0;
+    for name in [
+        "cdf-table",
+        "cdf-table-non-partitioned",
+        "cdf-table-with-cdc-and-dvs",
+        "checkpoint-cdf-table",
+        "simple_table_with_cdc",
+    ] {
+        let copy = work.path().join(name);
+        copy_dir(&root.join(name), &copy);
+        let uri = copy.to_string_lossy().to_string();
+        let from = std::fs::read_dir(copy.join("_delta_log"))
+            .unwrap()
+            .filter_map(|e| e.unwrap().file_name().to_string_lossy().strip_suffix(".json").map(str::to_string))
+            .filter_map(|v| v.parse::<u64>().ok())
+            .min()
+            .unwrap();
+        let before = sediment_feed(&uri, from).await;
+        assert!(!before.is_empty(), "{name} has a feed");
+        assert_eq!(before, python_feed(&uri, from, &[]), "{name}: Sediment's feed and delta-rs's load_cdf");
+
+        let mut table = Table::open(&uri).await.unwrap();
+        let rows = table_rows(&table).await;
+        let options = CompactOptions { max_deleted_rows_ratio: Some(0.0), ..Default::default() };
+        let report = table.compact(options).await.unwrap();
+        compacted += usize::from(report.bins_committed > 0);
+        assert_eq!(table_rows(&Table::open(&uri).await.unwrap()).await, rows, "{name}: rows kept");
+        assert_eq!(sediment_feed(&uri, from).await, before, "{name}: compaction adds nothing to the feed");
+        assert_eq!(python_feed(&uri, from, &[]), before, "{name}: as delta-rs reads it");
+    }
+    assert!(compacted >= 3, "most of the tables had small files to compact ({compacted})");
+}
+
+/// The report's case: a 1,000-row table written by delta-rs with the feed on; after
+/// `sediment merge` updating 10 rows and `sediment delete` removing 5, delta-rs's
+/// `load_cdf` sees exactly those changes (not whole files deleted and re-inserted).
+#[tokio::test]
+async fn a_table_delta_rs_wrote_gets_exactly_the_changes_sediment_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("foreign").to_string_lossy().to_string();
+    let script = r#"
+import os, sys
+import pyarrow as pa
+from deltalake import write_deltalake
+ids = list(range(1000))
+data = pa.table({"id": pa.array(ids, pa.int64()), "amount": pa.array([i * 1.5 for i in ids]),
+                 "day": pa.array([f"2024-05-0{1 + i % 5}" for i in ids])})
+write_deltalake(sys.argv[1], data, partition_by=["day"], configuration={"delta.enableChangeDataFeed": "true"})
+os._exit(0)
+"#;
+    let out = Command::new(python()).arg("-c").arg(script).arg(&uri).output().unwrap();
+    assert!(out.status.success(), "python writer failed: {}", String::from_utf8_lossy(&out.stderr));
+    let mut source = String::from("id,amount,day\n");
+    for id in (0..100).step_by(10) {
+        source.push_str(&format!("{id},-1.0,2024-05-0{}\n", 1 + id % 5));
+    }
+    let source_path = dir.path().join("source.csv");
+    std::fs::write(&source_path, source).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::cli::sediment_bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["merge", &uri, source_path.to_str().unwrap(), "--key", "id"]);
+    run(&["delete", &uri, "--where", "id >= 500 AND id < 505"]);
+    let feed = python_feed(&uri, 1, &["amount", "day"]);
+    let count = |kind: &str| feed.iter().filter(|r| r.starts_with(&format!("_change_type={kind}|"))).count();
+    assert_eq!(
+        (count("update_preimage"), count("update_postimage"), count("delete"), count("insert"), feed.len()),
+        (10, 10, 5, 0, 25),
+        "{feed:?}"
+    );
+    assert_eq!(sediment_feed_without(&uri, 1, &["amount", "day"]).await, feed);
 }

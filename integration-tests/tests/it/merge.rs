@@ -321,9 +321,9 @@ async fn bad_sources_are_refused_naming_the_problem() {
 
 /// A dimension table for SCD2: customer, city, tier, valid_from, valid_to, is_current.
 /// customer, city, tier, valid_from (s), valid_to (s), is_current.
-type DimensionRow<'a> = (i64, &'a str, &'a str, i64, Option<i64>, bool);
+pub(crate) type DimensionRow<'a> = (i64, &'a str, &'a str, i64, Option<i64>, bool);
 
-fn dimension(rows: &[DimensionRow]) -> RecordBatch {
+pub(crate) fn dimension(rows: &[DimensionRow]) -> RecordBatch {
     let ts = |v: i64| v * 1_000_000;
     let schema = Arc::new(Schema::new(vec![
         Field::new("customer_id", DataType::Int64, false),
@@ -361,7 +361,7 @@ fn dimension(rows: &[DimensionRow]) -> RecordBatch {
 }
 
 /// SCD2 changes: customer, city, tier, effective time (seconds).
-fn changes(rows: &[(i64, &str, &str, i64)]) -> RecordBatch {
+pub(crate) fn changes(rows: &[(i64, &str, &str, i64)]) -> RecordBatch {
     RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("customer_id", DataType::Int64, false),

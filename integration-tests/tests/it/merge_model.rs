@@ -207,7 +207,19 @@ async fn apply_to_table(table: &mut Table, op: &Op, limit: Option<usize>) -> sed
     Ok(())
 }
 
-async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool, spill: bool, jitter: bool) {
+/// What a case turns on besides its operations.
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    deletion_vectors: bool,
+    spill: bool,
+    jitter: bool,
+    /// `delta.enableChangeDataFeed`: the feed, replayed from version 0, must rebuild
+    /// the table at every version.
+    feed: bool,
+}
+
+async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, variant: Variant) {
+    let Variant { deletion_vectors, spill, jitter, feed } = variant;
     // With `spill`, every merge source outgrows a tiny memory limit: it is spilled and
     // merged in key ranges (a few rows each). Sync merges (not matched by source) keep
     // the default, as they refuse a spilled source.
@@ -218,8 +230,14 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool, 
     let mut model = Model::new();
     // Half the cases enable deletion vectors: merges then mark rows instead of rewriting.
     let create = || {
-        let options = WriteOptions::append().partition_by(["g"]);
-        if deletion_vectors { options.table_property("delta.enableDeletionVectors", "true") } else { options }
+        let mut options = WriteOptions::append().partition_by(["g"]);
+        if deletion_vectors {
+            options = options.table_property("delta.enableDeletionVectors", "true");
+        }
+        if feed {
+            options = options.table_property("delta.enableChangeDataFeed", "true");
+        }
+        options
     };
     // Initial appends may repeat keys across batches; the model keeps both rows' last
     // value only if keys are distinct, so keep the first occurrence per key.
@@ -253,9 +271,55 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, deletion_vectors: bool, 
         assert_eq!(table_rows(&table).await, model_rows(&model), "after step {step}: {op:?}");
         versions.push((table.version().unwrap(), model_rows(&model)));
     }
+    if feed {
+        replay_feed(&table, &versions).await;
+    }
     for (version, expected) in versions {
         let old = Table::open_with(&uri, OpenOptions::new().version(version)).await.unwrap();
         assert_eq!(table_rows(&old).await, expected, "time travel to version {version}");
+    }
+}
+
+/// Replay the table's change data feed from version 0: every delete and pre-image
+/// removes exactly the row the table held, every insert and post-image adds one; after
+/// the changes up to each version the rows are the table's at that version.
+async fn replay_feed(table: &Table, versions: &[(u64, Vec<String>)]) {
+    use sediment::arrow::array::{Array, AsArray, UInt64Array};
+    use sediment::arrow::compute::cast;
+    use sediment::arrow::datatypes::Int64Type;
+    let batches = table.changes(0, None).await.unwrap().collect().await.unwrap();
+    let mut changes: Vec<(u64, bool, i64, (i64, String))> = Vec::new();
+    for b in &batches {
+        let column = |name: &str, to: &DataType| cast(b.column_by_name(name).unwrap(), to).unwrap();
+        let (k, v) = (column("k", &DataType::Int64), column("v", &DataType::Int64));
+        let (g, kind) = (column("g", &DataType::Utf8), column("_change_type", &DataType::Utf8));
+        let version = column("_commit_version", &DataType::UInt64);
+        let version = version.as_any().downcast_ref::<UInt64Array>().unwrap();
+        let (k, v) = (k.as_primitive::<Int64Type>(), v.as_primitive::<Int64Type>());
+        let (g, kind) = (g.as_string::<i32>(), kind.as_string::<i32>());
+        for i in 0..b.num_rows() {
+            let adds = match kind.value(i) {
+                "insert" | "update_postimage" => true,
+                "delete" | "update_preimage" => false,
+                other => panic!("unknown change type {other}"),
+            };
+            assert!(!v.is_null(i) && !g.is_null(i));
+            changes.push((version.value(i), adds, k.value(i), (v.value(i), g.value(i).to_string())));
+        }
+    }
+    // Per version, what goes before what comes.
+    changes.sort_by_key(|(version, adds, ..)| (*version, *adds));
+    let mut replayed = Model::new();
+    let mut next = changes.into_iter().peekable();
+    for (version, expected) in versions {
+        while let Some((_, adds, k, row)) = next.next_if(|c| c.0 <= *version) {
+            if adds {
+                assert!(replayed.insert(k, row).is_none(), "the feed inserts key {k} twice (by v{version})");
+            } else {
+                assert_eq!(replayed.remove(&k), Some(row), "the feed removes a row of key {k} the table did not hold");
+            }
+        }
+        assert_eq!(&model_rows(&replayed), expected, "the feed replayed up to version {version}");
     }
 }
 
@@ -269,8 +333,9 @@ proptest! {
         deletion_vectors in any::<bool>(),
         spill in any::<bool>(),
         jitter in any::<bool>(),
+        feed in any::<bool>(),
     ) {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        runtime.block_on(run_case(initial, ops, deletion_vectors, spill, jitter));
+        runtime.block_on(run_case(initial, ops, Variant { deletion_vectors, spill, jitter, feed }));
     }
 }
