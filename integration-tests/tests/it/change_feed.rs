@@ -558,3 +558,60 @@ os._exit(0)
     );
     assert_eq!(sediment_feed_without(&uri, 1, &["amount", "day"]).await, feed);
 }
+
+/// On S3: a merge and a delete write their change data next to the table, and both
+/// readers see it.
+#[tokio::test]
+async fn the_feed_on_s3() {
+    let uri = crate::common::s3_uri("feed");
+    let (mut table, mut model) = feed_table(&uri, false, true).await;
+    let before = model.clone();
+    table.upsert([batch(&[(1, 100, "b"), (50, 50, "c")])], ["k"]).await.unwrap();
+    model.insert(1, (100, "b".into()));
+    model.insert(50, (50, "c".into()));
+    let mut expected = diff(0, &Model::new(), &before);
+    expected.extend(diff(1, &before, &model));
+    let before = model.clone();
+    let report = table.delete("v = 4").await.unwrap();
+    assert_eq!(report.change_data_files, 1, "{report:?}");
+    model.remove(&4);
+    expected.extend(diff(2, &before, &model));
+    expected.sort();
+    assert_eq!(sediment_feed(&uri, 0).await, expected);
+    assert_eq!(python_feed(&uri, 0, &[]), expected);
+}
+
+/// A merge that fails half-way (a damaged target file) leaves no change data behind.
+#[tokio::test]
+async fn a_failed_change_leaves_no_change_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("failing");
+    let uri = path.to_string_lossy().to_string();
+    let (mut table, _) = feed_table(&uri, false, true).await;
+    let victim = table.files().unwrap().into_iter().find(|f| f.partition_values["g"].as_deref() == Some("c")).unwrap();
+    let file = path.join(&victim.path);
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
+    let version = table.version();
+    // Every partition holds a matched key: the other files' changes are written first.
+    let err = table.upsert([batch(&[(0, -1, "a"), (1, -1, "b"), (2, -1, "c")])], ["k"]).await.unwrap_err();
+    assert!(err.to_string().contains(&victim.path), "{err}");
+    assert_eq!(Table::open(&uri).await.unwrap().version(), version, "nothing committed");
+    let leftovers: Vec<_> = walk(&path.join("_change_data"));
+    assert!(leftovers.is_empty(), "change data of the failed merge is deleted: {leftovers:?}");
+    // The same merge on the repaired file writes change data in each partition.
+    std::fs::write(&file, &bytes).unwrap();
+    let mut table = Table::open(&uri).await.unwrap();
+    table.upsert([batch(&[(0, -1, "a"), (1, -1, "b"), (2, -1, "c")])], ["k"]).await.unwrap();
+    assert_eq!(walk(&path.join("_change_data")).len(), 3);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
+    entries
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() { walk(&path) } else { vec![path] }
+        })
+        .collect()
+}
