@@ -82,6 +82,11 @@ impl Error {
         self.kind
     }
 
+    /// The message alone (what `Display` prints).
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// Prefix the message with context (a table, a file), keeping the kind.
     pub fn context(mut self, context: impl std::fmt::Display) -> Self {
         self.message = format!("{context}: {}", self.message);
@@ -93,7 +98,8 @@ impl Error {
         let kind = classify_delta(&err);
         let message = match &err {
             DeltaTableError::NotATable(path) => format!("no delta table at {path}"),
-            other => other.to_string(),
+            // One sentence, not delta-rs's chain of "Transaction failed: ...".
+            other => sediment_compactor::retry::describe(other),
         };
         Self { kind, message, source: Some(Box::new(err)) }
     }
@@ -103,11 +109,8 @@ fn classify_delta(err: &DeltaTableError) -> ErrorKind {
     use DeltaTableError as E;
     match err {
         E::NotATable(_) | E::InvalidVersion(_) => ErrorKind::NotFound,
-        E::VersionAlreadyExists(_) | E::VersionMismatch(..) => ErrorKind::Conflict,
+        e if sediment_compactor::retry::is_conflict(e) => ErrorKind::Conflict,
         E::Transaction { source } => match source {
-            TransactionError::VersionAlreadyExists(_)
-            | TransactionError::CommitConflict(_)
-            | TransactionError::MaxCommitAttempts(_) => ErrorKind::Conflict,
             TransactionError::UnsupportedTableFeatures(_) | TransactionError::TableFeaturesRequired(_) => {
                 ErrorKind::Unsupported
             }

@@ -51,12 +51,13 @@ pub use deltalake;
 pub use deltalake::arrow;
 
 pub use change::{
-    ChangeReport, DEFAULT_SOURCE_MEMORY_LIMIT, DeleteReport, MatchedAction, Merge, MergeReport, NotMatchedAction,
-    NotMatchedBySourceAction, Scd2Options, UpdateReport,
+    ChangeOptions, ChangeReport, DEFAULT_SOURCE_MEMORY_LIMIT, DeleteReport, MatchedAction, Merge, MergeReport,
+    NotMatchedAction, NotMatchedBySourceAction, Scd2Options, UpdateReport,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use maintain::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
 pub use read::{CHANGE_COLUMNS, Changes, Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};
+pub use table::conflict::{RetryBudget, RetrySettings};
 pub use table::history::HistoryEntry;
 pub use table::info::TableInfo;
 pub use table::schema::SchemaMode;

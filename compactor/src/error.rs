@@ -40,10 +40,16 @@ pub type Result<T, E = CompactionError> = std::result::Result<T, E>;
 impl From<deltalake::DeltaTableError> for CompactionError {
     fn from(err: deltalake::DeltaTableError) -> Self {
         use deltalake::DeltaTableError as E;
+        use deltalake::kernel::transaction::TransactionError as T;
         match &err {
-            E::ObjectStore { .. } => CompactionError::Storage(err.to_string()),
-            E::Transaction { .. } | E::VersionAlreadyExists(_) => CompactionError::Conflict(err.to_string()),
-            _ => CompactionError::Data(err.to_string()),
+            e if crate::retry::is_conflict(e) => CompactionError::Conflict(crate::retry::describe(e)),
+            E::ObjectStore { .. } | E::Transaction { source: T::ObjectStore { .. } } => {
+                CompactionError::Storage(err.to_string())
+            }
+            E::Transaction { source: T::UnsupportedTableFeatures(_) | T::TableFeaturesRequired(_) } => {
+                CompactionError::Unsupported(crate::retry::describe(&err))
+            }
+            _ => CompactionError::Data(crate::retry::describe(&err)),
         }
     }
 }

@@ -52,6 +52,7 @@ use crate::health::PartitionKey;
 use crate::io::{BoundedStore, BytesPermit, IoLimiter, IoReport, IoSettings};
 use crate::planner::{Bin, Clustering, CompactionPlan, PlannedFile};
 use crate::reader::StoreFileReader;
+use crate::retry::{RetryBudget, RetrySettings, describe, is_conflict};
 
 /// How the executor runs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,8 +67,10 @@ pub struct ExecutorSettings {
     /// Commit when this much time has passed since the last commit.
     #[serde(with = "duration_secs")]
     pub commit_every: Duration,
-    /// Attempts at a commit that conflicts with other writers.
-    pub max_commit_attempts: usize,
+    /// How often a commit that conflicts with other writers is planned again (bins
+    /// whose inputs another writer changed are given up, not retried). Short by
+    /// default: compaction is maintenance and can run again later.
+    pub retry: RetrySettings,
     /// Attempts at a bin whose storage calls fail.
     pub max_bin_attempts: usize,
     /// The `engineInfo` written into commits.
@@ -92,7 +95,7 @@ impl Default for ExecutorSettings {
             memory_budget: 1024 * 1024 * 1024,
             commit_every_bins: 64,
             commit_every: Duration::from_secs(60),
-            max_commit_attempts: 10,
+            retry: RetrySettings { max_attempts: 10, max_elapsed: Duration::from_secs(60), ..Default::default() },
             max_bin_attempts: 3,
             engine_info: format!("sediment-compactor/{}", env!("CARGO_PKG_VERSION")),
             copy_row_groups_above: Some(DEFAULT_COPY_ROW_GROUPS_ABOVE),
@@ -104,11 +107,10 @@ impl Default for ExecutorSettings {
 impl ExecutorSettings {
     /// Check the knobs.
     pub fn validate(&self) -> Result<()> {
-        if self.max_concurrent_bins == 0 || self.commit_every_bins == 0 || self.max_commit_attempts == 0 {
-            return Err(CompactionError::Invalid(
-                "max_concurrent_bins, commit_every_bins and max_commit_attempts must be positive".into(),
-            ));
+        if self.max_concurrent_bins == 0 || self.commit_every_bins == 0 {
+            return Err(CompactionError::Invalid("max_concurrent_bins and commit_every_bins must be positive".into()));
         }
+        self.retry.validate().map_err(CompactionError::Invalid)?;
         if self.memory_budget < 16 * 1024 * 1024 {
             return Err(CompactionError::Invalid(format!(
                 "memory budget of {} bytes is below the 16 MiB minimum",
@@ -420,12 +422,11 @@ impl CompactionExecutor {
         context: &BinContext,
         report: &mut CompactionReport,
     ) -> Result<()> {
-        let mut attempt = 0;
+        let mut budget = RetryBudget::new(&self.settings.retry);
         loop {
             if outputs.is_empty() {
                 return Ok(());
             }
-            attempt += 1;
             let state = self.table.snapshot()?;
             let live: HashMap<String, (Remove, Option<DeletionVectorDescriptor>)> = state
                 .log_data()
@@ -501,14 +502,20 @@ impl CompactionExecutor {
                     self.table.state = Some(finalized.snapshot());
                     return Ok(());
                 }
-                Err(e) if attempt < self.settings.max_commit_attempts && is_conflict(&e) => {
+                Err(e) if is_conflict(&e) && budget.retry().await => {
                     report.commit_conflicts += 1;
-                    info!(attempt, error = %e, "compaction commit conflicted; re-planning on the newest version");
+                    let attempt = budget.attempts();
+                    info!(attempt, error = %describe(&e), "compaction commit conflicted; re-planning on the newest version");
                     self.table.update_state().await?;
                 }
                 Err(e) => {
+                    let reason = if is_conflict(&e) {
+                        format!("commit lost to other writers ({}): {}", budget.summary(), describe(&e))
+                    } else {
+                        format!("commit failed: {}", describe(&e))
+                    };
                     for output in outputs {
-                        self.give_up(output, &format!("commit failed: {e}"), report).await;
+                        self.give_up(output, &reason, report).await;
                     }
                     return Err(CompactionError::from(e));
                 }
@@ -525,16 +532,6 @@ impl CompactionExecutor {
             deleted_outputs: output.adds.iter().map(|a| a.path.clone()).collect(),
         });
     }
-}
-
-fn is_conflict(err: &deltalake::DeltaTableError) -> bool {
-    use deltalake::kernel::transaction::TransactionError as T;
-    matches!(
-        err,
-        deltalake::DeltaTableError::Transaction {
-            source: T::CommitConflict(_) | T::VersionAlreadyExists(_) | T::MaxCommitAttempts(_)
-        } | deltalake::DeltaTableError::VersionAlreadyExists(_)
-    )
 }
 
 pub use crate::encoding::{row_group_bytes, writer_properties, writer_properties_for};

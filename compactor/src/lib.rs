@@ -14,6 +14,8 @@
 //!   them undecoded (`copy` module), the others are decoded and encoded again;
 //! - **request**: one call to the object store; a job's requests are bounded in
 //!   number and bytes and counted ([`io`]);
+//! - **conflict**: a commit that lost to another writer; every writer of Sediment
+//!   plans again under one [`retry`] policy;
 //! - **commit**: the log entry a job produces: `remove` (dataChange = false) of a bin's
 //!   inputs and `add` of its output, for one or more bins at a time.
 //!
@@ -33,9 +35,11 @@ pub mod health;
 pub mod io;
 pub mod planner;
 pub mod reader;
+pub mod retry;
 
 pub use error::{CompactionError, Result};
 pub use executor::{CompactionExecutor, CompactionReport, ExecutorSettings};
 pub use health::{FileView, PartitionHealth, PartitionKey, TableHealth};
 pub use io::{BoundedStore, IoLimiter, IoReport, IoSettings};
 pub use planner::{Bin, Clustering, CompactionPlan, PartitionPlan, PlannedFile, PlannerSettings};
+pub use retry::{RetryBudget, RetrySettings};

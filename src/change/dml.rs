@@ -21,6 +21,7 @@
 //! planned again on the newest version (bounded, reported) and the result is as if it
 //! ran after that writer.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,13 +47,15 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
 use crate::table::commit::{CommitRequest, commit, remove_action};
+use crate::table::conflict::{RetryBudget, RetrySettings};
 use crate::table::features;
 use crate::table::schema::SchemaMode;
 use crate::table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings};
 use crate::write::sink::FileSink;
 
-/// How many times a delete that lost a race is planned again.
-const MAX_ATTEMPTS: usize = 10;
+/// Commits delta-rs rebases a change over (commits that touched none of its files)
+/// before it gives the race back to Sediment's loop.
+const REBASES: usize = 15;
 
 /// What a delete did.
 pub type DeleteReport = ChangeReport;
@@ -85,8 +88,11 @@ pub struct ChangeReport {
     pub rows_copied: u64,
     /// Bytes of new files.
     pub bytes_written: u64,
-    /// Times the delete was planned again after losing a race.
+    /// Times the change was planned again after losing a race.
     pub retries: usize,
+    /// Files whose outcome an earlier attempt had already written and that nobody
+    /// touched since: kept, not read again.
+    pub files_reused: usize,
     /// Change-data files written (tables with the change data feed on).
     pub change_data_files: usize,
     /// Requests, bytes read and peak in flight of the candidate files' reads (the
@@ -97,6 +103,7 @@ pub struct ChangeReport {
 }
 
 /// One candidate file's fate.
+#[derive(Clone)]
 enum FileOutcome {
     Untouched,
     Removed {
@@ -128,43 +135,104 @@ impl Table {
     /// Delete the rows matching `predicate` (a SQL boolean expression).
     #[instrument(skip_all, fields(table = %self.uri(), predicate))]
     pub async fn delete(&mut self, predicate: &str) -> Result<DeleteReport> {
-        self.change_rows(predicate, &[]).await
+        self.change_rows(predicate, &[], &ChangeOptions::default()).await
+    }
+
+    /// [`Self::delete`] with options (how often to plan again after lost races).
+    #[instrument(skip_all, fields(table = %self.uri(), predicate))]
+    pub async fn delete_with(&mut self, predicate: &str, options: &ChangeOptions) -> Result<DeleteReport> {
+        self.change_rows(predicate, &[], options).await
     }
 
     /// Set columns of the rows matching `predicate`: each assignment is a column and
     /// a SQL expression over the row's old values (`("amount", "amount * 2")`).
     #[instrument(skip_all, fields(table = %self.uri(), predicate))]
     pub async fn update(&mut self, predicate: &str, assignments: &[(&str, &str)]) -> Result<UpdateReport> {
+        self.update_with(predicate, assignments, &ChangeOptions::default()).await
+    }
+
+    /// [`Self::update`] with options (how often to plan again after lost races).
+    #[instrument(skip_all, fields(table = %self.uri(), predicate))]
+    pub async fn update_with(
+        &mut self,
+        predicate: &str,
+        assignments: &[(&str, &str)],
+        options: &ChangeOptions,
+    ) -> Result<UpdateReport> {
         if assignments.is_empty() {
             return Err(Error::invalid("an update needs at least one assignment (column = expression)"));
         }
-        self.change_rows(predicate, assignments).await
+        self.change_rows(predicate, assignments, options).await
     }
 
-    /// A delete (no assignments) or an update, planned again after lost races.
-    async fn change_rows(&mut self, predicate: &str, assignments: &[(&str, &str)]) -> Result<ChangeReport> {
+    /// A delete (no assignments) or an update, planned again after lost races. A
+    /// race lost to a commit that touched none of its files is rebased by delta-rs's
+    /// conflict checker (its predicate says what it read); one lost to a commit that
+    /// removed or changed a file it read plans again on the newest version, reading
+    /// again only the files that changed (on tables without an active change data
+    /// feed, whose change rows are per operation).
+    async fn change_rows(
+        &mut self,
+        predicate: &str,
+        assignments: &[(&str, &str)],
+        options: &ChangeOptions,
+    ) -> Result<ChangeReport> {
+        options.retry.validate().map_err(Error::invalid)?;
         let started = Instant::now();
-        let mut retries = 0;
+        let mut budget = RetryBudget::new(&options.retry);
+        let mut reuse = Reuse::default();
+        let operation = if assignments.is_empty() { "delete" } else { "update" };
         loop {
-            let change = self.parse_change(assignments)?;
-            let mut report = self.change_once(predicate, &change).await?;
-            match report.version {
-                Some(Err(e)) if e.kind() == ErrorKind::Conflict && retries + 1 < MAX_ATTEMPTS => {
-                    retries += 1;
-                    tracing::info!(retries, error = %e, "delete lost a race; planning again on the newest version");
-                    self.refresh().await?;
+            let read_version = self.version();
+            let attempt = match self.parse_change(assignments) {
+                Ok(change) => self.change_once(predicate, &change, &mut reuse).await,
+                Err(e) => Err(e),
+            };
+            let mut attempt = match attempt {
+                Ok(attempt) => attempt,
+                Err(e) => {
+                    reuse.abort(self).await;
+                    return Err(e);
                 }
-                Some(Err(e)) => return Err(e),
+            };
+            attempt.report.retries = budget.retries();
+            attempt.report.duration_ms = started.elapsed().as_millis() as u64;
+            match attempt.version {
+                Some(Err(e)) if e.kind() == ErrorKind::Conflict => {
+                    if budget.retry().await {
+                        let retries = budget.retries();
+                        tracing::info!(retries, error = %e, "{operation} lost a race; planning again on the newest version");
+                        let schema = self.arrow_schema().ok();
+                        if let Err(e) = self.refresh().await {
+                            reuse.abort(self).await;
+                            return Err(e);
+                        }
+                        if self.arrow_schema().ok() != schema {
+                            // Files written for the old schema are not reused.
+                            reuse.abort(self).await;
+                        }
+                        continue;
+                    }
+                    // Refreshed to name the commit that won.
+                    let _ = self.refresh().await;
+                    let err =
+                        crate::table::conflict::gave_up(self, operation, &budget, read_version, &attempt.needed, &e)
+                            .await;
+                    reuse.abort(self).await;
+                    return Err(err);
+                }
+                Some(Err(e)) => {
+                    reuse.abort(self).await;
+                    return Err(e);
+                }
                 Some(Ok(version)) => {
-                    report.report.version = Some(version);
-                    report.report.retries = retries;
-                    report.report.duration_ms = started.elapsed().as_millis() as u64;
-                    return Ok(report.report);
+                    reuse.abort(self).await;
+                    attempt.report.version = Some(version);
+                    return Ok(attempt.report);
                 }
                 None => {
-                    report.report.retries = retries;
-                    report.report.duration_ms = started.elapsed().as_millis() as u64;
-                    return Ok(report.report);
+                    reuse.abort(self).await;
+                    return Ok(attempt.report);
                 }
             }
         }
@@ -192,7 +260,7 @@ impl Table {
         Ok(RowChange::Update(parsed))
     }
 
-    async fn change_once(&mut self, sql: &str, change: &RowChange) -> Result<ChangeAttempt> {
+    async fn change_once(&mut self, sql: &str, change: &RowChange, reuse: &mut Reuse) -> Result<ChangeAttempt> {
         let state = self.state()?;
         features::check_writable(self.uri(), state)?;
         if features::is_append_only(state) && matches!(change, RowChange::Delete) {
@@ -219,13 +287,37 @@ impl Table {
             && predicate.only_mentions(&partition_columns)
             && (feed.is_none() || plan.files.iter().all(|f| f.deletion_vector.is_none()));
         let feed = if whole_files { None } else { feed };
-        let outcomes = if whole_files {
+        let outcomes: Vec<Result<FileOutcome>> = if whole_files {
             plan.files.iter().map(|add| Ok(FileOutcome::Removed { rows: add_rows(add) })).collect()
         } else {
-            report.files_read = plan.files.len();
+            // Files an earlier attempt already changed and nobody touched since keep
+            // that outcome; the others are read.
+            let mut outcomes: Vec<Option<Result<FileOutcome>>> =
+                plan.files.iter().map(|add| reuse.take(add).map(Ok)).collect();
+            report.files_reused = outcomes.iter().filter(|o| o.is_some()).count();
+            reuse.abort(self).await;
+            let to_read: Vec<Add> =
+                plan.files.iter().zip(&outcomes).filter(|(_, o)| o.is_none()).map(|(a, _)| a.clone()).collect();
+            report.files_read = to_read.len();
             let mark = features::deletion_vectors_enabled(state);
-            self.change_files(&plan.files, &predicate, change, mark, feed.clone(), &mut report).await?
+            let mut read =
+                self.change_files(&to_read, &predicate, change, mark, feed.clone(), &mut report).await?.into_iter();
+            for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+                *outcome = read.next();
+            }
+            outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| Err(Error::internal("a candidate without an outcome"))))
+                .collect()
         };
+        // Kept for the next attempt if this one loses a race (not with a feed: its
+        // change rows belong to the attempt).
+        let keep: Vec<(Add, FileOutcome)> = if feed.is_none() && !whole_files {
+            plan.files.iter().zip(&outcomes).filter_map(|(a, o)| Some((a.clone(), o.as_ref().ok()?.clone()))).collect()
+        } else {
+            Vec::new()
+        };
+        let mut needed: HashSet<String> = HashSet::new();
         let mut actions: Vec<Action> = Vec::new();
         let mut written: Vec<Add> = Vec::new();
         let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
@@ -241,11 +333,13 @@ impl Table {
             match outcome {
                 FileOutcome::Untouched => {}
                 FileOutcome::Removed { rows } => {
+                    needed.insert(add.path.clone());
                     report.files_removed += 1;
                     report.rows_deleted += rows;
                     actions.push(Action::Remove(remove_action(add)));
                 }
                 FileOutcome::Rewritten { adds, changed, copied } => {
+                    needed.insert(add.path.clone());
                     report.files_rewritten += 1;
                     match change {
                         RowChange::Delete => report.rows_deleted += changed,
@@ -257,6 +351,7 @@ impl Table {
                     written.extend(adds);
                 }
                 FileOutcome::Marked { positions, changed, adds } => {
+                    needed.insert(add.path.clone());
                     report.files_marked += 1;
                     match change {
                         RowChange::Delete => report.rows_deleted += changed,
@@ -284,7 +379,7 @@ impl Table {
             if let Some(feed) = &feed {
                 feed.abort().await;
             }
-            return Ok(ChangeAttempt { report, version: None });
+            return Ok(ChangeAttempt { report, version: None, needed });
         }
         let marked = match crate::change::deletion_vectors::write(self, marked).await {
             Ok(marked) => marked,
@@ -319,16 +414,22 @@ impl Table {
                 ("numCopiedRows", report.rows_copied),
             ],
             blind_append: false,
-            max_retries: 0,
+            // delta-rs rebases over commits that touched none of the files this one
+            // read (its predicate says which): concurrent appends, other partitions.
+            max_retries: REBASES,
             app_transaction: None,
         };
         let result = commit(self, actions, request).await;
-        if result.is_err() {
-            FileSink::abort(self, &written).await;
+        if let Err(e) = &result {
+            if e.kind() == ErrorKind::Conflict && !keep.is_empty() {
+                reuse.keep(keep);
+            } else {
+                FileSink::abort(self, &written).await;
+            }
             marked.discard(self).await;
             changes.discard(self).await;
         }
-        Ok(ChangeAttempt { report, version: Some(result) })
+        Ok(ChangeAttempt { report, version: Some(result), needed })
     }
 
     /// Apply the change to every candidate, several files at once through a bounded
@@ -526,4 +627,53 @@ struct ChangeAttempt {
     report: DeleteReport,
     /// `None`: nothing matched; else the commit's outcome.
     version: Option<Result<u64>>,
+    /// The files the attempt removes or marks (named when it loses for good).
+    needed: HashSet<String>,
+}
+
+/// Outcomes of files an attempt changed, kept across a lost race: a file still live
+/// with the same deletion vector needs no second read. Their new files stay written
+/// until they are committed or given up.
+#[derive(Default)]
+struct Reuse {
+    outcomes: HashMap<String, (Option<deltalake::kernel::DeletionVectorDescriptor>, FileOutcome)>,
+}
+
+impl Reuse {
+    /// The kept outcome of `add`, when it is the same file as then.
+    fn take(&mut self, add: &Add) -> Option<FileOutcome> {
+        match self.outcomes.remove(&add.path) {
+            Some((vector, outcome)) if vector == add.deletion_vector => Some(outcome),
+            Some((vector, outcome)) => {
+                // Changed since: put back, to be deleted with the rest.
+                self.outcomes.insert(add.path.clone(), (vector, outcome));
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn keep(&mut self, outcomes: Vec<(Add, FileOutcome)>) {
+        self.outcomes = outcomes.into_iter().map(|(add, o)| (add.path, (add.deletion_vector, o))).collect();
+    }
+
+    /// Delete the new files of every outcome not taken.
+    async fn abort(&mut self, table: &Table) {
+        let adds: Vec<Add> = self
+            .outcomes
+            .drain()
+            .flat_map(|(_, (_, outcome))| match outcome {
+                FileOutcome::Rewritten { adds, .. } | FileOutcome::Marked { adds, .. } => adds,
+                _ => Vec::new(),
+            })
+            .collect();
+        FileSink::abort(table, &adds).await;
+    }
+}
+
+/// What a delete or update may change, besides the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeOptions {
+    /// How often, and for how long, a change that lost a race plans again.
+    pub retry: RetrySettings,
 }

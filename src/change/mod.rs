@@ -28,7 +28,7 @@ pub mod feed;
 pub mod merge;
 pub(crate) mod tasks;
 
-pub use dml::{ChangeReport, DeleteReport, UpdateReport};
+pub use dml::{ChangeOptions, ChangeReport, DeleteReport, UpdateReport};
 pub use merge::{
     DEFAULT_SOURCE_MEMORY_LIMIT, MatchedAction, Merge, MergeReport, NotMatchedAction, NotMatchedBySourceAction,
     Scd2Options,

@@ -10,6 +10,7 @@
 //! | [`features`] | which protocol features Sediment honours; refusals name the feature |
 //! | [`schema`] | [`SchemaFitter`](schema::SchemaFitter): fitting batches to a table schema |
 //! | [`commit`] | one commit with Sediment's `commitInfo`, on the snapshot it returns |
+//! | [`conflict`] | the one retry policy of every writer, and the error of one that lost for good |
 //! | [`history`] | the commits of a table, newest first |
 //! | [`info`] | what a snapshot holds, its health and the orphan files beside it |
 //!
@@ -26,6 +27,7 @@
 //! ```
 
 pub mod commit;
+pub mod conflict;
 pub mod features;
 pub mod history;
 pub mod info;

@@ -34,6 +34,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
 use crate::table::commit::{CommitRequest, commit};
+use crate::table::conflict::{self, RetryBudget, RetrySettings};
 use crate::table::features;
 use crate::table::schema::SchemaMode;
 use crate::write::sink::{DEFAULT_TARGET_FILE_SIZE, FileSink};
@@ -62,8 +63,12 @@ pub struct WriteOptions {
     pub schema_mode: SchemaMode,
     /// Files are cut at about this many bytes (default 128 MiB).
     pub target_file_size: u64,
-    /// How often a commit that lost a race is re-planned and retried.
+    /// Commits delta-rs rebases an append over (other writers' appends) before the
+    /// race counts as lost.
     pub max_retries: usize,
+    /// How often, and for how long, a write that lost a race (an overwrite whose
+    /// files changed, a table created concurrently) plans again.
+    pub retry: RetrySettings,
     /// Exactly-once: an application id and the version of the batch being written.
     pub app_transaction: Option<(String, i64)>,
     /// Table properties of a new table (`delta.targetFileSize`, `delta.appendOnly`,
@@ -84,6 +89,7 @@ impl Default for WriteOptions {
             schema_mode: SchemaMode::Strict,
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             max_retries: 15,
+            retry: RetrySettings::default(),
             app_transaction: None,
             table_properties: Vec::new(),
         }
@@ -320,8 +326,10 @@ impl Table {
         replace: Option<&Predicate>,
         report: &mut WriteReport,
     ) -> Result<u64> {
-        let mut attempt = 0;
+        options.retry.validate().map_err(Error::invalid)?;
+        let mut budget = RetryBudget::new(&options.retry);
         loop {
+            let read_version = self.version();
             let mut actions: Vec<Action> = Vec::new();
             let mut removed = 0;
             if !self.exists() {
@@ -389,11 +397,16 @@ impl Table {
                     report.files_removed = removed;
                     return Ok(version);
                 }
-                Err(e) if e.kind() == ErrorKind::Conflict && attempt < options.max_retries => {
+                Err(e) if e.kind() == ErrorKind::Conflict => {
                     // Another writer won the race (to create the table, or to change the
                     // files an overwrite replaces): re-plan on the newest version.
-                    attempt += 1;
-                    report.retries = attempt;
+                    if !budget.retry().await {
+                        let _ = self.refresh().await;
+                        let needed = Default::default();
+                        return Err(conflict::gave_up(self, "write", &budget, read_version, &needed, &e).await);
+                    }
+                    report.retries = budget.retries();
+                    let attempt = budget.attempts();
                     tracing::info!(attempt, error = %e, "commit conflict; re-planning on the latest version");
                     self.refresh().await?;
                     if self.exists() {

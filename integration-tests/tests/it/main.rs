@@ -9,6 +9,7 @@ mod cli;
 mod common;
 mod compaction;
 mod concurrency;
+mod conflicts;
 mod conformance;
 mod crash;
 mod delete;

@@ -52,11 +52,9 @@ use source::MergeSource;
 use crate::change::feed::ChangeFeed;
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::Table;
+use crate::table::conflict::{self, RetryBudget, RetrySettings};
 use crate::table::features;
 use crate::table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings};
-
-/// How many times a merge that lost a race is planned again.
-const MAX_ATTEMPTS: usize = 10;
 
 /// What a merge did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -161,6 +159,7 @@ pub struct Merge<'a> {
     dedupe_by: Option<String>,
     app_transaction: Option<(String, i64)>,
     files_in_flight: usize,
+    retry: RetrySettings,
     source_memory_limit: Option<usize>,
     spill_directory: Option<std::path::PathBuf>,
     before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
@@ -204,6 +203,7 @@ impl Table {
             dedupe_by: None,
             app_transaction: None,
             files_in_flight: crate::change::tasks::default_files_in_flight(),
+            retry: RetrySettings::default(),
             source_memory_limit: Some(DEFAULT_SOURCE_MEMORY_LIMIT),
             spill_directory: None,
             before_commit: None,
@@ -387,6 +387,13 @@ impl<'a> Merge<'a> {
         self
     }
 
+    /// How often, and for how long, a merge that lost a race plans again (default
+    /// [`RetrySettings::default`]).
+    pub fn retry(mut self, settings: RetrySettings) -> Self {
+        self.retry = settings;
+        self
+    }
+
     /// Target files read and rewritten at once (at least 1; default: the number of
     /// cores plus one, so reading one file overlaps with encoding others).
     pub fn files_in_flight(mut self, files: usize) -> Self {
@@ -496,10 +503,13 @@ impl<'a> Merge<'a> {
             return Err(Error::invalid("a merge needs at least one when-matched or when-not-matched clause"));
         }
         self.io.validate().map_err(Error::invalid)?;
+        self.retry.validate().map_err(Error::invalid)?;
         // One limiter for every attempt: the report counts all of the merge's reads.
         let limiter = IoLimiter::new(&self.io);
-        let mut retries = 0;
+        let mut budget = RetryBudget::new(&self.retry);
         loop {
+            let retries = budget.retries();
+            let read_version = self.table.version();
             // Checked on every attempt: a racing loader may have committed the batch.
             if let Some((app, version)) = &self.app_transaction
                 && let Some(done) = self.table.app_transaction_version(app).await?
@@ -527,8 +537,13 @@ impl<'a> Merge<'a> {
             let attempt =
                 if job.source.rows.is_spilled() { self.attempt_in_ranges(job).await } else { self.attempt(job).await };
             match attempt {
-                Err(e) if e.kind() == ErrorKind::Conflict && retries + 1 < MAX_ATTEMPTS => {
-                    retries += 1;
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    if !budget.retry().await {
+                        let _ = self.table.refresh().await;
+                        let needed = Default::default();
+                        return Err(conflict::gave_up(self.table, "merge", &budget, read_version, &needed, &e).await);
+                    }
+                    let retries = budget.retries();
                     tracing::info!(retries, error = %e, "merge lost a race; planning again on the newest version");
                     self.table.refresh().await?;
                 }
