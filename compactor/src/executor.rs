@@ -483,7 +483,10 @@ impl CompactionExecutor {
             if let Some(hook) = &self.before_commit {
                 hook();
             }
-            let result = CommitBuilder::from(CommitProperties::default().with_max_retries(3))
+            // No post-commit log cleanup (a listing of the whole log per commit): that is
+            // retention's job.
+            let properties = CommitProperties::default().with_max_retries(3).with_cleanup_expired_logs(Some(false));
+            let result = CommitBuilder::from(properties)
                 .with_actions(actions)
                 .build(Some(state as &dyn TableReference), self.table.log_store(), operation)
                 .await;

@@ -16,10 +16,16 @@
 //! rewritten: its matching rows' positions are marked deleted (and, for an update,
 //! their new versions written to a new file).
 //!
-//! Memory holds one file's batches in flight, never the table. One commit removes and
-//! adds everything; if another writer removed a file the delete read, the delete is
-//! planned again on the newest version (bounded, reported) and the result is as if it
-//! ran after that writer.
+//! Candidates are read several at once, each in a task of its own, through a
+//! bounded store; memory holds their batches in flight, never the table. One commit
+//! removes and adds everything, with the predicate as what it read: delta-rs rebases
+//! it over commits that touched none of its files (appends, other partitions). If
+//! another writer removed or changed a file it read, the change is planned again on
+//! the newest version under the shared retry policy
+//! ([`RetrySettings`](crate::RetrySettings)); the files it already rewrote or marked
+//! that nobody touched keep their outcome (on tables without an active change data
+//! feed), only the others are read again, and the result is as if it ran after that
+//! writer.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -76,6 +76,9 @@ async fn change(
             report.files_considered, report.files_pruned, report.files_read
         ),
     }
+    if report.files_reused > 0 {
+        println!("  {} files kept from an earlier attempt (not read again)", report.files_reused);
+    }
     if report.change_data_files > 0 {
         println!("  change data feed: {} files", report.change_data_files);
     }

@@ -4,7 +4,10 @@
 //! the read version, operation metrics and `engineInfo = "sediment/<version>"`.
 //! Commits on every store are put-if-absent (`If-None-Match` on S3), so concurrent
 //! writers never overwrite each other's log entries; delta-rs's conflict checker
-//! decides whether a commit can be rebased over what landed first.
+//! decides whether a commit can be rebased over what landed first. Commits write a
+//! checkpoint every `delta.checkpointInterval` versions (delta-rs's post-commit hook)
+//! but do not clean up expired log files: that listing of the whole log on every
+//! commit is left to retention.
 
 use std::collections::HashMap;
 
@@ -44,7 +47,11 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
     info.info.insert("clientVersion".into(), Value::String(engine_info()));
     actions.insert(0, Action::CommitInfo(info));
 
-    let mut properties = CommitProperties::default().with_max_retries(request.max_retries);
+    // No log cleanup after the commit: delta-rs's lists the whole `_delta_log` on
+    // every commit (a round trip and more on S3, for every write) and can delete logs
+    // time travel still needs; retention is a maintenance job of its own.
+    let mut properties =
+        CommitProperties::default().with_max_retries(request.max_retries).with_cleanup_expired_logs(Some(false));
     if let Some(txn) = request.app_transaction {
         properties = properties.with_application_transaction(txn);
     }
