@@ -62,6 +62,7 @@ pub use table::history::HistoryEntry;
 pub use table::info::TableInfo;
 pub use table::schema::SchemaMode;
 pub use table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings, StorageOptions};
+pub use table::tags::Tag;
 pub use table::{DataFile, OpenOptions, Table};
 pub use write::{
     DEFAULT_TARGET_FILE_SIZE, TableWriter, TableWriterSettings, WriteMode, WriteOptions, WriteReport,

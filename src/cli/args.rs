@@ -7,8 +7,11 @@ use crate::{OpenOptions, StorageOptions};
 #[derive(Args)]
 pub(crate) struct TimeTravel {
     /// Read the table as of this version.
-    #[arg(long, conflicts_with = "as_of")]
+    #[arg(long, conflicts_with_all = ["as_of", "tag"])]
     version: Option<u64>,
+    /// Read the version this tag names (`sediment tag list`).
+    #[arg(long, conflicts_with = "as_of")]
+    tag: Option<String>,
     /// Read the table as of this time (RFC 3339, or YYYY-MM-DD[ HH:MM:SS] in UTC).
     #[arg(long, value_parser = parse_timestamp)]
     as_of: Option<chrono::DateTime<chrono::Utc>>,
@@ -22,7 +25,29 @@ pub(crate) fn open_options(options: StorageOptions, at: &TimeTravel) -> OpenOpti
     if let Some(ts) = at.as_of {
         open = open.as_of(ts);
     }
+    if let Some(tag) = &at.tag {
+        open = open.tag(tag.clone());
+    }
     open
+}
+
+/// A duration such as `90d`, `12h`, `30m` or `45s` (days, hours, minutes, seconds).
+pub(crate) fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
+    let bad = || format!("invalid duration {s:?}: expected a positive number and a unit, as in 90d, 12h, 30m or 45s");
+    let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = s.split_at(unit_at);
+    let n: i64 = number.parse().map_err(|_| bad())?;
+    if n <= 0 {
+        return Err(bad());
+    }
+    match unit {
+        "d" => chrono::Duration::try_days(n),
+        "h" => chrono::Duration::try_hours(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "s" => chrono::Duration::try_seconds(n),
+        _ => None,
+    }
+    .ok_or_else(bad)
 }
 
 pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -54,4 +79,16 @@ pub(crate) fn parse_timestamp(s: &str) -> Result<chrono::DateTime<chrono::Utc>, 
         return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
     }
     Err(format!("invalid timestamp {s:?}: expected RFC 3339 or YYYY-MM-DD[ HH:MM:SS] (UTC)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_need_a_positive_number_and_a_unit() {
+        assert_eq!(super::parse_duration("90d").unwrap(), chrono::Duration::days(90));
+        assert_eq!(super::parse_duration("30m").unwrap(), chrono::Duration::minutes(30));
+        for bad in ["", "d", "-3d", "0h", "10", "5w", "1.5d"] {
+            assert!(super::parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -20,6 +20,10 @@ pub(crate) async fn history(args: HistoryArgs, options: StorageOptions, json: bo
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
+    let mut tagged: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    for tag in table.tags().await? {
+        tagged.entry(tag.version).or_default().push(tag.name);
+    }
     println!("{:>8}  {:<24}  {:<18}  {:<22}  metrics", "version", "time (UTC)", "operation", "engine");
     for e in entries {
         let time = e
@@ -35,13 +39,15 @@ pub(crate) async fn history(args: HistoryArgs, options: StorageOptions, json: bo
                 .join(" "),
             _ => String::new(),
         };
+        let tags = tagged.get(&e.version).map(|t| format!("  [tags: {}]", t.join(", "))).unwrap_or_default();
         println!(
-            "{:>8}  {:<24}  {:<18}  {:<22}  {}",
+            "{:>8}  {:<24}  {:<18}  {:<22}  {}{}",
             e.version,
             time,
             e.operation.unwrap_or_default(),
             e.engine.unwrap_or_default(),
-            metrics
+            metrics,
+            tags
         );
     }
     Ok(())

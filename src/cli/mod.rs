@@ -17,6 +17,7 @@ mod merge;
 mod output;
 mod render;
 mod scan;
+mod tag;
 
 use clap::{Parser, Subcommand};
 
@@ -63,6 +64,8 @@ enum Command {
     /// Merge (upsert) Parquet, CSV or NDJSON files into a table by key: update the rows
     /// whose keys exist, insert the others. Only files holding a matched key are rewritten.
     Merge(merge::MergeArgs),
+    /// Name versions of a table (tags, kept with it under _sediment/tags/): create, list, delete.
+    Tag(tag::TagArgs),
     /// Print the change data feed: the rows each commit inserted, deleted or updated,
     /// with `_change_type`, `_commit_version` and `_commit_timestamp`.
     Changes(changes::ChangesArgs),
@@ -87,6 +90,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => dml::delete(args, options, json).await,
         Command::Update(args) => dml::update(args, options, json).await,
         Command::Merge(args) => merge::merge(args, options, json).await,
+        Command::Tag(args) => tag::tag(args, options, json).await,
         Command::Changes(args) => changes::changes(args, options, json).await,
         Command::Explain(args) => explain::explain(args, options, json).await,
         Command::Compact(args) => compact::compact(args, options, json).await,

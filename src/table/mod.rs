@@ -12,6 +12,7 @@
 //! | [`commit`] | one commit with Sediment's `commitInfo`, on the snapshot it returns |
 //! | [`conflict`] | the one retry policy of every writer, and the error of one that lost for good |
 //! | [`history`] | the commits of a table, newest first |
+//! | [`tags`] | named versions kept with the table under `_sediment/tags/` (create, list, delete, open by tag) |
 //! | [`info`] | what a snapshot holds, its health and the orphan files beside it |
 //!
 //! Words: a *table* is a Delta table at a location; a *version* is one snapshot of it;
@@ -34,5 +35,6 @@ pub mod info;
 pub mod open;
 pub mod schema;
 pub mod storage;
+pub mod tags;
 
 pub use open::{DataFile, OpenOptions, Table};

@@ -22,6 +22,7 @@ pub struct OpenOptions {
     storage_options: StorageOptions,
     version: Option<u64>,
     as_of: Option<DateTime<Utc>>,
+    tag: Option<String>,
     object_store: Option<Arc<dyn deltalake::ObjectStore>>,
 }
 
@@ -54,6 +55,12 @@ impl OpenOptions {
     /// Open the table as it was at `version`.
     pub fn version(mut self, version: u64) -> Self {
         self.version = Some(version);
+        self
+    }
+
+    /// Open the version that tag `name` names ([`crate::table::tags`]).
+    pub fn tag(mut self, name: impl Into<String>) -> Self {
+        self.tag = Some(name.into());
         self
     }
 
@@ -115,6 +122,20 @@ impl Table {
             DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
         if let Some(store) = &options.object_store {
             builder = builder.with_storage_backend(store.clone(), url.clone());
+        }
+        if let Some(name) = &options.tag {
+            crate::table::tags::validate_name(name)?;
+            // The tag record sits in the table's folder: read it through the same store.
+            let mut probe =
+                DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
+            if let Some(store) = &options.object_store {
+                probe = probe.with_storage_backend(store.clone(), url.clone());
+            }
+            let store = probe.build()?.object_store();
+            let tag = crate::table::tags::read_tag(store.as_ref(), name, uri)
+                .await?
+                .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("table {uri} has no tag {name:?}")))?;
+            builder = builder.with_version(tag.version);
         }
         if let Some(version) = options.version {
             builder = builder.with_version(version);

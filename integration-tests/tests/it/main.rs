@@ -20,3 +20,4 @@ mod merge;
 mod merge_model;
 mod s3_table;
 mod table_writer;
+mod tags;

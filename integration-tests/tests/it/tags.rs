@@ -1,0 +1,97 @@
+//! Tags: named versions kept with the table, on the S3 server.
+
+use std::process::Command;
+
+use sediment::{ErrorKind, OpenOptions, Table, WriteOptions};
+
+use crate::common::{append_events, s3_uri, table_rows};
+
+#[tokio::test]
+async fn tags_name_versions_and_open_them() {
+    let uri = s3_uri("tags");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    append_events(&mut table, 0, 100).await;
+    let v0_rows = table_rows(&table).await;
+    append_events(&mut table, 100, 100).await;
+
+    let tag = table.create_tag("before-backfill", 0, None, Some("audit".into())).await.unwrap();
+    assert_eq!((tag.version, tag.note.as_deref()), (0, Some("audit")));
+    let at = Table::open_with(&uri, OpenOptions::new().tag("before-backfill")).await.unwrap();
+    assert_eq!(at.version(), Some(0));
+    assert_eq!(table_rows(&at).await, v0_rows);
+
+    // One name, one tag: the second creator is refused by name.
+    let err = table.create_tag("before-backfill", 1, None, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("already exists") && err.to_string().contains("version 0"), "{err}");
+    // Bad names, versions and expiries.
+    for name in ["a/b", "with space", ""] {
+        let err = table.create_tag(name, 0, None, None).await.unwrap_err();
+        assert!(err.to_string().contains("invalid tag name"), "{name}: {err}");
+    }
+    let err = table.create_tag("future", 9, None, None).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("newest version is 1"), "{err}");
+    let past = chrono::Utc::now() - chrono::Duration::hours(1);
+    assert!(table.create_tag("stale", 1, Some(past), None).await.is_err());
+
+    let later = chrono::Utc::now() + chrono::Duration::days(90);
+    table.create_tag("q3", 1, Some(later), None).await.unwrap();
+    let tags = table.tags().await.unwrap();
+    assert_eq!(
+        tags.iter().map(|t| (t.name.as_str(), t.version)).collect::<Vec<_>>(),
+        [("before-backfill", 0), ("q3", 1)]
+    );
+    assert!(!tags[1].is_expired(chrono::Utc::now()) && tags[1].is_expired(later + chrono::Duration::seconds(1)));
+
+    // Tags are files under _sediment/tags/: another reader of the table does not see them.
+    let (rows, _) = crate::interop::python_read(&uri);
+    assert_eq!(rows, 200);
+
+    table.delete_tag("q3").await.unwrap();
+    assert_eq!(table.tags().await.unwrap().len(), 1);
+    let err = table.delete_tag("q3").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let err = Table::open_with(&uri, OpenOptions::new().tag("q3")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("no tag \"q3\""), "{err}");
+}
+
+/// `sediment tag` and `--tag` on the commands that take a version.
+#[tokio::test]
+async fn the_cli_creates_lists_uses_and_deletes_tags() {
+    let dir = tempfile::tempdir().unwrap();
+    let uri = dir.path().join("t").to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    table.write([sediment::demo::events_batch(0, 50)], WriteOptions::append()).await.unwrap();
+    table.write([sediment::demo::events_batch(50, 50)], WriteOptions::append()).await.unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(crate::cli::sediment_bin()).args(args).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) =
+        run(&["tag", "create", &uri, "first", "--version", "0", "--expires-in", "90d", "--note", "kept"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("tag first names version 0"), "{out}");
+    let (code, _, err) = run(&["tag", "create", &uri, "first"]);
+    assert_eq!(code, Some(2), "a taken name is invalid input: {err}");
+    let (code, _, err) = run(&["tag", "create", &uri, "x", "--expires-in", "-3d"]);
+    assert_eq!(code, Some(2), "{err}");
+    let (_, out, _) = run(&["tag", "list", &uri]);
+    assert!(out.contains("first") && out.contains("kept"), "{out}");
+    let (code, out, err) = run(&["scan", &uri, "--tag", "first", "--format", "csv"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 51, "header and version 0's 50 rows: {out}");
+    let (_, out, _) = run(&["history", &uri]);
+    assert!(out.lines().any(|l| l.trim_start().starts_with('0') && l.contains("[tags: first]")), "{out}");
+    let (_, out, _) = run(&["info", &uri, "--tag", "first"]);
+    assert!(out.contains("tags") && out.contains("first (v0)"), "{out}");
+    let (code, _, _) = run(&["tag", "delete", &uri, "first"]);
+    assert_eq!(code, Some(0));
+    let (code, _, err) = run(&["scan", &uri, "--tag", "first"]);
+    assert_eq!(code, Some(3), "an unknown tag is not found: {err}");
+}
