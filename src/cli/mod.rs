@@ -7,6 +7,7 @@
 mod append;
 mod args;
 mod changes;
+mod checkpoint;
 mod compact;
 mod demo;
 mod dml;
@@ -64,6 +65,8 @@ enum Command {
     /// Merge (upsert) Parquet, CSV or NDJSON files into a table by key: update the rows
     /// whose keys exist, insert the others. Only files holding a matched key are rewritten.
     Merge(merge::MergeArgs),
+    /// Write a checkpoint of the table's current version now.
+    Checkpoint(checkpoint::CheckpointArgs),
     /// Name versions of a table (tags, kept with it under _sediment/tags/): create, list, delete.
     Tag(tag::TagArgs),
     /// Print the change data feed: the rows each commit inserted, deleted or updated,
@@ -90,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => dml::delete(args, options, json).await,
         Command::Update(args) => dml::update(args, options, json).await,
         Command::Merge(args) => merge::merge(args, options, json).await,
+        Command::Checkpoint(args) => checkpoint::checkpoint(args, options, json).await,
         Command::Tag(args) => tag::tag(args, options, json).await,
         Command::Changes(args) => changes::changes(args, options, json).await,
         Command::Explain(args) => explain::explain(args, options, json).await,

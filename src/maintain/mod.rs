@@ -8,6 +8,7 @@
 //!
 //! | module | what it holds |
 //! |---|---|
+//! | [`checkpoint`] | [`Table::checkpoint`](crate::Table::checkpoint): a checkpoint of the current version, now |
 //! | [`compaction`] | [`Table::compact`](crate::Table::compact) and [`Table::compaction_plan`](crate::Table::compaction_plan): the glue around `sediment-compactor` |
 //!
 //! Words: a *plan* says what to do, a *job* is one running attempt of a plan, a
@@ -15,6 +16,8 @@
 //! sees (`dataChange = false`), and gives way to the writers it races. Builds on
 //! every wing below it.
 
+pub mod checkpoint;
 pub mod compaction;
 
+pub use checkpoint::CheckpointReport;
 pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};

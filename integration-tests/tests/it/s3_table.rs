@@ -317,3 +317,27 @@ async fn a_replayed_batch_with_the_same_application_version_commits_nothing() {
     table.write([sediment::demo::events_batch(200, 100)], other).await.unwrap();
     assert_eq!(Table::open(&uri).await.unwrap().info().unwrap().rows, Some(300));
 }
+
+/// `Table::checkpoint` writes a checkpoint of the current version on S3 that every
+/// reader starts from: the table opens from it once the commits before it are gone.
+#[tokio::test]
+async fn a_checkpoint_written_now_is_where_readers_start() {
+    let uri = s3_uri("checkpoint");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    for i in 0..3 {
+        crate::common::append_events(&mut table, i * 100, 100).await;
+    }
+    let report = table.checkpoint().await.unwrap();
+    assert_eq!((report.version, report.files), (2, table.files().unwrap().len()), "{report:?}");
+    let rows = crate::common::table_rows(&table).await;
+    // Remove the commits the checkpoint covers: the table still opens, with its rows.
+    let store = table.delta().log_store().object_store(None);
+    for version in 0..=2u64 {
+        let path = sediment::deltalake::Path::from(format!("_delta_log/{version:020}.json"));
+        object_store::ObjectStoreExt::delete(store.as_ref(), &path).await.unwrap();
+    }
+    let reopened = Table::open(&uri).await.unwrap();
+    assert_eq!(reopened.version(), Some(2));
+    assert_eq!(crate::common::table_rows(&reopened).await, rows);
+    assert_eq!(crate::interop::python_read(&uri).0, 300, "and so does another reader");
+}

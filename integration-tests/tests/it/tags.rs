@@ -90,6 +90,10 @@ async fn the_cli_creates_lists_uses_and_deletes_tags() {
     assert!(out.lines().any(|l| l.trim_start().starts_with('0') && l.contains("[tags: first]")), "{out}");
     let (_, out, _) = run(&["info", &uri, "--tag", "first"]);
     assert!(out.contains("tags") && out.contains("first (v0)"), "{out}");
+    let (code, out, err) = run(&["checkpoint", &uri]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("checkpoint written at version 1"), "{out}");
+    assert!(dir.path().join("t/_delta_log/_last_checkpoint").exists());
     let (code, _, _) = run(&["tag", "delete", &uri, "first"]);
     assert_eq!(code, Some(0));
     let (code, _, err) = run(&["scan", &uri, "--tag", "first"]);
