@@ -55,7 +55,10 @@ pub use change::{
     NotMatchedAction, NotMatchedBySourceAction, Scd2Options, UpdateReport,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use maintain::{CheckpointReport, Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
+pub use maintain::{
+    CheckpointReport, Clustering, CompactOptions, CompactionPlan, CompactionReport, RestoreReport, RestoreTarget,
+    TableHealth,
+};
 pub use read::{CHANGE_COLUMNS, Changes, Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};
 pub use table::conflict::{RetryBudget, RetrySettings};
 pub use table::history::HistoryEntry;

@@ -17,6 +17,7 @@ mod info;
 mod merge;
 mod output;
 mod render;
+mod restore;
 mod scan;
 mod tag;
 
@@ -65,6 +66,8 @@ enum Command {
     /// Merge (upsert) Parquet, CSV or NDJSON files into a table by key: update the rows
     /// whose keys exist, insert the others. Only files holding a matched key are rewritten.
     Merge(merge::MergeArgs),
+    /// Make an older version (by --version, --as-of or --tag) current again, in one commit.
+    Restore(restore::RestoreArgs),
     /// Write a checkpoint of the table's current version now.
     Checkpoint(checkpoint::CheckpointArgs),
     /// Name versions of a table (tags, kept with it under _sediment/tags/): create, list, delete.
@@ -93,6 +96,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Delete(args) => dml::delete(args, options, json).await,
         Command::Update(args) => dml::update(args, options, json).await,
         Command::Merge(args) => merge::merge(args, options, json).await,
+        Command::Restore(args) => restore::restore(args, options, json).await,
         Command::Checkpoint(args) => checkpoint::checkpoint(args, options, json).await,
         Command::Tag(args) => tag::tag(args, options, json).await,
         Command::Changes(args) => changes::changes(args, options, json).await,

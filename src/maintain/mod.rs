@@ -9,6 +9,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`checkpoint`] | [`Table::checkpoint`](crate::Table::checkpoint): a checkpoint of the current version, now |
+//! | [`restore`] | [`Table::restore`](crate::Table::restore): an older version's files and metadata made current in one RESTORE commit |
 //! | [`compaction`] | [`Table::compact`](crate::Table::compact) and [`Table::compaction_plan`](crate::Table::compaction_plan): the glue around `sediment-compactor` |
 //!
 //! Words: a *plan* says what to do, a *job* is one running attempt of a plan, a
@@ -18,6 +19,8 @@
 
 pub mod checkpoint;
 pub mod compaction;
+pub mod restore;
 
 pub use checkpoint::CheckpointReport;
 pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
+pub use restore::{RestoreReport, RestoreTarget};
