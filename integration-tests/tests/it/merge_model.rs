@@ -2,7 +2,8 @@
 //! operation sequences are applied to a Sediment table and to a plain in-memory map;
 //! the two must hold the same rows after every step and at every version. Half the
 //! tables enable deletion vectors, so merges mark rows instead of rewriting files,
-//! and compactions in the sequences fold the vectors away. Half run their operations
+//! and compactions in the sequences fold the vectors away; restores bring back the
+//! version after an earlier step. Half run their operations
 //! over a store whose requests take a random time up to a few milliseconds, so the
 //! several reads every operation has in flight complete out of order.
 
@@ -40,6 +41,8 @@ enum Op {
     /// more than this share of their rows); row groups of at least the given bytes
     /// are copied undecoded (the others decoded), wherever the inputs allow it.
     Compact(f64, Option<u64>),
+    /// Restore the version after an earlier step (this number modulo the steps so far).
+    Restore(usize),
 }
 
 fn rows(max_len: usize) -> impl Strategy<Value = Vec<Row>> {
@@ -58,6 +61,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (1i64..5).prop_map(Op::UpdateWhere),
         1 => (prop::sample::select(vec![0.0, 0.05, 0.5]), prop::sample::select(vec![None, Some(1), Some(280)]))
             .prop_map(|(r, c)| Op::Compact(r, c)),
+        1 => (0usize..16).prop_map(Op::Restore),
     ]
 }
 
@@ -114,7 +118,7 @@ fn apply_to_model(model: &mut Model, op: &Op) {
             }
         }
         Op::DeleteWhere(x) => model.retain(|_, (v, _)| *v >= *x),
-        Op::Compact(..) => {}
+        Op::Compact(..) | Op::Restore(_) => {}
         Op::UpdateWhere(m) => {
             for (k, (v, _)) in model.iter_mut() {
                 if k % m == 0 {
@@ -194,6 +198,7 @@ async fn apply_to_table(table: &mut Table, op: &Op, limit: Option<usize>) -> sed
         Op::UpdateWhere(m) => {
             table.update(&format!("k % {m} = 0"), &[("v", "v + 1")]).await?;
         }
+        Op::Restore(_) => unreachable!("restores are applied by run_case, which knows the versions"),
         Op::Compact(ratio, copy) => {
             let mut options = sediment::CompactOptions { max_deleted_rows_ratio: Some(*ratio), ..Default::default() };
             options.executor.copy_row_groups_above = *copy;
@@ -263,10 +268,27 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, variant: Variant) {
         table = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
     }
     let mut versions: Vec<(u64, Vec<String>)> = vec![(table.version().unwrap(), model_rows(&model))];
+    let mut models: Vec<Model> = vec![model.clone()];
     for (step, op) in ops.iter().enumerate() {
         let limit = if matches!(op, Op::Sync(..)) { None } else { limit };
-        apply_to_table(&mut table, op, limit).await.unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
-        apply_to_model(&mut model, op);
+        if let Op::Restore(n) = op {
+            // delta-rs derives a restore's feed from its adds and removes, and reads a
+            // removed file's deletion vector wrongly (see change::feed): not combined.
+            if feed && deletion_vectors {
+                continue;
+            }
+            let at = n % models.len();
+            let report = table
+                .restore(sediment::RestoreTarget::Version(versions[at].0), false)
+                .await
+                .unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
+            assert_eq!(report.restored_version, versions[at].0);
+            model = models[at].clone();
+        } else {
+            apply_to_table(&mut table, op, limit).await.unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
+            apply_to_model(&mut model, op);
+        }
+        models.push(model.clone());
         assert_eq!(outer.in_flight(), 0, "a request of step {step} {op:?} is still running");
         assert_eq!(table_rows(&table).await, model_rows(&model), "after step {step}: {op:?}");
         versions.push((table.version().unwrap(), model_rows(&model)));
