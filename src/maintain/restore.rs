@@ -145,6 +145,17 @@ impl Table {
         }
     }
 
+    /// The path (relative to the table, URL-encoded as in the log) of the file that
+    /// holds `add`'s deletion vector; `None` without one or for an inline vector.
+    fn vector_file(&self, add: &Add) -> Option<String> {
+        let descriptor =
+            delta_kernel::actions::deletion_vector::DeletionVectorDescriptor::try_from(add.deletion_vector.clone()?)
+                .ok()?;
+        let root = self.delta().table_url().clone();
+        let url = descriptor.absolute_path(&root).ok()??;
+        url.path().strip_prefix(root.path()).map(|p| p.trim_start_matches('/').to_string())
+    }
+
     /// The table at `target`, through the same store.
     async fn open_target(&self, target: &RestoreTarget) -> Result<Table> {
         let options = OpenOptions::new()
@@ -173,10 +184,16 @@ impl Table {
         Table::open_with(self.uri(), options).await
     }
 
-    /// Refuse, naming them, when data files `adds` needs are gone (vacuumed).
+    /// Refuse, naming them, when files `adds` needs (data files and the files of
+    /// their deletion vectors) are gone (vacuumed).
     async fn check_present(&self, adds: &[Add], version: u64) -> Result<()> {
         let store = self.object_store();
-        let missing: Vec<String> = futures::stream::iter(adds.iter().map(|a| a.path.clone()))
+        let mut paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
+        let mut vectors: Vec<String> = adds.iter().filter_map(|a| self.vector_file(a)).collect();
+        vectors.sort();
+        vectors.dedup();
+        paths.extend(vectors);
+        let missing: Vec<String> = futures::stream::iter(paths)
             .map(|path| {
                 let store = store.clone();
                 async move {

@@ -149,3 +149,30 @@ async fn restore_brings_an_older_version_back_in_one_commit() {
     assert!(err.to_string().contains(&gone.path) && err.to_string().contains("nothing was committed"), "{err}");
     assert_eq!(Table::open(&uri).await.unwrap().version(), Some(4));
 }
+
+/// A restore to a version whose deletion-vector file is gone refuses and names it.
+#[tokio::test]
+async fn restore_checks_deletion_vector_files_too() {
+    use sediment::RestoreTarget;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dv");
+    let uri = path.to_string_lossy().to_string();
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let options = WriteOptions::append().table_property("delta.enableDeletionVectors", "true");
+    table.write([sediment::demo::events_batch(0, 100)], options).await.unwrap();
+    table.delete("event_id < 10").await.unwrap();
+    let marked = table.version().unwrap();
+    assert!(table.files().unwrap().iter().any(|f| f.has_deletion_vector));
+    let options = sediment::CompactOptions { max_deleted_rows_ratio: Some(0.0), ..Default::default() };
+    table.compact(options).await.unwrap();
+    assert!(table.files().unwrap().iter().all(|f| !f.has_deletion_vector), "the vector was folded away");
+    let vector = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("deletion_vector_"))
+        .unwrap();
+    std::fs::remove_file(&vector).unwrap();
+    let err = table.restore(RestoreTarget::Version(marked), false).await.unwrap_err();
+    let name = vector.file_name().unwrap().to_string_lossy().to_string();
+    assert!(err.to_string().contains(&name), "{err}");
+}
