@@ -130,7 +130,11 @@ impl FeedFiles {
 
     /// Delete the files of a commit that did not land (best effort).
     pub async fn discard(&self, table: &Table) {
-        delete_paths(table.object_store(), self.actions.iter().map(|a| deltalake::Path::from(a.path.as_str()))).await;
+        crate::write::sink::delete_uncommitted(
+            table.object_store(),
+            self.actions.iter().map(|a| deltalake::Path::from(a.path.as_str())),
+        )
+        .await;
     }
 }
 
@@ -231,7 +235,11 @@ impl ChangeFeed {
     }
 
     async fn delete(&self, feed: &FeedFiles) {
-        delete_paths(self.store.clone(), feed.actions.iter().map(|a| deltalake::Path::from(a.path.as_str()))).await;
+        crate::write::sink::delete_uncommitted(
+            self.store.clone(),
+            feed.actions.iter().map(|a| deltalake::Path::from(a.path.as_str())),
+        )
+        .await;
     }
 
     fn take_files(&self) -> Result<Vec<Arc<tokio::sync::Mutex<FeedFile>>>> {
@@ -337,20 +345,6 @@ fn path_segment(column: &str, value: Option<&str>) -> String {
         s.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect::<String>()
     };
     format!("{}={}", clean(column), value.map_or_else(|| "__HIVE_DEFAULT_PARTITION__".to_string(), clean))
-}
-
-async fn delete_paths(store: Arc<dyn ObjectStore>, paths: impl Iterator<Item = deltalake::Path>) {
-    use futures::StreamExt;
-    let paths: Vec<_> = paths.map(Ok).collect();
-    if paths.is_empty() {
-        return;
-    }
-    let mut results = store.delete_stream(futures::stream::iter(paths).boxed());
-    while let Some(result) = results.next().await {
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "could not delete an uncommitted change-data file");
-        }
-    }
 }
 
 #[cfg(test)]

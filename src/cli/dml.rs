@@ -4,7 +4,7 @@
 use clap::Args;
 
 use super::args::parse_key_value;
-use super::render::human_bytes;
+use super::render::{human_bytes, io_line};
 use crate::{OpenOptions, StorageOptions, Table};
 
 #[derive(Args)]
@@ -83,12 +83,7 @@ async fn change(
         println!("  change data feed: {} files", report.change_data_files);
     }
     if report.files_read > 0 {
-        println!(
-            "  {} requests for data files, at most {} in flight, {} read",
-            report.io.requests,
-            report.io.peak_in_flight,
-            human_bytes(report.io.bytes_read)
-        );
+        println!("  {}", io_line(&report.io));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::args::parse_size;
-use super::render::human_bytes;
+use super::render::{human_bytes, io_line};
 use crate::{MatchedAction, OpenOptions, StorageOptions, Table};
 
 #[derive(Args)]
@@ -135,12 +135,7 @@ pub(crate) async fn merge(args: MergeArgs, options: StorageOptions, json: bool) 
         None => println!("nothing changed: nothing committed\n  {rows}\n  {files}"),
     }
     if !report.replayed {
-        println!(
-            "  {} requests for data files, at most {} in flight, {} read",
-            report.io.requests,
-            report.io.peak_in_flight,
-            human_bytes(report.io.bytes_read)
-        );
+        println!("  {}", io_line(&report.io));
     }
     if report.change_data_files > 0 {
         println!("  change data feed: {} files", report.change_data_files);

@@ -80,3 +80,14 @@ pub(crate) fn partition_label(partition: &crate::maintain::compaction::Partition
 pub(crate) fn human_bytes(bytes: u64) -> String {
     bytesize::ByteSize(bytes).display().iec().to_string()
 }
+
+/// `N requests for data files, at most M in flight, X read`: what an operation's
+/// reads cost, as merge, delete and update print it.
+pub(crate) fn io_line(io: &crate::IoReport) -> String {
+    format!(
+        "{} requests for data files, at most {} in flight, {} read",
+        io.requests,
+        io.peak_in_flight,
+        human_bytes(io.bytes_read)
+    )
+}

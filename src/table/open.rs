@@ -118,20 +118,19 @@ impl Table {
                 ));
             }
         }
-        let mut builder =
-            DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
-        if let Some(store) = &options.object_store {
-            builder = builder.with_storage_backend(store.clone(), url.clone());
-        }
+        let unloaded = || -> Result<DeltaTableBuilder> {
+            let builder =
+                DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
+            Ok(match &options.object_store {
+                Some(store) => builder.with_storage_backend(store.clone(), url.clone()),
+                None => builder,
+            })
+        };
+        let mut builder = unloaded()?;
         if let Some(name) = &options.tag {
             crate::table::tags::validate_name(name)?;
             // The tag record sits in the table's folder: read it through the same store.
-            let mut probe =
-                DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
-            if let Some(store) = &options.object_store {
-                probe = probe.with_storage_backend(store.clone(), url.clone());
-            }
-            let store = probe.build()?.object_store();
+            let store = unloaded()?.build()?.object_store();
             let tag = crate::table::tags::read_tag(store.as_ref(), name, uri)
                 .await?
                 .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("table {uri} has no tag {name:?}")))?;

@@ -185,19 +185,27 @@ impl FileSink {
 
     /// Delete files that were written but will not be committed (best effort).
     pub(crate) async fn abort(table: &Table, adds: &[Add]) {
-        let store = table.object_store();
-        let paths: Vec<_> = adds
-            .iter()
-            .map(|a| {
-                Ok(deltalake::Path::from_url_path(&a.path).unwrap_or_else(|_| deltalake::Path::from(a.path.as_str())))
-            })
-            .collect();
-        let paths = futures::stream::iter(paths).boxed();
-        let mut results = store.delete_stream(paths);
-        while let Some(result) = results.next().await {
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "could not delete an uncommitted data file");
-            }
+        let paths = adds.iter().map(|a| {
+            deltalake::Path::from_url_path(&a.path).unwrap_or_else(|_| deltalake::Path::from(a.path.as_str()))
+        });
+        delete_uncommitted(table.object_store(), paths).await;
+    }
+}
+
+/// Delete `paths` (relative to the table) that an operation wrote but will not commit:
+/// best effort, in one delete stream, a failure logged.
+pub(crate) async fn delete_uncommitted(
+    store: std::sync::Arc<dyn deltalake::ObjectStore>,
+    paths: impl Iterator<Item = deltalake::Path>,
+) {
+    let paths: Vec<_> = paths.map(Ok).collect();
+    if paths.is_empty() {
+        return;
+    }
+    let mut results = store.delete_stream(futures::stream::iter(paths).boxed());
+    while let Some(result) = results.next().await {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not delete an uncommitted file");
         }
     }
 }

@@ -6,14 +6,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use futures::stream::BoxStream;
-use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
-    PutOptions, PutPayload, PutResult, Result,
-};
 use sediment::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use sediment::arrow::datatypes::{DataType, Field, Schema};
 use sediment::{ChangeOptions, CompactOptions, ErrorKind, OpenOptions, RetrySettings, Table, WriteOptions};
@@ -161,63 +154,6 @@ async fn a_delete_wins_against_a_compaction_of_its_files() {
     assert!(orphans.is_empty(), "the given-up bin's output is deleted: {orphans:?}");
 }
 
-/// A local store that, when the delete it serves commits version `at`, first puts
-/// the competing commit `winner` there (as another writer would have a moment
-/// earlier).
-#[derive(Debug)]
-struct RacingStore {
-    inner: Arc<dyn ObjectStore>,
-    at: String,
-    winner: Mutex<Option<Bytes>>,
-}
-
-impl std::fmt::Display for RacingStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Racing({})", self.inner)
-    }
-}
-
-#[async_trait]
-impl ObjectStore for RacingStore {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
-        if location.as_ref().ends_with(&self.at) {
-            let winner = self.winner.lock().unwrap().take();
-            if let Some(bytes) = winner {
-                self.inner.put_opts(location, bytes.into(), PutOptions::default()).await?;
-            }
-        }
-        self.inner.put_opts(location, payload, opts).await
-    }
-
-    async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
-    }
-
-    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.inner.get_opts(location, options).await
-    }
-
-    async fn get_ranges(&self, location: &Path, ranges: &[Range<u64>]) -> Result<Vec<Bytes>> {
-        self.inner.get_ranges(location, ranges).await
-    }
-
-    fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.inner.list_with_delimiter(prefix).await
-    }
-
-    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.inner.copy_opts(from, to, options).await
-    }
-}
-
 /// A table of three files (keys 0..10, 10..20, 20..30) at `path`, and a store for
 /// it that puts `winner`'s commit (run on a copy of the table) in the log at the
 /// moment a writer through the store commits the next version.
@@ -243,11 +179,7 @@ where
         }
     }
     let commit = std::fs::read(copy.join("_delta_log").join(format!("{:020}.json", version + 1))).unwrap();
-    let store = Arc::new(RacingStore {
-        inner: Arc::new(object_store::local::LocalFileSystem::new()),
-        at: format!("_delta_log/{:020}.json", version + 1),
-        winner: Mutex::new(Some(Bytes::from(commit))),
-    });
+    let store = crate::faults::racing_store(format!("_delta_log/{:020}.json", version + 1), Bytes::from(commit));
     (Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap(), version)
 }
 

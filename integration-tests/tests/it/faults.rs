@@ -31,6 +31,9 @@ struct FlakyStore {
     /// Delay every request by a pseudo-random time up to this many milliseconds.
     jitter_ms: u64,
     calls: AtomicUsize,
+    /// When a put to a path ending with the first comes, put the second's bytes there
+    /// first (once): another writer's commit landing a moment earlier.
+    race: std::sync::Mutex<Option<(String, Bytes)>>,
 }
 
 impl FlakyStore {
@@ -43,6 +46,7 @@ impl FlakyStore {
             panic_on: None,
             jitter_ms: 0,
             calls: AtomicUsize::new(0),
+            race: Default::default(),
         }
     }
 
@@ -54,6 +58,15 @@ impl FlakyStore {
             tokio::time::sleep(std::time::Duration::from_micros((mixed >> 11) % (self.jitter_ms * 1000 + 1))).await;
         }
     }
+}
+
+/// The local file system behind a store that, when a writer through it puts a path
+/// ending with `at` (a commit), first puts `winner` there, and fails nothing.
+pub fn racing_store(at: String, winner: Bytes) -> Arc<dyn ObjectStore> {
+    Arc::new(FlakyStore {
+        race: std::sync::Mutex::new(Some((at, winner))),
+        ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0)))
+    })
 }
 
 /// The local file system behind a store that delays every request by up to
@@ -94,6 +107,16 @@ impl FlakyStore {
 impl ObjectStore for FlakyStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         self.jitter().await;
+        let winner = {
+            let mut race = self.race.lock().unwrap();
+            match race.as_ref() {
+                Some((at, _)) if location.as_ref().ends_with(at.as_str()) => race.take().map(|(_, bytes)| bytes),
+                _ => None,
+            }
+        };
+        if let Some(bytes) = winner {
+            self.inner.put_opts(location, bytes.into(), PutOptions::default()).await?;
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
