@@ -140,6 +140,18 @@ fn classify_delta(err: &DeltaTableError) -> ErrorKind {
     }
 }
 
+/// The path of a file that a storage error anywhere in `err`'s chain says is missing.
+pub(crate) fn missing_file(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if let Some(object_store::Error::NotFound { path, .. }) = e.downcast_ref::<object_store::Error>() {
+            return Some(path.clone());
+        }
+        current = e.source();
+    }
+    None
+}
+
 impl From<DeltaTableError> for Error {
     fn from(err: DeltaTableError) -> Self {
         Error::delta(err)

@@ -19,7 +19,7 @@
 //! | wing | what it holds |
 //! |---|---|
 //! | [`cli`] | the `sediment` command line: one file per command (the binary parses and dispatches) |
-//! | [`maintain`] | compaction (and, next, snapshots, vacuum, retention, tiering) |
+//! | [`maintain`] | compaction, checkpoints, restore, vacuum and log cleanup (and, next, partition retention, tiering) |
 //! | [`change`] | deletes, updates, merges and deletion vectors |
 //! | [`write`] | appends and overwrites, the file sink, [`TableWriter`], input files |
 //! | [`read`] | predicates, scan planning and scans |
@@ -57,9 +57,10 @@ pub use change::{
 pub use error::{Error, ErrorKind, Result};
 pub use maintain::{
     CheckpointReport, Clustering, CompactOptions, CompactionPlan, CompactionReport, RestoreReport, RestoreTarget,
-    TableHealth,
+    TableHealth, VacuumOptions, VacuumParts, VacuumReport,
 };
 pub use read::{CHANGE_COLUMNS, Changes, Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};
+pub use table::clock::{Clock, ManualClock, SystemClock};
 pub use table::conflict::{RetryBudget, RetrySettings};
 pub use table::history::HistoryEntry;
 pub use table::info::TableInfo;

@@ -33,11 +33,21 @@ pub(crate) fn open_options(options: StorageOptions, at: &TimeTravel) -> OpenOpti
 
 /// A duration such as `90d`, `12h`, `30m` or `45s` (days, hours, minutes, seconds).
 pub(crate) fn parse_duration(s: &str) -> Result<chrono::Duration, String> {
-    let bad = || format!("invalid duration {s:?}: expected a positive number and a unit, as in 90d, 12h, 30m or 45s");
+    parse_span(s, false)
+}
+
+/// A duration that may be zero (`--retain 0s`): a retention, not an interval.
+pub(crate) fn parse_retention(s: &str) -> Result<chrono::Duration, String> {
+    parse_span(s, true)
+}
+
+fn parse_span(s: &str, zero: bool) -> Result<chrono::Duration, String> {
+    let what = if zero { "a number" } else { "a positive number" };
+    let bad = || format!("invalid duration {s:?}: expected {what} and a unit, as in 90d, 12h, 30m or 45s");
     let unit_at = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (number, unit) = s.split_at(unit_at);
     let n: i64 = number.parse().map_err(|_| bad())?;
-    if n <= 0 {
+    if n < 0 || (n == 0 && !zero) {
         return Err(bad());
     }
     match unit {

@@ -20,6 +20,7 @@ mod render;
 mod restore;
 mod scan;
 mod tag;
+mod vacuum;
 
 use clap::{Parser, Subcommand};
 
@@ -68,6 +69,9 @@ enum Command {
     Merge(merge::MergeArgs),
     /// Make an older version (by --version, --as-of or --tag) current again, in one commit.
     Restore(restore::RestoreArgs),
+    /// Delete data files and log entries that no version inside the retention, and no
+    /// tagged version, needs (lite: tombstones only; --full: also unreferenced files).
+    Vacuum(vacuum::VacuumArgs),
     /// Write a checkpoint of the table's current version now.
     Checkpoint(checkpoint::CheckpointArgs),
     /// Name versions of a table (tags, kept with it under _sediment/tags/): create, list, delete.
@@ -97,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Update(args) => dml::update(args, options, json).await,
         Command::Merge(args) => merge::merge(args, options, json).await,
         Command::Restore(args) => restore::restore(args, options, json).await,
+        Command::Vacuum(args) => vacuum::vacuum(args, options, json).await,
         Command::Checkpoint(args) => checkpoint::checkpoint(args, options, json).await,
         Command::Tag(args) => tag::tag(args, options, json).await,
         Command::Changes(args) => changes::changes(args, options, json).await,

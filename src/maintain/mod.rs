@@ -1,5 +1,5 @@
-//! Keeping a table healthy: compaction today; snapshots and tags, vacuum, retention
-//! and tiering land here next.
+//! Keeping a table healthy: compaction, checkpoints, restore, vacuum and log cleanup;
+//! partition retention and tiering land here next.
 //!
 //! ```text
 //! snapshot ─▶ file views ─▶ health ─▶ planner (pure, in sediment-compactor) ─▶ plan (--dry-run shows it)
@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`checkpoint`] | [`Table::checkpoint`](crate::Table::checkpoint): a checkpoint of the current version, now |
 //! | [`restore`] | [`Table::restore`](crate::Table::restore): an older version's files and metadata made current in one RESTORE commit |
+//! | [`vacuum`] | [`Table::vacuum`](crate::Table::vacuum): deleting files and log entries no kept version needs (lite, full, tags, retention) |
 //! | [`compaction`] | [`Table::compact`](crate::Table::compact) and [`Table::compaction_plan`](crate::Table::compaction_plan): the glue around `sediment-compactor` |
 //!
 //! Words: a *plan* says what to do, a *job* is one running attempt of a plan, a
@@ -20,7 +21,9 @@
 pub mod checkpoint;
 pub mod compaction;
 pub mod restore;
+pub mod vacuum;
 
 pub use checkpoint::CheckpointReport;
 pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
 pub use restore::{RestoreReport, RestoreTarget};
+pub use vacuum::{VacuumOptions, VacuumParts, VacuumReport};

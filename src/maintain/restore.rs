@@ -24,6 +24,7 @@ use crate::table::Table;
 use crate::table::commit::{CommitRequest, commit, remove_action, stored_rows};
 use crate::table::conflict::{RetryBudget, RetrySettings, gave_up};
 use crate::table::features;
+use crate::table::paths::{log_path, vector_file};
 use crate::{OpenOptions, Tag};
 
 /// Which version to restore.
@@ -145,17 +146,6 @@ impl Table {
         }
     }
 
-    /// The path (relative to the table, URL-encoded as in the log) of the file that
-    /// holds `add`'s deletion vector; `None` without one or for an inline vector.
-    fn vector_file(&self, add: &Add) -> Option<String> {
-        let descriptor =
-            delta_kernel::actions::deletion_vector::DeletionVectorDescriptor::try_from(add.deletion_vector.clone()?)
-                .ok()?;
-        let root = self.delta().table_url().clone();
-        let url = descriptor.absolute_path(&root).ok()??;
-        url.path().strip_prefix(root.path()).map(|p| p.trim_start_matches('/').to_string())
-    }
-
     /// The table at `target`, through the same store.
     async fn open_target(&self, target: &RestoreTarget) -> Result<Table> {
         let options = OpenOptions::new()
@@ -188,8 +178,13 @@ impl Table {
     /// their deletion vectors) are gone (vacuumed).
     async fn check_present(&self, adds: &[Add], version: u64) -> Result<()> {
         let store = self.object_store();
+        let root = self.delta().table_url().clone();
         let mut paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
-        let mut vectors: Vec<String> = adds.iter().filter_map(|a| self.vector_file(a)).collect();
+        let mut vectors: Vec<String> = adds
+            .iter()
+            .filter_map(|a| vector_file(&root, a.deletion_vector.as_ref()?))
+            .map(|p| p.to_string())
+            .collect();
         vectors.sort();
         vectors.dedup();
         paths.extend(vectors);
@@ -197,8 +192,7 @@ impl Table {
             .map(|path| {
                 let store = store.clone();
                 async move {
-                    let location =
-                        deltalake::Path::from_url_path(&path).unwrap_or_else(|_| deltalake::Path::from(path.as_str()));
+                    let location = log_path(&path).unwrap_or_else(|| deltalake::Path::from(path.as_str()));
                     match store.head(&location).await {
                         Err(object_store::Error::NotFound { .. }) => Ok(Some(path)),
                         Err(e) => Err(Error::delta(deltalake::DeltaTableError::from(e))),

@@ -182,9 +182,9 @@ impl<'a> ScanBuilder<'a> {
         if let Some(limit) = self.limit {
             df = df.limit(0, Some(limit))?;
         }
-        let stream =
-            df.execute_stream().await.map_err(|e| Error::from(e).context(format!("scanning table {}", table.uri())))?;
-        Ok(Scan { schema: plain_schema(&stream.schema()), stream, report: plan.report, limiter })
+        let what = format!("version {} of table {}", table.version().unwrap_or_default(), table.uri());
+        let stream = df.execute_stream().await.map_err(|e| read_error(e, &what))?;
+        Ok(Scan { schema: plain_schema(&stream.schema()), stream, report: plan.report, limiter, what })
     }
 }
 
@@ -195,6 +195,22 @@ pub struct Scan {
     report: ScanReport,
     /// Bounds and counts the scan's requests.
     limiter: Arc<IoLimiter>,
+    /// `version N of table URI`, for errors.
+    what: String,
+}
+
+/// A scan's error; a data file that is gone is named, with the likely reason.
+fn read_error(err: deltalake::datafusion::error::DataFusionError, what: &str) -> Error {
+    match crate::error::missing_file(&err) {
+        Some(path) => Error::new(
+            crate::ErrorKind::NotFound,
+            format!(
+                "cannot read {what}: its file {path} is gone (vacuumed: the version is older than the table's \
+                 retention and no tag keeps it)"
+            ),
+        ),
+        None => Error::from(err).context(format!("scanning {what}")),
+    }
 }
 
 impl std::fmt::Debug for Scan {
@@ -240,7 +256,7 @@ impl Stream for Scan {
                 self.report.rows_returned += batch.num_rows() as u64;
                 Poll::Ready(Some(decode_dictionaries(batch, &self.schema)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(read_error(e, &self.what)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }

@@ -30,8 +30,16 @@ const WRITABLE_FEATURES: &[&str] = &[
 ];
 
 /// Reader features delta-rs reads correctly.
-const READABLE_FEATURES: &[&str] =
-    &["columnMapping", "deletionVectors", "timestampNtz", "v2Checkpoint", "variantType", "variantType-preview"];
+/// `vacuumProtocolCheck` asks nothing of readers, only that vacuum checks the protocol.
+const READABLE_FEATURES: &[&str] = &[
+    "columnMapping",
+    "deletionVectors",
+    "timestampNtz",
+    "v2Checkpoint",
+    "variantType",
+    "variantType-preview",
+    "vacuumProtocolCheck",
+];
 
 /// Check that `table` (named by `uri`) can be read. Errors name the unsupported feature.
 pub fn check_readable(uri: &str, state: &DeltaTableState) -> Result<()> {
@@ -46,6 +54,28 @@ pub fn check_readable(uri: &str, state: &DeltaTableState) -> Result<()> {
     {
         return Err(Error::unsupported(format!(
             "cannot read table {uri}: reader feature {:?} is not supported",
+            feature.as_ref()
+        )));
+    }
+    Ok(())
+}
+
+/// Check, before a vacuum deletes anything, that Sediment knows every reader and
+/// writer feature of `table` (as `vacuumProtocolCheck` asks): a feature it does not
+/// know could reference files it would not see. Unlike writing, declared features
+/// with something to enforce (constraints, generated columns) do not matter here.
+pub fn check_vacuumable(uri: &str, state: &DeltaTableState) -> Result<()> {
+    check_readable(uri, state).map_err(|e| Error::unsupported(e.message().replacen("cannot read", "cannot vacuum", 1)))?;
+    let protocol = state.protocol();
+    if protocol.min_writer_version() > 7 {
+        return Err(Error::unsupported(format!(
+            "cannot vacuum table {uri}: writer version {} is newer than 7",
+            protocol.min_writer_version()
+        )));
+    }
+    if let Some(feature) = protocol.writer_features().and_then(|f| f.iter().find(|f| !WRITABLE_FEATURES.contains(&f.as_ref()) && !READABLE_FEATURES.contains(&f.as_ref())).cloned()) {
+        return Err(Error::unsupported(format!(
+            "cannot vacuum table {uri}: writer feature {:?} is not supported",
             feature.as_ref()
         )));
     }

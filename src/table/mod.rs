@@ -11,6 +11,9 @@
 //! | [`schema`] | [`SchemaFitter`](schema::SchemaFitter): fitting batches to a table schema |
 //! | [`commit`] | one commit with Sediment's `commitInfo`, on the snapshot it returns |
 //! | [`conflict`] | the one retry policy of every writer, and the error of one that lost for good |
+//! | [`clock`] | the injected clock retention, vacuum and expiry read "now" from |
+//! | [`log`] | the files each commit added, removed and wrote as change data, and when |
+//! | [`paths`] | log paths and deletion-vector files as store paths |
 //! | [`history`] | the commits of a table, newest first |
 //! | [`tags`] | named versions kept with the table under `_sediment/tags/` (create, list, delete, open by tag) |
 //! | [`info`] | what a snapshot holds, its health and the orphan files beside it |
@@ -27,12 +30,15 @@
 //! # Ok(()) }
 //! ```
 
+pub mod clock;
 pub mod commit;
 pub mod conflict;
 pub mod features;
 pub mod history;
 pub mod info;
+pub mod log;
 pub mod open;
+pub mod paths;
 pub mod schema;
 pub mod storage;
 pub mod tags;
