@@ -149,7 +149,11 @@ pub(crate) fn missing_file(err: &(dyn std::error::Error + 'static)) -> Option<St
         }
         current = e.source();
     }
-    None
+    // The parquet reader turns storage errors into text: object_store's own wording.
+    let text = err.to_string();
+    let start = text.find("Object at location ")? + "Object at location ".len();
+    let end = start + text[start..].find(" not found")?;
+    Some(text[start..end].to_string())
 }
 
 impl From<DeltaTableError> for Error {

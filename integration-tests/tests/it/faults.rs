@@ -34,6 +34,11 @@ struct FlakyStore {
     /// When a put to a path ending with the first comes, put the second's bytes there
     /// first (once): another writer's commit landing a moment earlier.
     race: std::sync::Mutex<Option<(String, Bytes)>>,
+    /// Deletes that still succeed; below zero every delete fails (a process that died
+    /// half-way through, as far as the store can tell). `None`: no limit.
+    deletes_left: Option<Arc<std::sync::atomic::AtomicI64>>,
+    /// Puts of commits (`_delta_log/*.json`) that fail before the next succeeds.
+    commit_failures: Option<Arc<AtomicUsize>>,
 }
 
 impl FlakyStore {
@@ -47,6 +52,8 @@ impl FlakyStore {
             jitter_ms: 0,
             calls: AtomicUsize::new(0),
             race: Default::default(),
+            deletes_left: None,
+            commit_failures: None,
         }
     }
 
@@ -73,6 +80,17 @@ pub fn racing_store(at: String, winner: Bytes) -> Arc<dyn ObjectStore> {
 /// `jitter_ms` (so concurrent requests complete out of order) and fails none.
 pub fn jittery_store(jitter_ms: u64) -> Arc<dyn ObjectStore> {
     Arc::new(FlakyStore { jitter_ms, ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0))) })
+}
+
+/// The local file system behind a store whose deletes succeed `left` more times, then
+/// fail (set `left` again to let them through).
+pub fn store_failing_deletes(left: Arc<std::sync::atomic::AtomicI64>) -> Arc<dyn ObjectStore> {
+    Arc::new(FlakyStore { deletes_left: Some(left), ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0))) })
+}
+
+/// The local file system behind a store that fails the next `failures` commit puts.
+pub fn store_failing_commits(failures: Arc<AtomicUsize>) -> Arc<dyn ObjectStore> {
+    Arc::new(FlakyStore { commit_failures: Some(failures), ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0))) })
 }
 
 impl std::fmt::Display for FlakyStore {
@@ -117,6 +135,13 @@ impl ObjectStore for FlakyStore {
         if let Some(bytes) = winner {
             self.inner.put_opts(location, bytes.into(), PutOptions::default()).await?;
         }
+        let commit = location.as_ref().contains("_delta_log/") && location.as_ref().ends_with(".json");
+        if commit
+            && let Some(failures) = &self.commit_failures
+            && failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            return Err(object_store::Error::Generic { store: "flaky", source: "injected failure putting a commit".into() });
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -137,7 +162,27 @@ impl ObjectStore for FlakyStore {
     }
 
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.inner.delete_stream(locations)
+        use futures::StreamExt;
+        let Some(left) = self.deletes_left.clone() else {
+            return self.inner.delete_stream(locations);
+        };
+        let inner = self.inner.clone();
+        locations
+            .then(move |location| {
+                let (inner, left) = (inner.clone(), left.clone());
+                async move {
+                    let location = location?;
+                    if left.fetch_sub(1, Ordering::SeqCst) <= 0 {
+                        return Err(object_store::Error::Generic {
+                            store: "flaky",
+                            source: format!("injected failure deleting {location}").into(),
+                        });
+                    }
+                    let mut done = inner.delete_stream(futures::stream::iter([Ok(location)]).boxed());
+                    done.next().await.unwrap_or_else(|| Err(object_store::Error::Generic { store: "flaky", source: "no answer".into() }))
+                }
+            })
+            .boxed()
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {

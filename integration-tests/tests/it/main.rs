@@ -21,3 +21,4 @@ mod merge_model;
 mod s3_table;
 mod table_writer;
 mod tags;
+mod vacuum;

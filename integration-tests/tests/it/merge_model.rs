@@ -3,7 +3,11 @@
 //! the two must hold the same rows after every step and at every version. Half the
 //! tables enable deletion vectors, so merges mark rows instead of rewriting files,
 //! and compactions in the sequences fold the vectors away; restores bring back the
-//! version after an earlier step. Half run their operations
+//! version after an earlier step; tags (some expiring) name earlier versions and
+//! vacuums with a random horizon delete what no version inside the window and no live
+//! tag needs: afterwards every tagged version and every version inside the window
+//! reads exactly the model's rows, and any other version either still does or fails
+//! with an error saying a file was vacuumed. Half run their operations
 //! over a store whose requests take a random time up to a few milliseconds, so the
 //! several reads every operation has in flight complete out of order.
 
@@ -43,6 +47,11 @@ enum Op {
     Compact(f64, Option<u64>),
     /// Restore the version after an earlier step (this number modulo the steps so far).
     Restore(usize),
+    /// Tag the version after an earlier step; `expiring`: the tag expires within the hour.
+    Tag(usize, bool),
+    /// Vacuum with the horizon at the commit time of the version after an earlier step;
+    /// `full` lists storage too; `later` vacuums a day from now (expiring tags expired).
+    Vacuum { at: usize, full: bool, later: bool },
 }
 
 fn rows(max_len: usize) -> impl Strategy<Value = Vec<Row>> {
@@ -62,6 +71,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (prop::sample::select(vec![0.0, 0.05, 0.5]), prop::sample::select(vec![None, Some(1), Some(280)]))
             .prop_map(|(r, c)| Op::Compact(r, c)),
         1 => (0usize..16).prop_map(Op::Restore),
+        2 => (0usize..16, any::<bool>()).prop_map(|(at, expiring)| Op::Tag(at, expiring)),
+        2 => (0usize..16, any::<bool>(), any::<bool>()).prop_map(|(at, full, later)| Op::Vacuum { at, full, later }),
     ]
 }
 
@@ -118,7 +129,7 @@ fn apply_to_model(model: &mut Model, op: &Op) {
             }
         }
         Op::DeleteWhere(x) => model.retain(|_, (v, _)| *v >= *x),
-        Op::Compact(..) | Op::Restore(_) => {}
+        Op::Compact(..) | Op::Restore(_) | Op::Tag(..) | Op::Vacuum { .. } => {}
         Op::UpdateWhere(m) => {
             for (k, (v, _)) in model.iter_mut() {
                 if k % m == 0 {
@@ -198,7 +209,9 @@ async fn apply_to_table(table: &mut Table, op: &Op, limit: Option<usize>) -> sed
         Op::UpdateWhere(m) => {
             table.update(&format!("k % {m} = 0"), &[("v", "v + 1")]).await?;
         }
-        Op::Restore(_) => unreachable!("restores are applied by run_case, which knows the versions"),
+        Op::Restore(_) | Op::Tag(..) | Op::Vacuum { .. } => {
+            unreachable!("restores, tags and vacuums are applied by run_case, which knows the versions")
+        }
         Op::Compact(ratio, copy) => {
             let mut options = sediment::CompactOptions { max_deleted_rows_ratio: Some(*ratio), ..Default::default() };
             options.executor.copy_row_groups_above = *copy;
@@ -269,6 +282,9 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, variant: Variant) {
     }
     let mut versions: Vec<(u64, Vec<String>)> = vec![(table.version().unwrap(), model_rows(&model))];
     let mut models: Vec<Model> = vec![model.clone()];
+    let mut readable: std::collections::BTreeSet<u64> = versions.iter().map(|v| v.0).collect();
+    let mut tags = Vec::new();
+    let mut vacuumed = false;
     for (step, op) in ops.iter().enumerate() {
         let limit = if matches!(op, Op::Sync(..)) { None } else { limit };
         if let Op::Restore(n) = op {
@@ -278,12 +294,29 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, variant: Variant) {
                 continue;
             }
             let at = n % models.len();
-            let report = table
-                .restore(sediment::RestoreTarget::Version(versions[at].0), false)
+            match table.restore(sediment::RestoreTarget::Version(versions[at].0), false).await {
+                Ok(report) => {
+                    assert_eq!(report.restored_version, versions[at].0);
+                    model = models[at].clone();
+                }
+                // A version a vacuum was allowed to strip is refused by name.
+                Err(e) if !readable.contains(&versions[at].0) && e.to_string().contains("are gone (vacuumed?)") => {}
+                Err(e) => panic!("step {step} {op:?}: {e}"),
+            }
+        } else if let Op::Tag(n, expiring) = op {
+            let version = versions[n % versions.len()].0;
+            if !readable.contains(&version) {
+                continue;
+            }
+            let expires = expiring.then(|| chrono::Utc::now() + chrono::Duration::hours(1));
+            let name = format!("t{step}");
+            table.create_tag(&name, version, expires, None).await.unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
+            tags.push((version, expires));
+        } else if let Op::Vacuum { at, full, later } = op {
+            vacuumed = true;
+            vacuum(&mut table, &versions[at % versions.len()], *full, *later, &mut tags, &mut readable)
                 .await
                 .unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
-            assert_eq!(report.restored_version, versions[at].0);
-            model = models[at].clone();
         } else {
             apply_to_table(&mut table, op, limit).await.unwrap_or_else(|e| panic!("step {step} {op:?}: {e}"));
             apply_to_model(&mut model, op);
@@ -292,14 +325,55 @@ async fn run_case(initial: Vec<Vec<Row>>, ops: Vec<Op>, variant: Variant) {
         assert_eq!(outer.in_flight(), 0, "a request of step {step} {op:?} is still running");
         assert_eq!(table_rows(&table).await, model_rows(&model), "after step {step}: {op:?}");
         versions.push((table.version().unwrap(), model_rows(&model)));
+        // Every version a later vacuum may strip (vacuum commits add versions of their own).
+        readable.extend(table.version());
     }
-    if feed {
+    // The feed of stripped versions may be gone with them.
+    if feed && !vacuumed {
         replay_feed(&table, &versions).await;
     }
     for (version, expected) in versions {
         let old = Table::open_with(&uri, OpenOptions::new().version(version)).await.unwrap();
-        assert_eq!(table_rows(&old).await, expected, "time travel to version {version}");
+        if readable.contains(&version) {
+            assert_eq!(table_rows(&old).await, expected, "time travel to version {version}");
+            continue;
+        }
+        match old.scan().execute().await {
+            Ok(scan) => match scan.collect().await {
+                Ok((batches, _)) => assert_eq!(canonical_rows(&batches), expected, "vacuumed version {version}"),
+                Err(e) => assert!(e.to_string().contains("is gone (vacuumed"), "version {version}: {e}"),
+            },
+            Err(e) => assert!(e.to_string().contains("is gone (vacuumed"), "version {version}: {e}"),
+        }
     }
+}
+
+/// Vacuum with the horizon at `at`'s commit time; versions from the one current at
+/// the horizon on, and those of live tags, stay `readable`.
+async fn vacuum(
+    table: &mut Table,
+    at: &(u64, Vec<String>),
+    full: bool,
+    later: bool,
+    tags: &mut Vec<(u64, Option<chrono::DateTime<chrono::Utc>>)>,
+    readable: &mut std::collections::BTreeSet<u64>,
+) -> sediment::Result<()> {
+    let history = table.history(None).await?;
+    let time = |v: u64| history.iter().find(|h| h.version == v).and_then(|h| h.timestamp).unwrap();
+    let horizon = chrono::DateTime::from_timestamp_millis(time(at.0)).unwrap();
+    let now = chrono::Utc::now() + if later { chrono::Duration::days(1) } else { chrono::Duration::zero() };
+    let options = sediment::VacuumOptions::default()
+        .full(full)
+        .retain(now - horizon)
+        .retention_check(false)
+        .with_clock(sediment::ManualClock::new(now));
+    let report = table.vacuum(options).await?;
+    assert!(report.failed.is_empty(), "{report:?}");
+    // The window: from the newest version committed before the horizon.
+    let window_start = history.iter().filter(|h| h.timestamp.unwrap() < time(at.0)).map(|h| h.version).max().unwrap_or(0);
+    tags.retain(|(_, expires)| expires.is_none_or(|e| e > now));
+    readable.retain(|v| *v >= window_start || tags.iter().any(|(t, _)| t == v));
+    Ok(())
 }
 
 /// Replay the table's change data feed from version 0: every delete and pre-image

@@ -79,8 +79,10 @@ async fn delete_batch(store: Arc<dyn ObjectStore>, paths: Vec<Path>) -> (HashSet
             Ok(path) => {
                 done.insert(path);
             }
+            // A store behind a prefix names the full path in its errors.
             Err(object_store::Error::NotFound { path, .. }) => {
-                done.extend(batch.get(&Path::from(path.as_str())).cloned());
+                let gone = batch.iter().filter(|p| path.ends_with(p.as_ref())).max_by_key(|p| p.as_ref().len());
+                done.extend(gone.cloned());
             }
             Err(e) => {
                 let message = e.to_string();

@@ -248,7 +248,8 @@ impl Table {
             return Ok(());
         }
         // A tag made while this planned pins files the plan did not protect.
-        references::check_tags_unchanged(live, &self.tags().await?, self.uri())?;
+        let known: Vec<crate::Tag> = live.iter().chain(expired).cloned().collect();
+        references::check_tags_unchanged(&known, &self.tags().await?, self.uri())?;
         let to_delete: u64 = plan.delete.iter().map(|f| f.bytes).sum();
         let start = DeltaOperation::VacuumStart {
             retention_check_enabled: options.retention_check,
