@@ -19,7 +19,7 @@
 //! | wing | what it holds |
 //! |---|---|
 //! | [`cli`] | the `sediment` command line: one file per command (the binary parses and dispatches) |
-//! | [`maintain`] | compaction, checkpoints, restore, vacuum and log cleanup (and, next, partition retention, tiering) |
+//! | [`maintain`] | compaction, checkpoints, restore, vacuum and log cleanup, partition retention (and, next, tiering) |
 //! | [`change`] | deletes, updates, merges and deletion vectors |
 //! | [`write`] | appends and overwrites, the file sink, [`TableWriter`], input files |
 //! | [`read`] | predicates, scan planning and scans |
@@ -56,7 +56,7 @@ pub use change::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use maintain::{
-    CheckpointReport, Clustering, CompactOptions, CompactionPlan, CompactionReport, RestoreReport, RestoreTarget,
+    CheckpointReport, Clustering, CompactOptions, CompactionPlan, CompactionReport, ExpireOptions, ExpireReport, RestoreReport, RestoreTarget,
     TableHealth, VacuumOptions, VacuumParts, VacuumReport,
 };
 pub use read::{CHANGE_COLUMNS, Changes, Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};

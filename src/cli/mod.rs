@@ -11,6 +11,7 @@ mod checkpoint;
 mod compact;
 mod demo;
 mod dml;
+mod expire;
 mod explain;
 mod history;
 mod info;
@@ -72,6 +73,9 @@ enum Command {
     /// Delete data files and log entries that no version inside the retention, and no
     /// tagged version, needs (lite: tombstones only; --full: also unreferenced files).
     Vacuum(vacuum::VacuumArgs),
+    /// Remove rows older than a horizon: whole partitions of a date partition column in
+    /// one metadata-only commit, else a delete by predicate.
+    Expire(expire::ExpireArgs),
     /// Write a checkpoint of the table's current version now.
     Checkpoint(checkpoint::CheckpointArgs),
     /// Name versions of a table (tags, kept with it under _sediment/tags/): create, list, delete.
@@ -102,6 +106,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Merge(args) => merge::merge(args, options, json).await,
         Command::Restore(args) => restore::restore(args, options, json).await,
         Command::Vacuum(args) => vacuum::vacuum(args, options, json).await,
+        Command::Expire(args) => expire::expire(args, options, json).await,
         Command::Checkpoint(args) => checkpoint::checkpoint(args, options, json).await,
         Command::Tag(args) => tag::tag(args, options, json).await,
         Command::Changes(args) => changes::changes(args, options, json).await,

@@ -1,5 +1,5 @@
-//! Keeping a table healthy: compaction, checkpoints, restore, vacuum and log cleanup;
-//! partition retention and tiering land here next.
+//! Keeping a table healthy: compaction, checkpoints, restore, vacuum and log cleanup,
+//! partition retention; tiering lands here next.
 //!
 //! ```text
 //! snapshot ─▶ file views ─▶ health ─▶ planner (pure, in sediment-compactor) ─▶ plan (--dry-run shows it)
@@ -11,6 +11,7 @@
 //! | [`checkpoint`] | [`Table::checkpoint`](crate::Table::checkpoint): a checkpoint of the current version, now |
 //! | [`restore`] | [`Table::restore`](crate::Table::restore): an older version's files and metadata made current in one RESTORE commit |
 //! | [`vacuum`] | [`Table::vacuum`](crate::Table::vacuum): deleting files and log entries no kept version needs (lite, full, tags, retention) |
+//! | [`expire`] | [`Table::expire`](crate::Table::expire): partition retention, rows older than a horizon removed |
 //! | [`compaction`] | [`Table::compact`](crate::Table::compact) and [`Table::compaction_plan`](crate::Table::compaction_plan): the glue around `sediment-compactor` |
 //!
 //! Words: a *plan* says what to do, a *job* is one running attempt of a plan, a
@@ -20,10 +21,12 @@
 
 pub mod checkpoint;
 pub mod compaction;
+pub mod expire;
 pub mod restore;
 pub mod vacuum;
 
 pub use checkpoint::CheckpointReport;
 pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
+pub use expire::{ExpireOptions, ExpireReport};
 pub use restore::{RestoreReport, RestoreTarget};
 pub use vacuum::{VacuumOptions, VacuumParts, VacuumReport};

@@ -14,6 +14,7 @@ mod conformance;
 mod crash;
 mod delete;
 mod deletion_vectors;
+mod expire;
 mod faults;
 mod interop;
 mod merge;
