@@ -56,8 +56,8 @@ pub use change::{
 };
 pub use error::{Error, ErrorKind, Result};
 pub use maintain::{
-    CheckpointReport, Clustering, CompactOptions, CompactionPlan, CompactionReport, ExpireOptions, ExpireReport, RestoreReport, RestoreTarget,
-    TableHealth, VacuumOptions, VacuumParts, VacuumReport,
+    CheckpointReport, Clustering, CompactOptions, CompactionPlan, CompactionReport, ExpireOptions, ExpireReport,
+    RestoreReport, RestoreTarget, TableHealth, VacuumOptions, VacuumParts, VacuumReport,
 };
 pub use read::{CHANGE_COLUMNS, Changes, Predicate, Scan, ScanBuilder, ScanPlan, ScanReport};
 pub use table::clock::{Clock, ManualClock, SystemClock};

@@ -38,7 +38,7 @@ async fn main() {
             let uri = format!("s3://sediment-tests/bench-commit-{}-{n}-{engine}", std::process::id());
             build_log(&uri, n).await;
             let limiter = IoLimiter::unbounded();
-            let s3 = Table::open(&uri).await.unwrap().object_store();
+            let s3 = Table::open(&uri).await.unwrap().delta().log_store().root_object_store(None);
             let store: Arc<dyn object_store::ObjectStore> = Arc::new(sediment::BoundedStore::new(s3, limiter.clone()));
             let mut times = Vec::new();
             let before = limiter.report().requests;
@@ -46,7 +46,10 @@ async fn main() {
                 let mut table = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
                 for i in 0..rounds {
                     let started = Instant::now();
-                    table.write([sediment::demo::events_batch(n as i64 + i as i64, 1)], WriteOptions::append()).await.unwrap();
+                    table
+                        .write([sediment::demo::events_batch(n as i64 + i as i64, 1)], WriteOptions::append())
+                        .await
+                        .unwrap();
                     times.push(started.elapsed().as_secs_f64() * 1000.0);
                 }
             } else {

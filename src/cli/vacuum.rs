@@ -38,8 +38,11 @@ pub(crate) async fn vacuum(args: VacuumArgs, options: StorageOptions, json: bool
         (_, true) => VacuumParts::LogOnly,
         _ => VacuumParts::All,
     };
-    let mut vacuum =
-        VacuumOptions::default().full(args.full).dry_run(args.dry_run).retention_check(!args.no_retention_check).parts(parts);
+    let mut vacuum = VacuumOptions::default()
+        .full(args.full)
+        .dry_run(args.dry_run)
+        .retention_check(!args.no_retention_check)
+        .parts(parts);
     if let Some(retain) = args.retain {
         vacuum = vacuum.retain(retain);
     }
@@ -100,7 +103,12 @@ fn render(report: &VacuumReport) -> String {
             }
         }
         if !report.tags_expired.is_empty() {
-            let _ = writeln!(out, "  expired tags {}: {}", if report.dry_run { "to remove" } else { "removed" }, report.tags_expired.join(", "));
+            let _ = writeln!(
+                out,
+                "  expired tags {}: {}",
+                if report.dry_run { "to remove" } else { "removed" },
+                report.tags_expired.join(", ")
+            );
         }
     }
     if let Some(log) = &report.log {
@@ -119,7 +127,11 @@ fn render(report: &VacuumReport) -> String {
                     log.kept_from.map_or("the first version".to_string(), |v| format!("checkpoint {v}"))
                 );
                 if let Some(v) = log.checkpoint_written {
-                    let _ = writeln!(out, "  checkpoint {} at tagged version {v}", if report.dry_run { "to write" } else { "written" });
+                    let _ = writeln!(
+                        out,
+                        "  checkpoint {} at tagged version {v}",
+                        if report.dry_run { "to write" } else { "written" }
+                    );
                 }
             }
         }

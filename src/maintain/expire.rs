@@ -112,10 +112,8 @@ impl Table {
         let partition_column = partitions.contains(&column);
         // On a partition column pruning is exact: the files left are the expired partitions'.
         let matched = self.plan_scan(Some(&predicate))?.files;
-        let mut values: Vec<String> = matched
-            .iter()
-            .filter_map(|a| a.partition_values.get(&column).cloned().flatten())
-            .collect();
+        let mut values: Vec<String> =
+            matched.iter().filter_map(|a| a.partition_values.get(&column).cloned().flatten()).collect();
         values.sort();
         values.dedup();
         let mut report = ExpireReport {
@@ -149,7 +147,8 @@ impl Table {
             let dated = match field.data_type() {
                 DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => true,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                    let mut values = files.iter().filter_map(|a| a.partition_values.get(column).cloned().flatten()).peekable();
+                    let mut values =
+                        files.iter().filter_map(|a| a.partition_values.get(column).cloned().flatten()).peekable();
                     values.peek().is_some() && values.all(|v| iso_date(&v))
                 }
                 _ => false,

@@ -65,7 +65,8 @@ pub fn check_readable(uri: &str, state: &DeltaTableState) -> Result<()> {
 /// know could reference files it would not see. Unlike writing, declared features
 /// with something to enforce (constraints, generated columns) do not matter here.
 pub fn check_vacuumable(uri: &str, state: &DeltaTableState) -> Result<()> {
-    check_readable(uri, state).map_err(|e| Error::unsupported(e.message().replacen("cannot read", "cannot vacuum", 1)))?;
+    check_readable(uri, state)
+        .map_err(|e| Error::unsupported(e.message().replacen("cannot read", "cannot vacuum", 1)))?;
     let protocol = state.protocol();
     if protocol.min_writer_version() > 7 {
         return Err(Error::unsupported(format!(
@@ -73,7 +74,9 @@ pub fn check_vacuumable(uri: &str, state: &DeltaTableState) -> Result<()> {
             protocol.min_writer_version()
         )));
     }
-    if let Some(feature) = protocol.writer_features().and_then(|f| f.iter().find(|f| !WRITABLE_FEATURES.contains(&f.as_ref()) && !READABLE_FEATURES.contains(&f.as_ref())).cloned()) {
+    if let Some(feature) = protocol.writer_features().and_then(|f| {
+        f.iter().find(|f| !WRITABLE_FEATURES.contains(&f.as_ref()) && !READABLE_FEATURES.contains(&f.as_ref())).cloned()
+    }) {
         return Err(Error::unsupported(format!(
             "cannot vacuum table {uri}: writer feature {:?} is not supported",
             feature.as_ref()

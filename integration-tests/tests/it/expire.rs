@@ -62,7 +62,8 @@ async fn expire_drops_whole_date_partitions_or_deletes_by_a_timestamp_column() {
 #[tokio::test]
 async fn expire_finds_iso_date_string_partitions_and_asks_for_a_column_otherwise() {
     let dir = tempfile::tempdir().unwrap();
-    let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("day", DataType::Utf8, false)]));
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, false), Field::new("day", DataType::Utf8, false)]));
     let days = ["2024-01-01", "2024-01-02", "2024-02-01"];
     let batch = RecordBatch::try_new(
         schema,
@@ -73,10 +74,8 @@ async fn expire_finds_iso_date_string_partitions_and_asks_for_a_column_otherwise
     let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
     table.write([batch.clone()], WriteOptions::append().partition_by(["day"])).await.unwrap();
     let now = NaiveDate::from_ymd_opt(2024, 1, 31).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
-    let report = table
-        .expire(ExpireOptions::older_than(Duration::days(29)).with_clock(ManualClock::new(now)))
-        .await
-        .unwrap();
+    let report =
+        table.expire(ExpireOptions::older_than(Duration::days(29)).with_clock(ManualClock::new(now))).await.unwrap();
     assert_eq!((report.column.as_str(), report.partitions.clone()), ("day", vec!["2024-01-01".to_string()]));
     assert_eq!(table.files().unwrap().len(), 2);
 
@@ -87,7 +86,8 @@ async fn expire_finds_iso_date_string_partitions_and_asks_for_a_column_otherwise
     assert!(err.to_string().contains("--column"), "{err}");
 
     // The CLI: a positive duration is required; a dry run says what would go.
-    let run = |args: &[&str]| Command::new(crate::cli::sediment_bin()).arg("expire").arg(&uri).args(args).output().unwrap();
+    let run =
+        |args: &[&str]| Command::new(crate::cli::sediment_bin()).arg("expire").arg(&uri).args(args).output().unwrap();
     for bad in ["--older-than=0d", "--older-than=-3d", "--older-than=soon"] {
         let out = run(&[bad]);
         assert_eq!(out.status.code(), Some(2), "{bad}");

@@ -140,7 +140,10 @@ impl ObjectStore for FlakyStore {
             && let Some(failures) = &self.commit_failures
             && failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
         {
-            return Err(object_store::Error::Generic { store: "flaky", source: "injected failure putting a commit".into() });
+            return Err(object_store::Error::Generic {
+                store: "flaky",
+                source: "injected failure putting a commit".into(),
+            });
         }
         self.inner.put_opts(location, payload, opts).await
     }
@@ -179,7 +182,9 @@ impl ObjectStore for FlakyStore {
                         });
                     }
                     let mut done = inner.delete_stream(futures::stream::iter([Ok(location)]).boxed());
-                    done.next().await.unwrap_or_else(|| Err(object_store::Error::Generic { store: "flaky", source: "no answer".into() }))
+                    done.next().await.unwrap_or_else(|| {
+                        Err(object_store::Error::Generic { store: "flaky", source: "no answer".into() })
+                    })
                 }
             })
             .boxed()

@@ -373,7 +373,8 @@ async fn vacuum(
     let report = table.vacuum(options).await?;
     assert!(report.failed.is_empty(), "{report:?}");
     // The window: from the newest version committed before the horizon.
-    let window_start = history.iter().filter(|h| h.timestamp.unwrap() < time(at.0)).map(|h| h.version).max().unwrap_or(0);
+    let window_start =
+        history.iter().filter(|h| h.timestamp.unwrap() < time(at.0)).map(|h| h.version).max().unwrap_or(0);
     tags.retain(|(_, expires)| expires.is_none_or(|e| e > now));
     readable.retain(|v| *v >= window_start || tags.iter().any(|(t, _)| t == v));
     Ok(())

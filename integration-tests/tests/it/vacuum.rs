@@ -56,7 +56,11 @@ async fn vacuum_keeps_what_live_tags_and_the_window_need_and_deletes_the_rest() 
     assert!(dry.kept_for_tags.files > 0);
     assert_eq!(dry.tags_expired, ["short"]);
     assert_eq!(dry.window_start, Some(3));
-    assert_eq!(table_rows(&Table::open_with(&uri, at(&table, 0)).await.unwrap()).await, v0, "a dry run deletes nothing");
+    assert_eq!(
+        table_rows(&Table::open_with(&uri, at(&table, 0)).await.unwrap()).await,
+        v0,
+        "a dry run deletes nothing"
+    );
     assert_eq!(table.tags().await.unwrap().len(), 2);
 
     let report = table.vacuum(VacuumOptions::default().with_clock(clock.clone())).await.unwrap();
@@ -122,7 +126,8 @@ async fn the_cli_vacuums_full_and_refuses_bad_requests() {
         store.put(&orphan.into(), bytes::Bytes::from_static(b"PAR1").into()).await.unwrap();
     }
     table.create_tag("keep", 0, None, None).await.unwrap();
-    let run = |args: &[&str]| Command::new(crate::cli::sediment_bin()).arg("vacuum").arg(&uri).args(args).output().unwrap();
+    let run =
+        |args: &[&str]| Command::new(crate::cli::sediment_bin()).arg("vacuum").arg(&uri).args(args).output().unwrap();
 
     let out = run(&["--retain=1h"]);
     assert_eq!(out.status.code(), Some(2));
@@ -331,7 +336,10 @@ async fn vacuuming_copies_of_foreign_tables_keeps_their_rows() {
         let (rows, _) = crate::interop::python_read(&uri);
         assert_eq!(rows as usize, before.len(), "{name}: the Python reader agrees");
         let mut after = after;
-        after.restore(sediment::RestoreTarget::Tag("old".into()), false).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        after
+            .restore(sediment::RestoreTarget::Tag("old".into()), false)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(table_rows(&after).await, old_rows, "{name}: restore of the tagged version");
     }
     assert!(deleted > 0, "the foreign tables had files to vacuum");

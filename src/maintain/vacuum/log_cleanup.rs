@@ -57,10 +57,15 @@ pub struct LogCleanupReport {
 pub enum LogFileKind {
     Commit,
     /// A classic or v2 checkpoint, or part `part` of `parts` of a multi-part one.
-    Checkpoint { part: u32, parts: u32 },
+    Checkpoint {
+        part: u32,
+        parts: u32,
+    },
     Checksum,
     /// A compacted log of the commits up to `end`.
-    Compacted { end: u64 },
+    Compacted {
+        end: u64,
+    },
 }
 
 /// One file of `_delta_log/`.
@@ -135,7 +140,11 @@ pub fn plan_log(files: &[LogFile], pins: &[u64], hint: Option<u64>, horizon_ms: 
     let mut checkpoint = parts.keys().filter(|v| **v <= anchor && complete(v)).copied().max();
     let mut checkpoint_at = None;
     let anchor_is_pin = pin == Some(anchor) && anchor < at_horizon && hint != Some(anchor);
-    if may_checkpoint && anchor_is_pin && checkpoint.is_none_or(|c| anchor - c >= CHECKPOINT_GAP) && checkpoint != Some(anchor) {
+    if may_checkpoint
+        && anchor_is_pin
+        && checkpoint.is_none_or(|c| anchor - c >= CHECKPOINT_GAP)
+        && checkpoint != Some(anchor)
+    {
         checkpoint_at = Some(anchor);
         checkpoint = Some(anchor);
     }
@@ -211,12 +220,11 @@ pub(super) async fn clean(table: &Table, now: DateTime<Utc>, live: &[Tag], dry_r
 /// The files of `_delta_log/` (not of its subfolders) Sediment recognises.
 async fn list_log(table: &Table) -> Result<Vec<LogFile>> {
     let prefix = Path::from("_delta_log");
-    let listed: Vec<object_store::ObjectMeta> = table
-        .object_store()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(|e| Error::delta(deltalake::DeltaTableError::from(e)).context(format!("listing the log of table {}", table.uri())))?;
+    let listed: Vec<object_store::ObjectMeta> =
+        table.object_store().list(Some(&prefix)).try_collect().await.map_err(|e| {
+            Error::delta(deltalake::DeltaTableError::from(e))
+                .context(format!("listing the log of table {}", table.uri()))
+        })?;
     Ok(listed
         .into_iter()
         .filter(|meta| meta.location.prefix_match(&prefix).is_some_and(|mut rest| rest.nth(1).is_none()))
@@ -262,7 +270,10 @@ pub(crate) async fn write_checkpoint_at(table: &Table, version: u64) -> Result<(
     })
     .await
     .map_err(|e| Error::internal(format!("the checkpoint task failed: {e}")))?
-    .map_err(|e| Error::from(deltalake::DeltaTableError::from(e)).context(format!("writing a checkpoint of table {uri} at version {version}")))
+    .map_err(|e| {
+        Error::from(deltalake::DeltaTableError::from(e))
+            .context(format!("writing a checkpoint of table {uri} at version {version}"))
+    })
 }
 
 #[cfg(test)]
@@ -298,7 +309,9 @@ mod tests {
             parse_log_name("00000000000000000004.00000000000000000009.compacted.json"),
             Some((4, LogFileKind::Compacted { end: 9 }))
         );
-        for other in ["_last_checkpoint", "00000000000000000010.json.tmp", "0000000010.json", ".00000000000000000010.json.crc"] {
+        for other in
+            ["_last_checkpoint", "00000000000000000010.json.tmp", "0000000010.json", ".00000000000000000010.json.crc"]
+        {
             assert_eq!(parse_log_name(other), None, "{other}");
         }
     }
@@ -340,7 +353,11 @@ mod tests {
     fn nothing_newer_than_the_horizon_goes_and_incomplete_checkpoints_do_not_count() {
         let mut files: Vec<LogFile> = (0..=20).map(|v| commit(v, 100)).collect();
         files.push(checkpoint(10, 100));
-        assert_eq!(plan_log(&files, &[], None, 50, true), LogPlan::default(), "every commit is younger than the horizon");
+        assert_eq!(
+            plan_log(&files, &[], None, 50, true),
+            LogPlan::default(),
+            "every commit is younger than the horizon"
+        );
         let mut files: Vec<LogFile> = (0..=20).map(|v| commit(v, v as i64)).collect();
         files.push(file("00000000000000000010.checkpoint.0000000001.0000000002.parquet", 10));
         let plan = plan_log(&files, &[], None, 100, true);

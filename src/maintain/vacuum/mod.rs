@@ -82,7 +82,14 @@ pub struct VacuumOptions {
 
 impl Default for VacuumOptions {
     fn default() -> Self {
-        Self { retain: None, full: false, dry_run: false, retention_check: true, parts: VacuumParts::All, clock: clock::system() }
+        Self {
+            retain: None,
+            full: false,
+            dry_run: false,
+            retention_check: true,
+            parts: VacuumParts::All,
+            clock: clock::system(),
+        }
     }
 }
 
@@ -262,13 +269,16 @@ impl Table {
         );
         let paths: Vec<Path> = plan.delete.iter().map(|f| Path::from(f.path.as_str())).collect();
         let (deleted, failed) = delete::delete_all(self.object_store(), paths).await;
-        let done: Vec<VacuumFile> = plan.delete.into_iter().filter(|f| deleted.contains(&Path::from(f.path.as_str()))).collect();
+        let done: Vec<VacuumFile> =
+            plan.delete.into_iter().filter(|f| deleted.contains(&Path::from(f.path.as_str()))).collect();
         let status = if failed.is_empty() { "COMPLETED" } else { "FAILED" };
         let end = DeltaOperation::VacuumEnd { status: status.to_string() };
         let deleted_files = done.len() as u64;
         tally(report, done);
         report.failed = failed;
-        report.commits.push(self.record(end, vec![("numDeletedFiles", deleted_files), ("numVacuumedDirectories", 0)]).await?);
+        report
+            .commits
+            .push(self.record(end, vec![("numDeletedFiles", deleted_files), ("numVacuumedDirectories", 0)]).await?);
         Ok(())
     }
 

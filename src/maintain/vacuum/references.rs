@@ -106,13 +106,17 @@ pub(super) async fn listed_candidates(table: &Table, horizon_ms: i64) -> Result<
     let store = table.object_store();
     store
         .list(None)
-        .map_err(|e| Error::delta(deltalake::DeltaTableError::from(e)).context(format!("listing table {}", table.uri())))
+        .map_err(|e| {
+            Error::delta(deltalake::DeltaTableError::from(e)).context(format!("listing table {}", table.uri()))
+        })
         .try_filter_map(|meta| {
             let keep = vacuumable(meta.location.as_ref(), &partition_columns)
                 && meta.last_modified.timestamp_millis() < horizon_ms;
-            futures::future::ready(Ok(
-                keep.then(|| Candidate { path: meta.location, bytes: meta.size, tombstoned: false })
-            ))
+            futures::future::ready(Ok(keep.then(|| Candidate {
+                path: meta.location,
+                bytes: meta.size,
+                tombstoned: false,
+            })))
         })
         .try_collect()
         .await
@@ -125,7 +129,8 @@ fn vacuumable(path: &str, partition_columns: &[String]) -> bool {
         return false;
     }
     let hidden = top.starts_with('_') || top.starts_with('.');
-    let partition_folder = partition_columns.iter().any(|c| top.strip_prefix(c.as_str()).is_some_and(|r| r.starts_with('=')));
+    let partition_folder =
+        partition_columns.iter().any(|c| top.strip_prefix(c.as_str()).is_some_and(|r| r.starts_with('=')));
     !hidden || top == "_change_data" || top == "_delta_index" || (partition_folder && path.contains('/'))
 }
 
@@ -154,7 +159,13 @@ mod tests {
         for path in ["_delta_log/00000000000000000000.json", "_sediment/tags/v1.json", ".hidden/x", "_tmp/x"] {
             assert!(!vacuumable(path, &partitions), "{path}");
         }
-        for path in ["part-0.parquet", "date=2024-01-01/part-0.parquet", "_change_data/cdc.parquet", "_p=1/x.parquet", "ab/deletion_vector_x.bin"] {
+        for path in [
+            "part-0.parquet",
+            "date=2024-01-01/part-0.parquet",
+            "_change_data/cdc.parquet",
+            "_p=1/x.parquet",
+            "ab/deletion_vector_x.bin",
+        ] {
             assert!(vacuumable(path, &partitions), "{path}");
         }
     }
