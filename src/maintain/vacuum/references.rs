@@ -112,7 +112,7 @@ pub(super) async fn listed_candidates(table: &Table, horizon_ms: i64) -> Result<
         .try_filter_map(|meta| {
             let keep = vacuumable(meta.location.as_ref(), &partition_columns)
                 && meta.last_modified.timestamp_millis() < horizon_ms;
-            futures::future::ready(Ok(keep.then(|| Candidate {
+            futures::future::ready(Ok(keep.then_some(Candidate {
                 path: meta.location,
                 bytes: meta.size,
                 tombstoned: false,
