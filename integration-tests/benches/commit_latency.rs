@@ -16,11 +16,12 @@
 //!
 //! It prints a table of figures; nothing here is a pass/fail test.
 
+#[path = "../tests/it/raw_log.rs"]
+mod raw_log;
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures::StreamExt;
-use object_store::ObjectStoreExt as _;
 use sediment::deltalake::protocol::SaveMode;
 use sediment::{IoLimiter, OpenOptions, Table, WriteOptions};
 
@@ -85,37 +86,9 @@ fn arg(name: &str) -> Option<String> {
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
 }
 
-/// A table of `n` commits: one real append, then commits adding a copy of its file,
-/// written several at a time, and a checkpoint every 100 versions.
+/// A table of `n` commits of one row each and a checkpoint where writers leave it.
 async fn build_log(uri: &str, n: u64) {
-    let mut table = Table::open_or_new(uri, Default::default()).await.unwrap();
-    table.write([sediment::demo::events_batch(0, 1)], WriteOptions::append()).await.unwrap();
-    let store = table.object_store();
-    let first = table.files().unwrap().remove(0).path;
-    let log0 = store.get(&"_delta_log/00000000000000000000.json".into()).await.unwrap().bytes().await.unwrap();
-    let add: serde_json::Value = std::str::from_utf8(&log0)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|a| a.get("add").is_some())
-        .unwrap()["add"]
-        .clone();
-    futures::stream::iter(1..n)
-        .map(|v| {
-            let (store, first, mut add) = (store.clone(), first.clone(), add.clone());
-            async move {
-                let path = format!("part-{v:06}-copy.parquet");
-                store.copy(&first.as_str().into(), &path.as_str().into()).await.unwrap();
-                add["path"] = path.into();
-                let info = serde_json::json!({"commitInfo": {"timestamp": chrono::Utc::now().timestamp_millis(),
-                    "operation": "WRITE", "operationParameters": {"mode": "Append"}, "readVersion": v - 1}});
-                let body = format!("{info}\n{}\n", serde_json::json!({ "add": add }));
-                store.put(&format!("_delta_log/{v:020}.json").as_str().into(), body.into_bytes().into()).await.unwrap();
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
+    raw_log::table_of_one_row_appends(uri, n).await;
     // Checkpoints where writers leave them; the last one is what readers start from.
     let last = (n - 1) / 100 * 100;
     if last > 0 {

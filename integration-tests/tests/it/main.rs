@@ -19,6 +19,7 @@ mod faults;
 mod interop;
 mod merge;
 mod merge_model;
+mod raw_log;
 mod s3_table;
 mod table_writer;
 mod tags;

@@ -225,38 +225,8 @@ async fn a_restore_whose_commit_fails_changes_nothing_and_a_rerun_restores() {
 #[tokio::test]
 async fn log_cleanup_keeps_a_tag_from_before_the_horizon_readable_by_another_reader() {
     let uri = s3_uri("log-cleanup");
-    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    table.write([sediment::demo::events_batch(0, 1)], WriteOptions::append()).await.unwrap();
-    // 1,049 more appends of one row each, written the way a writer's commits look but
-    // several at a time (a commit each through the engine would take minutes on the
-    // test server): a copy of the first data file and a commit adding it.
+    let mut table = crate::raw_log::table_of_one_row_appends(&uri, 1_050).await;
     let store = table.object_store();
-    let first = table.files().unwrap().remove(0);
-    let version_0 = store.get(&"_delta_log/00000000000000000000.json".into()).await.unwrap().bytes().await.unwrap();
-    let add: serde_json::Value = std::str::from_utf8(&version_0)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .find(|a| a.get("add").is_some())
-        .unwrap()["add"]
-        .clone();
-    use futures::StreamExt as _;
-    futures::stream::iter(1..1_050u64)
-        .map(|v| {
-            let (store, first, mut add) = (store.clone(), first.path.clone(), add.clone());
-            async move {
-                let path = format!("part-{v:05}-copy.parquet");
-                store.copy(&first.as_str().into(), &path.as_str().into()).await.unwrap();
-                add["path"] = path.into();
-                let info = serde_json::json!({"commitInfo": {"timestamp": Utc::now().timestamp_millis(),
-                    "operation": "WRITE", "operationParameters": {"mode": "Append"}, "readVersion": v - 1}});
-                let body = format!("{info}\n{}\n", serde_json::json!({ "add": add }));
-                store.put(&format!("_delta_log/{v:020}.json").as_str().into(), body.into_bytes().into()).await.unwrap();
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<_>>()
-        .await;
     for v in [99, 999] {
         Table::open_with(&uri, OpenOptions::new().version(v)).await.unwrap().checkpoint().await.unwrap();
     }
