@@ -56,13 +56,7 @@ fn parse_commit(version: u64, bytes: &[u8]) -> Result<HistoryEntry> {
         engine: None,
         read_version: None,
     };
-    for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let action: Value = serde_json::from_slice(line).map_err(|e| {
-            Error::new(ErrorKind::Data, format!("commit {version} line {} is not valid json: {e}", n + 1))
-        })?;
+    for action in crate::table::log::commit_actions::<Value>(version, bytes)? {
         if let Some(info) = action.get("commitInfo") {
             entry.timestamp = info.get("inCommitTimestamp").or_else(|| info.get("timestamp")).and_then(Value::as_i64);
             entry.operation = info.get("operation").and_then(Value::as_str).map(str::to_string);

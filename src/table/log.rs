@@ -61,13 +61,7 @@ impl CommitFiles {
     /// Parse commit `version` of the table rooted at `root`.
     pub fn parse(version: u64, bytes: &[u8], root: &url::Url) -> Result<Self> {
         let mut files = CommitFiles { version, ..Default::default() };
-        for (n, line) in bytes.split(|b| *b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let line: Line = serde_json::from_slice(line).map_err(|e| {
-                Error::new(ErrorKind::Data, format!("commit {version} line {} is not a valid action: {e}", n + 1))
-            })?;
+        for line in commit_actions::<Line>(version, bytes)? {
             for file in [line.add, line.remove].into_iter().flatten() {
                 files.data.extend(log_path(&file.path));
                 if let Some(dv) = &file.deletion_vector {
@@ -83,6 +77,21 @@ impl CommitFiles {
         }
         Ok(files)
     }
+}
+
+/// The actions of commit `version`, one JSON object a line (blank lines skipped); an
+/// error naming the commit and line that does not parse.
+pub(crate) fn commit_actions<T: serde::de::DeserializeOwned>(version: u64, bytes: &[u8]) -> Result<Vec<T>> {
+    bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(n, line)| {
+            serde_json::from_slice(line).map_err(|e| {
+                Error::new(ErrorKind::Data, format!("commit {version} line {} is not valid json: {e}", n + 1))
+            })
+        })
+        .collect()
 }
 
 impl Table {
