@@ -140,13 +140,18 @@ impl Table {
     /// The first partition column holding dates, or an error asking for `--column`.
     fn date_partition_column(&self, partitions: &[String]) -> Result<String> {
         let schema = self.arrow_schema()?;
-        let files = self.plan_scan(None)?.files;
+        // The file list is only needed (once) to look at string columns' values.
+        let mut files = None;
         let iso_date = |v: &str| chrono::NaiveDate::parse_from_str(v.get(..10).unwrap_or(v), "%Y-%m-%d").is_ok();
         for column in partitions {
             let Ok(field) = schema.field_with_name(column) else { continue };
             let dated = match field.data_type() {
                 DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => true,
                 DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                    let files = match &mut files {
+                        Some(files) => &*files,
+                        None => &*files.insert(self.plan_scan(None)?.files),
+                    };
                     let mut values =
                         files.iter().filter_map(|a| a.partition_values.get(column).cloned().flatten()).peekable();
                     values.peek().is_some() && values.all(|v| iso_date(&v))

@@ -179,22 +179,19 @@ impl Table {
     async fn check_present(&self, adds: &[Add], version: u64) -> Result<()> {
         let store = self.object_store();
         let root = self.delta().table_url().clone();
-        let mut paths: Vec<String> = adds.iter().map(|a| a.path.clone()).collect();
-        let mut vectors: Vec<String> = adds
-            .iter()
-            .filter_map(|a| vector_file(&root, a.deletion_vector.as_ref()?))
-            .map(|p| p.to_string())
-            .collect();
+        let mut paths: Vec<deltalake::Path> =
+            adds.iter().map(|a| log_path(&a.path).unwrap_or_else(|| deltalake::Path::from(a.path.as_str()))).collect();
+        let mut vectors: Vec<deltalake::Path> =
+            adds.iter().filter_map(|a| vector_file(&root, a.deletion_vector.as_ref()?)).collect();
         vectors.sort();
         vectors.dedup();
         paths.extend(vectors);
         let missing: Vec<String> = futures::stream::iter(paths)
-            .map(|path| {
+            .map(|location| {
                 let store = store.clone();
                 async move {
-                    let location = log_path(&path).unwrap_or_else(|| deltalake::Path::from(path.as_str()));
                     match store.head(&location).await {
-                        Err(object_store::Error::NotFound { .. }) => Ok(Some(path)),
+                        Err(object_store::Error::NotFound { .. }) => Ok(Some(location.to_string())),
                         Err(e) => Err(Error::delta(deltalake::DeltaTableError::from(e))),
                         Ok(_) => Ok(None),
                     }
