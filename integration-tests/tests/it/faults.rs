@@ -39,6 +39,9 @@ struct FlakyStore {
     deletes_left: Option<Arc<std::sync::atomic::AtomicI64>>,
     /// Puts of commits (`_delta_log/*.json`) that fail before the next succeeds.
     commit_failures: Option<Arc<AtomicUsize>>,
+    /// The two faults above hang (never answer) instead of failing: the process froze
+    /// there and is killed (its future dropped), no code of its running after.
+    hang: bool,
 }
 
 impl FlakyStore {
@@ -54,6 +57,7 @@ impl FlakyStore {
             race: Default::default(),
             deletes_left: None,
             commit_failures: None,
+            hang: false,
         }
     }
 
@@ -86,6 +90,20 @@ pub fn jittery_store(jitter_ms: u64) -> Arc<dyn ObjectStore> {
 /// fail (set `left` again to let them through).
 pub fn store_failing_deletes(left: Arc<std::sync::atomic::AtomicI64>) -> Arc<dyn ObjectStore> {
     Arc::new(FlakyStore { deletes_left: Some(left), ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0))) })
+}
+
+/// [`store_failing_deletes`], but the deletes past `left` never answer.
+pub fn store_hanging_deletes(left: Arc<std::sync::atomic::AtomicI64>) -> Arc<dyn ObjectStore> {
+    Arc::new(FlakyStore { deletes_left: Some(left), hang: true, ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0))) })
+}
+
+/// [`store_failing_commits`], but those puts never answer.
+pub fn store_hanging_commits(failures: Arc<AtomicUsize>) -> Arc<dyn ObjectStore> {
+    Arc::new(FlakyStore {
+        commit_failures: Some(failures),
+        hang: true,
+        ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0)))
+    })
 }
 
 /// The local file system behind a store that fails the next `failures` commit puts.
@@ -140,6 +158,9 @@ impl ObjectStore for FlakyStore {
             && let Some(failures) = &self.commit_failures
             && failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
         {
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
             return Err(object_store::Error::Generic {
                 store: "flaky",
                 source: "injected failure putting a commit".into(),
@@ -169,13 +190,16 @@ impl ObjectStore for FlakyStore {
         let Some(left) = self.deletes_left.clone() else {
             return self.inner.delete_stream(locations);
         };
-        let inner = self.inner.clone();
+        let (inner, hang) = (self.inner.clone(), self.hang);
         locations
             .then(move |location| {
                 let (inner, left) = (inner.clone(), left.clone());
                 async move {
                     let location = location?;
                     if left.fetch_sub(1, Ordering::SeqCst) <= 0 {
+                        if hang {
+                            std::future::pending::<()>().await;
+                        }
                         return Err(object_store::Error::Generic {
                             store: "flaky",
                             source: format!("injected failure deleting {location}").into(),
