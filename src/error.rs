@@ -147,13 +147,21 @@ pub(crate) fn missing_file(err: &(dyn std::error::Error + 'static)) -> Option<St
         if let Some(object_store::Error::NotFound { path, .. }) = e.downcast_ref::<object_store::Error>() {
             return Some(path.clone());
         }
+        // A deletion-vector file the kernel could not find.
+        if let Some(delta_kernel::Error::FileNotFound(path)) = e.downcast_ref::<delta_kernel::Error>() {
+            return Some(path.clone());
+        }
         current = e.source();
     }
-    // The parquet reader turns storage errors into text: object_store's own wording.
+    // The parquet reader and the kernel turn storage errors into text: their wordings.
     let text = err.to_string();
-    let start = text.find("Object at location ")? + "Object at location ".len();
-    let end = start + text[start..].find(" not found")?;
-    Some(text[start..end].to_string())
+    if let Some(start) = text.find("Object at location ").map(|i| i + "Object at location ".len())
+        && let Some(end) = text[start..].find(" not found")
+    {
+        return Some(text[start..start + end].to_string());
+    }
+    let start = text.find("File not found: ")? + "File not found: ".len();
+    Some(text[start..].lines().next().unwrap_or_default().trim().to_string())
 }
 
 impl From<DeltaTableError> for Error {
@@ -196,5 +204,23 @@ impl From<deltalake::datafusion::error::DataFusionError> for Error {
             _ => ErrorKind::Internal,
         };
         Self { kind, message: err.to_string(), source: Some(Box::new(err)) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::missing_file;
+
+    #[test]
+    fn missing_files_are_found_in_the_readers_wordings() {
+        let store = object_store::Error::NotFound { path: "a/b.parquet".into(), source: "gone".into() };
+        assert_eq!(missing_file(&store).as_deref(), Some("a/b.parquet"));
+        let kernel = delta_kernel::Error::FileNotFound("/t/deletion_vector_x.bin".into());
+        assert_eq!(missing_file(&kernel).as_deref(), Some("/t/deletion_vector_x.bin"));
+        let text = std::io::Error::other("External error: Kernel error: File not found: /t/deletion_vector_y.bin");
+        assert_eq!(missing_file(&text).as_deref(), Some("/t/deletion_vector_y.bin"));
+        let text = std::io::Error::other("Parquet error: Object at location /t/p.parquet not found: No such file");
+        assert_eq!(missing_file(&text).as_deref(), Some("/t/p.parquet"));
+        assert_eq!(missing_file(&std::io::Error::other("permission denied")), None);
     }
 }
