@@ -15,6 +15,7 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 source scripts/s3-env.sh
+source scripts/pg-env.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
 source scripts/s3-env.sh
+source scripts/pg-env.sh
 export SEDIMENT_BIN="$CARGO_TARGET_DIR/debug/sediment"
 "$@"

@@ -4,6 +4,7 @@
 //! which exports `SEDIMENT_TEST_S3_ENDPOINT` and the `AWS_*` variables) and against
 //! the real Delta tables in `../shared/conformance/`.
 
+mod catalog;
 mod change_feed;
 mod cli;
 mod common;
