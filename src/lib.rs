@@ -44,6 +44,7 @@ pub mod demo;
 pub mod error;
 pub mod maintain;
 pub mod read;
+pub mod service;
 pub mod table;
 pub mod write;
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::error::{CatalogError, Result};
 
 /// A table's layer in the medallion architecture.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Layer {
@@ -65,6 +66,7 @@ pub fn validate_table_name(name: &str) -> Result<()> {
 }
 
 /// A table to register.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTable {
@@ -103,6 +105,7 @@ impl NewTable {
 }
 
 /// A registered table.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableEntry {
     pub name: String,
@@ -118,6 +121,7 @@ pub struct TableEntry {
 }
 
 /// What a job does.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobKind {
@@ -157,6 +161,7 @@ impl std::fmt::Display for JobKind {
 }
 
 /// Where a job is in its life.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
@@ -226,6 +231,7 @@ pub struct NewJob {
 }
 
 /// A job: one plan for one table, and the attempts at running it.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: i64,
@@ -271,11 +277,12 @@ pub enum JobOutcome {
     Succeeded {
         report: Value,
     },
-    /// Failed; retried at `retry_at` when attempts remain, else failed for good.
+    /// Failed; retried at `retry_at` when attempts remain, else (or with `None`: an
+    /// error retrying cannot mend) failed for good.
     Failed {
         error: String,
         report: Option<Value>,
-        retry_at: DateTime<Utc>,
+        retry_at: Option<DateTime<Utc>>,
     },
     /// Stopped on a cancel request.
     Cancelled {
@@ -298,6 +305,7 @@ pub enum Lease {
 }
 
 /// A tag as mirrored from a table's `_sediment/tags` (which stays the truth).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TagEntry {
     pub table: String,

@@ -382,9 +382,9 @@ impl Catalog for SqlCatalog {
             .bind(ms(now)),
             JobOutcome::Failed { error, report, retry_at } => sqlx::query(sql!(
                 "UPDATE sediment_jobs SET \
-                 state = CASE WHEN attempt < max_attempts AND cancel_requested = 0 THEN 'scheduled' ELSE 'failed' END, \
-                 finished_at = CASE WHEN attempt < max_attempts AND cancel_requested = 0 THEN NULL ELSE $4 END, \
-                 run_after = CASE WHEN attempt < max_attempts AND cancel_requested = 0 THEN $6 ELSE run_after END, \
+                 state = CASE WHEN attempt < max_attempts AND cancel_requested = 0 AND $6 >= 0 THEN 'scheduled' ELSE 'failed' END, \
+                 finished_at = CASE WHEN attempt < max_attempts AND cancel_requested = 0 AND $6 >= 0 THEN NULL ELSE $4 END, \
+                 run_after = CASE WHEN attempt < max_attempts AND cancel_requested = 0 AND $6 >= 0 THEN $6 ELSE run_after END, \
                  error = $5, report = $3, lease_expires_at = NULL",
                 fenced,
                 JOB_COLUMNS
@@ -394,7 +394,7 @@ impl Catalog for SqlCatalog {
             .bind(report.as_ref().map(|r| r.to_string()))
             .bind(ms(now))
             .bind(error.clone())
-            .bind(ms(*retry_at)),
+            .bind((*retry_at).map(ms).unwrap_or(-1)),
             JobOutcome::Cancelled { report } => sqlx::query(sql!(
                 "UPDATE sediment_jobs SET state = 'cancelled', report = $3, finished_at = $4, lease_expires_at = NULL",
                 fenced,

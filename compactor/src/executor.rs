@@ -200,11 +200,16 @@ impl CompactionReport {
 /// A progress callback: bins finished so far, bins planned, bytes read so far.
 pub type ProgressFn = Arc<dyn Fn(usize, usize, u64) + Send + Sync>;
 
+/// Called right before every commit; an `Err` refuses the commit (the job stops with a
+/// conflict naming the reason, its written files left for vacuum). The service's
+/// lease fence is one: a worker commits only while it still holds its job's lease.
+pub type CommitGuard = Arc<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
+
 /// Runs compaction plans against one table.
 pub struct CompactionExecutor {
     table: DeltaTable,
     settings: ExecutorSettings,
-    before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
+    before_commit: Option<CommitGuard>,
     progress: Option<ProgressFn>,
 }
 
@@ -248,9 +253,10 @@ impl CompactionExecutor {
         Self { table, settings, before_commit: None, progress: None }
     }
 
-    /// Call `hook` right before every commit (fault injection in tests: a hook that
-    /// aborts the process is a crash between writing files and committing).
-    pub fn with_before_commit(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+    /// Call `hook` right before every commit: a fence (an `Err` refuses the commit), or
+    /// fault injection in tests (a hook that aborts the process is a crash between
+    /// writing files and committing).
+    pub fn with_before_commit(mut self, hook: CommitGuard) -> Self {
         self.before_commit = Some(hook);
         self
     }
@@ -481,7 +487,7 @@ impl CompactionExecutor {
             info.info.insert("clientVersion".into(), serde_json::Value::String(self.settings.engine_info.clone()));
             actions.insert(0, Action::CommitInfo(info));
             if let Some(hook) = &self.before_commit {
-                hook();
+                hook().map_err(|reason| CompactionError::Conflict(format!("commit refused: {reason}")))?;
             }
             // No post-commit log cleanup (a listing of the whole log per commit): that is
             // retention's job.

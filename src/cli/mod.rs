@@ -20,6 +20,8 @@ mod output;
 mod render;
 mod restore;
 mod scan;
+mod serve;
+mod tables;
 mod tag;
 mod vacuum;
 
@@ -90,6 +92,13 @@ enum Command {
     Compact(compact::CompactArgs),
     /// Write a bronze events table the way a streaming writer would, then inspect it.
     Demo(demo::DemoArgs),
+    /// Run the daemon: scheduler, workers and the HTTP API over a catalog of tables.
+    Serve(serve::ServiceArgs),
+    /// Schedule what is due, run it, exit (for cron and Kubernetes CronJobs): exit code
+    /// 0 when nothing failed, 10 when a job failed.
+    RunOnce(serve::ServiceArgs),
+    /// The catalog's tables: list, register, describe, unregister, discover.
+    Tables(tables::TablesArgs),
 }
 
 /// Run one parsed command line.
@@ -113,11 +122,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => explain::explain(args, options, json).await,
         Command::Compact(args) => compact::compact(args, options, json).await,
         Command::Demo(args) => demo::demo(args, json).await,
+        Command::Serve(args) => serve::serve(args).await,
+        Command::RunOnce(args) => serve::run_once(args, json).await,
+        Command::Tables(args) => tables::tables(args, json).await,
     }
 }
 
 /// The exit code for an error: the kind of the first [`crate::Error`] in its chain
-/// (see [`crate::ErrorKind::exit_code`]), else 1.
+/// (see [`crate::ErrorKind::exit_code`]), else 1; `run-once` whose jobs failed: 10.
 pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<serve::JobsFailed>().is_some() {
+        return serve::JOBS_FAILED_EXIT_CODE;
+    }
     err.chain().find_map(|e| e.downcast_ref::<crate::Error>()).map(|e| e.kind().exit_code() as u8).unwrap_or(1)
 }

@@ -15,9 +15,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::sync::Arc;
-
-pub use sediment_compactor::executor::{AbandonedBin, ProgressFn};
+pub use sediment_compactor::executor::{AbandonedBin, CommitGuard, ProgressFn};
 pub use sediment_compactor::{
     Clustering, CompactionPlan, CompactionReport, ExecutorSettings, FileView, PartitionKey, PlannerSettings,
     TableHealth,
@@ -48,8 +46,9 @@ pub struct CompactOptions {
     pub max_deleted_rows_ratio: Option<f64>,
     /// Executor knobs (parallelism, memory, commit cadence).
     pub executor: ExecutorSettings,
-    /// Called before every commit (fault injection).
-    pub before_commit: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Called before every commit: a fence that may refuse it (the service's lease
+    /// check), or fault injection.
+    pub before_commit: Option<CommitGuard>,
     /// Called as bins finish.
     pub progress: Option<ProgressFn>,
 }

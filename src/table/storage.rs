@@ -99,3 +99,15 @@ impl ObjectStoreFactory for SharedMemoryFactory {
         Ok((store, Path::from_url_path(url.path())?))
     }
 }
+
+/// A store rooted at `uri` (a table's folder or any prefix), built the way tables
+/// are opened: paths given to it are relative to `uri`.
+pub fn store_at(uri: &str, options: StorageOptions) -> Result<Arc<dyn deltalake::ObjectStore>> {
+    let url = parse_table_uri(uri, false)?;
+    let table = deltalake::DeltaTableBuilder::from_url(url)
+        .map_err(|e| Error::delta(e).context(format!("location {uri}")))?
+        .with_storage_options(options)
+        .build()
+        .map_err(|e| Error::delta(e).context(format!("location {uri}")))?;
+    Ok(table.object_store())
+}

@@ -190,7 +190,7 @@ async fn failures_retry_then_fail(catalog: Arc<dyn Catalog>) {
     new.max_attempts = 2;
     let id = catalog.enqueue(new, t(0)).await.unwrap().unwrap().id;
     catalog.claim("d1", t(60), t(0)).await.unwrap().unwrap();
-    let failed = JobOutcome::Failed { error: "storage unavailable".into(), report: None, retry_at: t(30) };
+    let failed = JobOutcome::Failed { error: "storage unavailable".into(), report: None, retry_at: Some(t(30)) };
     let retried = catalog.finish(id, "d1", failed.clone(), t(5)).await.unwrap();
     assert_eq!((retried.state, retried.run_after, retried.finished_at), (JobState::Scheduled, t(30), None));
     assert_eq!(retried.error.as_deref(), Some("storage unavailable"));
@@ -204,6 +204,12 @@ async fn failures_retry_then_fail(catalog: Arc<dyn Catalog>) {
         Some(id)
     );
     assert!(catalog.last_finished("a.t", JobKind::Checkpoint, Some(JobState::Succeeded)).await.unwrap().is_none());
+    // An error retrying cannot mend fails at once, attempts left or not.
+    let id = catalog.enqueue(job("a.t", JobKind::Checkpoint, t(40)), t(40)).await.unwrap().unwrap().id;
+    catalog.claim("d1", t(90), t(40)).await.unwrap().unwrap();
+    let permanent = JobOutcome::Failed { error: "not a delta table".into(), report: None, retry_at: None };
+    let ended = catalog.finish(id, "d1", permanent, t(41)).await.unwrap();
+    assert_eq!((ended.state, ended.attempt), (JobState::Failed, 1));
 }
 
 async fn cancel_and_give_back(catalog: Arc<dyn Catalog>) {

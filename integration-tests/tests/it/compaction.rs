@@ -257,7 +257,7 @@ async fn bins_whose_inputs_a_concurrent_delete_removed_are_given_up() {
     // Right before the compactor's first commit, another writer deletes a partition.
     let hook = move || {
         if hook_fired.swap(true, Ordering::SeqCst) {
-            return;
+            return Ok(());
         }
         let uri = hook_uri.clone();
         tokio::task::block_in_place(|| {
@@ -266,6 +266,7 @@ async fn bins_whose_inputs_a_concurrent_delete_removed_are_given_up() {
                 t.delta().clone().delete().with_predicate("event_date = '2024-05-01'").await.unwrap();
             })
         });
+        Ok(())
     };
     let options = CompactOptions { before_commit: Some(Arc::new(hook)), ..Default::default() };
     let report = table.compact(options).await.unwrap();

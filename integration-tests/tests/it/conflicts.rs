@@ -139,6 +139,7 @@ async fn a_delete_wins_against_a_compaction_of_its_files() {
                 })
             });
             deleted.lock().unwrap().get_or_insert(report);
+            Ok(())
         })
     };
     let options = CompactOptions { before_commit: Some(hook), ..Default::default() };

@@ -67,7 +67,11 @@ async fn a_bin_whose_input_gained_deletes_is_given_up() {
         let report = t.delete("order_id = 30").await.unwrap();
         assert_eq!(report.files_marked, 1, "{report:?}");
     });
-    let options = CompactOptions { before_commit: Some(hook), ..Default::default() };
+    let guard: sediment::maintain::compaction::CommitGuard = std::sync::Arc::new(move || {
+        hook();
+        Ok(())
+    });
+    let options = CompactOptions { before_commit: Some(guard), ..Default::default() };
     let report = table.compact(options).await.unwrap();
     model.remove(&30);
     assert_eq!(report.bins_planned, 1, "{report:?}");

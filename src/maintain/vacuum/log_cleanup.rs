@@ -169,15 +169,25 @@ pub fn plan_log(files: &[LogFile], pins: &[u64], hint: Option<u64>, horizon_ms: 
 }
 
 /// Run the log half of a vacuum at `now`, keeping the versions of `live` tags.
-pub(super) async fn clean(table: &Table, now: DateTime<Utc>, live: &[Tag], dry_run: bool) -> Result<LogCleanupReport> {
+/// `retain`: keep log entries this long (`None`: the table's `delta.logRetentionDuration`).
+pub(super) async fn clean(
+    table: &Table,
+    now: DateTime<Utc>,
+    live: &[Tag],
+    dry_run: bool,
+    retain: Option<chrono::Duration>,
+) -> Result<LogCleanupReport> {
     let mut report = LogCleanupReport::default();
     let state = table.state()?;
     if !state.table_config().enable_expired_log_cleanup() {
         report.skipped = Some("the table sets delta.enableExpiredLogCleanup = false".into());
         return Ok(report);
     }
-    let retention = retention_property(table, "delta.logRetentionDuration")?
-        .unwrap_or_else(|| std_duration(state.table_config().log_retention_duration()));
+    let retention = match retain {
+        Some(retain) => retain,
+        None => retention_property(table, "delta.logRetentionDuration")?
+            .unwrap_or_else(|| std_duration(state.table_config().log_retention_duration())),
+    };
     let horizon = now - retention;
     report.horizon = Some(horizon);
     let files = list_log(table).await?;
@@ -241,8 +251,8 @@ async fn list_log(table: &Table) -> Result<Vec<LogFile>> {
         .collect())
 }
 
-/// The version `_delta_log/_last_checkpoint` names, if it exists and parses.
-async fn last_checkpoint_version(table: &Table) -> Result<Option<u64>> {
+/// The version `_delta_log/_last_checkpoint` names, if it exists and parses (one GET).
+pub async fn last_checkpoint_version(table: &Table) -> Result<Option<u64>> {
     use object_store::ObjectStoreExt as _;
     let path = Path::from("_delta_log/_last_checkpoint");
     match table.object_store().get(&path).await {

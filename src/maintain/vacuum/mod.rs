@@ -77,6 +77,8 @@ pub struct VacuumOptions {
     /// Refuse a `retain` shorter than the table's property.
     pub retention_check: bool,
     pub parts: VacuumParts,
+    /// Keep log entries this long; `None`: the table's `delta.logRetentionDuration`.
+    pub log_retain: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
 
@@ -88,6 +90,7 @@ impl Default for VacuumOptions {
             dry_run: false,
             retention_check: true,
             parts: VacuumParts::All,
+            log_retain: None,
             clock: clock::system(),
         }
     }
@@ -108,6 +111,11 @@ impl VacuumOptions {
     }
     pub fn retention_check(mut self, check: bool) -> Self {
         self.retention_check = check;
+        self
+    }
+    /// Keep log entries `retain` long, whatever the table's `delta.logRetentionDuration`.
+    pub fn log_retain(mut self, retain: Duration) -> Self {
+        self.log_retain = Some(retain);
         self
     }
     pub fn parts(mut self, parts: VacuumParts) -> Self {
@@ -221,7 +229,7 @@ impl Table {
             }
         }
         if options.parts != VacuumParts::DataOnly {
-            report.log = Some(log_cleanup::clean(self, now, &live, options.dry_run).await?);
+            report.log = Some(log_cleanup::clean(self, now, &live, options.dry_run, options.log_retain).await?);
         }
         report.duration_ms = started.elapsed().as_millis() as u64;
         Ok(report)

@@ -1,0 +1,239 @@
+//! One job, one library call: a job's kind and options (a [`JobRequest`]) with the
+//! table's policy become the options of [`Table::compact`], [`Table::vacuum`],
+//! [`Table::checkpoint`] or [`Table::expire`], run under the job's lease fence; the
+//! operation's report (plus `table_version` and `duration_ms`) is the job's report.
+//!
+//! Fencing: compaction asks the fence right before each of its commits and commits
+//! only while the lease is held with time to spare; vacuum, checkpoint and expire ask
+//! it before they start (each is safe to run twice: a second vacuum finds nothing, a
+//! checkpoint of a version is the same file, an expiry removes nothing more).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use sediment_catalog::{Job, Policy};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::Service;
+use crate::error::{Error, Result};
+use crate::maintain::{CompactOptions, ExpireOptions, VacuumOptions};
+use crate::table::clock::Clock;
+
+/// What a job request may say (`POST /api/v1/tables/{name}/jobs`); every field is
+/// optional and defaults to the table's policy.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JobRequest {
+    /// Small-file compaction.
+    Compact {
+        /// Only partitions matching this predicate over partition columns.
+        #[serde(default, rename = "where", skip_serializing_if = "Option::is_none")]
+        filter: Option<String>,
+        /// Target file size, e.g. "256MiB".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>)]
+        target_file_size: Option<ByteSize>,
+        /// Rewrite at most about this much, e.g. "10GiB".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>)]
+        max_bytes: Option<ByteSize>,
+    },
+    /// Delete files and log entries no kept version needs.
+    Vacuum {
+        /// Retention, e.g. "7d".
+        #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>)]
+        retention: Option<Duration>,
+        /// Also delete files no version references.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        full: Option<bool>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+    /// Write a checkpoint of the current version.
+    Checkpoint {},
+    /// Remove rows older than a horizon.
+    Expire {
+        /// The horizon, e.g. "400d".
+        #[serde(default, with = "humantime_serde::option", skip_serializing_if = "Option::is_none")]
+        #[schema(value_type = Option<String>)]
+        older_than: Option<Duration>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        column: Option<String>,
+        #[serde(default)]
+        dry_run: bool,
+    },
+}
+
+impl JobRequest {
+    /// Parse a job's stored options.
+    pub fn from_options(options: &Value) -> Result<Self> {
+        serde_json::from_value(options.clone()).map_err(|e| Error::invalid(format!("job options {options}: {e}")))
+    }
+
+    /// Its kind.
+    pub fn kind(&self) -> sediment_catalog::JobKind {
+        use sediment_catalog::JobKind as K;
+        match self {
+            JobRequest::Compact { .. } => K::Compact,
+            JobRequest::Vacuum { .. } => K::Vacuum,
+            JobRequest::Checkpoint {} => K::Checkpoint,
+            JobRequest::Expire { .. } => K::Expire,
+        }
+    }
+}
+
+/// Overrides of a compaction request over the policy.
+#[derive(Debug, Clone, Default)]
+pub struct CompactOverrides {
+    pub filter: Option<String>,
+    pub target_file_size: Option<u64>,
+    pub max_bytes: Option<u64>,
+}
+
+/// The compaction options a policy (and a request's overrides) asks for.
+pub fn compact_options(policy: &Policy, overrides: &CompactOverrides) -> CompactOptions {
+    let c = &policy.compaction;
+    CompactOptions {
+        target_file_size: Some(overrides.target_file_size.unwrap_or(c.target_file_size.as_u64())),
+        min_input_files: Some(2),
+        max_bytes: Some(overrides.max_bytes.unwrap_or(c.max_bytes_per_run.as_u64())),
+        max_deleted_rows_ratio: Some(c.max_deleted_rows_ratio),
+        filter: overrides.filter.clone(),
+        ..Default::default()
+    }
+}
+
+/// A worker's proof that it still holds a job's lease, kept up to date by the heartbeat.
+#[derive(Debug)]
+pub struct LeaseFence {
+    job: i64,
+    expires_ms: AtomicI64,
+    lost: AtomicBool,
+    margin_ms: i64,
+    clock: Arc<dyn Clock>,
+}
+
+impl LeaseFence {
+    /// A fence for a lease until `expires`, refusing commits within `margin` of it.
+    pub fn new(job: i64, expires: chrono::DateTime<chrono::Utc>, margin: Duration, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            job,
+            expires_ms: AtomicI64::new(expires.timestamp_millis()),
+            lost: AtomicBool::new(false),
+            margin_ms: margin.as_millis() as i64,
+            clock,
+        }
+    }
+
+    /// The lease was renewed until `expires`.
+    pub fn renewed(&self, expires: chrono::DateTime<chrono::Utc>) {
+        self.expires_ms.store(expires.timestamp_millis(), Ordering::SeqCst);
+    }
+
+    /// The lease is gone (taken over or finished elsewhere).
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the lease is held with time to spare.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(format!("job {} lost its lease to another daemon", self.job));
+        }
+        let now = self.clock.now().timestamp_millis();
+        let expires = self.expires_ms.load(Ordering::SeqCst);
+        if now + self.margin_ms >= expires {
+            return Err(format!(
+                "the lease of job {} runs out in {} ms (its heartbeats are not getting through)",
+                self.job,
+                expires - now
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Run `job`; its report on success.
+pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result<Value> {
+    let inner = service.inner();
+    let started = std::time::Instant::now();
+    let entry = inner.catalog.table(&job.table).await?;
+    let policy = inner.policies.get(entry.layer).with_overrides(&entry.policy)?;
+    let request = JobRequest::from_options(&job.options)?;
+    let mut table = super::ops::open_table(service, &entry).await?;
+    let mut report = match request {
+        JobRequest::Compact { filter, target_file_size, max_bytes } => {
+            let overrides = CompactOverrides {
+                filter,
+                target_file_size: target_file_size.map(|s| s.as_u64()),
+                max_bytes: max_bytes.map(|s| s.as_u64()),
+            };
+            let mut options = compact_options(&policy, &overrides);
+            let workers = &inner.settings.workers;
+            options.executor.memory_budget = workers.memory_budget.as_u64() / workers.concurrency as u64;
+            let guard = fence.clone();
+            options.before_commit = Some(Arc::new(move || guard.check()));
+            let report = table.compact(options).await?;
+            let amplification = report.write_amplification();
+            ::metrics::counter!(super::metrics::BYTES_READ, "kind" => "compact").increment(report.bytes_read);
+            ::metrics::counter!(super::metrics::BYTES_WRITTEN, "kind" => "compact").increment(report.bytes_written);
+            ::metrics::counter!(super::metrics::COMMIT_CONFLICTS).increment(report.commit_conflicts as u64);
+            if report.bytes_written > 0 {
+                ::metrics::histogram!(super::metrics::WRITE_AMPLIFICATION).record(amplification);
+            }
+            let mut value = serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?;
+            value["write_amplification"] = json!(amplification);
+            value["files"] = json!({ "removed": report.files_removed, "added": report.files_added });
+            value
+        }
+        JobRequest::Vacuum { retention, full, dry_run } => {
+            fence.check().map_err(Error::conflict)?;
+            let v = &policy.vacuum;
+            let retain = retention.unwrap_or(v.retention);
+            let options = VacuumOptions::default()
+                .retain(chrono::Duration::from_std(retain).map_err(|e| Error::invalid(e.to_string()))?)
+                .log_retain(chrono::Duration::from_std(v.log_retention).map_err(|e| Error::invalid(e.to_string()))?)
+                .full(full.unwrap_or(v.full))
+                .dry_run(dry_run)
+                .with_clock(inner.clock.clone());
+            let report = table.vacuum(options).await?;
+            let mut value = serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?;
+            // Counts stay; the list of every deleted path does not belong in a job record.
+            if let Some(map) = value.as_object_mut() {
+                map.remove("files");
+            }
+            value
+        }
+        JobRequest::Checkpoint {} => {
+            fence.check().map_err(Error::conflict)?;
+            serde_json::to_value(table.checkpoint().await?).map_err(|e| Error::internal(e.to_string()))?
+        }
+        JobRequest::Expire { older_than, column, dry_run } => {
+            fence.check().map_err(Error::conflict)?;
+            let horizon = older_than.or(policy.expire.older_than).ok_or_else(|| {
+                Error::invalid(format!(
+                    "table {}: expire needs older_than (in the request or the policy's expire.older_than)",
+                    entry.name
+                ))
+            })?;
+            let mut options = ExpireOptions::older_than(
+                chrono::Duration::from_std(horizon).map_err(|e| Error::invalid(e.to_string()))?,
+            )
+            .dry_run(dry_run)
+            .with_clock(inner.clock.clone());
+            if let Some(column) = column.or(policy.expire.column.clone()) {
+                options = options.column(column);
+            }
+            serde_json::to_value(table.expire(options).await?).map_err(|e| Error::internal(e.to_string()))?
+        }
+    };
+    table.refresh().await?;
+    report["table_version"] = json!(table.version());
+    report["duration_ms"] = json!(started.elapsed().as_millis() as u64);
+    super::ops::mirror_tags(service, &entry.name, &table).await;
+    Ok(report)
+}

@@ -1,0 +1,169 @@
+//! The scheduler: every `scheduler.tick`, each catalog table is refreshed (one log
+//! listing from the version it was last seen at), its triggers evaluated
+//! ([`super::triggers`]), and what is due enqueued, spread by a jitter. The catalog
+//! refuses a second active job of one table and kind, and a trigger read from a
+//! snapshot older than a job that has since succeeded (`unless_succeeded_after`), so
+//! several daemons scheduling the same tables enqueue each piece of work once.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
+use chrono::{DateTime, Utc};
+use sediment_catalog::{JobKind, JobState, NewJob, TableEntry};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::triggers::{self, History, TableView};
+use super::{Service, metrics};
+use crate::error::Result;
+use crate::table::Table;
+
+/// Open tables and when their compaction triggers were last checked.
+#[derive(Default)]
+pub struct TableCache {
+    tables: HashMap<String, Cached>,
+}
+
+struct Cached {
+    location: String,
+    table: Table,
+    compaction_checked: Option<DateTime<Utc>>,
+}
+
+/// Tick until `shutdown`.
+pub async fn run(service: Service, shutdown: CancellationToken) {
+    let mut cache = TableCache::default();
+    let tick = service.inner().settings.scheduler.tick;
+    loop {
+        if let Err(e) = self::tick(&service, &mut cache, true).await {
+            tracing::warn!(error = %e, "scheduler tick failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(tick) => {}
+        }
+    }
+}
+
+/// One pass over every table; returns the jobs enqueued. `jitter`: spread start times.
+pub async fn tick(service: &Service, cache: &mut TableCache, jitter: bool) -> Result<usize> {
+    let inner = service.inner();
+    let tables = inner.catalog.list_tables().await?;
+    cache.tables.retain(|name, _| tables.iter().any(|t| &t.name == name));
+    let mut enqueued = 0;
+    for entry in &tables {
+        match schedule_table(service, cache, entry, jitter).await {
+            Ok(n) => enqueued += n,
+            Err(e) => {
+                ::metrics::counter!(metrics::SCHEDULER_ERRORS).increment(1);
+                tracing::warn!(table = %entry.name, error = %e, "cannot evaluate table");
+            }
+        }
+    }
+    if let Ok((scheduled, running)) = inner.catalog.count_active().await {
+        ::metrics::gauge!(metrics::QUEUE_DEPTH, "state" => "scheduled").set(scheduled as f64);
+        ::metrics::gauge!(metrics::QUEUE_DEPTH, "state" => "running").set(running as f64);
+    }
+    Ok(enqueued)
+}
+
+async fn schedule_table(service: &Service, cache: &mut TableCache, entry: &TableEntry, jitter: bool) -> Result<usize> {
+    let inner = service.inner();
+    let policy = inner.policies.get(entry.layer).with_overrides(&entry.policy)?;
+    // Read before the snapshot: a job that succeeds after this may have changed the table.
+    let snapshot_time = inner.clock.now();
+    let cached = match cache.tables.get_mut(&entry.name) {
+        Some(c) if c.location == entry.location => {
+            c.table.refresh().await?;
+            c
+        }
+        _ => {
+            let table = super::ops::open_table(service, entry).await?;
+            cache.tables.insert(
+                entry.name.clone(),
+                Cached { location: entry.location.clone(), table, compaction_checked: None },
+            );
+            cache.tables.get_mut(&entry.name).expect("just inserted")
+        }
+    };
+    let table = &cached.table;
+    let version = table.version().unwrap_or(0);
+    let files = table.files()?;
+    let target = policy.compaction.target_file_size.as_u64();
+    let health = table.health_of(&files, target)?;
+    let views = table.views_of(&files)?;
+    let max_deleted_ratio = views.iter().map(|v| v.deleted_ratio()).fold(0.0, f64::max);
+    ::metrics::gauge!(metrics::TABLE_FILES, "table" => entry.name.clone()).set(files.len() as f64);
+    ::metrics::gauge!(metrics::TABLE_HEALTH, "table" => entry.name.clone()).set(health.score as f64);
+
+    let last_compaction = inner.catalog.last_finished(&entry.name, JobKind::Compact, Some(JobState::Succeeded)).await?;
+    let compacted_at_version =
+        last_compaction.as_ref().and_then(|j| j.report.as_ref()).and_then(|r| r["table_version"].as_u64());
+    let commits_since_compaction = match compacted_at_version {
+        Some(v) => version.saturating_sub(v),
+        None => version + 1,
+    };
+    let last_checkpoint = if policy.checkpoint.enabled {
+        crate::maintain::vacuum::log_cleanup::last_checkpoint_version(table).await?
+    } else {
+        None
+    };
+    let history = History {
+        compaction_checked: cached.compaction_checked,
+        vacuum_finished: finished_at(service, &entry.name, JobKind::Vacuum).await?,
+        expire_finished: finished_at(service, &entry.name, JobKind::Expire).await?,
+    };
+    let view = TableView {
+        policy: &policy,
+        health: &health,
+        max_deleted_ratio,
+        version,
+        last_checkpoint,
+        commits_since_compaction,
+    };
+    let now = inner.clock.now();
+    if policy.compaction.schedule.next_after(cached.compaction_checked, now) <= now {
+        cached.compaction_checked = Some(now);
+    }
+    let mut enqueued = 0;
+    for due in triggers::due(&view, &history, now) {
+        if due.kind == JobKind::Compact {
+            // Only when the planner finds work at the policy's settings.
+            let options = super::execute::compact_options(&policy, &Default::default());
+            if table.compaction_plan(&options)?.is_empty() {
+                continue;
+            }
+        }
+        let delay = if jitter { spread(&entry.name, due.kind, now, inner.settings.scheduler.jitter) } else { 0 };
+        let job = NewJob {
+            table: entry.name.clone(),
+            kind: due.kind,
+            reason: due.reason.clone(),
+            options: json!({ "kind": due.kind.as_str() }),
+            run_after: now + chrono::Duration::milliseconds(delay),
+            max_attempts: inner.settings.workers.max_attempts,
+            unless_succeeded_after: Some(snapshot_time),
+        };
+        if let Some(job) = inner.catalog.enqueue(job, now).await? {
+            enqueued += 1;
+            ::metrics::counter!(metrics::JOBS_SCHEDULED, "kind" => due.kind.as_str()).increment(1);
+            tracing::info!(table = %entry.name, kind = %due.kind, job = job.id, reason = %due.reason, "job scheduled");
+        }
+    }
+    Ok(enqueued)
+}
+
+async fn finished_at(service: &Service, table: &str, kind: JobKind) -> Result<Option<DateTime<Utc>>> {
+    Ok(service.inner().catalog.last_finished(table, kind, None).await?.and_then(|j| j.finished_at))
+}
+
+/// A delay in `[0, jitter)` ms, the same for one table, kind and minute on every daemon.
+fn spread(table: &str, kind: JobKind, now: DateTime<Utc>, jitter: std::time::Duration) -> i64 {
+    let jitter = jitter.as_millis() as u64;
+    if jitter == 0 {
+        return 0;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (table, kind.as_str(), now.timestamp() / 60).hash(&mut hasher);
+    (hasher.finish() % jitter) as i64
+}
