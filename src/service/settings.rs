@@ -220,7 +220,7 @@ impl Settings {
 
     /// Parse TOML (unknown keys refused, naming them); not yet validated.
     pub fn from_toml(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| Error::invalid(format!("{}", e.to_string().trim_end())))
+        toml::from_str(text).map_err(|e| Error::invalid(e.to_string().trim_end().to_string()))
     }
 
     /// Apply the `SEDIMENT_*` environment overrides read through `var`.

@@ -22,6 +22,7 @@ mod merge;
 mod merge_model;
 mod raw_log;
 mod s3_table;
+mod service;
 mod table_writer;
 mod tags;
 mod vacuum;
