@@ -91,9 +91,15 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    pub async fn start(mut settings: Settings) -> Daemon {
+    /// On a fresh SQLite catalog.
+    pub async fn start(settings: Settings) -> Daemon {
+        Daemon::start_on(settings, None).await
+    }
+
+    /// On `catalog` (a URL), or a fresh SQLite one.
+    pub async fn start_on(mut settings: Settings, catalog: Option<String>) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
-        settings.catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+        settings.catalog = catalog.unwrap_or_else(|| format!("sqlite://{}", dir.path().join("catalog.db").display()));
         let service = Service::builder(settings).build().await.unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -243,10 +249,19 @@ async fn api_auth_bad_requests_and_openapi() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builtin_policies_compact_a_registered_bronze_table_within_a_minute() {
+    builtin_policies_compact(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_policies_compact_a_registered_bronze_table_on_postgres() {
+    builtin_policies_compact(Some(crate::catalog::postgres_database().await)).await;
+}
+
+async fn builtin_policies_compact(catalog: Option<String>) {
     let uri = fragmented_table("svc-bronze", 2, 20).await;
     let before = crate::common::table_rows(&Table::open(&uri).await.unwrap()).await;
     assert_eq!(Table::open(&uri).await.unwrap().files().unwrap().len(), 40);
-    let daemon = Daemon::start(Settings::default()).await;
+    let daemon = Daemon::start_on(Settings::default(), catalog).await;
     let entry = sediment_catalog::NewTable::new("raw.clicks", sediment_catalog::Layer::Bronze, uri.clone());
     sediment::service::ops::register_table(&daemon.service, entry).await.unwrap();
     let started = Instant::now();
