@@ -46,7 +46,7 @@ pub use model::{
     validate_table_name,
 };
 pub use policy::{CheckpointPolicy, CompactionPolicy, ExpirePolicy, LayerPolicies, Policy, Schedule, VacuumPolicy};
-pub use sql::SqlCatalog;
+pub use sql::{SqlCatalog, redact_url};
 
 /// The most jobs one list call returns.
 pub const MAX_PAGE: u32 = 500;

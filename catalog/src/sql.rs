@@ -56,7 +56,7 @@ impl SqlCatalog {
         } else {
             return Err(CatalogError::invalid(format!(
                 "catalog: expected sqlite://PATH or postgres://USER@HOST/DB, found {:?}",
-                redact(url)
+                redact_url(url)
             )));
         };
         let memory = url.contains(":memory:") || url.contains("mode=memory");
@@ -80,7 +80,7 @@ impl SqlCatalog {
         let pool = options
             .connect(&url)
             .await
-            .map_err(|e| CatalogError::database(format_args!("connecting to {}", redact(&url)), e))?;
+            .map_err(|e| CatalogError::database(format_args!("connecting to {}", redact_url(&url)), e))?;
         let migrator = match backend {
             Backend::Sqlite => migrations::sqlite(),
             Backend::Postgres => migrations::postgres(),
@@ -88,7 +88,7 @@ impl SqlCatalog {
         migrator.run(&pool).await.map_err(|e| {
             CatalogError::new(
                 crate::CatalogErrorKind::Internal,
-                format!("catalog: migrating the schema of {}: {e}", redact(&url)),
+                format!("catalog: migrating the schema of {}: {e}", redact_url(&url)),
             )
         })?;
         Ok(Self { pool, backend })
@@ -100,8 +100,8 @@ impl SqlCatalog {
     }
 }
 
-/// A URL without its password.
-fn redact(url: &str) -> String {
+/// A catalog URL without its password, for messages and logs.
+pub fn redact_url(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
             let _ = parsed.set_password(Some("***"));

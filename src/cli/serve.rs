@@ -70,7 +70,7 @@ pub(crate) async fn serve(args: ServiceArgs) -> anyhow::Result<()> {
         "sediment serve: {} listening on http://{}, catalog {}, {} workers",
         service.daemon_id(),
         listener.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| listen.to_string()),
-        redact(&service.settings().catalog),
+        sediment_catalog::redact_url(&service.settings().catalog),
         service.settings().workers.concurrency
     );
     service.serve(listener, shutdown).await?;
@@ -97,16 +97,6 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
     }
 }
 

@@ -157,6 +157,11 @@ impl LeaseFence {
     }
 }
 
+/// A policy's duration as the maintenance options take it.
+fn span(duration: Duration) -> Result<chrono::Duration> {
+    chrono::Duration::from_std(duration).map_err(|e| Error::invalid(format!("duration {duration:?}: {e}")))
+}
+
 /// Run `job`; its report on success.
 pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result<Value> {
     let inner = service.inner();
@@ -195,8 +200,8 @@ pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result
             let v = &policy.vacuum;
             let retain = retention.unwrap_or(v.retention);
             let options = VacuumOptions::default()
-                .retain(chrono::Duration::from_std(retain).map_err(|e| Error::invalid(e.to_string()))?)
-                .log_retain(chrono::Duration::from_std(v.log_retention).map_err(|e| Error::invalid(e.to_string()))?)
+                .retain(span(retain)?)
+                .log_retain(span(v.log_retention)?)
                 .full(full.unwrap_or(v.full))
                 .dry_run(dry_run)
                 .with_clock(inner.clock.clone());

@@ -28,6 +28,9 @@ struct Cached {
     location: String,
     table: Table,
     compaction_checked: Option<DateTime<Utc>>,
+    /// The table version `last_checkpoint` was read at, and what it said: the
+    /// `_last_checkpoint` GET is repeated only when the table moved.
+    checkpoint_read: Option<(u64, Option<u64>)>,
 }
 
 /// Tick until `shutdown`.
@@ -81,7 +84,7 @@ async fn schedule_table(service: &Service, cache: &mut TableCache, entry: &Table
             let table = super::ops::open_table(service, entry).await?;
             cache.tables.insert(
                 entry.name.clone(),
-                Cached { location: entry.location.clone(), table, compaction_checked: None },
+                Cached { location: entry.location.clone(), table, compaction_checked: None, checkpoint_read: None },
             );
             cache.tables.get_mut(&entry.name).expect("just inserted")
         }
@@ -89,9 +92,8 @@ async fn schedule_table(service: &Service, cache: &mut TableCache, entry: &Table
     let table = &cached.table;
     let version = table.version().unwrap_or(0);
     let files = table.files()?;
-    let target = policy.compaction.target_file_size.as_u64();
-    let health = table.health_of(&files, target)?;
     let views = table.views_of(&files)?;
+    let health = sediment_compactor::health::table_health(&views, policy.compaction.target_file_size.as_u64());
     let max_deleted_ratio = views.iter().map(|v| v.deleted_ratio()).fold(0.0, f64::max);
     ::metrics::gauge!(metrics::TABLE_FILES, "table" => entry.name.clone()).set(files.len() as f64);
     ::metrics::gauge!(metrics::TABLE_HEALTH, "table" => entry.name.clone()).set(health.score as f64);
@@ -103,15 +105,25 @@ async fn schedule_table(service: &Service, cache: &mut TableCache, entry: &Table
         Some(v) => version.saturating_sub(v),
         None => version + 1,
     };
-    let last_checkpoint = if policy.checkpoint.enabled {
-        crate::maintain::vacuum::log_cleanup::last_checkpoint_version(table).await?
-    } else {
-        None
+    let last_checkpoint = match cached.checkpoint_read {
+        _ if !policy.checkpoint.enabled => None,
+        Some((read_at, last)) if read_at == version => last,
+        _ => {
+            let last = crate::maintain::vacuum::log_cleanup::last_checkpoint_version(table).await?;
+            cached.checkpoint_read = Some((version, last));
+            last
+        }
     };
     let history = History {
         compaction_checked: cached.compaction_checked,
-        vacuum_finished: finished_at(service, &entry.name, JobKind::Vacuum).await?,
-        expire_finished: finished_at(service, &entry.name, JobKind::Expire).await?,
+        vacuum_finished: match policy.vacuum.enabled {
+            true => finished_at(service, &entry.name, JobKind::Vacuum).await?,
+            false => None,
+        },
+        expire_finished: match policy.expire.enabled {
+            true => finished_at(service, &entry.name, JobKind::Expire).await?,
+            false => None,
+        },
     };
     let view = TableView {
         policy: &policy,

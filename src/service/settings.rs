@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use sediment_catalog::{Layer, LayerPolicies, NewTable};
+use sediment_catalog::{LayerPolicies, NewTable};
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
@@ -303,7 +303,7 @@ impl Settings {
                 self.listen
             )));
         }
-        self.layer_policies()?;
+        let policies = self.layer_policies()?;
         for (i, table) in self.tables.iter().enumerate() {
             sediment_catalog::validate_table_name(&table.name)
                 .map_err(|e| Error::invalid(format!("tables[{i}].{e}")))?;
@@ -314,7 +314,7 @@ impl Settings {
                     "tables[{i}].storage_options: no [storage.{profile}] in the settings"
                 )));
             }
-            self.layer_policies()?
+            policies
                 .get(table.layer)
                 .with_overrides(table.policy.as_ref().unwrap_or(&serde_json::Value::Null))
                 .map_err(|e| Error::invalid(format!("tables[{i}] ({}): {e}", table.name)))?;
@@ -350,11 +350,6 @@ impl Settings {
             format!("{host}-{}", std::process::id())
         })
     }
-
-    /// The layer a table name would get its policy from, for messages.
-    pub fn policy_of(&self, layer: Layer, overrides: &serde_json::Value) -> Result<sediment_catalog::Policy> {
-        self.layer_policies()?.get(layer).with_overrides(overrides).map_err(|e| Error::invalid(e.to_string()))
-    }
 }
 
 /// Parse `HOST:PORT`.
@@ -388,6 +383,7 @@ fn expand_env(value: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sediment_catalog::Layer;
 
     #[test]
     fn the_example_config_loads() {

@@ -84,16 +84,13 @@ async fn worker_loop(service: Service, shutdown: CancellationToken, stop_when_id
         match inner.catalog.claim(&inner.daemon_id, lease_until, now).await {
             Ok(Some(job)) => done.push(run_claimed(&service, job, lease_until, &shutdown).await),
             Ok(None) if stop_when_idle => break,
-            Ok(None) => {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(inner.settings.workers.poll) => {}
-                }
-            }
-            Err(e) => {
+            Err(e) if stop_when_idle => {
                 tracing::warn!(error = %e, "cannot claim a job");
-                if stop_when_idle {
-                    break;
+                break;
+            }
+            idle => {
+                if let Err(e) = idle {
+                    tracing::warn!(error = %e, "cannot claim a job");
                 }
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
