@@ -75,6 +75,9 @@ pub struct ExecutorSettings {
     pub max_bin_attempts: usize,
     /// The `engineInfo` written into commits.
     pub engine_info: String,
+    /// Extra fields of every commit's `commitInfo` (the service puts the job and the
+    /// daemon there, so the log says which job made each compaction commit).
+    pub commit_info: serde_json::Map<String, serde_json::Value>,
     /// Copy row groups undecoded when every row group of a bin's inputs has at least
     /// this many compressed bytes (and the inputs share the table's schema and have
     /// no deletion vectors); `None`: always decode and encode.
@@ -98,6 +101,7 @@ impl Default for ExecutorSettings {
             retry: RetrySettings { max_attempts: 10, max_elapsed: Duration::from_secs(60), ..Default::default() },
             max_bin_attempts: 3,
             engine_info: format!("sediment-compactor/{}", env!("CARGO_PKG_VERSION")),
+            commit_info: serde_json::Map::new(),
             copy_row_groups_above: Some(DEFAULT_COPY_ROW_GROUPS_ABOVE),
             io: IoSettings::default(),
         }
@@ -485,6 +489,9 @@ impl CompactionExecutor {
             });
             info.info.insert("operationMetrics".into(), metrics);
             info.info.insert("clientVersion".into(), serde_json::Value::String(self.settings.engine_info.clone()));
+            for (key, value) in &self.settings.commit_info {
+                info.info.entry(key.clone()).or_insert_with(|| value.clone());
+            }
             actions.insert(0, Action::CommitInfo(info));
             if let Some(hook) = &self.before_commit {
                 hook().map_err(|reason| CompactionError::Conflict(format!("commit refused: {reason}")))?;

@@ -7,6 +7,10 @@
 //! only while the lease is held with time to spare; vacuum, checkpoint and expire ask
 //! it before they start (each is safe to run twice: a second vacuum finds nothing, a
 //! checkpoint of a version is the same file, an expiry removes nothing more).
+//!
+//! Each compaction commit names its job in `commitInfo.sediment` (`job`, `attempt`,
+//! `daemon`, `reason`; `sediment history` shows it), so the log says which job of which
+//! daemon rewrote what.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -180,6 +184,10 @@ pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result
             let mut options = compact_options(&policy, &overrides);
             let workers = &inner.settings.workers;
             options.executor.memory_budget = workers.memory_budget.as_u64() / workers.concurrency as u64;
+            options.executor.commit_info.insert(
+                "sediment".into(),
+                json!({ "job": job.id, "attempt": job.attempt, "daemon": inner.daemon_id, "reason": job.reason }),
+            );
             let guard = fence.clone();
             options.before_commit = Some(Arc::new(move || guard.check()));
             let report = table.compact(options).await?;

@@ -23,6 +23,10 @@ pub struct HistoryEntry {
     pub engine: Option<String>,
     /// The version the writer read.
     pub read_version: Option<u64>,
+    /// The daemon's job that made the commit (`commitInfo.sediment`: job id, attempt,
+    /// daemon, reason), when the service made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<Value>,
 }
 
 impl Table {
@@ -55,6 +59,7 @@ fn parse_commit(version: u64, bytes: &[u8]) -> Result<HistoryEntry> {
         metrics: Value::Null,
         engine: None,
         read_version: None,
+        job: None,
     };
     for action in crate::table::log::commit_actions::<Value>(version, bytes)? {
         if let Some(info) = action.get("commitInfo") {
@@ -68,6 +73,7 @@ fn parse_commit(version: u64, bytes: &[u8]) -> Result<HistoryEntry> {
                 .and_then(Value::as_str)
                 .map(str::to_string);
             entry.read_version = info.get("readVersion").and_then(Value::as_u64);
+            entry.job = info.get("sediment").cloned();
         }
     }
     Ok(entry)

@@ -13,6 +13,7 @@ mod concurrency;
 mod conflicts;
 mod conformance;
 mod crash;
+mod daemons;
 mod delete;
 mod deletion_vectors;
 mod expire;
