@@ -173,7 +173,7 @@ pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result
     let entry = inner.catalog.table(&job.table).await?;
     let policy = inner.policies.get(entry.layer).with_overrides(&entry.policy)?;
     let request = JobRequest::from_options(&job.options)?;
-    let mut table = super::ops::open_table(service, &entry).await?;
+    let mut table = super::ops::latest_table(service, &entry).await?;
     let mut report = match request {
         JobRequest::Compact { filter, target_file_size, max_bytes } => {
             let overrides = CompactOverrides {
@@ -245,6 +245,7 @@ pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result
         }
     };
     table.refresh().await?;
+    super::ops::remember_table(service, &entry, &table);
     report["table_version"] = json!(table.version());
     report["duration_ms"] = json!(started.elapsed().as_millis() as u64);
     super::ops::mirror_tags(service, &entry.name, &table).await;

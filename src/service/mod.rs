@@ -60,16 +60,32 @@ pub(crate) struct Inner {
     pub policies: LayerPolicies,
     pub clock: Arc<dyn Clock>,
     pub daemon_id: String,
+    pub stores: Option<StoreResolver>,
+    /// The latest handle of each table the daemon opened, shared by the scheduler and
+    /// the workers (see [`ops::latest_table`]).
+    pub tables: std::sync::Mutex<std::collections::HashMap<String, (String, crate::Table)>>,
 }
+
+/// An object store for a table location (given as registered), used instead of the
+/// one its URI and storage profile would build: a Rust program embedding the service
+/// can put its own or an instrumented store under some tables. `None`: the usual store.
+pub type StoreResolver = Arc<dyn Fn(&str) -> Option<Arc<dyn deltalake::ObjectStore>> + Send + Sync>;
 
 /// Builds a [`Service`] from settings, with components injected for tests.
 pub struct ServiceBuilder {
     settings: Settings,
     catalog: Option<Arc<dyn Catalog>>,
     clock: Arc<dyn Clock>,
+    stores: Option<StoreResolver>,
 }
 
 impl ServiceBuilder {
+    /// Open the tables whose location `resolver` knows on the store it returns.
+    pub fn with_stores(mut self, resolver: StoreResolver) -> Self {
+        self.stores = Some(resolver);
+        self
+    }
+
     /// Use this catalog instead of connecting to `settings.catalog`.
     pub fn with_catalog(mut self, catalog: Arc<dyn Catalog>) -> Self {
         self.catalog = Some(catalog);
@@ -93,36 +109,52 @@ impl ServiceBuilder {
         let policies = self.settings.layer_policies()?;
         let daemon_id = self.settings.daemon_id();
         Ok(Service {
-            inner: Arc::new(Inner { settings: self.settings, catalog, policies, clock: self.clock, daemon_id }),
+            inner: Arc::new(Inner {
+                settings: self.settings,
+                catalog,
+                policies,
+                clock: self.clock,
+                daemon_id,
+                stores: self.stores,
+                tables: Default::default(),
+            }),
         })
     }
 }
 
 impl Service {
-    /// Register the settings' `[[tables]]` that the catalog does not hold yet. A table
+    /// Register the settings' `[[tables]]` that the catalog does not hold yet
+    /// (`scheduler.parallelism` at a time: each is opened to check it). A table
     /// that cannot be registered (its location unreachable) is logged and skipped, so
     /// one bad entry does not stop the daemon; a catalog error stops it.
     pub async fn register_configured_tables(&self) -> Result<()> {
-        for table in self.inner.settings.tables.clone() {
-            match self.inner.catalog.table(&table.name).await {
-                Ok(_) => {}
-                Err(e) if e.kind() == sediment_catalog::CatalogErrorKind::NotFound => {
-                    let name = table.name.clone();
-                    if let Err(e) = ops::register_table(self, table).await {
-                        tracing::error!(table = %name, error = %e, "cannot register the table from the settings");
+        use futures::StreamExt;
+        let configured = self.inner.settings.tables.clone();
+        let results: Vec<Result<()>> = futures::stream::iter(configured)
+            .map(|table| async move {
+                match self.inner.catalog.table(&table.name).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == sediment_catalog::CatalogErrorKind::NotFound => {
+                        let name = table.name.clone();
+                        if let Err(e) = ops::register_table(self, table).await {
+                            tracing::error!(table = %name, error = %e, "cannot register the table from the settings");
+                        }
+                        Ok(())
                     }
+                    Err(e) => Err(e.into()),
                 }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Ok(())
+            })
+            .buffer_unordered(self.inner.settings.scheduler.parallelism.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
     }
 }
 
 impl Service {
     /// A builder over `settings`.
     pub fn builder(settings: Settings) -> ServiceBuilder {
-        ServiceBuilder { settings, catalog: None, clock: clock::system() }
+        ServiceBuilder { settings, catalog: None, clock: clock::system(), stores: None }
     }
 
     /// The settings it runs with.

@@ -16,10 +16,59 @@ use crate::table::{OpenOptions, Table};
 
 /// Open a registered table with its storage profile.
 pub async fn open_table(service: &Service, entry: &TableEntry) -> Result<Table> {
-    let options = service.settings().storage_options(entry.storage_options.as_deref())?;
-    Table::open_with(&entry.location, OpenOptions::new().storage_options(options))
+    Table::open_with(&entry.location, open_options(service, &entry.location, entry.storage_options.as_deref())?)
         .await
         .map_err(|e| e.context(format!("table {}", entry.name)))
+}
+
+/// `entry` at its latest version, from the daemon's shared handles: the handle the
+/// scheduler (or an earlier job) left is cloned and refreshed, one log listing from
+/// the version it was at, instead of a fresh open that reads the whole log again (200
+/// GETs for a table of 200 commits and no checkpoint). The newest handle is kept.
+pub async fn latest_table(service: &Service, entry: &TableEntry) -> Result<Table> {
+    let cached = lock_tables(service)
+        .get(&entry.name)
+        .filter(|(location, _)| location == &entry.location)
+        .map(|(_, table)| table.clone());
+    let table = match cached {
+        Some(mut table) => {
+            table.refresh().await.map_err(|e| e.context(format!("table {}", entry.name)))?;
+            table
+        }
+        None => open_table(service, entry).await?,
+    };
+    remember_table(service, entry, &table);
+    Ok(table)
+}
+
+/// Keep `table` as `entry`'s shared handle unless a newer one is kept already.
+pub fn remember_table(service: &Service, entry: &TableEntry, table: &Table) {
+    let mut tables = lock_tables(service);
+    let keep = match tables.get(&entry.name) {
+        Some((location, kept)) => location != &entry.location || kept.version() <= table.version(),
+        None => true,
+    };
+    if keep {
+        tables.insert(entry.name.clone(), (entry.location.clone(), table.clone()));
+    }
+}
+
+/// Drop the shared handles of tables no longer in `names`.
+pub fn retain_tables(service: &Service, names: &std::collections::HashSet<&str>) {
+    lock_tables(service).retain(|name, _| names.contains(name.as_str()));
+}
+
+fn lock_tables(service: &Service) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (String, Table)>> {
+    service.inner().tables.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How a table at `location` opens: on the injected store for it, else with its
+/// storage profile's options.
+fn open_options(service: &Service, location: &str, profile: Option<&str>) -> Result<OpenOptions> {
+    if let Some(store) = service.inner().stores.as_ref().and_then(|resolve| resolve(location)) {
+        return Ok(OpenOptions::new().object_store(store));
+    }
+    Ok(OpenOptions::new().storage_options(service.settings().storage_options(profile)?))
 }
 
 /// Register a table: the name, layer, policy and storage profile are checked, and the
@@ -38,12 +87,13 @@ pub async fn register_table(service: &Service, table: NewTable) -> Result<TableE
         .policies
         .get(table.layer)
         .with_overrides(table.policy.as_ref().unwrap_or(&serde_json::Value::Null))?;
-    let options = service.settings().storage_options(table.storage_options.as_deref())?;
-    let opened = Table::open_with(&table.location, OpenOptions::new().storage_options(options))
+    let options = open_options(service, &table.location, table.storage_options.as_deref())?;
+    let opened = Table::open_with(&table.location, options)
         .await
         .map_err(|e| e.context(format!("location {}", table.location)))?;
     let now = service.inner().clock.now();
     let entry = service.catalog().register_table(table, now).await?;
+    remember_table(service, &entry, &opened);
     mirror_tags(service, &entry.name, &opened).await;
     Ok(entry)
 }
@@ -112,7 +162,9 @@ pub async fn describe_table(service: &Service, name: &str) -> Result<TableDescri
 
 /// Unregister a table (the data stays).
 pub async fn unregister_table(service: &Service, name: &str) -> Result<TableEntry> {
-    Ok(service.catalog().unregister_table(name, service.inner().clock.now()).await?)
+    let entry = service.catalog().unregister_table(name, service.inner().clock.now()).await?;
+    lock_tables(service).remove(name);
+    Ok(entry)
 }
 
 /// Start a job now; a conflict when one of that table and kind is already active.

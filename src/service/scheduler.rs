@@ -1,5 +1,6 @@
-//! The scheduler: every `scheduler.tick`, each catalog table is refreshed (one log
-//! listing from the version it was last seen at), its triggers evaluated
+//! The scheduler: every `scheduler.tick`, each catalog table (`scheduler.parallelism`
+//! at a time) is refreshed (one log listing from the version the daemon's shared
+//! handle was at, [`super::ops::latest_table`]), its triggers evaluated
 //! ([`super::triggers`]), and what is due enqueued, spread by a jitter. The catalog
 //! refuses a second active job of one table and kind, and a trigger read from a
 //! snapshot older than a job that has since succeeded (`unless_succeeded_after`), so
@@ -9,6 +10,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use sediment_catalog::{JobKind, JobState, NewJob, TableEntry};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -16,17 +18,16 @@ use tokio_util::sync::CancellationToken;
 use super::triggers::{self, History, TableView};
 use super::{Service, metrics};
 use crate::error::Result;
-use crate::table::Table;
 
-/// Open tables and when their compaction triggers were last checked.
+/// When each table's compaction triggers were last checked (the tables themselves are
+/// the daemon's shared handles, [`super::ops::latest_table`]).
 #[derive(Default)]
 pub struct TableCache {
     tables: HashMap<String, Cached>,
 }
 
+#[derive(Default)]
 struct Cached {
-    location: String,
-    table: Table,
     compaction_checked: Option<DateTime<Utc>>,
     /// The table version `last_checkpoint` was read at, and what it said: the
     /// `_last_checkpoint` GET is repeated only when the table moved.
@@ -53,9 +54,26 @@ pub async fn tick(service: &Service, cache: &mut TableCache, jitter: bool) -> Re
     let inner = service.inner();
     let tables = inner.catalog.list_tables().await?;
     cache.tables.retain(|name, _| tables.iter().any(|t| &t.name == name));
+    super::ops::retain_tables(service, &tables.iter().map(|t| t.name.as_str()).collect());
+    let states: Vec<(TableEntry, Cached)> = tables
+        .into_iter()
+        .map(|e| {
+            let cached = cache.tables.remove(&e.name).unwrap_or_default();
+            (e, cached)
+        })
+        .collect();
+    let looked: Vec<(TableEntry, Cached, Result<usize>)> = futures::stream::iter(states)
+        .map(|(entry, mut cached)| async move {
+            let result = schedule_table(service, &mut cached, &entry, jitter).await;
+            (entry, cached, result)
+        })
+        .buffer_unordered(inner.settings.scheduler.parallelism.max(1))
+        .collect()
+        .await;
     let mut enqueued = 0;
-    for entry in &tables {
-        match schedule_table(service, cache, entry, jitter).await {
+    for (entry, cached, result) in looked {
+        cache.tables.insert(entry.name.clone(), cached);
+        match result {
             Ok(n) => enqueued += n,
             Err(e) => {
                 ::metrics::counter!(metrics::SCHEDULER_ERRORS).increment(1);
@@ -70,26 +88,12 @@ pub async fn tick(service: &Service, cache: &mut TableCache, jitter: bool) -> Re
     Ok(enqueued)
 }
 
-async fn schedule_table(service: &Service, cache: &mut TableCache, entry: &TableEntry, jitter: bool) -> Result<usize> {
+async fn schedule_table(service: &Service, cached: &mut Cached, entry: &TableEntry, jitter: bool) -> Result<usize> {
     let inner = service.inner();
     let policy = inner.policies.get(entry.layer).with_overrides(&entry.policy)?;
     // Read before the snapshot: a job that succeeds after this may have changed the table.
     let snapshot_time = inner.clock.now();
-    let cached = match cache.tables.get_mut(&entry.name) {
-        Some(c) if c.location == entry.location => {
-            c.table.refresh().await?;
-            c
-        }
-        _ => {
-            let table = super::ops::open_table(service, entry).await?;
-            cache.tables.insert(
-                entry.name.clone(),
-                Cached { location: entry.location.clone(), table, compaction_checked: None, checkpoint_read: None },
-            );
-            cache.tables.get_mut(&entry.name).expect("just inserted")
-        }
-    };
-    let table = &cached.table;
+    let table = &super::ops::latest_table(service, entry).await?;
     let version = table.version().unwrap_or(0);
     let files = table.files()?;
     let views = table.views_of(&files)?;

@@ -88,6 +88,10 @@ pub struct SchedulerSettings {
     /// tables does not start at once.
     #[serde(with = "humantime_serde")]
     pub jitter: Duration,
+    /// Tables looked at concurrently in a tick (each look is a log listing, and a
+    /// whole log read the first time: on S3 a serial pass over many tables would keep
+    /// the workers waiting).
+    pub parallelism: usize,
 }
 
 /// Job history.
@@ -186,7 +190,7 @@ impl Default for WorkerSettings {
 
 impl Default for SchedulerSettings {
     fn default() -> Self {
-        Self { enabled: true, tick: Duration::from_secs(10), jitter: Duration::from_secs(5) }
+        Self { enabled: true, tick: Duration::from_secs(10), jitter: Duration::from_secs(5), parallelism: 8 }
     }
 }
 

@@ -118,8 +118,8 @@ pub fn run_rounds(
 }
 
 /// An object store that waits a fixed time before every request, as S3 does before
-/// its first byte, over another store (an `InMemory` one here: the file system's
-/// reads cannot be delayed by `object_store`'s own `ThrottledStore`). Ranged reads
+/// its first byte, over another store (`InMemory`, or the local file system, whose
+/// reads `object_store`'s own `ThrottledStore` cannot delay). Ranged reads
 /// are coalesced as `object_store` does for S3 (gaps up to 1 MiB) and each merged
 /// range waits on its own, so every engine pays per request what S3 would charge.
 #[derive(Debug)]
@@ -196,9 +196,21 @@ mod latency_store {
             self.inner.delete_stream(delayed.boxed())
         }
 
+        /// In lexicographic order, as S3 and `InMemory` list (the local file system
+        /// lists in directory order, which the Delta kernel refuses for a log).
         fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
             let (inner, prefix, latency) = (self.inner.clone(), prefix.cloned(), self.latency);
-            futures::stream::once(tokio::time::sleep(latency)).flat_map(move |_| inner.list(prefix.as_ref())).boxed()
+            futures::stream::once(async move {
+                tokio::time::sleep(latency).await;
+                let mut listed: Vec<Result<ObjectMeta>> = inner.list(prefix.as_ref()).collect().await;
+                listed.sort_by(|a, b| match (a, b) {
+                    (Ok(a), Ok(b)) => a.location.cmp(&b.location),
+                    _ => std::cmp::Ordering::Equal,
+                });
+                futures::stream::iter(listed)
+            })
+            .flatten()
+            .boxed()
         }
 
         async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {

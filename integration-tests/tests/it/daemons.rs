@@ -288,6 +288,8 @@ async fn three_daemons_share_postgres_and_take_over_a_killed_daemons_jobs() {
                     append(table, seq).await;
                     written.push((*i, seq));
                     seq += 1;
+                    // A steady trickle, not a flood of the one S3 test server.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
             written
