@@ -3,7 +3,8 @@
 #
 # Installs (once) a Python venv with moto 5.2.5 (the S3 server) and the deltalake and
 # pyarrow wheels (an independent Delta reader), starts the server on 127.0.0.1 behind
-# a lock, runs rustfmt, clippy and the tests with cargo-nextest, and stops the server.
+# a lock, runs rustfmt, the Terraform module's checks (scripts/terraform-test.sh),
+# clippy and the tests with cargo-nextest, and stops the server.
 #
 # One build serves everything: the workspace's `target/` (the one `cargo run` uses,
 # unless CARGO_TARGET_DIR says otherwise), and clippy runs as the compiler of the
@@ -28,5 +29,6 @@ cargo build --workspace --all-targets --locked
 echo "== doc examples"
 cargo test --doc --workspace --locked
 export SEDIMENT_BIN="$CARGO_TARGET_DIR/debug/sediment"
+bash scripts/terraform-test.sh
 echo "== cargo nextest"
 cargo nextest run --workspace --locked --no-fail-fast "$@"

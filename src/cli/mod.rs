@@ -93,7 +93,7 @@ enum Command {
     /// Write a bronze events table the way a streaming writer would, then inspect it.
     Demo(demo::DemoArgs),
     /// Run the daemon: scheduler, workers and the HTTP API over a catalog of tables.
-    Serve(serve::ServiceArgs),
+    Serve(serve::ServeArgs),
     /// Schedule what is due, run it, exit (for cron and Kubernetes CronJobs): exit code
     /// 0 when nothing failed, 10 when a job failed.
     RunOnce(serve::ServiceArgs),
@@ -122,7 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Explain(args) => explain::explain(args, options, json).await,
         Command::Compact(args) => compact::compact(args, options, json).await,
         Command::Demo(args) => demo::demo(args, json).await,
-        Command::Serve(args) => serve::serve(args).await,
+        Command::Serve(args) => serve::serve(args, json).await,
         Command::RunOnce(args) => serve::run_once(args, json).await,
         Command::Tables(args) => tables::tables(args, json).await,
     }

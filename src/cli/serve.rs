@@ -54,8 +54,57 @@ pub struct JobsFailed {
     pub ran: usize,
 }
 
-pub(crate) async fn serve(args: ServiceArgs) -> anyhow::Result<()> {
-    let service = args.service().await?;
+/// `sediment serve`.
+#[derive(Args, Clone)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Load and validate the settings (file, environment, flags), print them with the
+    /// policies in force per layer, and exit without connecting or listening.
+    #[arg(long)]
+    check: bool,
+}
+
+pub(crate) async fn serve(args: ServeArgs, json: bool) -> anyhow::Result<()> {
+    if args.check {
+        let settings = args.service.settings()?;
+        let policies = settings.layer_policies()?;
+        let mut shown = serde_json::to_value(&settings)?;
+        shown["catalog"] = sediment_catalog::redact_url(&settings.catalog).into();
+        // Literal secrets in storage profiles are not echoed (`${VAR}` references are).
+        if let Some(profiles) = shown["storage"].as_object_mut() {
+            for options in profiles.values_mut().filter_map(|p| p.as_object_mut()) {
+                for (key, value) in options.iter_mut() {
+                    let secret = ["secret", "password", "token", "key_id"].iter().any(|s| key.contains(s));
+                    if secret && !value.as_str().is_some_and(|v| v.starts_with("${")) {
+                        *value = "***".into();
+                    }
+                }
+            }
+        }
+        let layers = [sediment_catalog::Layer::Bronze, sediment_catalog::Layer::Silver, sediment_catalog::Layer::Gold];
+        shown["policies_in_force"] = layers
+            .iter()
+            .map(|l| (l.as_str().to_string(), serde_json::to_value(policies.get(*l))))
+            .map(|(k, v)| v.map(|v| (k, v)))
+            .collect::<Result<serde_json::Map<_, _>, _>>()?
+            .into();
+        if json {
+            println!("{}", serde_json::to_string_pretty(&shown)?);
+        } else {
+            println!(
+                "settings valid: listen {}, catalog {}, {} workers, {} tokens, {} storage profiles, {} tables",
+                settings.listen,
+                sediment_catalog::redact_url(&settings.catalog),
+                settings.workers.concurrency,
+                settings.auth.tokens.len(),
+                settings.storage.len(),
+                settings.tables.len()
+            );
+        }
+        return Ok(());
+    }
+    let service = args.service.service().await?;
     let listen = service.settings().listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
