@@ -354,3 +354,30 @@ async fn run_once_runs_what_is_due_and_says_whether_anything_failed() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["jobs"][0]["error"].as_str().unwrap().contains("no_such_column"), "{report}");
 }
+
+#[test]
+fn serve_check_validates_settings_without_starting() {
+    let bin = crate::cli::sediment_bin();
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sediment.example.toml");
+    let out = std::process::Command::new(&bin).args(["serve", "--check", "--config"]).arg(&example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("settings valid"));
+    let dir = tempfile::tempdir().unwrap();
+    for (text, named) in [
+        ("[workers]\nconcurency = 2\n", "concurency"),
+        ("[workers]\nlease = \"soon\"\n", "lease"),
+        ("listen = \"0.0.0.0:8408\"\n", "token"),
+    ] {
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(&bin)
+            .args(["serve", "--check", "--config"])
+            .arg(&path)
+            .env_remove("SEDIMENT_ADMIN_TOKEN")
+            .env_remove("SEDIMENT_READ_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(named), "{text}: {stderr}");
+    }
+}
