@@ -37,6 +37,7 @@ mod migrations;
 pub mod model;
 pub mod policy;
 mod sql;
+pub mod tiering;
 
 use chrono::{DateTime, Utc};
 

@@ -133,6 +133,21 @@ pub struct ExpirePolicy {
     pub schedule: Schedule,
 }
 
+/// Storage tiering: partitions moved to colder S3 classes as they age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieringPolicy {
+    pub enabled: bool,
+    /// Older and colder as they go, e.g. `[{ older_than = "30d", storage_class = "STANDARD_IA" }]`.
+    #[serde(default)]
+    pub steps: crate::tiering::TierSteps,
+    /// The partition column partitions age by (default: the first date-like one;
+    /// an unpartitioned table's files age from when they were added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    pub schedule: Schedule,
+}
+
 /// Everything the service does to one table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -141,6 +156,7 @@ pub struct Policy {
     pub checkpoint: CheckpointPolicy,
     pub vacuum: VacuumPolicy,
     pub expire: ExpirePolicy,
+    pub tiering: TieringPolicy,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -174,6 +190,12 @@ impl Policy {
                 schedule: Schedule::Every(DAY),
             },
             expire: ExpirePolicy { enabled: false, older_than: None, column: None, schedule: Schedule::Every(DAY) },
+            tiering: TieringPolicy {
+                enabled: false,
+                steps: Default::default(),
+                column: None,
+                schedule: Schedule::Every(DAY),
+            },
         }
     }
 
@@ -237,6 +259,11 @@ impl Policy {
         self.expire.schedule.validate("expire.schedule")?;
         if self.expire.enabled && self.expire.older_than.is_none_or(|d| d.is_zero()) {
             return Err(CatalogError::invalid("expire.older_than: required (and above zero) when expire is enabled"));
+        }
+        self.tiering.schedule.validate("tiering.schedule")?;
+        self.tiering.steps.validate("tiering")?;
+        if self.tiering.enabled && self.tiering.steps.is_empty() {
+            return Err(CatalogError::invalid("tiering.steps: at least one step when tiering is enabled"));
         }
         Ok(())
     }
@@ -308,9 +335,10 @@ fn serde_path_to_error(value: Value) -> std::result::Result<Policy, String> {
                 "checkpoint" => CheckpointPolicy::deserialize(inner).map(|_| ()),
                 "vacuum" => VacuumPolicy::deserialize(inner).map(|_| ()),
                 "expire" => ExpirePolicy::deserialize(inner).map(|_| ()),
+                "tiering" => TieringPolicy::deserialize(inner).map(|_| ()),
                 other => {
                     return Err(format!(
-                        "{other}: unknown policy section (expected compaction, checkpoint, vacuum or expire)"
+                        "{other}: unknown policy section (expected compaction, checkpoint, vacuum, expire or tiering)"
                     ));
                 }
             };
@@ -344,8 +372,19 @@ mod tests {
         assert!(err.to_string().contains("policy.vacuum"), "{err}");
         let err = base.with_overrides(&json!({"compaction": {"target_size": "1GiB"}})).unwrap_err();
         assert!(err.to_string().contains("target_size"), "{err}");
-        let err = base.with_overrides(&json!({"tiering": {}})).unwrap_err();
-        assert!(err.to_string().contains("tiering"), "{err}");
+        let err = base.with_overrides(&json!({"optimize": {}})).unwrap_err();
+        assert!(err.to_string().contains("optimize: unknown policy section"), "{err}");
+        let err = base.with_overrides(&json!({"tiering": {"enabled": true}})).unwrap_err();
+        assert!(err.to_string().contains("tiering.steps"), "{err}");
+        let steps = json!([{"older_than": "90d", "storage_class": "GLACIER_IR"}, {"older_than": "30d", "storage_class": "STANDARD_IA"}]);
+        let err = base.with_overrides(&json!({"tiering": {"enabled": true, "steps": steps}})).unwrap_err();
+        assert!(err.to_string().contains("tiering.steps[1].older_than"), "{err}");
+        let steps = json!([{"older_than": "30d", "storage_class": "TAPE"}]);
+        let err = base.with_overrides(&json!({"tiering": {"steps": steps}})).unwrap_err();
+        assert!(err.to_string().contains("TAPE"), "{err}");
+        let steps = json!([{"older_than": "30d", "storage_class": "standard_ia"}]);
+        let tiered = base.with_overrides(&json!({"tiering": {"enabled": true, "steps": steps}})).unwrap();
+        assert_eq!(tiered.tiering.steps.0[0].storage_class, crate::tiering::StorageClass::StandardIa);
         let err = base.with_overrides(&json!({"compaction": {"schedule": {"cron": "every day"}}})).unwrap_err();
         assert!(err.to_string().contains("compaction.schedule"), "{err}");
         let err = base.with_overrides(&json!({"expire": {"enabled": true}})).unwrap_err();
