@@ -365,14 +365,7 @@ async fn latency_child(mode: &str, list: &Path, latency_ms: u64, workers: usize,
             for (location, store) in stores {
                 let table =
                     Table::open_with(&location, sediment::OpenOptions::new().object_store(store)).await.unwrap();
-                table
-                    .delta()
-                    .clone()
-                    .optimize()
-                    .with_type(sediment::deltalake::operations::optimize::OptimizeType::Compact)
-                    .with_target_size(NonZeroU64::new(TARGET).unwrap())
-                    .await
-                    .unwrap();
+                deltars_optimize(&table).await;
             }
         }
     }
@@ -391,6 +384,18 @@ fn print_child(wall: f64, cpu0: f64, base_rss: u64, counter: &sediment::IoLimite
     );
 }
 
+/// delta-rs's optimize (compact) at the same target size.
+async fn deltars_optimize(table: &Table) {
+    table
+        .delta()
+        .clone()
+        .optimize()
+        .with_type(sediment::deltalake::operations::optimize::OptimizeType::Compact)
+        .with_target_size(NonZeroU64::new(TARGET).unwrap())
+        .await
+        .unwrap();
+}
+
 /// In the child: delta-rs's optimize of each table of the list, one after another.
 async fn deltars_child(list: &Path) {
     let dirs: Vec<String> = std::fs::read_to_string(list).unwrap().lines().map(str::to_string).collect();
@@ -398,14 +403,7 @@ async fn deltars_child(list: &Path) {
     let started = Instant::now();
     for dir in &dirs {
         let table = Table::open(dir).await.unwrap();
-        table
-            .delta()
-            .clone()
-            .optimize()
-            .with_type(sediment::deltalake::operations::optimize::OptimizeType::Compact)
-            .with_target_size(NonZeroU64::new(TARGET).unwrap())
-            .await
-            .unwrap();
+        deltars_optimize(&table).await;
     }
     let wall = started.elapsed().as_secs_f64();
     let (cpu1, peak) = rusage();
