@@ -26,4 +26,5 @@ mod s3_table;
 mod service;
 mod table_writer;
 mod tags;
+mod tiering;
 mod vacuum;
