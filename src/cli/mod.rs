@@ -23,6 +23,7 @@ mod scan;
 mod serve;
 mod tables;
 mod tag;
+mod tier;
 mod vacuum;
 
 use clap::{Parser, Subcommand};
@@ -78,6 +79,8 @@ enum Command {
     /// Remove rows older than a horizon: whole partitions of a date partition column in
     /// one metadata-only commit, else a delete by predicate.
     Expire(expire::ExpireArgs),
+    /// Plan storage tiering by partition age (--dry-run; moving files is not built yet).
+    Tier(tier::TierArgs),
     /// Write a checkpoint of the table's current version now.
     Checkpoint(checkpoint::CheckpointArgs),
     /// Name versions of a table (tags, kept with it under _sediment/tags/): create, list, delete.
@@ -116,6 +119,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Restore(args) => restore::restore(args, options, json).await,
         Command::Vacuum(args) => vacuum::vacuum(args, options, json).await,
         Command::Expire(args) => expire::expire(args, options, json).await,
+        Command::Tier(args) => tier::tier(args, options, json).await,
         Command::Checkpoint(args) => checkpoint::checkpoint(args, options, json).await,
         Command::Tag(args) => tag::tag(args, options, json).await,
         Command::Changes(args) => changes::changes(args, options, json).await,

@@ -57,3 +57,75 @@ async fn local_and_memory_tables_have_no_storage_classes() {
     assert!(ObjectClasses::for_table(dir.path().to_str().unwrap(), &HashMap::new()).await.unwrap().is_none());
     assert!(ObjectClasses::for_table("memory://tiering/", &HashMap::new()).await.unwrap().is_none());
 }
+
+/// A table on S3 with one file in each of `days` (a string `day` partition).
+async fn daily_table(name: &str, days: &[&str]) -> String {
+    use sediment::arrow::array::{Int64Array, RecordBatch, StringArray};
+    use sediment::arrow::datatypes::{DataType, Field, Schema};
+    let uri = s3_uri(name);
+    let mut table = sediment::Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("day", DataType::Utf8, false),
+    ]));
+    for (i, day) in days.iter().enumerate() {
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                std::sync::Arc::new(Int64Array::from(vec![i as i64])),
+                std::sync::Arc::new(StringArray::from(vec![*day])),
+            ],
+        )
+        .unwrap();
+        table.write(vec![batch], sediment::WriteOptions::append().partition_by(["day"])).await.unwrap();
+    }
+    uri
+}
+
+#[tokio::test]
+async fn the_tier_plan_comes_from_the_log_by_partition_age() {
+    use sediment::maintain::tiering::{AgeBy, TierSteps};
+    let uri = daily_table("tier-plan", &["2026-11-30", "2026-10-01", "2026-10-02", "2025-06-01"]).await;
+    let table = sediment::Table::open(&uri).await.unwrap();
+    let steps = TierSteps::parse("30d:STANDARD_IA,180d:GLACIER_IR").unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339("2026-12-02T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let plan = table.tier_plan(&steps, None, now).unwrap();
+    assert_eq!(plan.age_by, AgeBy::Partition("day".into()));
+    let moves: Vec<(String, StorageClass, usize)> =
+        plan.moves.iter().map(|m| (m.partition["day"].clone().unwrap(), m.storage_class, m.files.len())).collect();
+    assert_eq!(
+        moves,
+        vec![
+            ("2025-06-01".to_string(), StorageClass::GlacierIr, 1),
+            ("2026-10-01".to_string(), StorageClass::StandardIa, 1),
+            ("2026-10-02".to_string(), StorageClass::StandardIa, 1),
+        ]
+    );
+    assert_eq!(plan.files_not_due, 1);
+    // A column that is not a date is refused naming it.
+    let err = table.tier_plan(&steps, Some("id"), now).unwrap_err().to_string();
+    assert!(err.contains("id") && err.contains("not a partition column"), "{err}");
+
+    // The CLI: the plan as JSON; moving is refused, saying it is not built; bad steps named.
+    let bin = crate::cli::sediment_bin();
+    let run = |args: &[&str]| std::process::Command::new(&bin).args(args).output().unwrap();
+    let out = run(&["tier", &uri, "--policy", "30d:STANDARD_IA", "--dry-run", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["storage_classes"], true);
+    assert_eq!(plan["moves"].as_array().unwrap().len(), 3, "{plan}");
+    let out = run(&["tier", &uri, "--policy", "30d:STANDARD_IA"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    let out = run(&["tier", &uri, "--policy", "90d:GLACIER_IR,30d:STANDARD_IA", "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("older"), "{stderr}");
+    let out = run(&["tier", &uri, "--policy", "30d:TAPE", "--dry-run"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TAPE"));
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("t");
+    let mut t = sediment::Table::open_or_new(local.to_str().unwrap(), Default::default()).await.unwrap();
+    t.write([sediment::demo::events_batch(0, 10)], sediment::WriteOptions::append()).await.unwrap();
+    let out = run(&["tier", local.to_str().unwrap(), "--policy", "30d:STANDARD_IA", "--dry-run"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no storage classes"));
+}

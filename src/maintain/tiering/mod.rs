@@ -19,3 +19,64 @@ pub mod s3;
 pub use planner::{AgeBy, PartitionColumn, TierFile, TierMove, TierPlan};
 pub use s3::{ObjectClasses, RestoreState};
 pub use sediment_catalog::tiering::{StorageClass, TierStep, TierSteps};
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::datatypes::DataType;
+
+use crate::error::Result;
+use crate::table::Table;
+
+/// The `add` tag that records a file's storage class in the log (absent: STANDARD).
+pub const CLASS_TAG: &str = "sediment.storageClass";
+
+impl Table {
+    /// The live files of this version as the tiering planner sees them, each with the
+    /// class the log records for it (its `add`'s [`CLASS_TAG`]).
+    pub fn tier_files(&self) -> Result<Vec<TierFile>> {
+        let state = self.state()?;
+        Ok(state
+            .log_data()
+            .iter()
+            .map(|f| {
+                // The tags are only reachable through the whole `add` in deltalake 1.1.
+                #[allow(deprecated)]
+                let add = f.add_action();
+                let storage_class = add
+                    .tags
+                    .as_ref()
+                    .and_then(|t| t.get(CLASS_TAG).cloned().flatten())
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(StorageClass::Standard);
+                TierFile {
+                    path: add.path,
+                    size: add.size.max(0) as u64,
+                    partition: f.partition_values_map().into_iter().collect::<BTreeMap<_, _>>(),
+                    added_ms: add.modification_time,
+                    storage_class,
+                }
+            })
+            .collect())
+    }
+
+    /// What tiering by `steps` would move at `now` (`column`: the partition column to
+    /// age by; default the first date-like one, add time when unpartitioned). Plans
+    /// from the log alone: no request per file.
+    pub fn tier_plan(&self, steps: &TierSteps, column: Option<&str>, now: DateTime<Utc>) -> Result<TierPlan> {
+        let files = self.tier_files()?;
+        let schema = self.arrow_schema()?;
+        let columns: Vec<PartitionColumn> = self
+            .partition_columns()?
+            .into_iter()
+            .map(|name| {
+                let temporal = schema.field_with_name(&name).is_ok_and(|f| {
+                    matches!(f.data_type(), DataType::Date32 | DataType::Date64 | DataType::Timestamp(..))
+                });
+                PartitionColumn { name, temporal }
+            })
+            .collect();
+        let by = planner::age_by(&columns, column, &files).map_err(|e| e.context(format!("table {}", self.uri())))?;
+        planner::plan(&files, &by, steps, now)
+    }
+}
