@@ -82,13 +82,11 @@ pub(crate) async fn serve(args: ServeArgs, json: bool) -> anyhow::Result<()> {
                 }
             }
         }
-        let layers = [sediment_catalog::Layer::Bronze, sediment_catalog::Layer::Silver, sediment_catalog::Layer::Gold];
-        shown["policies_in_force"] = layers
-            .iter()
-            .map(|l| (l.as_str().to_string(), serde_json::to_value(policies.get(*l))))
-            .map(|(k, v)| v.map(|v| (k, v)))
-            .collect::<Result<serde_json::Map<_, _>, _>>()?
-            .into();
+        let mut in_force = serde_json::Map::new();
+        for layer in [sediment_catalog::Layer::Bronze, sediment_catalog::Layer::Silver, sediment_catalog::Layer::Gold] {
+            in_force.insert(layer.as_str().into(), serde_json::to_value(policies.get(layer))?);
+        }
+        shown["policies_in_force"] = in_force.into();
         if json {
             println!("{}", serde_json::to_string_pretty(&shown)?);
         } else {

@@ -5,7 +5,7 @@
 
 use clap::Args;
 
-use crate::maintain::tiering::{ObjectClasses, TierSteps};
+use crate::maintain::tiering::{TierSteps, has_storage_classes};
 use crate::{OpenOptions, StorageOptions, Table};
 
 #[derive(Args)]
@@ -31,7 +31,7 @@ pub(crate) async fn tier(args: TierArgs, options: StorageOptions, json: bool) ->
              the classes recorded in the log come next)"
         );
     }
-    let has_classes = ObjectClasses::for_table(&args.uri, &options).await?.is_some();
+    let has_classes = has_storage_classes(&args.uri)?;
     let table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
     let plan = table.tier_plan(&steps, args.column.as_deref(), chrono::Utc::now())?;
     if json {

@@ -53,12 +53,13 @@ pub async fn run(service: Service, shutdown: CancellationToken) {
 pub async fn tick(service: &Service, cache: &mut TableCache, jitter: bool) -> Result<usize> {
     let inner = service.inner();
     let tables = inner.catalog.list_tables().await?;
-    cache.tables.retain(|name, _| tables.iter().any(|t| &t.name == name));
     super::ops::retain_tables(service, &tables.iter().map(|t| t.name.as_str()).collect());
+    // This tick's tables take their state out; unregistered tables' state is dropped.
+    let mut previous = std::mem::take(&mut cache.tables);
     let states: Vec<(TableEntry, Cached)> = tables
         .into_iter()
         .map(|e| {
-            let cached = cache.tables.remove(&e.name).unwrap_or_default();
+            let cached = previous.remove(&e.name).unwrap_or_default();
             (e, cached)
         })
         .collect();

@@ -19,9 +19,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use sediment::arrow::array::{Int64Array, RecordBatch, StringArray};
-use sediment::arrow::datatypes::{DataType, Field, Schema};
-use sediment::{Table, WriteOptions};
+use sediment::Table;
+use sediment::arrow::array::Int64Array;
 use sediment_catalog::{Catalog as _, Job, JobFilter, JobKind, JobState, SqlCatalog};
 
 use crate::common::{ScanRun, s3_endpoint};
@@ -154,18 +153,8 @@ async fn latency_proxy(delay_ms: u64) -> Proxy {
     Proxy { child, endpoint: format!("http://127.0.0.1:{port}") }
 }
 
-fn schema() -> Arc<Schema> {
-    Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("day", DataType::Utf8, false)]))
-}
-
 async fn append(table: &mut Table, id: i64) {
-    let day = format!("2024-05-{:02}", 1 + id % 2);
-    let batch = RecordBatch::try_new(
-        schema(),
-        vec![Arc::new(Int64Array::from(vec![id])), Arc::new(StringArray::from(vec![day]))],
-    )
-    .unwrap();
-    table.write(vec![batch], WriteOptions::append().partition_by(["day"])).await.expect("an append commits");
+    crate::service::append_day_row(table, id, &format!("2024-05-{:02}", 1 + id % 2)).await;
 }
 
 async fn ids(uri: &str) -> Vec<i64> {

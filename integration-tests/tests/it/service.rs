@@ -15,24 +15,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::common::s3_uri;
 
+/// Append one row `{id, day}` as one file in partition `day`.
+pub async fn append_day_row(table: &mut Table, id: i64, day: &str) {
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("day", DataType::Utf8, false)]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from(vec![id])), Arc::new(StringArray::from(vec![day.to_string()]))],
+    )
+    .unwrap();
+    table.write(vec![batch], WriteOptions::append().partition_by(["day"])).await.expect("an append commits");
+}
+
 /// A bronze table on S3 with `files` one-row appends in each of `partitions` days.
 pub async fn fragmented_table(name: &str, partitions: usize, files: usize) -> String {
     let uri = s3_uri(name);
     let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    let schema =
-        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("day", DataType::Utf8, false)]));
     for f in 0..files {
         for p in 0..partitions {
-            let id = (f * partitions + p) as i64;
-            let batch = RecordBatch::try_new(
-                schema.clone(),
-                vec![
-                    Arc::new(Int64Array::from(vec![id])),
-                    Arc::new(StringArray::from(vec![format!("2024-05-{:02}", p + 1)])),
-                ],
-            )
-            .unwrap();
-            table.write(vec![batch], WriteOptions::append().partition_by(["day"])).await.unwrap();
+            append_day_row(&mut table, (f * partitions + p) as i64, &format!("2024-05-{:02}", p + 1)).await;
         }
     }
     uri

@@ -60,24 +60,10 @@ async fn local_and_memory_tables_have_no_storage_classes() {
 
 /// A table on S3 with one file in each of `days` (a string `day` partition).
 async fn daily_table(name: &str, days: &[&str]) -> String {
-    use sediment::arrow::array::{Int64Array, RecordBatch, StringArray};
-    use sediment::arrow::datatypes::{DataType, Field, Schema};
     let uri = s3_uri(name);
     let mut table = sediment::Table::open_or_new(&uri, Default::default()).await.unwrap();
-    let schema = std::sync::Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("day", DataType::Utf8, false),
-    ]));
     for (i, day) in days.iter().enumerate() {
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                std::sync::Arc::new(Int64Array::from(vec![i as i64])),
-                std::sync::Arc::new(StringArray::from(vec![*day])),
-            ],
-        )
-        .unwrap();
-        table.write(vec![batch], sediment::WriteOptions::append().partition_by(["day"])).await.unwrap();
+        crate::service::append_day_row(&mut table, i as i64, day).await;
     }
     uri
 }

@@ -5,8 +5,9 @@
 //! Built so far: the policy data ([`TierSteps`], [`StorageClass`], from
 //! `sediment-catalog`, so the daemon's policies and the CLI share them), the pure
 //! [`planner`], and the S3 calls ([`s3::ObjectClasses`]: a file's class, a change of
-//! class in place, restores). The executor (the moves, each file's class recorded in
-//! the log), the `tier` command and tier-aware compaction come next (issue 15).
+//! class in place, restores), and the plan from the log ([`Table::tier_plan`], what
+//! `sediment tier --dry-run` shows). The executor (the moves, each file's class
+//! recorded in the log) and tier-aware compaction come next (issue 15).
 //!
 //! ```text
 //! snapshot ─▶ live files + the class the log records for each ─▶ planner (pure)
@@ -17,7 +18,7 @@ pub mod planner;
 pub mod s3;
 
 pub use planner::{AgeBy, PartitionColumn, TierFile, TierMove, TierPlan};
-pub use s3::{ObjectClasses, RestoreState};
+pub use s3::{ObjectClasses, RestoreState, has_storage_classes};
 pub use sediment_catalog::tiering::{StorageClass, TierStep, TierSteps};
 
 use std::collections::BTreeMap;

@@ -155,8 +155,7 @@ pub fn parse_instant(value: &str) -> Option<DateTime<Utc>> {
 /// The moves that bring every due partition of `files` into its class at `now`.
 pub fn plan(files: &[TierFile], age_by: &AgeBy, steps: &TierSteps, now: DateTime<Utc>) -> Result<TierPlan> {
     let mut plan = TierPlan { age_by: age_by.clone(), moves: Vec::new(), files_in_place: 0, files_not_due: 0 };
-    // (partition or class key) -> move
-    let mut moves: BTreeMap<(String, StorageClass), TierMove> = BTreeMap::new();
+    let mut moves: BTreeMap<(BTreeMap<String, Option<String>>, StorageClass), TierMove> = BTreeMap::new();
     for file in files {
         let born = match age_by {
             AgeBy::Partition(column) => {
@@ -173,8 +172,8 @@ pub fn plan(files: &[TierFile], age_by: &AgeBy, steps: &TierSteps, now: DateTime
             }
             AgeBy::AddTime => DateTime::from_timestamp_millis(file.added_ms).unwrap_or(now),
         };
-        let age = (now - born).to_std().unwrap_or_default();
-        let Some(class) = steps.class_for(age) else {
+        let age = now - born;
+        let Some(class) = steps.class_for(age.to_std().unwrap_or_default()) else {
             plan.files_not_due += 1;
             continue;
         };
@@ -186,9 +185,8 @@ pub fn plan(files: &[TierFile], age_by: &AgeBy, steps: &TierSteps, now: DateTime
             AgeBy::Partition(_) => file.partition.clone(),
             AgeBy::AddTime => BTreeMap::new(),
         };
-        let key = (format!("{partition:?}"), class);
-        let age_days = (now - born).num_days();
-        let entry = moves.entry(key).or_insert_with(|| TierMove {
+        let age_days = age.num_days();
+        let entry = moves.entry((partition.clone(), class)).or_insert_with(|| TierMove {
             partition,
             age_days,
             storage_class: class,

@@ -61,14 +61,19 @@ fn s3_error(what: String, err: impl std::error::Error + Send + Sync + 'static) -
     Error::new(kind, format!("{what}: {text}"))
 }
 
+/// Whether the table at `uri` is on S3 (local and memory stores have no storage
+/// classes). Builds no client.
+pub fn has_storage_classes(uri: &str) -> Result<bool> {
+    Ok(matches!(crate::table::storage::parse_table_uri(uri, false)?.scheme(), "s3" | "s3a"))
+}
+
 impl ObjectClasses {
-    /// For a table at `uri`: `None` when it is not on S3 (local and memory stores have
-    /// no storage classes).
+    /// For a table at `uri`: `None` when it is not on S3 ([`has_storage_classes`]).
     pub async fn for_table(uri: &str, options: &HashMap<String, String>) -> Result<Option<Self>> {
-        let url = crate::table::storage::parse_table_uri(uri, false)?;
-        if !matches!(url.scheme(), "s3" | "s3a") {
+        if !has_storage_classes(uri)? {
             return Ok(None);
         }
+        let url = crate::table::storage::parse_table_uri(uri, false)?;
         let bucket = url.host_str().unwrap_or_default().to_string();
         let mut prefix = url.path().trim_start_matches('/').to_string();
         if !prefix.is_empty() && !prefix.ends_with('/') {
