@@ -129,11 +129,13 @@ pub enum JobKind {
     Vacuum,
     Checkpoint,
     Expire,
+    Tier,
 }
 
 impl JobKind {
     /// Every kind, in the order the scheduler considers them.
-    pub const ALL: [JobKind; 4] = [JobKind::Compact, JobKind::Checkpoint, JobKind::Vacuum, JobKind::Expire];
+    pub const ALL: [JobKind; 5] =
+        [JobKind::Compact, JobKind::Checkpoint, JobKind::Vacuum, JobKind::Expire, JobKind::Tier];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -141,6 +143,7 @@ impl JobKind {
             JobKind::Vacuum => "vacuum",
             JobKind::Checkpoint => "checkpoint",
             JobKind::Expire => "expire",
+            JobKind::Tier => "tier",
         }
     }
 }
@@ -149,7 +152,7 @@ impl std::str::FromStr for JobKind {
     type Err = CatalogError;
     fn from_str(s: &str) -> Result<Self> {
         JobKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            CatalogError::invalid(format!("kind: expected compact, vacuum, checkpoint or expire, found {s:?}"))
+            CatalogError::invalid(format!("kind: expected compact, vacuum, checkpoint, expire or tier, found {s:?}"))
         })
     }
 }

@@ -199,9 +199,38 @@ impl TierSteps {
     }
 }
 
+/// The CLI form, `30d:STANDARD_IA,180d:GLACIER_IR` ([`TierSteps::parse`] reads it back).
+impl fmt::Display for TierSteps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, step) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            let secs = step.older_than.as_secs();
+            match (secs % 86_400, secs % 3_600, step.older_than.subsec_nanos()) {
+                (0, _, 0) => write!(f, "{}d", secs / 86_400)?,
+                (_, 0, 0) => write!(f, "{}h", secs / 3_600)?,
+                _ => write!(f, "{}", humantime::format_duration(step.older_than).to_string().replace(' ', ""))?,
+            }
+            write!(f, ":{}", step.storage_class)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn steps_print_as_they_parse() {
+        let steps = TierSteps::parse("30d:STANDARD_IA, 180d:glacier_ir").unwrap();
+        assert_eq!(steps.to_string(), "30d:STANDARD_IA,180d:GLACIER_IR");
+        let odd = TierSteps::parse("36h:STANDARD_IA,2d 30m:GLACIER_IR").unwrap();
+        assert_eq!(odd.to_string(), "36h:STANDARD_IA,2days30m:GLACIER_IR");
+        assert_eq!(TierSteps::parse(&odd.to_string()).unwrap(), odd);
+        assert_eq!(TierSteps::parse(&steps.to_string()).unwrap(), steps);
+    }
 
     #[test]
     fn classes_parse_in_any_case_and_refuse_unknown_names() {

@@ -424,6 +424,7 @@ impl Table {
             // read (its predicate says which): concurrent appends, other partitions.
             max_retries: REBASES,
             app_transaction: None,
+            extra: Default::default(),
         };
         let result = commit(self, actions, request).await;
         if let Err(e) = &result {

@@ -79,7 +79,8 @@ enum Command {
     /// Remove rows older than a horizon: whole partitions of a date partition column in
     /// one metadata-only commit, else a delete by predicate.
     Expire(expire::ExpireArgs),
-    /// Plan storage tiering by partition age (--dry-run; moving files is not built yet).
+    /// Move old partitions to colder S3 storage classes by their age (server-side copies
+    /// in place, each file's class recorded in the log); --dry-run shows the plan.
     Tier(tier::TierArgs),
     /// Write a checkpoint of the table's current version now.
     Checkpoint(checkpoint::CheckpointArgs),

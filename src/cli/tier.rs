@@ -1,72 +1,122 @@
-//! `sediment tier`: storage tiering by the table's partitions. In this build it plans
-//! (`--dry-run`): which files of which due partitions would move to which class, from
-//! the log alone. Moving them (server-side copies, each file's class recorded in the
-//! log) is not built yet and is refused, saying so.
+//! `sediment tier`: storage tiering by the table's partitions. Plans from the log
+//! which files of which due partitions move to which class, then moves them with
+//! server-side copies in place and records each file's class in the log
+//! ([`Table::tier`](crate::Table::tier)); `--dry-run` shows the plan only.
+//!
+//! With `--policy STEPS` the table is a location, opened with the global storage
+//! options; without it, the table (a name or a location) is looked up in the catalog
+//! (`--config`, `--catalog`) and tiered by its policy's `tiering` section.
 
 use clap::Args;
 
-use crate::maintain::tiering::{TierSteps, has_storage_classes};
+use super::serve::ServiceArgs;
+use crate::maintain::tiering::{AgeBy, TierOptions, TierReport, TierSteps, has_storage_classes};
+use crate::service::ops;
 use crate::{OpenOptions, StorageOptions, Table};
 
 #[derive(Args)]
 pub(crate) struct TierArgs {
-    /// Table location.
-    uri: String,
-    /// Steps, older and colder as they go: AGE:CLASS,... e.g. 30d:STANDARD_IA,180d:GLACIER_IR.
+    /// Table location (with --policy), or a catalog table's name or location.
+    table: String,
+    /// Steps, older and colder as they go: AGE:CLASS,... e.g. 30d:STANDARD_IA,180d:GLACIER_IR
+    /// (default: the table's policy in the catalog).
     #[arg(long, value_name = "STEPS")]
-    policy: String,
-    /// The partition column to age by (default: the first date, timestamp or ISO-date one).
+    policy: Option<String>,
+    /// The partition column to age by (default: the policy's, else the first date,
+    /// timestamp or ISO-date one; an unpartitioned table ages by add time).
     #[arg(long)]
     column: Option<String>,
-    /// Say what would move; change nothing (required in this build).
+    /// Say what would move; change nothing.
     #[arg(long)]
     dry_run: bool,
+    #[command(flatten)]
+    service: ServiceArgs,
 }
 
 pub(crate) async fn tier(args: TierArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
-    let steps = TierSteps::parse(&args.policy).map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
-    if !args.dry_run {
-        anyhow::bail!(
-            "tier: moving files is not built yet; run with --dry-run to see the plan (server-side copies and \
-             the classes recorded in the log come next)"
-        );
-    }
-    let has_classes = has_storage_classes(&args.uri)?;
-    let table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
-    let plan = table.tier_plan(&steps, args.column.as_deref(), chrono::Utc::now())?;
+    let report = match &args.policy {
+        Some(spec) => {
+            let steps = TierSteps::parse(spec).map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
+            if !has_storage_classes(&args.table)? {
+                return no_classes(&args.table, json);
+            }
+            let mut table = Table::open_with(&args.table, OpenOptions::new().storage_options(options)).await?;
+            table.tier(TierOptions::new(steps).column(args.column.clone()).dry_run(args.dry_run)).await?
+        }
+        None => {
+            let service = args.service.service().await?;
+            let entry = ops::find_table(&service, &args.table).await?;
+            if !has_storage_classes(&entry.location)? {
+                return no_classes(&entry.location, json);
+            }
+            ops::tier_table(&service, &entry, None, args.column.clone(), args.dry_run).await?
+        }
+    };
     if json {
-        let mut value = serde_json::to_value(&plan)?;
-        value["storage_classes"] = has_classes.into();
+        let mut value = serde_json::to_value(&report)?;
+        value["storage_classes"] = true.into();
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    if !has_classes {
-        println!("{}: a local or memory table has no storage classes; tiering has nothing to do", args.uri);
-        return Ok(());
-    }
-    let by = match &plan.age_by {
-        crate::maintain::tiering::AgeBy::Partition(column) => format!("partition column `{column}`"),
-        crate::maintain::tiering::AgeBy::AddTime => "the time each file was added".to_string(),
-    };
-    println!(
-        "tier plan by {by}: {} files, {} in {} moves; {} files in place, {} not due",
-        plan.files(),
-        bytesize::ByteSize::b(plan.bytes()),
-        plan.moves.len(),
-        plan.files_in_place,
-        plan.files_not_due
-    );
-    for m in &plan.moves {
-        let partition: Vec<String> =
-            m.partition.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect();
-        let partition = if partition.is_empty() { "(unpartitioned)".to_string() } else { partition.join("/") };
-        println!(
-            "  {partition}: {} days old -> {}: {} files, {}",
-            m.age_days,
-            m.storage_class,
-            m.files.len(),
-            bytesize::ByteSize::b(m.bytes)
-        );
+    print_report(&args.table, &report);
+    Ok(())
+}
+
+fn no_classes(location: &str, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::json!({ "storage_classes": false, "table": location }));
+    } else {
+        println!("{location}: a local or memory table has no storage classes; tiering has nothing to do");
     }
     Ok(())
+}
+
+fn print_report(table: &str, r: &TierReport) {
+    let by = match &r.age_by {
+        AgeBy::Partition(column) => format!("partition column `{column}`"),
+        AgeBy::AddTime => "the time each file was added".to_string(),
+    };
+    let size = |b: u64| bytesize::ByteSize::b(b).to_string();
+    println!(
+        "{table}: aged by {by}: {} files ({}) due in {} partitions; {} in place, {} not due{}",
+        r.files_planned,
+        size(r.bytes_planned),
+        r.moves_planned,
+        r.files_in_place,
+        r.files_not_due,
+        if r.files_archived > 0 { format!(", {} archived (a restore first)", r.files_archived) } else { String::new() }
+    );
+    if r.dry_run {
+        for m in &r.planned {
+            let partition: Vec<String> =
+                m.partition.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("null"))).collect();
+            let partition = if partition.is_empty() { "(unpartitioned)".to_string() } else { partition.join("/") };
+            println!(
+                "  {partition}: {} days old -> {}: {} files, {}",
+                m.age_days,
+                m.storage_class,
+                m.files.len(),
+                size(m.bytes)
+            );
+        }
+        println!("dry run: nothing moved");
+        return;
+    }
+    for (class, moved) in &r.moved {
+        println!("  moved to {class}: {} files, {}", moved.files, size(moved.bytes));
+    }
+    if r.files_already_there > 0 {
+        println!("  {} files were in their class already (recorded)", r.files_already_there);
+    }
+    if r.files_gone > 0 {
+        println!("  {} files were removed by another writer first (their copies left for vacuum)", r.files_gone);
+    }
+    println!(
+        "{} commits {:?}, {} conflicts, {} requests, {:.1} s",
+        r.versions.len(),
+        r.versions,
+        r.commit_conflicts,
+        r.requests,
+        r.duration_ms as f64 / 1000.0
+    );
 }

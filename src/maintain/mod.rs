@@ -1,5 +1,5 @@
 //! Keeping a table healthy: compaction, checkpoints, restore, vacuum and log cleanup,
-//! partition retention, tiering (its planner so far).
+//! partition retention, storage tiering.
 //!
 //! ```text
 //! snapshot ─▶ file views ─▶ health ─▶ planner (pure, in sediment-compactor) ─▶ plan (--dry-run shows it)
@@ -12,7 +12,7 @@
 //! | [`restore`] | [`Table::restore`](crate::Table::restore): an older version's files and metadata made current in one RESTORE commit |
 //! | [`vacuum`] | [`Table::vacuum`](crate::Table::vacuum): deleting files and log entries no kept version needs (lite, full, tags, retention) |
 //! | [`expire`] | [`Table::expire`](crate::Table::expire): partition retention, rows older than a horizon removed |
-//! | [`tiering`] | storage classes and tiering steps, the pure tiering planner (the executor is next) |
+//! | [`tiering`] | [`Table::tier`](crate::Table::tier): old partitions moved to colder S3 storage classes, each file's class recorded in the log |
 //! | [`compaction`] | [`Table::compact`](crate::Table::compact) and [`Table::compaction_plan`](crate::Table::compaction_plan): the glue around `sediment-compactor` |
 //!
 //! Words: a *plan* says what to do, a *job* is one running attempt of a plan, a
@@ -31,4 +31,5 @@ pub use checkpoint::CheckpointReport;
 pub use compaction::{Clustering, CompactOptions, CompactionPlan, CompactionReport, TableHealth};
 pub use expire::{ExpireOptions, ExpireReport};
 pub use restore::{RestoreReport, RestoreTarget};
+pub use tiering::{TierOptions, TierReport};
 pub use vacuum::{VacuumOptions, VacuumParts, VacuumReport};

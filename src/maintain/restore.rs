@@ -127,6 +127,7 @@ impl Table {
                 blind_append: false,
                 max_retries: 0,
                 app_transaction: None,
+                extra: Default::default(),
             };
             match commit(self, actions, request).await {
                 Ok(version) => {

@@ -1,10 +1,11 @@
 //! One job, one library call: a job's kind and options (a [`JobRequest`]) with the
 //! table's policy become the options of [`Table::compact`], [`Table::vacuum`],
-//! [`Table::checkpoint`] or [`Table::expire`], run under the job's lease fence; the
+//! [`Table::checkpoint`], [`Table::expire`] or [`Table::tier`], run under the job's lease fence; the
 //! operation's report (plus `table_version` and `duration_ms`) is the job's report.
 //!
 //! Fencing: compaction asks the fence right before each of its commits and commits
-//! only while the lease is held with time to spare; vacuum, checkpoint and expire ask
+//! only while the lease is held with time to spare, and so does tiering before each
+//! commit that records its moves; vacuum, checkpoint and expire ask
 //! it before they start (each is safe to run twice: a second vacuum finds nothing, a
 //! checkpoint of a version is the same file, an expiry removes nothing more).
 //!
@@ -23,7 +24,8 @@ use serde_json::{Value, json};
 
 use super::Service;
 use crate::error::{Error, Result};
-use crate::maintain::{CompactOptions, ExpireOptions, VacuumOptions};
+use crate::maintain::tiering::TierSteps;
+use crate::maintain::{CompactOptions, ExpireOptions, TierOptions, VacuumOptions};
 use crate::table::clock::Clock;
 
 /// What a job request may say (`POST /api/v1/tables/{name}/jobs`); every field is
@@ -70,6 +72,17 @@ pub enum JobRequest {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Move old partitions to colder storage classes.
+    Tier {
+        /// Steps, e.g. "30d:STANDARD_IA,180d:GLACIER_IR" (default: the policy's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<String>,
+        /// The partition column to age by (default: the policy's, else the first date-like one).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        column: Option<String>,
+        #[serde(default)]
+        dry_run: bool,
+    },
 }
 
 impl JobRequest {
@@ -86,6 +99,7 @@ impl JobRequest {
             JobRequest::Vacuum { .. } => K::Vacuum,
             JobRequest::Checkpoint {} => K::Checkpoint,
             JobRequest::Expire { .. } => K::Expire,
+            JobRequest::Tier { .. } => K::Tier,
         }
     }
 }
@@ -109,6 +123,21 @@ pub fn compact_options(policy: &Policy, overrides: &CompactOverrides) -> Compact
         filter: overrides.filter.clone(),
         ..Default::default()
     }
+}
+
+/// The tiering options a policy (and a request's steps and column) asks for; an
+/// invalid-input error naming `table` when neither gives steps.
+pub fn tier_options(policy: &Policy, table: &str, steps: Option<&str>, column: Option<String>) -> Result<TierOptions> {
+    let steps = match steps {
+        Some(spec) => TierSteps::parse(spec).map_err(|e| Error::invalid(format!("tiering policy: {e}")))?,
+        None => policy.tiering.steps.clone(),
+    };
+    if steps.is_empty() {
+        return Err(Error::invalid(format!(
+            "table {table}: tiering needs steps (a policy such as 30d:STANDARD_IA, or the table policy's tiering.steps)"
+        )));
+    }
+    Ok(TierOptions::new(steps).column(column.or_else(|| policy.tiering.column.clone())))
 }
 
 /// A worker's proof that it still holds a job's lease, kept up to date by the heartbeat.
@@ -242,6 +271,23 @@ pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result
                 options = options.column(column);
             }
             serde_json::to_value(table.expire(options).await?).map_err(|e| Error::internal(e.to_string()))?
+        }
+        JobRequest::Tier { policy: steps, column, dry_run } => {
+            let mut options = tier_options(&policy, &entry.name, steps.as_deref(), column)?
+                .dry_run(dry_run)
+                .with_clock(inner.clock.clone());
+            options.commit_info = vec![(
+                "sediment".into(),
+                json!({ "job": job.id, "attempt": job.attempt, "daemon": inner.daemon_id, "reason": job.reason }),
+            )];
+            let guard = fence.clone();
+            options.before_commit = Some(Arc::new(move || guard.check()));
+            let report = table.tier(options).await?;
+            for (class, moved) in &report.moved {
+                ::metrics::counter!(super::metrics::BYTES_TIERED, "storage_class" => class.as_str())
+                    .increment(moved.bytes);
+            }
+            serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?
         }
     };
     table.refresh().await?;

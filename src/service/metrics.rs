@@ -13,6 +13,8 @@
 //! | `sediment_lease_takeovers_total` | counter | |
 //! | `sediment_queue_depth` | gauge | `state` (scheduled, running) |
 //! | `sediment_table_files`, `sediment_table_health_score` | gauge | `table` |
+//! | `sediment_table_bytes` | gauge | `table`, `storage_class` (from the log's class tags) |
+//! | `sediment_bytes_tiered_total` | counter | `storage_class` (bytes moved into it) |
 //! | `sediment_scheduler_errors_total` | counter | |
 
 use std::sync::OnceLock;
@@ -30,6 +32,8 @@ pub const LEASE_TAKEOVERS: &str = "sediment_lease_takeovers_total";
 pub const QUEUE_DEPTH: &str = "sediment_queue_depth";
 pub const TABLE_FILES: &str = "sediment_table_files";
 pub const TABLE_HEALTH: &str = "sediment_table_health_score";
+pub const TABLE_BYTES: &str = "sediment_table_bytes";
+pub const BYTES_TIERED: &str = "sediment_bytes_tiered_total";
 pub const SCHEDULER_ERRORS: &str = "sediment_scheduler_errors_total";
 
 /// Install the Prometheus recorder (once per process) and return its handle.
@@ -60,5 +64,7 @@ fn describe() {
     metrics::describe_gauge!(QUEUE_DEPTH, "active jobs, by state");
     metrics::describe_gauge!(TABLE_FILES, "live data files per table");
     metrics::describe_gauge!(TABLE_HEALTH, "table health score (100: as few files as its bytes allow)");
+    metrics::describe_gauge!(TABLE_BYTES, metrics::Unit::Bytes, "live data bytes per table and storage class");
+    metrics::describe_counter!(BYTES_TIERED, metrics::Unit::Bytes, "bytes moved to a colder storage class by tiering");
     metrics::describe_counter!(SCHEDULER_ERRORS, "tables the scheduler could not evaluate");
 }

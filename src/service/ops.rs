@@ -160,6 +160,43 @@ pub async fn describe_table(service: &Service, name: &str) -> Result<TableDescri
     Ok(description)
 }
 
+/// A registered table by its name or its location.
+pub async fn find_table(service: &Service, name_or_location: &str) -> Result<TableEntry> {
+    let catalog = service.catalog();
+    match catalog.table(name_or_location).await {
+        Ok(entry) => return Ok(entry),
+        Err(e) if e.kind() != sediment_catalog::CatalogErrorKind::NotFound => return Err(e.into()),
+        Err(_) => {}
+    }
+    let wanted = name_or_location.trim_end_matches('/');
+    catalog.list_tables().await?.into_iter().find(|t| t.location.trim_end_matches('/') == wanted).ok_or_else(|| {
+        Error::new(
+            ErrorKind::NotFound,
+            format!("no table named or located at {name_or_location:?} in the catalog (register it, or give the steps with --policy)"),
+        )
+    })
+}
+
+/// Tier a registered table now by its policy (or by `steps`), as a `tier` job would,
+/// without a job: the CLI's `sediment tier NAME`.
+pub async fn tier_table(
+    service: &Service,
+    entry: &TableEntry,
+    steps: Option<&str>,
+    column: Option<String>,
+    dry_run: bool,
+) -> Result<crate::maintain::TierReport> {
+    let inner = service.inner();
+    let policy = inner.policies.get(entry.layer).with_overrides(&entry.policy)?;
+    let options = super::execute::tier_options(&policy, &entry.name, steps, column)?
+        .dry_run(dry_run)
+        .with_clock(inner.clock.clone());
+    let mut table = latest_table(service, entry).await?;
+    let report = table.tier(options).await.map_err(|e| e.context(format!("table {}", entry.name)))?;
+    remember_table(service, entry, &table);
+    Ok(report)
+}
+
 /// Unregister a table (the data stays).
 pub async fn unregister_table(service: &Service, name: &str) -> Result<TableEntry> {
     let entry = service.catalog().unregister_table(name, service.inner().clock.now()).await?;

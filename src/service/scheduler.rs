@@ -102,6 +102,10 @@ async fn schedule_table(service: &Service, cached: &mut Cached, entry: &TableEnt
     let max_deleted_ratio = views.iter().map(|v| v.deleted_ratio()).fold(0.0, f64::max);
     ::metrics::gauge!(metrics::TABLE_FILES, "table" => entry.name.clone()).set(files.len() as f64);
     ::metrics::gauge!(metrics::TABLE_HEALTH, "table" => entry.name.clone()).set(health.score as f64);
+    for (class, totals) in table.class_totals()? {
+        ::metrics::gauge!(metrics::TABLE_BYTES, "table" => entry.name.clone(), "storage_class" => class.as_str())
+            .set(totals.bytes as f64);
+    }
 
     let last_compaction = inner.catalog.last_finished(&entry.name, JobKind::Compact, Some(JobState::Succeeded)).await?;
     let compacted_at_version =
@@ -127,6 +131,10 @@ async fn schedule_table(service: &Service, cached: &mut Cached, entry: &TableEnt
         },
         expire_finished: match policy.expire.enabled {
             true => finished_at(service, &entry.name, JobKind::Expire).await?,
+            false => None,
+        },
+        tier_finished: match policy.tiering.enabled {
+            true => finished_at(service, &entry.name, JobKind::Tier).await?,
             false => None,
         },
     };

@@ -9,8 +9,8 @@
 //!   compaction. The scheduler then enqueues only when the planner finds work, so a
 //!   trigger never makes an empty job;
 //! - **checkpoint**, when `checkpoint.interval` (100) commits follow the last one;
-//! - **vacuum** and **expire**, when their schedule comes round after the last job of
-//!   that kind finished (by the catalog's history, so every daemon agrees).
+//! - **vacuum**, **expire** and **tier**, when their schedule comes round after the
+//!   last job of that kind finished (by the catalog's history, so every daemon agrees).
 
 use chrono::{DateTime, Utc};
 use sediment_catalog::{JobKind, Policy};
@@ -39,6 +39,7 @@ pub struct History {
     pub compaction_checked: Option<DateTime<Utc>>,
     pub vacuum_finished: Option<DateTime<Utc>>,
     pub expire_finished: Option<DateTime<Utc>>,
+    pub tier_finished: Option<DateTime<Utc>>,
 }
 
 /// A job a table needs, and why.
@@ -73,6 +74,9 @@ pub fn due(view: &TableView<'_>, history: &History, now: DateTime<Utc>) -> Vec<D
     }
     if policy.expire.enabled && policy.expire.schedule.next_after(history.expire_finished, now) <= now {
         out.push(Due { kind: JobKind::Expire, reason: "schedule".into() });
+    }
+    if policy.tiering.enabled && policy.tiering.schedule.next_after(history.tier_finished, now) <= now {
+        out.push(Due { kind: JobKind::Tier, reason: "schedule".into() });
     }
     out
 }
@@ -208,5 +212,22 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(kinds(&due(&v, &recent, now)), [JobKind::Checkpoint, JobKind::Expire]);
+    }
+
+    #[test]
+    fn tiering_runs_on_its_schedule_when_enabled() {
+        let mut policy = Policy::builtin(Layer::Bronze);
+        let now = Utc::now();
+        let h = health(&[]);
+        let tiers =
+            |policy: &Policy, history: &History| kinds(&due(&view(policy, &h), history, now)).contains(&JobKind::Tier);
+        assert!(!tiers(&policy, &History::default()), "off by default");
+        policy.tiering.enabled = true;
+        policy.tiering.steps = sediment_catalog::tiering::TierSteps::parse("30d:STANDARD_IA").unwrap();
+        assert!(tiers(&policy, &History::default()));
+        let recent = History { tier_finished: Some(now - chrono::Duration::hours(1)), ..Default::default() };
+        assert!(!tiers(&policy, &recent), "the daily schedule has not come round");
+        let yesterday = History { tier_finished: Some(now - chrono::Duration::hours(25)), ..Default::default() };
+        assert!(tiers(&policy, &yesterday));
     }
 }

@@ -31,6 +31,20 @@ pub(crate) struct CommitRequest {
     pub blind_append: bool,
     pub max_retries: usize,
     pub app_transaction: Option<Transaction>,
+    /// What the commit says beyond delta-rs's operation: another operation name, more
+    /// `commitInfo` keys.
+    pub extra: CommitExtra,
+}
+
+/// The parts of a `commitInfo` an operation delta-rs has no name for sets itself.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CommitExtra {
+    /// Replaces the operation's name (`commitInfo.operation`).
+    pub operation: Option<&'static str>,
+    /// Replaces `commitInfo.operationParameters` when not empty.
+    pub parameters: HashMap<String, Value>,
+    /// More top-level `commitInfo` keys (for example `sediment`).
+    pub info: Vec<(String, Value)>,
 }
 
 /// Commit `actions` on top of the version `table` is at (or create version 0 when
@@ -45,6 +59,15 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
         request.metrics.iter().map(|(k, v)| (k.to_string(), Value::String(v.to_string()))).collect();
     info.info.insert("operationMetrics".into(), Value::Object(metrics.into_iter().collect()));
     info.info.insert("clientVersion".into(), Value::String(engine_info()));
+    if let Some(operation) = request.extra.operation {
+        info.operation = Some(operation.to_string());
+    }
+    if !request.extra.parameters.is_empty() {
+        info.operation_parameters = Some(request.extra.parameters);
+    }
+    for (key, value) in request.extra.info {
+        info.info.insert(key, value);
+    }
     actions.insert(0, Action::CommitInfo(info));
 
     // No log cleanup after the commit: delta-rs's lists the whole `_delta_log` on

@@ -391,6 +391,7 @@ impl Table {
                 blind_append: options.mode == WriteMode::Append && !report.schema_evolved && self.exists(),
                 max_retries: if options.mode == WriteMode::Append { options.max_retries } else { 0 },
                 app_transaction: options.app_transaction.as_ref().map(|(app, v)| Transaction::new(app.clone(), *v)),
+                extra: Default::default(),
             };
             match commit(self, actions, request).await {
                 Ok(version) => {

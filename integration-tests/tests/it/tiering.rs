@@ -1,13 +1,60 @@
-//! Tiering's S3 calls against the S3 test server: a file's class, a change of class
-//! in place (its bytes unchanged), an archived file refused by a plain GET until a
-//! restore, and stores without classes.
+//! Tiering against the S3 test server: its S3 calls (a file's class, a change of
+//! class in place with its bytes unchanged, an archived file refused by a plain GET
+//! until a restore, stores without classes), the plan from the log, and whole runs:
+//! two years of daily partitions tiered by a two-step policy with an injected clock,
+//! a run killed between its copies and its commit, tiering racing compaction and
+//! deletes, and `sediment tier` by the catalog's policy and as a daemon job.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use chrono::{DateTime, Duration, Utc};
+use futures::StreamExt as _;
 use object_store::ObjectStoreExt as _;
-use sediment::maintain::tiering::{ObjectClasses, RestoreState, StorageClass};
+use sediment::Table;
+use sediment::arrow::array::{Int64Array, RecordBatch, StringArray};
+use sediment::arrow::datatypes::{DataType, Field, Schema};
+use sediment::maintain::tiering::{ObjectClasses, RestoreState, StorageClass, TierOptions, TierSteps};
+use sediment::table::clock::ManualClock;
 
-use crate::common::{s3_endpoint, s3_uri};
+use crate::common::{s3_endpoint, s3_uri, table_rows};
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// One append of a row per day in `days` (ids from `first`): a file per day.
+async fn append_days(table: &mut Table, first: i64, days: &[String]) {
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("day", DataType::Utf8, false)]));
+    let ids: Vec<i64> = (first..first + days.len() as i64).collect();
+    let batch =
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(ids)), Arc::new(StringArray::from(days.to_vec()))])
+            .unwrap();
+    table.write(vec![batch], sediment::WriteOptions::append().partition_by(["day"])).await.expect("an append commits");
+}
+
+/// `n` days back from `today`, newest first.
+fn days_back(today: DateTime<Utc>, n: i64) -> Vec<String> {
+    (0..n).map(|d| (today.date_naive() - Duration::days(d)).to_string()).collect()
+}
+
+/// Every live file's class as the log records it and as HeadObject reports it.
+async fn log_and_store_classes(table: &Table) -> Vec<(String, StorageClass, StorageClass)> {
+    let classes = ObjectClasses::for_table(table.uri(), &HashMap::new()).await.unwrap().unwrap();
+    let files = table.tier_files().unwrap();
+    futures::stream::iter(files)
+        .map(|f| {
+            let classes = classes.clone();
+            async move {
+                let stored = classes.class_of(&f.path).await.unwrap();
+                (f.path, f.storage_class, stored)
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await
+}
 
 #[tokio::test]
 async fn a_file_changes_class_in_place_and_an_archived_one_needs_a_restore() {
@@ -70,11 +117,14 @@ async fn daily_table(name: &str, days: &[&str]) -> String {
 
 #[tokio::test]
 async fn the_tier_plan_comes_from_the_log_by_partition_age() {
-    use sediment::maintain::tiering::{AgeBy, TierSteps};
-    let uri = daily_table("tier-plan", &["2026-11-30", "2026-10-01", "2026-10-02", "2025-06-01"]).await;
+    use sediment::maintain::tiering::AgeBy;
+    // Days relative to today: the CLI plans with the wall clock.
+    let now = Utc::now();
+    let day = |back: i64| (now.date_naive() - Duration::days(back)).to_string();
+    let (d2, d62, d61, d549) = (day(2), day(62), day(61), day(549));
+    let uri = daily_table("tier-plan", &[&d2, &d62, &d61, &d549]).await;
     let table = sediment::Table::open(&uri).await.unwrap();
     let steps = TierSteps::parse("30d:STANDARD_IA,180d:GLACIER_IR").unwrap();
-    let now = chrono::DateTime::parse_from_rfc3339("2026-12-02T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
     let plan = table.tier_plan(&steps, None, now).unwrap();
     assert_eq!(plan.age_by, AgeBy::Partition("day".into()));
     let moves: Vec<(String, StorageClass, usize)> =
@@ -82,9 +132,9 @@ async fn the_tier_plan_comes_from_the_log_by_partition_age() {
     assert_eq!(
         moves,
         vec![
-            ("2025-06-01".to_string(), StorageClass::GlacierIr, 1),
-            ("2026-10-01".to_string(), StorageClass::StandardIa, 1),
-            ("2026-10-02".to_string(), StorageClass::StandardIa, 1),
+            (d549, StorageClass::GlacierIr, 1),
+            (d62, StorageClass::StandardIa, 1),
+            (d61, StorageClass::StandardIa, 1)
         ]
     );
     assert_eq!(plan.files_not_due, 1);
@@ -92,16 +142,16 @@ async fn the_tier_plan_comes_from_the_log_by_partition_age() {
     let err = table.tier_plan(&steps, Some("id"), now).unwrap_err().to_string();
     assert!(err.contains("id") && err.contains("not a partition column"), "{err}");
 
-    // The CLI: the plan as JSON; moving is refused, saying it is not built; bad steps named.
+    // The CLI: the plan as JSON, nothing moved; bad steps named.
     let bin = crate::cli::sediment_bin();
     let run = |args: &[&str]| std::process::Command::new(&bin).args(args).output().unwrap();
     let out = run(&["tier", &uri, "--policy", "30d:STANDARD_IA", "--dry-run", "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(plan["storage_classes"], true);
-    assert_eq!(plan["moves"].as_array().unwrap().len(), 3, "{plan}");
-    let out = run(&["tier", &uri, "--policy", "30d:STANDARD_IA"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not built yet"));
+    assert_eq!(plan["planned"].as_array().unwrap().len(), 3, "{plan}");
+    assert_eq!(plan["files_planned"], 3, "{plan}");
+    assert!(table_files_standard(&uri).await, "a dry run moves nothing");
     let out = run(&["tier", &uri, "--policy", "90d:GLACIER_IR,30d:STANDARD_IA", "--dry-run"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("older"), "{stderr}");
@@ -114,4 +164,178 @@ async fn the_tier_plan_comes_from_the_log_by_partition_age() {
     let out = run(&["tier", local.to_str().unwrap(), "--policy", "30d:STANDARD_IA", "--dry-run"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no storage classes"));
+}
+
+async fn table_files_standard(uri: &str) -> bool {
+    let table = Table::open(uri).await.unwrap();
+    log_and_store_classes(&table)
+        .await
+        .iter()
+        .all(|(_, log, store)| *log == StorageClass::Standard && *store == StorageClass::Standard)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_years_of_daily_partitions_tier_by_a_two_step_policy() {
+    let now = at("2026-12-02T06:00:00Z");
+    let days = days_back(now, 730);
+    let uri = s3_uri("tier-two-years");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    append_days(&mut table, 0, &days).await;
+    // A second file in each of the newest 40 days (30 not due, 10 due for STANDARD_IA).
+    append_days(&mut table, 10_000, &days[..40]).await;
+    // A tombstoned file: day 400's only file, deleted (the file stays for vacuum).
+    let tombstoned = table.files().unwrap().into_iter().find(|f| f.path.contains(&days[400])).unwrap().path;
+    table.delete(&format!("day = '{}'", days[400])).await.unwrap();
+    let rows = table_rows(&table).await;
+
+    let steps = TierSteps::parse("30d:STANDARD_IA,365d:GLACIER_IR").unwrap();
+    let clock = ManualClock::new(now);
+    let report = table.tier(TierOptions::new(steps.clone()).with_clock(clock.clone())).await.unwrap();
+    // Days 30..=364 to STANDARD_IA (335 partitions, 10 of them with two files), 365..=729 to GLACIER_IR less day 400.
+    assert_eq!(report.moved[&StorageClass::StandardIa].files, 345, "{report:#?}");
+    assert_eq!(report.moved[&StorageClass::GlacierIr].files, 364, "{report:#?}");
+    assert_eq!(report.files_not_due, 60);
+    assert_eq!((report.files_gone, report.files_already_there), (0, 0));
+    assert_eq!(report.versions.len(), 1, "709 moves fit one commit: {report:#?}");
+
+    // The log and HeadObject agree with the policy, file by file; rows unchanged.
+    let table = Table::open(&uri).await.unwrap();
+    for (path, log, stored) in log_and_store_classes(&table).await {
+        let day = path.split("day=").nth(1).unwrap().get(..10).unwrap().to_string();
+        let age = now - at(&format!("{day}T00:00:00Z"));
+        let expected = steps.class_for(age.to_std().unwrap()).unwrap_or(StorageClass::Standard);
+        assert_eq!((log, stored), (expected, expected), "{path}");
+    }
+    assert_eq!(table_rows(&table).await, rows);
+    let classes = ObjectClasses::for_table(&uri, &HashMap::new()).await.unwrap().unwrap();
+    assert_eq!(classes.class_of(&tombstoned).await.unwrap(), StorageClass::Standard, "a tombstoned file stays");
+    // The commit says what it was.
+    let history = table.history(Some(1)).await.unwrap();
+    assert_eq!(history[0].operation.as_deref(), Some("SET STORAGE CLASS"), "{history:?}");
+
+    // A second run does nothing; a month later, the next partitions move.
+    let mut table = table;
+    let again = table.tier(TierOptions::new(steps.clone()).with_clock(clock.clone())).await.unwrap();
+    assert_eq!((again.files_planned, again.versions.len()), (0, 0), "{again:#?}");
+    clock.advance(Duration::days(31));
+    let later = table.tier(TierOptions::new(steps).with_clock(clock)).await.unwrap();
+    // The 60 files of days 0..=29 reach 30 days; days 334..=364 reach a year.
+    assert_eq!(later.moved[&StorageClass::StandardIa].files, 60, "{later:#?}");
+    assert_eq!(later.moved[&StorageClass::GlacierIr].files, 31, "{later:#?}");
+}
+
+#[tokio::test]
+async fn a_run_killed_before_its_commit_is_finished_by_the_next() {
+    let now = at("2026-12-02T06:00:00Z");
+    let uri = s3_uri("tier-killed");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let days = days_back(now, 60);
+    append_days(&mut table, 0, &days).await;
+    // The copies of a run that died before recording them: the store moved, the log did not.
+    let classes = ObjectClasses::for_table(&uri, &HashMap::new()).await.unwrap().unwrap();
+    let oldest_not_due = days[30].as_str(); // 30 days old: due
+    let due: Vec<_> = table
+        .tier_files()
+        .unwrap()
+        .into_iter()
+        .filter(|f| f.partition["day"].as_deref() <= Some(oldest_not_due))
+        .collect();
+    assert_eq!(due.len(), 30);
+    for f in &due[..20] {
+        classes.set_class(&f.path, f.size, StorageClass::StandardIa).await.unwrap();
+    }
+    let steps = TierSteps::parse("30d:STANDARD_IA").unwrap();
+    let report = table.tier(TierOptions::new(steps).with_clock(ManualClock::new(now))).await.unwrap();
+    // S3 refuses a copy onto itself that changes nothing, and the run then finds the
+    // file in place with one HeadObject; moto copies it again. Either way all 30 are
+    // recorded, and the log and the store agree.
+    assert!(report.files_already_there <= 20, "{report:#?}");
+    assert_eq!(report.moved[&StorageClass::StandardIa].files, 30, "{report:#?}");
+    for (path, log, stored) in log_and_store_classes(&table).await {
+        assert_eq!(log, stored, "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiering_racing_compaction_and_deletes_loses_nothing() {
+    let now = at("2024-07-15T00:00:00Z");
+    for round in 0..2 {
+        let uri = crate::service::fragmented_table(&format!("tier-race-{round}"), 4, 6).await;
+        let rows = table_rows(&Table::open(&uri).await.unwrap()).await;
+        let steps = TierSteps::parse("30d:STANDARD_IA").unwrap();
+        let mut tiering = Table::open(&uri).await.unwrap();
+        let mut compacting = Table::open(&uri).await.unwrap();
+        let mut deleting = Table::open(&uri).await.unwrap();
+        let (tiered, compacted, deleted) = tokio::join!(
+            tiering.tier(TierOptions::new(steps.clone()).with_clock(ManualClock::new(now))),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(50 * round)).await;
+                compacting.compact(Default::default()).await
+            },
+            deleting.delete("id = 3"),
+        );
+        let tiered = tiered.unwrap();
+        compacted.unwrap();
+        deleted.unwrap();
+        let mut table = Table::open(&uri).await.unwrap();
+        let now_rows = table_rows(&table).await;
+        assert_eq!(now_rows.len(), rows.len() - 1, "round {round}: one row deleted, none lost: {tiered:#?}");
+        for (path, log, stored) in log_and_store_classes(&table).await {
+            assert_eq!(log, stored, "round {round}: {path}: {tiered:#?}");
+        }
+        // Another run brings whatever the others wrote into its class.
+        table.tier(TierOptions::new(steps).with_clock(ManualClock::new(now))).await.unwrap();
+        assert_eq!(table_rows(&table).await, now_rows);
+        for (path, log, stored) in log_and_store_classes(&table).await {
+            assert_eq!((log, stored), (StorageClass::StandardIa, StorageClass::StandardIa), "round {round}: {path}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sediment_tier_by_the_catalogs_policy_and_as_a_daemon_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let now = Utc::now();
+    let uri = s3_uri("tier-catalog");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    append_days(&mut table, 0, &days_back(now, 50)).await;
+    let bin = crate::cli::sediment_bin();
+    let run =
+        |args: &[&str]| std::process::Command::new(&bin).args(args).arg("--catalog").arg(&catalog).output().unwrap();
+    let policy = r#"{"tiering": {"enabled": true, "steps": [{"older_than": "40d", "storage_class": "STANDARD_IA"}]}}"#;
+    let out = run(&["tables", "register", "raw.days", "--layer", "bronze", "--location", &uri, "--policy", policy]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // By name, with the policy from the catalog: a dry run, then the move.
+    let out = run(&["tier", "raw.days", "--dry-run", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["files_planned"], 10, "days 40..=49: {plan}");
+    // By location with steps of its own (days 45..=49).
+    let out = run(&["tier", &uri, "--policy", "45d:STANDARD_IA"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("moved to STANDARD_IA: 5 files"), "{text}");
+    // An unknown table is named.
+    let out = run(&["tier", "raw.nope"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("raw.nope"));
+
+    // The daemon's scheduler runs a tier job by the policy (run-once): days 40..=44.
+    let out = run(&["run-once", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let job = report["jobs"].as_array().unwrap().iter().find(|j| j["kind"] == "tier").cloned();
+    assert!(job.is_some(), "a tier job is due on its first look: {report}");
+    let table = Table::open(&uri).await.unwrap();
+    let classes = log_and_store_classes(&table).await;
+    assert!(classes.iter().all(|(_, log, stored)| log == stored), "{classes:?}");
+    assert_eq!(classes.iter().filter(|(_, log, _)| *log == StorageClass::StandardIa).count(), 10, "{classes:?}");
+    // Its commit names the job.
+    let history = table.history(Some(1)).await.unwrap();
+    assert!(history[0].job.is_some(), "{history:?}");
+    // Nothing left: the CLI by the catalog's policy finds its work done.
+    let out = run(&["tier", "raw.days", "--json"]);
+    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["files_planned"], 0, "{done}");
 }

@@ -110,6 +110,7 @@ impl Merge<'_> {
             // delta-rs's conflict checker rebases over commits that touch other keys.
             max_retries: 15,
             app_transaction: self.app_transaction.as_ref().map(|(app, v)| Transaction::new(app.clone(), *v)),
+            extra: Default::default(),
         };
         if let Some(hook) = &self.before_commit {
             hook();

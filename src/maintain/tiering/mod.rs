@@ -14,11 +14,13 @@
 //!          ─▶ plan: per due partition, the files to move and their class
 //! ```
 
+pub mod executor;
 pub mod planner;
 pub mod s3;
 
+pub use executor::{FilesBytes, TierOptions, TierReport};
 pub use planner::{AgeBy, PartitionColumn, TierFile, TierMove, TierPlan};
-pub use s3::{ObjectClasses, RestoreState, has_storage_classes};
+pub use s3::{CopyOutcome, ObjectClasses, RestoreState, has_storage_classes};
 pub use sediment_catalog::tiering::{StorageClass, TierStep, TierSteps};
 
 use std::collections::BTreeMap;
@@ -59,6 +61,19 @@ impl Table {
                 }
             })
             .collect())
+    }
+
+    /// Live files and bytes per storage class, from the log's class tags (every class,
+    /// empty ones included, hot to cold).
+    pub fn class_totals(&self) -> Result<BTreeMap<StorageClass, FilesBytes>> {
+        let mut totals: BTreeMap<StorageClass, FilesBytes> =
+            StorageClass::ALL.into_iter().map(|c| (c, FilesBytes::default())).collect();
+        for file in self.tier_files()? {
+            let entry = totals.entry(file.storage_class).or_default();
+            entry.files += 1;
+            entry.bytes += file.size;
+        }
+        Ok(totals)
     }
 
     /// What tiering by `steps` would move at `now` (`column`: the partition column to

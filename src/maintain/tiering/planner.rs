@@ -59,6 +59,10 @@ pub struct TierPlan {
     pub files_in_place: usize,
     /// Live files too young for any step.
     pub files_not_due: usize,
+    /// Live files in an archive class (GLACIER, DEEP_ARCHIVE) that their age would
+    /// move colder still: a copy of an archived object needs a restore first, so
+    /// they stay where they are.
+    pub files_archived: usize,
 }
 
 impl TierPlan {
@@ -154,7 +158,8 @@ pub fn parse_instant(value: &str) -> Option<DateTime<Utc>> {
 
 /// The moves that bring every due partition of `files` into its class at `now`.
 pub fn plan(files: &[TierFile], age_by: &AgeBy, steps: &TierSteps, now: DateTime<Utc>) -> Result<TierPlan> {
-    let mut plan = TierPlan { age_by: age_by.clone(), moves: Vec::new(), files_in_place: 0, files_not_due: 0 };
+    let mut plan =
+        TierPlan { age_by: age_by.clone(), moves: Vec::new(), files_in_place: 0, files_not_due: 0, files_archived: 0 };
     let mut moves: BTreeMap<(BTreeMap<String, Option<String>>, StorageClass), TierMove> = BTreeMap::new();
     for file in files {
         let born = match age_by {
@@ -179,6 +184,10 @@ pub fn plan(files: &[TierFile], age_by: &AgeBy, steps: &TierSteps, now: DateTime
         };
         if file.storage_class.coldness() >= class.coldness() {
             plan.files_in_place += 1;
+            continue;
+        }
+        if file.storage_class.needs_restore() {
+            plan.files_archived += 1;
             continue;
         }
         let partition = match age_by {
@@ -248,6 +257,23 @@ mod tests {
             })
             .collect();
         assert!(super::plan(&moved, &by, &steps, at("2026-12-02")).unwrap().moves.is_empty());
+    }
+
+    #[test]
+    fn archived_files_are_not_copied_colder() {
+        let steps = TierSteps::parse("30d:GLACIER,365d:DEEP_ARCHIVE").unwrap();
+        let files = vec![
+            file("a", Some("2024-01-01"), StorageClass::Glacier), // due for DEEP_ARCHIVE, needs a restore first
+            file("b", Some("2024-01-01"), StorageClass::Standard),
+        ];
+        let by = AgeBy::Partition("day".into());
+        let plan = plan(&files, &by, &steps, at("2026-12-02")).unwrap();
+        assert_eq!(plan.files_archived, 1);
+        assert_eq!(plan.moves.len(), 1);
+        assert_eq!(
+            (plan.moves[0].files.clone(), plan.moves[0].storage_class),
+            (vec!["b".to_string()], StorageClass::DeepArchive)
+        );
     }
 
     #[test]

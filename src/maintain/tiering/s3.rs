@@ -36,6 +36,15 @@ pub enum RestoreState {
     Restored { until: Option<String> },
 }
 
+/// What a change of class did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyOutcome {
+    /// The object was copied into the class.
+    Copied,
+    /// It was in the class already.
+    AlreadyThere,
+}
+
 /// Storage-class operations on the objects under one table's root.
 #[derive(Debug, Clone)]
 pub struct ObjectClasses {
@@ -146,8 +155,22 @@ impl ObjectClasses {
     }
 
     /// Move `path` (of `size` bytes) to `class` in place: a server-side copy onto
-    /// itself, its metadata kept.
-    pub async fn set_class(&self, path: &str, size: u64, class: StorageClass) -> Result<()> {
+    /// itself, its metadata kept. A copy S3 refuses because the object is in that
+    /// class already (a copy onto itself that changes nothing; an earlier run killed
+    /// before it recorded its moves) is [`CopyOutcome::AlreadyThere`], found by one
+    /// HeadObject after the refusal; a missing object is a not-found error.
+    pub async fn set_class(&self, path: &str, size: u64, class: StorageClass) -> Result<CopyOutcome> {
+        match self.copy_in_place(path, size, class).await {
+            Ok(()) => Ok(CopyOutcome::Copied),
+            Err(copy) => match self.head(path).await {
+                Ok((now, _)) if now == class => Ok(CopyOutcome::AlreadyThere),
+                Err(head) if head.kind() == ErrorKind::NotFound => Err(head),
+                _ => Err(copy),
+            },
+        }
+    }
+
+    async fn copy_in_place(&self, path: &str, size: u64, class: StorageClass) -> Result<()> {
         let key = self.key(path);
         let source = format!("{}/{}", self.bucket, urlencoding_path(&key));
         let what = || format!("copying s3://{}/{key} to {class}", self.bucket);

@@ -292,7 +292,14 @@ impl Table {
 
     /// Commit a `VACUUM START`/`END` entry (no actions), retried over concurrent commits.
     async fn record(&mut self, operation: DeltaOperation, metrics: Vec<(&'static str, u64)>) -> Result<u64> {
-        let request = CommitRequest { operation, metrics, blind_append: false, max_retries: 15, app_transaction: None };
+        let request = CommitRequest {
+            operation,
+            metrics,
+            blind_append: false,
+            max_retries: 15,
+            app_transaction: None,
+            extra: Default::default(),
+        };
         commit(self, Vec::new(), request).await
     }
 }
