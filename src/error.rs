@@ -169,6 +169,19 @@ pub(crate) fn missing_file(err: &(dyn std::error::Error + 'static)) -> Option<St
     Some(text[start..].lines().next().unwrap_or_default().trim().to_string())
 }
 
+/// Whether a storage error anywhere in `err`'s chain is S3 refusing to read an
+/// archived object (GLACIER, DEEP_ARCHIVE) that is not restored.
+pub(crate) fn archived_object(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.to_string().contains("InvalidObjectState") {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
 impl From<DeltaTableError> for Error {
     fn from(err: DeltaTableError) -> Self {
         Error::delta(err)

@@ -305,6 +305,8 @@ impl Table {
             let to_read: Vec<Add> =
                 plan.files.iter().zip(&outcomes).filter(|(_, o)| o.is_none()).map(|(a, _)| a.clone()).collect();
             report.files_read = to_read.len();
+            let operation = if matches!(change, RowChange::Delete) { "delete from" } else { "update" };
+            crate::maintain::tiering::archive::ensure_readable(self, operation, &to_read).await?;
             let mark = features::deletion_vectors_enabled(state);
             let mut read =
                 self.change_files(&to_read, &predicate, change, mark, feed.clone(), &mut report).await?.into_iter();

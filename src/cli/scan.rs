@@ -26,6 +26,10 @@ pub(crate) struct ScanArgs {
     /// At most this many rows.
     #[arg(long)]
     limit: Option<usize>,
+    /// Leave out files that are archived (GLACIER, DEEP_ARCHIVE) and not restored,
+    /// saying how many, instead of failing.
+    #[arg(long)]
+    skip_archived: bool,
     /// Output format (default: table, or ndjson with --json).
     #[arg(long, value_enum)]
     format: Option<OutputFormat>,
@@ -48,7 +52,7 @@ pub(crate) async fn scan(args: ScanArgs, options: StorageOptions, json: bool) ->
     if let Some(n) = args.limit {
         builder = builder.limit(n);
     }
-    let mut scan = builder.execute().await?;
+    let mut scan = builder.skip_archived(args.skip_archived).execute().await?;
     let schema = scan.schema();
     write_batches(&mut scan, schema, format, args.output.as_ref()).await?;
     let report = scan.report();
@@ -66,6 +70,12 @@ pub(crate) async fn scan(args: ScanArgs, options: StorageOptions, json: bool) ->
             report.requests,
             report.peak_in_flight
         );
+        if report.files_skipped_archived > 0 {
+            eprintln!(
+                "{} archived files skipped (not restored; `sediment tier restore` makes them readable)",
+                report.files_skipped_archived
+            );
+        }
     }
     Ok(())
 }

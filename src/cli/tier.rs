@@ -6,8 +6,12 @@
 //! With `--policy STEPS` the table is a location, opened with the global storage
 //! options; without it, the table (a name or a location) is looked up in the catalog
 //! (`--config`, `--catalog`) and tiered by its policy's `tiering` section.
+//!
+//! `sediment tier restore URI --where EXPR [--days N] [--wait]` asks S3 for readable
+//! copies of the archived files (GLACIER, DEEP_ARCHIVE) of the selected partitions and
+//! reports how far the restores are ([`Table::restore_archived`](crate::Table::restore_archived)).
 
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::serve::ServiceArgs;
 use crate::maintain::tiering::{AgeBy, TierOptions, TierReport, TierSteps, has_storage_classes};
@@ -15,9 +19,47 @@ use crate::service::ops;
 use crate::{OpenOptions, StorageOptions, Table};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub(crate) struct TierArgs {
+    #[command(subcommand)]
+    command: Option<TierCommand>,
+    #[command(flatten)]
+    run: TierRunArgs,
+}
+
+#[derive(Subcommand)]
+enum TierCommand {
+    /// Ask S3 to restore the archived files (GLACIER, DEEP_ARCHIVE) of the partitions
+    /// an expression selects, and report how far the restores are.
+    Restore(TierRestoreArgs),
+}
+
+#[derive(Args)]
+struct TierRestoreArgs {
+    /// Table location.
+    uri: String,
+    /// The partitions (or rows) whose archived files to restore: a SQL boolean expression.
+    #[arg(long = "where", value_name = "EXPR")]
+    predicate: String,
+    /// How long the restored copies stay readable.
+    #[arg(long, default_value_t = 7)]
+    days: i32,
+    /// Ask again for files restored already (extending their copies to --days).
+    #[arg(long)]
+    extend: bool,
+    /// Wait until every selected file is readable, reporting progress.
+    #[arg(long)]
+    wait: bool,
+    /// How often to look while waiting.
+    #[arg(long, value_parser = super::args::parse_duration, default_value = "60s")]
+    poll: chrono::Duration,
+}
+
+#[derive(Args)]
+struct TierRunArgs {
     /// Table location (with --policy), or a catalog table's name or location.
-    table: String,
+    #[arg(required = true)]
+    table: Option<String>,
     /// Steps, older and colder as they go: AGE:CLASS,... e.g. 30d:STANDARD_IA,180d:GLACIER_IR
     /// (default: the table's policy in the catalog).
     #[arg(long, value_name = "STEPS")]
@@ -34,18 +76,53 @@ pub(crate) struct TierArgs {
 }
 
 pub(crate) async fn tier(args: TierArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    match args.command {
+        Some(TierCommand::Restore(restore)) => restore_archived(restore, options, json).await,
+        None => run(args.run, options, json).await,
+    }
+}
+
+async fn restore_archived(args: TierRestoreArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    let table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
+    let mut report = table.restore_archived(&args.predicate, args.days, args.extend).await?;
+    loop {
+        if json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            println!(
+                "{}: {} files selected, {} archived in {} partitions: {} restores asked for now, {} restoring, {} readable",
+                args.uri,
+                report.files_selected,
+                report.files_archived,
+                report.partitions.len(),
+                report.requested,
+                report.in_progress,
+                report.restored
+            );
+        }
+        if !args.wait || report.restored == report.files_archived {
+            return Ok(());
+        }
+        tokio::time::sleep(args.poll.to_std().unwrap_or(std::time::Duration::from_secs(60))).await;
+        // Looks again; asks only for what is neither restoring nor restored.
+        report = table.restore_archived(&args.predicate, args.days, false).await?;
+    }
+}
+
+async fn run(args: TierRunArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
+    let name = args.table.clone().unwrap_or_default();
     let report = match &args.policy {
         Some(spec) => {
             let steps = TierSteps::parse(spec).map_err(|e| anyhow::anyhow!("--policy: {e}"))?;
-            if !has_storage_classes(&args.table)? {
-                return no_classes(&args.table, json);
+            if !has_storage_classes(&name)? {
+                return no_classes(&name, json);
             }
-            let mut table = Table::open_with(&args.table, OpenOptions::new().storage_options(options)).await?;
+            let mut table = Table::open_with(&name, OpenOptions::new().storage_options(options)).await?;
             table.tier(TierOptions::new(steps).column(args.column.clone()).dry_run(args.dry_run)).await?
         }
         None => {
             let service = args.service.service().await?;
-            let entry = ops::find_table(&service, &args.table).await?;
+            let entry = ops::find_table(&service, &name).await?;
             if !has_storage_classes(&entry.location)? {
                 return no_classes(&entry.location, json);
             }
@@ -58,7 +135,7 @@ pub(crate) async fn tier(args: TierArgs, options: StorageOptions, json: bool) ->
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(());
     }
-    print_report(&args.table, &report);
+    print_report(&name, &report);
     Ok(())
 }
 

@@ -63,6 +63,9 @@ pub struct ScanReport {
     pub peak_in_flight: u64,
     /// Rows returned so far.
     pub rows_returned: u64,
+    /// Selected files left out because they are archived and not restored
+    /// (`skip_archived`; otherwise such files fail the scan).
+    pub files_skipped_archived: usize,
 }
 
 /// The files a filter selects, before any of them is read.
@@ -83,12 +86,13 @@ pub struct ScanBuilder<'a> {
     columns: Option<Vec<String>>,
     filter: Option<String>,
     limit: Option<usize>,
+    skip_archived: bool,
 }
 
 impl Table {
     /// Start building a scan of this table version.
     pub fn scan(&self) -> ScanBuilder<'_> {
-        ScanBuilder { table: self, columns: None, filter: None, limit: None }
+        ScanBuilder { table: self, columns: None, filter: None, limit: None, skip_archived: false }
     }
 
     /// Which files a filter selects, and how many each pruning step kept.
@@ -146,6 +150,13 @@ impl<'a> ScanBuilder<'a> {
         self
     }
 
+    /// Leave out the selected files that are archived (GLACIER, DEEP_ARCHIVE) and not
+    /// restored, counting them in the report, instead of failing the scan.
+    pub fn skip_archived(mut self, skip: bool) -> Self {
+        self.skip_archived = skip;
+        self
+    }
+
     /// Plan the scan and start reading.
     #[instrument(skip_all, fields(table = %self.table.uri(), version = ?self.table.version()))]
     pub async fn execute(self) -> Result<Scan> {
@@ -162,7 +173,16 @@ impl<'a> ScanBuilder<'a> {
                 }
             }
         }
-        let plan = table.plan_scan(self.filter.as_deref())?;
+        let mut plan = table.plan_scan(self.filter.as_deref())?;
+        let unreadable = crate::maintain::tiering::archive::unreadable(table, &plan.files).await?;
+        if !unreadable.is_empty() {
+            if !self.skip_archived {
+                return Err(crate::maintain::tiering::archive::archived_error(table, "scan", &unreadable));
+            }
+            let skipped: std::collections::HashSet<&str> = unreadable.iter().map(|f| f.path.as_str()).collect();
+            plan.files.retain(|a| !skipped.contains(a.path.as_str()));
+            plan.report.files_skipped_archived = unreadable.len();
+        }
         let limiter = IoLimiter::new(&IoSettings::default());
         let ctx = SessionContext::new();
         let url = table.url();
@@ -207,6 +227,14 @@ fn read_error(err: deltalake::datafusion::error::DataFusionError, what: &str) ->
             format!(
                 "cannot read {what}: its file {path} is gone (vacuumed: the version is older than the table's \
                  retention and no tag keeps it)"
+            ),
+        ),
+        None if crate::error::archived_object(&err) => Error::new(
+            crate::ErrorKind::Unavailable,
+            format!(
+                "cannot read {what}: a data file is in an archive storage class (S3 says InvalidObjectState) that \
+                 the log does not record (moved by a bucket lifecycle rule?); restore it with `sediment tier restore` \
+                 or skip it with --skip-archived once `sediment tier` has recorded its class: {err}"
             ),
         ),
         None => Error::from(err).context(format!("scanning {what}")),

@@ -339,3 +339,71 @@ async fn sediment_tier_by_the_catalogs_policy_and_as_a_daemon_job() {
     let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(done["files_planned"], 0, "{done}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_archived_partition_fails_fast_naming_it_until_restored() {
+    let now = Utc::now();
+    let days = days_back(now, 400);
+    let (today, old) = (days[0].clone(), days[399].clone());
+    let uri = s3_uri("tier-archived");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    append_days(&mut table, 0, &[today.clone(), old.clone()]).await;
+    let rows = table_rows(&table).await;
+    let steps = TierSteps::parse("365d:GLACIER").unwrap();
+    let report = table.tier(TierOptions::new(steps)).await.unwrap();
+    assert_eq!(report.moved[&StorageClass::Glacier].files, 1, "{report:#?}");
+
+    // A scan, a delete and a merge that would read it fail at once, naming the partition and the restore.
+    let err = table.scan().execute().await.unwrap_err();
+    assert_eq!(err.kind(), sediment::ErrorKind::Unavailable, "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&format!("day={old}")) && text.contains("sediment tier restore"), "{text}");
+    assert!(text.contains("--skip-archived"), "{text}");
+    let err = table.delete("id = 1").await.unwrap_err().to_string();
+    assert!(err.contains(&format!("day={old}")) && err.contains("delete from"), "{err}");
+    let source = {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("day", DataType::Utf8, false),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![1])), Arc::new(StringArray::from(vec![old.clone()]))],
+        )
+        .unwrap()
+    };
+    let err = table
+        .merge([source])
+        .on(["id"])
+        .when_matched(sediment::MatchedAction::UpdateAll)
+        .when_not_matched_insert_all()
+        .execute()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("day={old}")) && err.contains("merge into"), "{err}");
+    // Scans that do not touch it, or skip it explicitly, read.
+    let (batches, _) = crate::common::ScanRun::run(table.scan().filter(format!("day = '{today}'"))).await;
+    assert_eq!(crate::common::count(&batches), 1);
+    let (batches, report) = crate::common::ScanRun::run(table.scan().skip_archived(true)).await;
+    assert_eq!((crate::common::count(&batches), report.files_skipped_archived), (1, 1));
+
+    // The CLI says the same; `tier restore` asks for the restore (moto completes it at once); then it reads.
+    let bin = crate::cli::sediment_bin();
+    let run = |args: &[&str]| std::process::Command::new(&bin).args(args).output().unwrap();
+    let out = run(&["scan", &uri]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains(&format!("day={old}")), "{stderr}");
+    let out = run(&["scan", &uri, "--skip-archived"]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stderr).contains("1 archived files skipped"));
+    let predicate = format!("day = '{old}'");
+    let out = run(&["tier", "restore", &uri, "--where", &predicate, "--days", "2", "--json", "--wait", "--poll", "1s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!((lines[0]["files_archived"].as_u64(), lines[0]["requested"].as_u64()), (Some(1), Some(1)), "{lines:?}");
+    assert_eq!(lines.last().unwrap()["restored"], 1, "--wait ends when it is readable: {lines:?}");
+    assert_eq!(table_rows(&table).await, rows);
+    let out = run(&["tier", "restore", &uri, "--where", "days = 'x'"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("days"));
+}

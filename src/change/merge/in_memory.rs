@@ -113,6 +113,8 @@ impl Merge<'_> {
         let mut report = MergeReport::for_source(&job.source, 1);
         let mut lap = stopwatch();
         let Pruned { candidates, early } = self.prune(&job, &mut report)?;
+        crate::maintain::tiering::archive::ensure_readable(self.table, "merge into", candidates.iter().map(|(_, a)| a))
+            .await?;
         report.phases.prune_ms = lap();
         let early_insert = (!early.is_empty()).then(|| {
             let (job, early) = (job.clone(), early.clone());

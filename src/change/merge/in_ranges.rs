@@ -118,6 +118,7 @@ impl Merge<'_> {
             feed: job.feed.clone(),
         });
         let (candidates, total) = candidates(self.table, &part, &[])?;
+        crate::maintain::tiering::archive::ensure_readable(self.table, "merge into", &candidates).await?;
         report.files_considered = total;
         touched.read.extend(candidates.iter().map(|a| a.path.clone()));
         let files = candidates.into_iter().map(|add| ((), add)).collect();

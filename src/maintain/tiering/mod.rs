@@ -14,10 +14,12 @@
 //!          ─▶ plan: per due partition, the files to move and their class
 //! ```
 
+pub mod archive;
 pub mod executor;
 pub mod planner;
 pub mod s3;
 
+pub use archive::{ArchivedFile, RestoreArchivedReport};
 pub use executor::{FilesBytes, TierOptions, TierReport};
 pub use planner::{AgeBy, PartitionColumn, TierFile, TierMove, TierPlan};
 pub use s3::{CopyOutcome, ObjectClasses, RestoreState, has_storage_classes};
@@ -46,12 +48,7 @@ impl Table {
                 // The tags are only reachable through the whole `add` in deltalake 1.1.
                 #[allow(deprecated)]
                 let add = f.add_action();
-                let storage_class = add
-                    .tags
-                    .as_ref()
-                    .and_then(|t| t.get(CLASS_TAG).cloned().flatten())
-                    .and_then(|c| c.parse().ok())
-                    .unwrap_or(StorageClass::Standard);
+                let storage_class = archive::class_of(&add);
                 TierFile {
                     path: add.path,
                     size: add.size.max(0) as u64,
