@@ -12,7 +12,9 @@
 //!   bins or `commit_every` of time, as `remove` (dataChange = false) of their inputs
 //!   plus `add` of their outputs. A crash loses only bins not yet committed, and
 //!   their files are never referenced.
-//! - **Conflicts**: concurrent appends do not conflict. When another writer removed
+//! - **Conflicts**: concurrent appends do not conflict, but every commit is made on the
+//!   newest version the executor has checked (no rebase inside delta-rs, which would
+//!   let two compactions of the same files both commit). When another writer removed
 //!   an input of a bin (delete, merge, overwrite, another compaction) or marked more
 //!   of its rows deleted (a new deletion vector on the same file), the commit is
 //!   re-planned on the newest version: bins whose inputs are all still live with the
@@ -209,12 +211,23 @@ pub type ProgressFn = Arc<dyn Fn(usize, usize, u64) + Send + Sync>;
 /// lease fence is one: a worker commits only while it still holds its job's lease.
 pub type CommitGuard = Arc<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
 
+/// Moves a bin's written outputs into the bin's storage class
+/// ([`Bin::storage_class`](crate::planner::Bin::storage_class)), before their commit,
+/// and returns their `add`s as they should be committed (with whatever tag records
+/// the class). An `Err` gives the bin up (its outputs deleted).
+pub type OutputClassFn = Arc<
+    dyn Fn(Vec<Add>, String) -> futures::future::BoxFuture<'static, std::result::Result<Vec<Add>, String>>
+        + Send
+        + Sync,
+>;
+
 /// Runs compaction plans against one table.
 pub struct CompactionExecutor {
     table: DeltaTable,
     settings: ExecutorSettings,
     before_commit: Option<CommitGuard>,
     progress: Option<ProgressFn>,
+    output_class: Option<OutputClassFn>,
 }
 
 /// A rewritten bin waiting for its commit.
@@ -239,6 +252,7 @@ struct BinContext {
     /// Bounds and counts the requests of `store`.
     limiter: Arc<IoLimiter>,
     bytes_read: AtomicU64,
+    output_class: Option<OutputClassFn>,
 }
 
 type PartitionScalars = indexmap::IndexMap<String, delta_kernel::expressions::Scalar>;
@@ -254,7 +268,14 @@ struct InputFile {
 impl CompactionExecutor {
     /// An executor for `table`, loaded at the version the plan was made from.
     pub fn new(table: DeltaTable, settings: ExecutorSettings) -> Self {
-        Self { table, settings, before_commit: None, progress: None }
+        Self { table, settings, before_commit: None, progress: None, output_class: None }
+    }
+
+    /// Move the outputs of bins with a storage class there with `hook` before their
+    /// commit (bins without one are left in the store's default class).
+    pub fn with_output_class(mut self, hook: OutputClassFn) -> Self {
+        self.output_class = Some(hook);
+        self
     }
 
     /// Call `hook` right before every commit: a fence (an `Err` refuses the commit), or
@@ -420,6 +441,7 @@ impl CompactionExecutor {
             target_file_size: plan.target_file_size,
             copy_row_groups_above: self.settings.copy_row_groups_above,
             bytes_read: AtomicU64::new(0),
+            output_class: self.output_class.clone(),
         })
     }
 
@@ -496,9 +518,13 @@ impl CompactionExecutor {
             if let Some(hook) = &self.before_commit {
                 hook().map_err(|reason| CompactionError::Conflict(format!("commit refused: {reason}")))?;
             }
-            // No post-commit log cleanup (a listing of the whole log per commit): that is
-            // retention's job.
-            let properties = CommitProperties::default().with_max_retries(3).with_cleanup_expired_logs(Some(false));
+            // No rebase inside delta-rs: its conflict checker (1.1) does not count a
+            // `remove` with dataChange = false as a conflict, so two compactions of the
+            // same files would both commit and the rows would be there twice. When another
+            // writer commits first, the loop checks the inputs against the newest
+            // snapshot itself and commits on that. No post-commit log cleanup (a listing
+            // of the whole log per commit): that is retention's job.
+            let properties = CommitProperties::default().with_max_retries(0).with_cleanup_expired_logs(Some(false));
             let result = CommitBuilder::from(properties)
                 .with_actions(actions)
                 .build(Some(state as &dyn TableReference), self.table.log_store(), operation)
@@ -576,7 +602,20 @@ async fn rewrite_bin_with_retries(
     let mut delay = Duration::from_millis(200);
     for attempt in 1..=attempts {
         match rewrite_bin(context, &bin).await {
-            Ok((adds, rows, copied)) => return Ok(BinOutput { bin, adds, rows, copied }),
+            Ok((adds, rows, copied)) => {
+                let adds = match (bin.storage_class.clone(), &context.output_class) {
+                    (Some(class), Some(hook)) => match hook(adds.clone(), class.clone()).await {
+                        Ok(adds) => adds,
+                        Err(e) => {
+                            delete_files(context.store.as_ref(), &adds).await;
+                            let error = CompactionError::Storage(format!("moving its outputs to {class}: {e}"));
+                            return Err((bin, error));
+                        }
+                    },
+                    _ => adds,
+                };
+                return Ok(BinOutput { bin, adds, rows, copied });
+            }
             Err(CompactionError::Storage(e)) if attempt < attempts => {
                 warn!(attempt, error = %e, "storage error while rewriting a bin; retrying");
                 tokio::time::sleep(delay).await;

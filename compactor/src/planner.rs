@@ -137,6 +137,12 @@ pub struct Bin {
     /// Total live size of the inputs: the expected size of the output.
     #[serde(default)]
     pub live_bytes: u64,
+    /// The storage class its outputs go into (S3's name); `None`: the store's
+    /// default. The planner leaves it unset; a caller that knows the inputs' classes
+    /// sets it, and the executor's [`OutputClassFn`](crate::executor::OutputClassFn)
+    /// moves the outputs there before they are committed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
 }
 
 /// The bins of one partition.
@@ -206,6 +212,7 @@ pub fn plan(files: &[FileView], settings: &PlannerSettings) -> Result<Compaction
             .map(|mut inputs| {
                 inputs.sort_by(|a, b| a.path.cmp(&b.path));
                 Bin {
+                    storage_class: None,
                     partition: key.clone(),
                     input_bytes: inputs.iter().map(|f| f.size).sum(),
                     live_bytes: inputs.iter().map(|f| f.live_size()).sum(),

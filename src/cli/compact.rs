@@ -35,6 +35,10 @@ pub(crate) struct CompactArgs {
     /// Print the plan and stop.
     #[arg(long)]
     dry_run: bool,
+    /// Also rewrite files in infrequent-access and archive storage classes (left
+    /// alone by default); their outputs go into the same class.
+    #[arg(long)]
+    include_cold: bool,
     /// Bins rewritten in parallel, at most.
     #[arg(long)]
     max_concurrent_bins: Option<usize>,
@@ -66,6 +70,7 @@ pub(crate) async fn compact(args: CompactArgs, options: StorageOptions, json: bo
         max_bytes: args.max_bytes,
         max_deleted_rows_ratio: args.max_deleted_rows_ratio,
         filter: args.predicate.clone(),
+        include_cold: args.include_cold,
         clustering: if !args.sort_by.is_empty() {
             Some(crate::Clustering::SortBy { columns: args.sort_by.clone() })
         } else if !args.zorder_by.is_empty() {

@@ -21,9 +21,14 @@ pub use sediment_compactor::{
     TableHealth,
 };
 use sediment_compactor::{CompactionError, CompactionExecutor, planner};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use sediment_compactor::executor::OutputClassFn;
 use tracing::instrument;
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::maintain::tiering::{CLASS_TAG, ObjectClasses, StorageClass, archive};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
 use crate::table::features;
@@ -51,6 +56,10 @@ pub struct CompactOptions {
     pub before_commit: Option<CommitGuard>,
     /// Called as bins finish.
     pub progress: Option<ProgressFn>,
+    /// Also rewrite files in infrequent-access and archive classes (by default they
+    /// are left alone: rewriting them pays retrieval and early-deletion charges). The
+    /// outputs of a bin with cold inputs go into the coldest of its inputs' classes.
+    pub include_cold: bool,
 }
 
 impl CompactOptions {
@@ -80,6 +89,24 @@ impl From<CompactionError> for Error {
     }
 }
 
+/// Moves a cold bin's outputs into its class (server-side copies in place) and tags
+/// their `add`s with it, so the compaction commit records the class.
+fn output_class_hook(classes: ObjectClasses) -> OutputClassFn {
+    Arc::new(move |adds: Vec<deltalake::kernel::Add>, class: String| {
+        let classes = classes.clone();
+        Box::pin(async move {
+            let class: StorageClass = class.parse().map_err(|e: sediment_catalog::CatalogError| e.to_string())?;
+            let mut out = Vec::with_capacity(adds.len());
+            for mut add in adds {
+                classes.set_class(&add.path, add.size.max(0) as u64, class).await.map_err(|e| e.to_string())?;
+                add.tags.get_or_insert_with(HashMap::new).insert(CLASS_TAG.to_string(), Some(class.as_str().into()));
+                out.push(add);
+            }
+            Ok(out)
+        })
+    })
+}
+
 impl Table {
     /// Plan a compaction of this version (no I/O beyond the loaded snapshot).
     pub fn compaction_plan(&self, options: &CompactOptions) -> Result<CompactionPlan> {
@@ -97,6 +124,9 @@ impl Table {
         };
         let files = self.files()?;
         let mut views = self.views_of(&files)?;
+        let classes: HashMap<String, StorageClass> =
+            self.tier_files()?.into_iter().map(|f| (f.path, f.storage_class)).collect();
+        let class = |path: &str| classes.get(path).copied().unwrap_or(StorageClass::Standard);
         if let Some(sql) = &options.filter {
             let schema = self.arrow_schema()?;
             let partition_columns = self.partition_columns()?;
@@ -111,7 +141,15 @@ impl Table {
             let mut keep = keep.into_iter();
             views.retain(|_| keep.next().unwrap_or(false));
         }
-        Ok(planner::plan(&views, &settings)?)
+        if !options.include_cold {
+            views.retain(|v| !class(&v.path).is_cold());
+        }
+        let mut plan = planner::plan(&views, &settings)?;
+        for bin in plan.partitions.iter_mut().flat_map(|p| p.bins.iter_mut()) {
+            let coldest = bin.inputs.iter().map(|f| class(&f.path)).max().unwrap_or(StorageClass::Standard);
+            bin.storage_class = coldest.is_cold().then(|| coldest.as_str().to_string());
+        }
+        Ok(plan)
     }
 
     /// Plan and run a compaction; the handle moves to the version of its last commit.
@@ -135,6 +173,20 @@ impl Table {
         }
         if let Some(progress) = options.progress {
             executor = executor.with_progress(progress);
+        }
+        if plan.bins().any(|b| b.storage_class.is_some()) {
+            let cold_inputs: HashSet<&str> = plan
+                .bins()
+                .filter(|b| b.storage_class.is_some())
+                .flat_map(|b| b.inputs.iter().map(|f| f.path.as_str()))
+                .collect();
+            let adds: Vec<deltalake::kernel::Add> =
+                self.plan_scan(None)?.files.into_iter().filter(|a| cold_inputs.contains(a.path.as_str())).collect();
+            archive::ensure_readable(self, "compact", &adds).await?;
+            let classes = ObjectClasses::for_table(self.uri(), self.storage_options()).await?.ok_or_else(|| {
+                Error::invalid(format!("table {} records storage classes but is not on S3", self.uri()))
+            })?;
+            executor = executor.with_output_class(output_class_hook(classes));
         }
         let (report, delta) =
             executor.execute(plan).await.map_err(|e| Error::from(e).context(format!("table {}", self.uri())))?;

@@ -137,7 +137,10 @@ pub fn tier_options(policy: &Policy, table: &str, steps: Option<&str>, column: O
             "table {table}: tiering needs steps (a policy such as 30d:STANDARD_IA, or the table policy's tiering.steps)"
         )));
     }
-    Ok(TierOptions::new(steps).column(column.or_else(|| policy.tiering.column.clone())))
+    let mut options = TierOptions::new(steps).column(column.or_else(|| policy.tiering.column.clone()));
+    // Partitions leaving the hot tier are compacted as the table's policy compacts.
+    options.compact_first = Some(compact_options(policy, &CompactOverrides::default()));
+    Ok(options)
 }
 
 /// A worker's proof that it still holds a job's lease, kept up to date by the heartbeat.
@@ -282,6 +285,10 @@ pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result
             )];
             let guard = fence.clone();
             options.before_commit = Some(Arc::new(move || guard.check()));
+            if let Some(compact) = &mut options.compact_first {
+                let workers = &inner.settings.workers;
+                compact.executor.memory_budget = workers.memory_budget.as_u64() / workers.concurrency as u64;
+            }
             let report = table.tier(options).await?;
             for (class, moved) in &report.moved {
                 ::metrics::counter!(super::metrics::BYTES_TIERED, "storage_class" => class.as_str())

@@ -191,12 +191,14 @@ async fn two_years_of_daily_partitions_tier_by_a_two_step_policy() {
     let steps = TierSteps::parse("30d:STANDARD_IA,365d:GLACIER_IR").unwrap();
     let clock = ManualClock::new(now);
     let report = table.tier(TierOptions::new(steps.clone()).with_clock(clock.clone())).await.unwrap();
-    // Days 30..=364 to STANDARD_IA (335 partitions, 10 of them with two files), 365..=729 to GLACIER_IR less day 400.
-    assert_eq!(report.moved[&StorageClass::StandardIa].files, 345, "{report:#?}");
+    // Days 30..=364 to STANDARD_IA (335 partitions; the 10 of them with two small files
+    // compacted into one first), 365..=729 to GLACIER_IR less day 400.
+    assert_eq!(report.partitions_compacted, 10, "{report:#?}");
+    assert_eq!(report.moved[&StorageClass::StandardIa].files, 335, "{report:#?}");
     assert_eq!(report.moved[&StorageClass::GlacierIr].files, 364, "{report:#?}");
     assert_eq!(report.files_not_due, 60);
     assert_eq!((report.files_gone, report.files_already_there), (0, 0));
-    assert_eq!(report.versions.len(), 1, "709 moves fit one commit: {report:#?}");
+    assert_eq!(report.versions.len(), 1, "699 moves fit one commit: {report:#?}");
 
     // The log and HeadObject agree with the policy, file by file; rows unchanged.
     let table = Table::open(&uri).await.unwrap();
@@ -219,8 +221,10 @@ async fn two_years_of_daily_partitions_tier_by_a_two_step_policy() {
     assert_eq!((again.files_planned, again.versions.len()), (0, 0), "{again:#?}");
     clock.advance(Duration::days(31));
     let later = table.tier(TierOptions::new(steps).with_clock(clock)).await.unwrap();
-    // The 60 files of days 0..=29 reach 30 days; days 334..=364 reach a year.
-    assert_eq!(later.moved[&StorageClass::StandardIa].files, 60, "{later:#?}");
+    // Days 0..=29 reach 30 days (their two files each compacted into one first); days
+    // 334..=364 reach a year.
+    assert_eq!(later.partitions_compacted, 30, "{later:#?}");
+    assert_eq!(later.moved[&StorageClass::StandardIa].files, 30, "{later:#?}");
     assert_eq!(later.moved[&StorageClass::GlacierIr].files, 31, "{later:#?}");
 }
 
@@ -406,4 +410,61 @@ async fn an_archived_partition_fails_fast_naming_it_until_restored() {
     assert_eq!(table_rows(&table).await, rows);
     let out = run(&["tier", "restore", &uri, "--where", "days = 'x'"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("days"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_partitions_are_compacted_before_they_leave_hot_and_cold_files_are_left_alone() {
+    let now = at("2024-07-15T00:00:00Z");
+    // Three old partitions (2024-05-01..03) and one young one, eight one-row files each.
+    let uri = crate::service::fragmented_table("tier-compact-first", 3, 8).await;
+    let mut table = Table::open(&uri).await.unwrap();
+    for i in 0..8 {
+        crate::service::append_day_row(&mut table, 1000 + i, "2024-07-14").await;
+    }
+    let rows = table_rows(&table).await;
+    let steps = TierSteps::parse("30d:STANDARD_IA").unwrap();
+
+    let dry =
+        table.tier(TierOptions::new(steps.clone()).with_clock(ManualClock::new(now)).dry_run(true)).await.unwrap();
+    assert_eq!((dry.partitions_compacted, dry.files_planned), (3, 24), "{dry:#?}");
+    let report = table.tier(TierOptions::new(steps.clone()).with_clock(ManualClock::new(now))).await.unwrap();
+    assert_eq!(report.partitions_compacted, 3, "{report:#?}");
+    let compaction = report.compaction.as_ref().expect("compacted first");
+    assert_eq!((compaction.files_removed, compaction.files_added), (24, 3), "{compaction:#?}");
+    assert_eq!(report.moved[&StorageClass::StandardIa].files, 3, "the outputs moved, not the 24 inputs: {report:#?}");
+    assert_eq!(table_rows(&table).await, rows);
+    let classes = log_and_store_classes(&table).await;
+    let young = |path: &str| path.contains("2024-07-14");
+    for (path, log, stored) in &classes {
+        let expected = if young(path) { StorageClass::Standard } else { StorageClass::StandardIa };
+        assert_eq!((*log, *stored), (expected, expected), "{path}");
+    }
+
+    // Compaction afterwards leaves the cold partitions alone: only the young one is planned.
+    let plan = table.compaction_plan(&Default::default()).unwrap();
+    let planned: Vec<String> =
+        plan.partitions.iter().map(|p| p.partition.iter().map(|(_, v)| v.clone().unwrap()).collect()).collect();
+    assert_eq!(planned, vec!["2024-07-14".to_string()], "{plan:#?}");
+
+    // Late rows land in a cold partition (hot files); --include-cold merges them with the
+    // cold file, and the output goes into that file's class.
+    for i in 0..3 {
+        crate::service::append_day_row(&mut table, 2000 + i, "2024-05-02").await;
+    }
+    let rows = table_rows(&table).await;
+    let options = sediment::CompactOptions {
+        filter: Some("day = '2024-05-02'".into()),
+        include_cold: true,
+        ..Default::default()
+    };
+    let plan = table.compaction_plan(&options).unwrap();
+    assert_eq!(plan.partitions.len(), 1);
+    assert_eq!(plan.partitions[0].bins[0].inputs.len(), 4, "{plan:#?}");
+    assert_eq!(plan.partitions[0].bins[0].storage_class.as_deref(), Some("STANDARD_IA"));
+    table.compact(options).await.unwrap();
+    assert_eq!(table_rows(&table).await, rows);
+    let in_partition: Vec<_> =
+        log_and_store_classes(&table).await.into_iter().filter(|(p, _, _)| p.contains("2024-05-02")).collect();
+    assert_eq!(in_partition.len(), 1, "{in_partition:?}");
+    assert_eq!((in_partition[0].1, in_partition[0].2), (StorageClass::StandardIa, StorageClass::StandardIa));
 }

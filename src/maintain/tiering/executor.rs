@@ -17,10 +17,14 @@
 //!   their new class that the log still calls STANDARD; the next run plans them again
 //!   and S3 refuses a copy onto itself that changes nothing, which one HeadObject
 //!   shows to be a file already in place: it is recorded, not copied again.
+//! - **Compaction first**: a partition about to leave the hot tier whose hot files
+//!   the compaction planner would merge is compacted before it moves (`compact_first`),
+//!   so the cold classes, billed per object with a 128 KB minimum in the
+//!   infrequent-access ones, hold a few large files.
 //! - **Bounded work**: moves are committed in batches of `files_per_commit`, so a
 //!   large plan records its progress as it goes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -32,7 +36,7 @@ use tracing::{info, instrument, warn};
 
 use super::{AgeBy, CLASS_TAG, CopyOutcome, ObjectClasses, StorageClass, TierSteps};
 use crate::error::{Error, ErrorKind, Result};
-use crate::maintain::compaction::CommitGuard;
+use crate::maintain::compaction::{CommitGuard, CompactOptions, CompactionPlan, CompactionReport};
 use crate::table::Table;
 use crate::table::clock::{self, Clock};
 use crate::table::commit::{CommitExtra, CommitRequest, commit};
@@ -59,6 +63,10 @@ pub struct TierOptions {
     pub before_commit: Option<CommitGuard>,
     /// More `commitInfo` keys (the service names its job here).
     pub commit_info: Vec<(String, serde_json::Value)>,
+    /// Compact the partitions about to leave the hot tier first, with these options,
+    /// where the compaction planner finds small files to merge (so cold tiers hold a
+    /// few large files, each billed once, not thousands of small ones); `None`: not.
+    pub compact_first: Option<CompactOptions>,
     clock: Arc<dyn Clock>,
 }
 
@@ -73,6 +81,7 @@ impl TierOptions {
             retry: RetrySettings::default(),
             before_commit: None,
             commit_info: Vec::new(),
+            compact_first: Some(CompactOptions::default()),
             clock: clock::system(),
         }
     }
@@ -120,6 +129,11 @@ pub struct TierReport {
     pub files_not_due: usize,
     /// Archived files their age would move colder: a restore first (left).
     pub files_archived: usize,
+    /// Partitions leaving the hot tier that were (a dry run: would be) compacted first.
+    pub partitions_compacted: usize,
+    /// That compaction's report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<CompactionReport>,
     /// The versions committed.
     pub versions: Vec<u64>,
     pub commit_conflicts: usize,
@@ -157,7 +171,40 @@ impl Table {
         let started = Instant::now();
         self.refresh().await?;
         crate::table::features::check_writable(self.uri(), self.state()?)?;
-        let plan = self.tier_plan(&options.steps, options.column.as_deref(), options.clock.now())?;
+        let now = options.clock.now();
+        let mut plan = self.tier_plan(&options.steps, options.column.as_deref(), now)?;
+        let no_classes = || {
+            Error::invalid(format!(
+                "table {} is not on S3: local and memory stores have no storage classes",
+                self.uri()
+            ))
+        };
+        if !super::has_storage_classes(self.uri())? {
+            return Err(no_classes());
+        }
+        let mut compacted = None;
+        let mut partitions_compacted = 0;
+        if let Some(compact) = &options.compact_first {
+            let mut first = compact.clone();
+            if first.before_commit.is_none() {
+                first.before_commit = options.before_commit.clone();
+            }
+            for (key, value) in &options.commit_info {
+                first.executor.commit_info.entry(key.clone()).or_insert_with(|| value.clone());
+            }
+            let cplan = self.compaction_before_leaving_hot(&plan, &first)?;
+            partitions_compacted = cplan.partitions.len();
+            if !cplan.is_empty() && !options.dry_run {
+                let report = self.execute_compaction(&cplan, first).await?;
+                info!(
+                    bins = report.bins_committed,
+                    files = report.files_removed,
+                    "compacted partitions leaving the hot tier"
+                );
+                compacted = Some(report);
+                plan = self.tier_plan(&options.steps, options.column.as_deref(), now)?;
+            }
+        }
         let mut report = TierReport {
             dry_run: options.dry_run,
             age_by: plan.age_by.clone(),
@@ -171,6 +218,8 @@ impl Table {
             files_in_place: plan.files_in_place,
             files_not_due: plan.files_not_due,
             files_archived: plan.files_archived,
+            partitions_compacted,
+            compaction: compacted,
             versions: Vec::new(),
             commit_conflicts: 0,
             requests: 0,
@@ -209,6 +258,41 @@ impl Table {
         }
         info!(files = report.files_moved(), versions = ?report.versions, "tiered");
         Ok(report)
+    }
+
+    /// The compaction of the partitions `plan` moves out of the hot tier: the bins
+    /// of hot files the compaction planner makes there. Only for tables aged by a
+    /// partition column (an unpartitioned table's old and young files share one
+    /// partition).
+    fn compaction_before_leaving_hot(
+        &self,
+        plan: &super::TierPlan,
+        options: &CompactOptions,
+    ) -> Result<CompactionPlan> {
+        let mut cplan = CompactionPlan {
+            target_file_size: 0,
+            clustering: None,
+            partitions: Vec::new(),
+            files_with_deletes: 0,
+            deferred_bins: 0,
+        };
+        if matches!(plan.age_by, AgeBy::AddTime) {
+            return Ok(cplan);
+        }
+        let hot: HashSet<String> =
+            self.tier_files()?.into_iter().filter(|f| !f.storage_class.is_cold()).map(|f| f.path).collect();
+        let leaving: HashSet<&BTreeMap<String, Option<String>>> = plan
+            .moves
+            .iter()
+            .filter(|m| m.storage_class.is_cold() && m.files.iter().any(|f| hot.contains(f)))
+            .map(|m| &m.partition)
+            .collect();
+        if leaving.is_empty() {
+            return Ok(cplan);
+        }
+        cplan = self.compaction_plan(options)?;
+        cplan.partitions.retain(|p| leaving.contains(&p.partition.iter().cloned().collect::<BTreeMap<_, _>>()));
+        Ok(cplan)
     }
 
     /// Copy one batch, then record what was copied (also when some copies failed:
