@@ -50,6 +50,7 @@ use tracing::instrument;
 use crate::change::feed::{ChangeFeed, ChangeType, FeedFiles};
 use crate::change::tasks::{default_files_in_flight, file_tasks};
 use crate::error::{Error, ErrorKind, Result};
+use crate::maintain::tiering::{StorageClass, archive, placement};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
 use crate::table::commit::{CommitRequest, commit, remove_action};
@@ -328,6 +329,8 @@ impl Table {
         let mut needed: HashSet<String> = HashSet::new();
         let mut actions: Vec<Action> = Vec::new();
         let mut written: Vec<Add> = Vec::new();
+        // The class each of `written` goes into: its source file's, when that is cold.
+        let mut classes: Vec<Option<StorageClass>> = Vec::new();
         let mut marked: Vec<(Add, Vec<u64>)> = Vec::new();
         let mut failure = None;
         for (add, outcome) in plan.files.iter().zip(outcomes) {
@@ -356,6 +359,8 @@ impl Table {
                     report.rows_copied += copied;
                     report.bytes_written += adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
                     actions.push(Action::Remove(remove_action(add)));
+                    let class = Some(archive::class_of(add)).filter(|c| c.is_cold());
+                    classes.extend(std::iter::repeat_n(class, adds.len()));
                     written.extend(adds);
                 }
                 FileOutcome::Marked { positions, changed, adds } => {
@@ -366,10 +371,18 @@ impl Table {
                         RowChange::Update(_) => report.rows_updated += changed,
                     }
                     report.bytes_written += adds.iter().map(|a| a.size.max(0) as u64).sum::<u64>();
+                    let class = Some(archive::class_of(add)).filter(|c| c.is_cold());
+                    classes.extend(std::iter::repeat_n(class, adds.len()));
                     written.extend(adds);
                     marked.push((add.clone(), positions));
                 }
             }
+        }
+        // New versions of cold files go into their class (nothing to do without cold files).
+        if failure.is_none()
+            && let Err(e) = placement::place(self, &mut written, &classes).await
+        {
+            failure = Some(e);
         }
         // A file that could not be read fails the change; what the others wrote is
         // deleted (every task has finished, so nothing is still writing).

@@ -468,3 +468,48 @@ async fn fragmented_partitions_are_compacted_before_they_leave_hot_and_cold_file
     assert_eq!(in_partition.len(), 1, "{in_partition:?}");
     assert_eq!((in_partition[0].1, in_partition[0].2), (StorageClass::StandardIa, StorageClass::StandardIa));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merges_deletes_and_updates_write_new_versions_of_cold_files_in_their_class() {
+    let now = Utc::now();
+    let days = days_back(now, 100);
+    let (old, young) = (days[90].clone(), days[1].clone());
+    let uri = s3_uri("tier-rewrites");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    // Three appends: a two-row file in the old partition and a one-row file in the young one each.
+    for round in 0..3 {
+        append_days(&mut table, round * 100, &[old.clone(), old.clone(), young.clone()]).await;
+    }
+    let steps = TierSteps::parse("30d:STANDARD_IA").unwrap();
+    let mut options = TierOptions::new(steps);
+    options.compact_first = None; // keep the three files of the old partition
+    table.tier(options).await.unwrap();
+
+    // An update, a delete and a merge that each rewrite a cold file.
+    table.update("id = 100", &[("id", "id + 1000")]).await.unwrap();
+    table.delete("id = 200").await.unwrap();
+    let schema =
+        Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false), Field::new("day", DataType::Utf8, false)]));
+    let source = RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from(vec![0, 7000])), Arc::new(StringArray::from(vec![old.clone(), old.clone()]))],
+    )
+    .unwrap();
+    table
+        .merge([source])
+        .on(["id"])
+        .when_matched(sediment::MatchedAction::Delete)
+        .when_not_matched_insert_all()
+        .execute()
+        .await
+        .unwrap();
+    let table = Table::open(&uri).await.unwrap();
+    let classes = log_and_store_classes(&table).await;
+    let in_old = classes.iter().filter(|(p, _, _)| p.contains(&old)).count();
+    assert!(in_old >= 3, "{classes:?}");
+    for (path, log, stored) in &classes {
+        let expected = if path.contains(&old) { StorageClass::StandardIa } else { StorageClass::Standard };
+        assert_eq!((*log, *stored), (expected, expected), "{path}: {classes:?}");
+    }
+    assert_eq!(table_rows(&table).await.len(), 9 - 2 + 1);
+}

@@ -54,10 +54,17 @@ impl Merge<'_> {
         read_all: bool,
         mut report: MergeReport,
         removes: Vec<Remove>,
-        written: Vec<Add>,
+        mut written: Vec<Add>,
         marked: Vec<(Add, Vec<u64>)>,
         mut lap: impl FnMut() -> u64,
     ) -> Result<MergeReport> {
+        // New versions of cold files go into their class (nothing to do without cold files).
+        let marked_adds: Vec<&Add> = marked.iter().map(|(a, _)| a).collect();
+        let classes = crate::maintain::tiering::placement::classes_by_partition(&removes, &marked_adds, &written);
+        if let Err(e) = crate::maintain::tiering::placement::place(self.table, &mut written, &classes).await {
+            FileSink::abort(self.table, &written).await;
+            return Err(e);
+        }
         report.files_added = written.len();
         report.bytes_written = written.iter().map(|a| a.size.max(0) as u64).sum();
         let give_up = async |e: crate::Error| {

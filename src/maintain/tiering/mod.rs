@@ -16,6 +16,7 @@
 
 pub mod archive;
 pub mod executor;
+pub mod placement;
 pub mod planner;
 pub mod s3;
 
