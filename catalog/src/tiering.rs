@@ -199,6 +199,89 @@ impl TierSteps {
     }
 }
 
+/// Storage prices in USD per GB-month (GB = 2^30 bytes, as S3 bills), per class.
+/// Defaults: S3's us-east-1 list prices (December 2026). A deployment elsewhere sets
+/// its region's in the settings (`[storage_prices]`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields, default)]
+pub struct StoragePrices {
+    pub standard: f64,
+    pub intelligent_tiering: f64,
+    pub standard_ia: f64,
+    pub onezone_ia: f64,
+    pub glacier_ir: f64,
+    pub glacier: f64,
+    pub deep_archive: f64,
+}
+
+impl Default for StoragePrices {
+    fn default() -> Self {
+        Self {
+            standard: 0.023,
+            // Its frequent-access tier (objects below 128 KB always stay there).
+            intelligent_tiering: 0.023,
+            standard_ia: 0.0125,
+            onezone_ia: 0.01,
+            glacier_ir: 0.004,
+            glacier: 0.0036,
+            deep_archive: 0.00099,
+        }
+    }
+}
+
+/// Objects smaller than this are billed as this large in the infrequent-access and
+/// instant-retrieval classes.
+pub const MIN_BILLED_OBJECT: u64 = 128 * 1024;
+/// What S3 adds to every GLACIER and DEEP_ARCHIVE object: 32 KB at the class's price
+/// (its index) and 8 KB at STANDARD's (its name and metadata).
+pub const ARCHIVE_OVERHEAD: (u64, u64) = (32 * 1024, 8 * 1024);
+
+impl StoragePrices {
+    /// The price of `class`, USD per GB-month.
+    pub fn of(&self, class: StorageClass) -> f64 {
+        match class {
+            StorageClass::Standard => self.standard,
+            StorageClass::IntelligentTiering => self.intelligent_tiering,
+            StorageClass::StandardIa => self.standard_ia,
+            StorageClass::OnezoneIa => self.onezone_ia,
+            StorageClass::GlacierIr => self.glacier_ir,
+            StorageClass::Glacier => self.glacier,
+            StorageClass::DeepArchive => self.deep_archive,
+        }
+    }
+
+    /// The monthly cost in USD of one object of `size` bytes in `class`, with S3's
+    /// minimum billed size and archive overheads.
+    pub fn object_month(&self, class: StorageClass, size: u64) -> f64 {
+        const GB: f64 = (1u64 << 30) as f64;
+        match class {
+            StorageClass::StandardIa | StorageClass::OnezoneIa | StorageClass::GlacierIr => {
+                size.max(MIN_BILLED_OBJECT) as f64 / GB * self.of(class)
+            }
+            StorageClass::Glacier | StorageClass::DeepArchive => {
+                (size + ARCHIVE_OVERHEAD.0) as f64 / GB * self.of(class)
+                    + ARCHIVE_OVERHEAD.1 as f64 / GB * self.standard
+            }
+            _ => size as f64 / GB * self.of(class),
+        }
+    }
+
+    /// Refuse a negative or not-a-number price, naming it.
+    pub fn validate(&self, field: &str) -> Result<()> {
+        for class in StorageClass::ALL {
+            let price = self.of(class);
+            if !price.is_finite() || price < 0.0 {
+                return Err(CatalogError::invalid(format!(
+                    "{field}.{}: a price in USD per GB-month, zero or more, got {price}",
+                    class.as_str().to_ascii_lowercase()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The CLI form, `30d:STANDARD_IA,180d:GLACIER_IR` ([`TierSteps::parse`] reads it back).
 impl fmt::Display for TierSteps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -221,6 +304,22 @@ impl fmt::Display for TierSteps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_objects_are_billed_at_the_minimum_and_archives_pay_their_overhead() {
+        let p = StoragePrices::default();
+        let gb = (1u64 << 30) as f64;
+        assert!((p.object_month(StorageClass::Standard, 1 << 30) - 0.023).abs() < 1e-12);
+        // A 10 KB file costs as much as a 128 KB one in STANDARD_IA.
+        assert_eq!(
+            p.object_month(StorageClass::StandardIa, 10 * 1024),
+            p.object_month(StorageClass::StandardIa, 128 * 1024)
+        );
+        let deep = p.object_month(StorageClass::DeepArchive, 0);
+        assert!((deep - (32.0 * 1024.0 / gb * 0.00099 + 8.0 * 1024.0 / gb * 0.023)).abs() < 1e-15);
+        let bad = StoragePrices { glacier: -1.0, ..Default::default() };
+        assert!(bad.validate("storage_prices").unwrap_err().to_string().contains("storage_prices.glacier"));
+    }
 
     #[test]
     fn steps_print_as_they_parse() {

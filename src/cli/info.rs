@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::args::{TimeTravel, open_options};
 use super::render::{human_bytes, print_info};
+use crate::maintain::tiering::{ClassMismatch, CostReport, TierSteps, has_storage_classes};
 use crate::{StorageOptions, Table};
 
 #[derive(Args)]
@@ -12,6 +13,20 @@ pub(crate) struct InfoArgs {
     uri: String,
     #[command(flatten)]
     at: TimeTravel,
+    /// With the storage cost (S3 tables), what tiering by these steps would save,
+    /// e.g. 30d:STANDARD_IA,180d:GLACIER_IR.
+    #[arg(long, value_name = "STEPS")]
+    tier_policy: Option<String>,
+    /// The partition column partitions age by (default: the first date-like one).
+    #[arg(long)]
+    column: Option<String>,
+    /// Compare each file's class in the store (one HeadObject per file) with the one
+    /// the log records, and list the files where they differ.
+    #[arg(long)]
+    check_storage_classes: bool,
+    /// The settings file whose `[storage_prices]` the cost uses (default: us-east-1 list prices).
+    #[arg(long, env = "SEDIMENT_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
 }
 
 #[derive(serde::Serialize)]
@@ -20,6 +35,10 @@ struct InfoOutput {
     info: crate::TableInfo,
     orphan_files: Vec<crate::table::info::OrphanFile>,
     tags: Vec<crate::Tag>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<CostReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_class_mismatches: Option<Vec<ClassMismatch>>,
 }
 
 pub(crate) async fn info(args: InfoArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
@@ -27,10 +46,46 @@ pub(crate) async fn info(args: InfoArgs, options: StorageOptions, json: bool) ->
     let info = table.info()?;
     let orphan_files = table.orphan_files().await?;
     let tags = table.tags().await?;
+    let storage = if has_storage_classes(&args.uri)? {
+        let prices = match &args.config {
+            Some(path) => crate::service::Settings::load(Some(path))?.storage_prices,
+            None => Default::default(),
+        };
+        let steps = args
+            .tier_policy
+            .as_deref()
+            .map(TierSteps::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--tier-policy: {e}"))?;
+        Some(table.storage_cost(&prices, steps.as_ref(), args.column.as_deref(), chrono::Utc::now())?)
+    } else {
+        None
+    };
+    let storage_class_mismatches = if args.check_storage_classes { table.check_storage_classes().await? } else { None };
     if json {
-        println!("{}", serde_json::to_string_pretty(&InfoOutput { info, orphan_files, tags })?);
+        let output = InfoOutput { info, orphan_files, tags, storage, storage_class_mismatches };
+        println!("{}", serde_json::to_string_pretty(&output)?);
     } else {
         print_info(&info);
+        if let Some(storage) = &storage {
+            print_storage(storage);
+        }
+        match &storage_class_mismatches {
+            Some(m) if m.is_empty() => println!("classes      the store agrees with the log for every file"),
+            Some(m) => {
+                println!(
+                    "classes      {} files are not in the class the log records (`sediment tier` records a class it finds):",
+                    m.len()
+                );
+                for m in m.iter().take(20) {
+                    println!("               {}: log {}, store {}", m.path, m.log, m.store);
+                }
+            }
+            None if args.check_storage_classes => {
+                println!("classes      a local or memory table has no storage classes")
+            }
+            None => {}
+        }
         if !tags.is_empty() {
             let now = chrono::Utc::now();
             let named: Vec<String> = tags
@@ -49,4 +104,39 @@ pub(crate) async fn info(args: InfoArgs, options: StorageOptions, json: bool) ->
         }
     }
     Ok(())
+}
+
+/// The storage section of `sediment info`: by class, by range, and the policy's savings.
+fn print_storage(storage: &CostReport) {
+    let usd = |v: f64| if v < 100.0 { format!("${v:.2}") } else { format!("${v:.0}") };
+    let classes: Vec<String> = storage
+        .classes
+        .iter()
+        .map(|c| format!("{} {} files {} {}", c.storage_class, c.files, human_bytes(c.bytes), usd(c.monthly_usd)))
+        .collect();
+    println!("storage      {} a month (estimate): {}", usd(storage.monthly_usd), classes.join("; "));
+    for range in storage.ranges.iter().take(36) {
+        let classes: Vec<String> =
+            range.classes.iter().map(|c| format!("{} {}", c.storage_class, human_bytes(c.bytes))).collect();
+        println!(
+            "  {:<10} {:>5} partitions {:>9}/month  {}",
+            range.range,
+            range.partitions,
+            usd(range.monthly_usd),
+            classes.join(", ")
+        );
+    }
+    if storage.ranges.len() > 36 {
+        println!("  ... and {} more ranges (--json lists them all)", storage.ranges.len() - 36);
+    }
+    if let Some(p) = &storage.policy {
+        println!(
+            "tiering      {} would move {} files ({}): {} a month, saving {}",
+            p.policy,
+            p.files_to_move,
+            human_bytes(p.bytes_to_move),
+            usd(p.monthly_usd_after),
+            usd(p.monthly_savings_usd)
+        );
+    }
 }

@@ -114,6 +114,10 @@ pub struct TableDescription {
     /// Health at the policy's target size.
     #[schema(value_type = Option<Object>)]
     pub health: Option<TableHealth>,
+    /// Bytes and files per storage class, the estimated monthly cost by class and by
+    /// partition range, and what the tiering policy would save (tables on S3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub storage: Option<crate::maintain::tiering::CostReport>,
     /// Why the table could not be read, when it could not.
     pub error: Option<String>,
     /// The newest jobs, newest first.
@@ -139,16 +143,26 @@ pub async fn describe_table(service: &Service, name: &str) -> Result<TableDescri
         bytes: None,
         rows: None,
         health: None,
+        storage: None,
         error: None,
         last_jobs,
         tags,
     };
+    let prices = service.settings().storage_prices;
+    let now = service.inner().clock.now();
     match open_table(service, &entry).await.and_then(|table| {
         let files = table.files()?;
         let health = table.health_of(&files, policy.compaction.target_file_size.as_u64())?;
-        Ok((table.version(), files, health))
+        let storage = match crate::maintain::tiering::has_storage_classes(&entry.location)? {
+            true => {
+                Some(table.storage_cost(&prices, Some(&policy.tiering.steps), policy.tiering.column.as_deref(), now)?)
+            }
+            false => None,
+        };
+        Ok((table.version(), files, health, storage))
     }) {
-        Ok((version, files, health)) => {
+        Ok((version, files, health, storage)) => {
+            description.storage = storage;
             description.version = version;
             description.files = Some(files.len());
             description.bytes = Some(files.iter().map(|f| f.size).sum());

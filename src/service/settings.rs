@@ -44,6 +44,9 @@ pub struct Settings {
     pub policies: PolicyOverrides,
     /// Tables registered when the daemon starts (when not registered yet).
     pub tables: Vec<NewTable>,
+    /// Storage prices for the cost report, USD per GB-month by class (default: S3's
+    /// us-east-1 list prices).
+    pub storage_prices: crate::maintain::tiering::StoragePrices,
 }
 
 /// Worker pool of one daemon.
@@ -169,6 +172,7 @@ impl Default for Settings {
             storage: BTreeMap::new(),
             policies: PolicyOverrides::default(),
             tables: Vec::new(),
+            storage_prices: Default::default(),
         }
     }
 }
@@ -307,6 +311,7 @@ impl Settings {
                 self.listen
             )));
         }
+        self.storage_prices.validate("storage_prices").map_err(|e| Error::invalid(e.to_string()))?;
         let policies = self.layer_policies()?;
         for (i, table) in self.tables.iter().enumerate() {
             sediment_catalog::validate_table_name(&table.name)

@@ -248,8 +248,31 @@ async fn a_run_killed_before_its_commit_is_finished_by_the_next() {
     for f in &due[..20] {
         classes.set_class(&f.path, f.size, StorageClass::StandardIa).await.unwrap();
     }
+    // `info --check-storage-classes` sees the store disagree with the log.
+    let mismatches = table.check_storage_classes().await.unwrap().unwrap();
+    assert_eq!(mismatches.len(), 20, "{mismatches:?}");
+    assert!(mismatches.iter().all(|m| (m.log, m.store) == (StorageClass::Standard, StorageClass::StandardIa)));
+    let bin = crate::cli::sediment_bin();
+    let out = std::process::Command::new(&bin)
+        .args(["info", &uri, "--check-storage-classes", "--tier-policy", "30d:STANDARD_IA", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["storage_class_mismatches"].as_array().unwrap().len(), 20, "{info}");
+    assert_eq!(info["storage"]["classes"][0]["storage_class"], "STANDARD", "the log's view: {info}");
+    assert_eq!(info["storage"]["classes"][0]["files"], 60);
+    // Tiny files: STANDARD_IA bills each as 128 KB, so this policy would cost more, and says so.
+    assert_eq!(info["storage"]["policy"]["files_to_move"], 30, "{info}");
+    assert!(info["storage"]["policy"]["monthly_savings_usd"].as_f64().unwrap() < 0.0, "{info}");
+    assert_eq!(
+        info["storage"]["ranges"].as_array().unwrap().len(),
+        days.iter().map(|d| &d[..7]).collect::<std::collections::BTreeSet<_>>().len()
+    );
+
     let steps = TierSteps::parse("30d:STANDARD_IA").unwrap();
     let report = table.tier(TierOptions::new(steps).with_clock(ManualClock::new(now))).await.unwrap();
+    assert!(table.check_storage_classes().await.unwrap().unwrap().is_empty());
     // S3 refuses a copy onto itself that changes nothing, and the run then finds the
     // file in place with one HeadObject; moto copies it again. Either way all 30 are
     // recorded, and the log and the store agree.
@@ -338,6 +361,13 @@ async fn sediment_tier_by_the_catalogs_policy_and_as_a_daemon_job() {
     // Its commit names the job.
     let history = table.history(Some(1)).await.unwrap();
     assert!(history[0].job.is_some(), "{history:?}");
+    // The catalog's description has the storage by class (the API's GET returns the same).
+    let out = run(&["tables", "describe", "raw.days", "--json"]);
+    let described: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let classes = described["storage"]["classes"].as_array().unwrap();
+    let ia = classes.iter().find(|c| c["storage_class"] == "STANDARD_IA").unwrap();
+    assert_eq!(ia["files"], 10, "{described}");
+    assert_eq!(described["storage"]["policy"]["files_to_move"], 0, "{described}");
     // Nothing left: the CLI by the catalog's policy finds its work done.
     let out = run(&["tier", "raw.days", "--json"]);
     let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -15,12 +15,14 @@
 //! ```
 
 pub mod archive;
+pub mod cost;
 pub mod executor;
 pub mod placement;
 pub mod planner;
 pub mod s3;
 
 pub use archive::{ArchivedFile, RestoreArchivedReport};
+pub use cost::{CostReport, StoragePrices};
 pub use executor::{FilesBytes, TierOptions, TierReport};
 pub use planner::{AgeBy, PartitionColumn, TierFile, TierMove, TierPlan};
 pub use s3::{CopyOutcome, ObjectClasses, RestoreState, has_storage_classes};
@@ -79,6 +81,12 @@ impl Table {
     /// from the log alone: no request per file.
     pub fn tier_plan(&self, steps: &TierSteps, column: Option<&str>, now: DateTime<Utc>) -> Result<TierPlan> {
         let files = self.tier_files()?;
+        let by = self.age_by(column, &files)?;
+        planner::plan(&files, &by, steps, now)
+    }
+
+    /// How this table's partitions age (see [`planner::age_by`]).
+    fn age_by(&self, column: Option<&str>, files: &[TierFile]) -> Result<AgeBy> {
         let schema = self.arrow_schema()?;
         let columns: Vec<PartitionColumn> = self
             .partition_columns()?
@@ -90,7 +98,67 @@ impl Table {
                 PartitionColumn { name, temporal }
             })
             .collect();
-        let by = planner::age_by(&columns, column, &files).map_err(|e| e.context(format!("table {}", self.uri())))?;
-        planner::plan(&files, &by, steps, now)
+        planner::age_by(&columns, column, files).map_err(|e| e.context(format!("table {}", self.uri())))
     }
+
+    /// What this version's storage costs a month at `prices`, by class and by
+    /// partition range, from the log's classes; with `steps`, what tiering by them at
+    /// `now` would save (see [`cost`]).
+    pub fn storage_cost(
+        &self,
+        prices: &StoragePrices,
+        steps: Option<&TierSteps>,
+        column: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<CostReport> {
+        let files = self.tier_files()?;
+        // A table whose partitions have no age still has a cost, by partition value.
+        let by = self.age_by(column, &files).ok();
+        let plan = match (steps, &by) {
+            (Some(steps), Some(by)) if !steps.is_empty() => {
+                Some((planner::plan(&files, by, steps, now)?, steps.to_string()))
+            }
+            _ => None,
+        };
+        Ok(cost::cost_report(&files, by.as_ref(), prices, plan.as_ref().map(|(p, s)| (p, s.clone()))))
+    }
+
+    /// Live files whose class in the store (HeadObject, 16 in flight) is not the one
+    /// the log records; `None` for a table that is not on S3.
+    pub async fn check_storage_classes(&self) -> Result<Option<Vec<ClassMismatch>>> {
+        let Some(classes) = ObjectClasses::for_table(self.uri(), self.storage_options()).await? else {
+            return Ok(None);
+        };
+        let heads: Vec<_> = self
+            .tier_files()?
+            .into_iter()
+            .map(|f| {
+                let classes = classes.clone();
+                async move {
+                    let stored = classes.class_of(&f.path).await?;
+                    Ok::<_, crate::Error>((f.storage_class != stored).then(|| ClassMismatch {
+                        path: f.path,
+                        log: f.storage_class,
+                        store: stored,
+                    }))
+                }
+            })
+            .collect();
+        let results: Vec<Result<Option<ClassMismatch>>> =
+            futures::StreamExt::collect(futures::StreamExt::buffer_unordered(futures::stream::iter(heads), 16)).await;
+        let mut mismatches: Vec<ClassMismatch> =
+            results.into_iter().filter_map(|r| r.transpose()).collect::<Result<_>>()?;
+        mismatches.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(Some(mismatches))
+    }
+}
+
+/// A file whose class in the store is not the one the log records (moved by a
+/// bucket lifecycle rule, or by a tiering run killed before its commit: the next run
+/// records it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClassMismatch {
+    pub path: String,
+    pub log: StorageClass,
+    pub store: StorageClass,
 }
