@@ -107,7 +107,9 @@ pub fn cost_report(
 ) -> CostReport {
     let now: Vec<(&TierFile, StorageClass)> = files.iter().map(|f| (f, f.storage_class)).collect();
     let classes = class_costs(&now, prices);
-    let mut ranges: BTreeMap<String, (Vec<(&TierFile, StorageClass)>, std::collections::HashSet<_>)> = BTreeMap::new();
+    type Range<'a> =
+        (Vec<(&'a TierFile, StorageClass)>, std::collections::HashSet<&'a BTreeMap<String, Option<String>>>);
+    let mut ranges: BTreeMap<String, Range<'_>> = BTreeMap::new();
     for (file, class) in &now {
         let entry = ranges.entry(range_of(file, age_by)).or_default();
         entry.0.push((file, *class));

@@ -136,7 +136,7 @@ impl Table {
                 let classes = classes.clone();
                 async move {
                     let stored = classes.class_of(&f.path).await?;
-                    Ok::<_, crate::Error>((f.storage_class != stored).then(|| ClassMismatch {
+                    Ok::<_, crate::Error>((f.storage_class != stored).then_some(ClassMismatch {
                         path: f.path,
                         log: f.storage_class,
                         store: stored,
