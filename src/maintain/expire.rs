@@ -1,8 +1,9 @@
 //! Partition retention: removing data older than a horizon (`sediment expire`).
 //!
 //! The horizon is now (from the injected clock) less `older_than`. The column is the
-//! one given, else the table's first partition column holding dates: of type `date`
-//! or `timestamp`, or a string column whose values are ISO dates (`2024-05-01`). On a
+//! one given, else the partition column partitions age by, by the rule tiering uses
+//! too: the first of type `date` or `timestamp`, else the first string column whose
+//! every value is an ISO date (`2024-05-01`) or timestamp. On a
 //! partition column whole partitions before the horizon go in one metadata-only
 //! commit (their files removed, nothing read); on any other column it is a delete by
 //! predicate (files pruned by their statistics, deletion vectors where the table has
@@ -137,30 +138,11 @@ impl Table {
         Ok(report)
     }
 
-    /// The first partition column holding dates, or an error asking for `--column`.
+    /// The partition column partitions age by (the rule tiering uses:
+    /// [`Table::age_by`]), or an error asking for `--column`.
     fn date_partition_column(&self, partitions: &[String]) -> Result<String> {
-        let schema = self.arrow_schema()?;
-        // The file list is only needed (once) to look at string columns' values.
-        let mut files = None;
-        let iso_date = |v: &str| chrono::NaiveDate::parse_from_str(v.get(..10).unwrap_or(v), "%Y-%m-%d").is_ok();
-        for column in partitions {
-            let Ok(field) = schema.field_with_name(column) else { continue };
-            let dated = match field.data_type() {
-                DataType::Date32 | DataType::Date64 | DataType::Timestamp(..) => true,
-                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-                    let files = match &mut files {
-                        Some(files) => &*files,
-                        None => &*files.insert(self.plan_scan(None)?.files),
-                    };
-                    let mut values =
-                        files.iter().filter_map(|a| a.partition_values.get(column).cloned().flatten()).peekable();
-                    values.peek().is_some() && values.all(|v| iso_date(&v))
-                }
-                _ => false,
-            };
-            if dated {
-                return Ok(column.clone());
-            }
+        if let Ok(crate::maintain::tiering::AgeBy::Partition(column)) = self.age_by(None, &self.tier_files()?) {
+            return Ok(column);
         }
         Err(Error::invalid(format!(
             "table {} has no date, timestamp or ISO-date partition column (partition columns: {}): name the column to age rows by with --column",

@@ -85,8 +85,10 @@ impl Table {
         planner::plan(&files, &by, steps, now)
     }
 
-    /// How this table's partitions age (see [`planner::age_by`]).
-    fn age_by(&self, column: Option<&str>, files: &[TierFile]) -> Result<AgeBy> {
+    /// How this table's partitions age (see [`planner::age_by`]): the one rule for
+    /// tiering and partition expiry (a date or timestamp partition column first, else
+    /// the first string one whose every value is a date).
+    pub(crate) fn age_by(&self, column: Option<&str>, files: &[TierFile]) -> Result<AgeBy> {
         let schema = self.arrow_schema()?;
         let columns: Vec<PartitionColumn> = self
             .partition_columns()?
