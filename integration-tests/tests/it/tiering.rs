@@ -99,6 +99,25 @@ async fn a_file_changes_class_in_place_and_an_archived_one_needs_a_restore() {
 }
 
 #[tokio::test]
+async fn a_large_file_changes_class_by_a_multipart_copy() {
+    let uri = s3_uri("tier-multipart");
+    let store = sediment::table::storage::store_at(&uri, HashMap::new()).unwrap();
+    let path = "day=2024-05-01/big.parquet";
+    let bytes = bytes::Bytes::from((0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    store.put(&object_store::path::Path::from(path), bytes.clone().into()).await.unwrap();
+    // Above 5 MiB in parts of 5 MiB: three UploadPartCopy requests.
+    let classes = ObjectClasses::for_table(&uri, &HashMap::new())
+        .await
+        .unwrap()
+        .unwrap()
+        .with_copy_limits(5 * 1024 * 1024, 5 * 1024 * 1024);
+    classes.set_class(path, bytes.len() as u64, StorageClass::StandardIa).await.unwrap();
+    assert_eq!(classes.class_of(path).await.unwrap(), StorageClass::StandardIa);
+    let read = store.get(&object_store::path::Path::from(path)).await.unwrap().bytes().await.unwrap();
+    assert_eq!(read, bytes, "the parts put back every byte in order");
+}
+
+#[tokio::test]
 async fn local_and_memory_tables_have_no_storage_classes() {
     let dir = tempfile::tempdir().unwrap();
     assert!(ObjectClasses::for_table(dir.path().to_str().unwrap(), &HashMap::new()).await.unwrap().is_none());
@@ -157,6 +176,11 @@ async fn the_tier_plan_comes_from_the_log_by_partition_age() {
     assert!(!out.status.success() && stderr.contains("older"), "{stderr}");
     let out = run(&["tier", &uri, "--policy", "30d:TAPE", "--dry-run"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("TAPE"));
+    // A partition column that holds no dates cannot age.
+    let regions = daily_table("tier-regions", &["eu-west", "us-east"]).await;
+    let out = run(&["tier", &regions, "--policy", "30d:STANDARD_IA", "--dry-run"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("day") && stderr.contains("date"), "{stderr}");
     let dir = tempfile::tempdir().unwrap();
     let local = dir.path().join("t");
     let mut t = sediment::Table::open_or_new(local.to_str().unwrap(), Default::default()).await.unwrap();
@@ -284,7 +308,7 @@ async fn a_run_killed_before_its_commit_is_finished_by_the_next() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tiering_racing_compaction_and_deletes_loses_nothing() {
+async fn tiering_racing_compaction_deletes_and_merges_loses_nothing() {
     let now = at("2024-07-15T00:00:00Z");
     for round in 0..2 {
         let uri = crate::service::fragmented_table(&format!("tier-race-{round}"), 4, 6).await;
@@ -293,20 +317,45 @@ async fn tiering_racing_compaction_and_deletes_loses_nothing() {
         let mut tiering = Table::open(&uri).await.unwrap();
         let mut compacting = Table::open(&uri).await.unwrap();
         let mut deleting = Table::open(&uri).await.unwrap();
-        let (tiered, compacted, deleted) = tokio::join!(
+        let mut merging = Table::open(&uri).await.unwrap();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("day", DataType::Utf8, false),
+        ]));
+        let source = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![7, 9000])),
+                Arc::new(StringArray::from(vec!["2024-05-04", "2024-05-01"])),
+            ],
+        )
+        .unwrap();
+        let merge = merging
+            .merge([source])
+            .on(["id"])
+            .when_matched(sediment::MatchedAction::Delete)
+            .when_not_matched_insert_all()
+            .execute();
+        let (tiered, compacted, deleted, merged) = tokio::join!(
             tiering.tier(TierOptions::new(steps.clone()).with_clock(ManualClock::new(now))),
             async {
                 tokio::time::sleep(std::time::Duration::from_millis(50 * round)).await;
                 compacting.compact(Default::default()).await
             },
             deleting.delete("id = 3"),
+            merge,
         );
         let tiered = tiered.unwrap();
         compacted.unwrap();
         deleted.unwrap();
+        merged.unwrap();
         let mut table = Table::open(&uri).await.unwrap();
         let now_rows = table_rows(&table).await;
-        assert_eq!(now_rows.len(), rows.len() - 1, "round {round}: one row deleted, none lost: {tiered:#?}");
+        assert_eq!(
+            now_rows.len(),
+            rows.len() - 2 + 1,
+            "round {round}: two rows deleted, one inserted, none lost: {tiered:#?}"
+        );
         for (path, log, stored) in log_and_store_classes(&table).await {
             assert_eq!(log, stored, "round {round}: {path}: {tiered:#?}");
         }

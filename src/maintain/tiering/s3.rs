@@ -52,6 +52,9 @@ pub struct ObjectClasses {
     bucket: String,
     /// The table's key prefix, ending in `/` (or empty).
     prefix: String,
+    /// Objects above this size are copied in parts of `copy_part` bytes.
+    single_copy_limit: u64,
+    copy_part: u64,
 }
 
 fn option<'a>(options: &'a HashMap<String, String>, names: &[&str]) -> Option<&'a str> {
@@ -115,7 +118,21 @@ impl ObjectClasses {
         if shared.region().is_none() {
             config = config.region(aws_config::Region::new("us-east-1"));
         }
-        Ok(Some(Self { client: aws_sdk_s3::Client::from_conf(config.build()), bucket, prefix }))
+        Ok(Some(Self {
+            client: aws_sdk_s3::Client::from_conf(config.build()),
+            bucket,
+            prefix,
+            single_copy_limit: SINGLE_COPY_LIMIT,
+            copy_part: COPY_PART,
+        }))
+    }
+
+    /// Copy objects above `single` bytes in parts of `part` bytes (S3: at most 5 GiB
+    /// in one CopyObject, parts of 5 MiB to 5 GiB); for tests of the multipart path.
+    pub fn with_copy_limits(mut self, single: u64, part: u64) -> Self {
+        self.single_copy_limit = single;
+        self.copy_part = part.max(5 * 1024 * 1024);
+        self
     }
 
     fn key(&self, path: &str) -> String {
@@ -175,7 +192,7 @@ impl ObjectClasses {
         let source = format!("{}/{}", self.bucket, urlencoding_path(&key));
         let what = || format!("copying s3://{}/{key} to {class}", self.bucket);
         let class_sdk = aws_sdk_s3::types::StorageClass::from(class.as_str());
-        if size <= SINGLE_COPY_LIMIT {
+        if size <= self.single_copy_limit {
             self.client
                 .copy_object()
                 .bucket(&self.bucket)
@@ -203,7 +220,7 @@ impl ObjectClasses {
             let mut start = 0u64;
             let mut number = 1;
             while start < size {
-                let end = (start + COPY_PART).min(size) - 1;
+                let end = (start + self.copy_part).min(size) - 1;
                 let part = self
                     .client
                     .upload_part_copy()
