@@ -34,9 +34,13 @@ pub struct ArchivedFile {
 
 /// The class `add`'s tag records (STANDARD when none).
 pub fn class_of(add: &Add) -> StorageClass {
-    add.tags
-        .as_ref()
-        .and_then(|t| t.get(CLASS_TAG).cloned().flatten())
+    class_in_tags(add.tags.as_ref())
+}
+
+/// The class a file action's tags record (STANDARD when none): an `add`'s or a
+/// `remove`'s.
+pub(crate) fn class_in_tags(tags: Option<&std::collections::HashMap<String, Option<String>>>) -> StorageClass {
+    tags.and_then(|t| t.get(CLASS_TAG).cloned().flatten())
         .and_then(|c| c.parse().ok())
         .unwrap_or(StorageClass::Standard)
 }

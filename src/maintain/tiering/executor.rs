@@ -149,6 +149,11 @@ impl TierReport {
     }
 }
 
+/// The error of tiering a table that is not on S3.
+fn no_classes(uri: &str) -> Error {
+    Error::invalid(format!("table {uri} is not on S3: local and memory stores have no storage classes"))
+}
+
 /// One file to move.
 struct Move {
     path: String,
@@ -173,14 +178,8 @@ impl Table {
         crate::table::features::check_writable(self.uri(), self.state()?)?;
         let now = options.clock.now();
         let mut plan = self.tier_plan(&options.steps, options.column.as_deref(), now)?;
-        let no_classes = || {
-            Error::invalid(format!(
-                "table {} is not on S3: local and memory stores have no storage classes",
-                self.uri()
-            ))
-        };
         if !super::has_storage_classes(self.uri())? {
-            return Err(no_classes());
+            return Err(no_classes(self.uri()));
         }
         let mut compacted = None;
         let mut partitions_compacted = 0;
@@ -225,20 +224,13 @@ impl Table {
             requests: 0,
             duration_ms: 0,
         };
-        let no_classes = || {
-            Error::invalid(format!(
-                "table {} is not on S3: local and memory stores have no storage classes",
-                self.uri()
-            ))
-        };
-        if !super::has_storage_classes(self.uri())? {
-            return Err(no_classes());
-        }
         if options.dry_run || plan.moves.is_empty() {
             report.duration_ms = started.elapsed().as_millis() as u64;
             return Ok(report);
         }
-        let classes = ObjectClasses::for_table(self.uri(), self.storage_options()).await?.ok_or_else(no_classes)?;
+        let classes = ObjectClasses::for_table(self.uri(), self.storage_options())
+            .await?
+            .ok_or_else(|| no_classes(self.uri()))?;
         let sizes: HashMap<String, u64> = self.tier_files()?.into_iter().map(|f| (f.path, f.size)).collect();
         let moves: Vec<Move> = plan
             .moves

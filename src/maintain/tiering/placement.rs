@@ -9,18 +9,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use deltalake::kernel::{Add, Remove};
 
+use super::archive::class_in_tags;
 use super::{CLASS_TAG, ObjectClasses, StorageClass};
 use crate::error::{Error, Result};
 use crate::table::Table;
 
 type PartitionValues = BTreeMap<String, Option<String>>;
-
-/// The class recorded in a file action's tags (STANDARD when none).
-fn tagged_class(tags: Option<&HashMap<String, Option<String>>>) -> StorageClass {
-    tags.and_then(|t| t.get(CLASS_TAG).cloned().flatten())
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(StorageClass::Standard)
-}
 
 /// For each of `written`, the coldest cold class among the files a merge rewrote
 /// (`removes`) or marked (`marked`) in its partition (`None`: no cold file was
@@ -30,8 +24,8 @@ pub(crate) fn classes_by_partition(removes: &[Remove], marked: &[&Add], written:
     let mut coldest: HashMap<PartitionValues, StorageClass> = HashMap::new();
     let sources = removes
         .iter()
-        .map(|r| (tagged_class(r.tags.as_ref()), r.partition_values.clone().unwrap_or_default()))
-        .chain(marked.iter().map(|a| (tagged_class(a.tags.as_ref()), a.partition_values.clone())));
+        .map(|r| (class_in_tags(r.tags.as_ref()), r.partition_values.clone().unwrap_or_default()))
+        .chain(marked.iter().map(|a| (class_in_tags(a.tags.as_ref()), a.partition_values.clone())));
     for (class, partition) in sources {
         if class.is_cold() {
             let entry = coldest.entry(partition.into_iter().collect()).or_insert(class);
