@@ -19,6 +19,8 @@
 //! | wing | what it holds |
 //! |---|---|
 //! | [`cli`] | the `sediment` command line: one file per command (the binary parses and dispatches) |
+//! | [`service`] | the daemon, `run-once`, the catalog operations and the HTTP API |
+//! | [`pipeline`] | medallion pipelines: incremental, exactly-once upserts between layers, data-quality rules, quarantine, lineage |
 //! | [`maintain`] | compaction, checkpoints, restore, vacuum and log cleanup, partition retention (and, next, tiering) |
 //! | [`change`] | deletes, updates, merges and deletion vectors |
 //! | [`write`] | appends and overwrites, the file sink, [`TableWriter`], input files |
@@ -43,6 +45,7 @@ pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod maintain;
+pub mod pipeline;
 pub mod read;
 pub mod service;
 pub mod table;

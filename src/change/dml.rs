@@ -438,7 +438,7 @@ impl Table {
             // delta-rs rebases over commits that touched none of the files this one
             // read (its predicate says which): concurrent appends, other partitions.
             max_retries: REBASES,
-            app_transaction: None,
+            app_transactions: Vec::new(),
             extra: Default::default(),
         };
         let result = commit(self, actions, request).await;

@@ -17,6 +17,7 @@ mod history;
 mod info;
 mod merge;
 mod output;
+mod pipeline;
 mod render;
 mod restore;
 mod scan;
@@ -103,6 +104,10 @@ enum Command {
     RunOnce(serve::ServiceArgs),
     /// The catalog's tables: list, register, describe, unregister, discover.
     Tables(tables::TablesArgs),
+    /// The pipelines declared in the settings: list, run NAME, status NAME, backfill NAME --from-version N.
+    Pipeline(pipeline::PipelineArgs),
+    /// The pipelines that write a table and those that read it, with the versions consumed.
+    Lineage(pipeline::LineageArgs),
 }
 
 /// Run one parsed command line.
@@ -130,6 +135,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => serve::serve(args, json).await,
         Command::RunOnce(args) => serve::run_once(args, json).await,
         Command::Tables(args) => tables::tables(args, json).await,
+        Command::Pipeline(args) => pipeline::pipeline(args, json).await,
+        Command::Lineage(args) => pipeline::lineage(args, json).await,
     }
 }
 

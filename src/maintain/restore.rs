@@ -126,7 +126,7 @@ impl Table {
                 ],
                 blind_append: false,
                 max_retries: 0,
-                app_transaction: None,
+                app_transactions: Vec::new(),
                 extra: Default::default(),
             };
             match commit(self, actions, request).await {

@@ -40,7 +40,7 @@ use tracing::instrument;
 use crate::error::{Error, Result};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
-use crate::table::storage::{BoundedStore, IoLimiter, IoSettings};
+use crate::table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings};
 
 /// What a scan's planning kept and what its reading cost.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -206,6 +206,30 @@ impl<'a> ScanBuilder<'a> {
         let stream = df.execute_stream().await.map_err(|e| read_error(e, &what))?;
         Ok(Scan { schema: plain_schema(&stream.schema()), stream, report: plan.report, limiter, what })
     }
+}
+
+/// Read the rows of the given files of `table` (files some commit added, as a
+/// pipeline's increment reads them), with the table's current schema; `what` names
+/// them in errors.
+pub(crate) async fn read_files(table: &Table, files: Vec<Add>, what: &str) -> Result<(Vec<RecordBatch>, IoReport)> {
+    let limiter = IoLimiter::new(&IoSettings::default());
+    if files.is_empty() {
+        return Ok((Vec::new(), limiter.report()));
+    }
+    let ctx = SessionContext::new();
+    let url = table.url();
+    let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
+    let root_store = table.delta().log_store().root_object_store(None);
+    ctx.runtime_env()
+        .register_object_store(store_url.as_ref(), Arc::new(BoundedStore::new(root_store, limiter.clone())));
+    let provider = table.delta().table_provider().with_adds(files).build().await?;
+    let mut stream = ctx.read_table(Arc::new(provider))?.execute_stream().await.map_err(|e| read_error(e, what))?;
+    let schema = plain_schema(&stream.schema());
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        batches.push(decode_dictionaries(batch.map_err(|e| read_error(e, what))?, &schema)?);
+    }
+    Ok((batches, limiter.report()))
 }
 
 /// A running scan: a stream of record batches and its report.

@@ -25,6 +25,7 @@
 //! | [`worker`] | claim, heartbeat, execute, finish; graceful shutdown |
 //! | [`execute`] | one job kind → one library call and its report |
 //! | [`ops`] | catalog operations the CLI and the API share (register, describe, discover, tags, restore) |
+//! | [`pipelines`] | pipeline operations the CLI and the API share (list, run, backfill, status, lineage, checks) |
 //! | [`api`] | the HTTP API (thin handlers over `ops`), auth, OpenAPI document |
 //! | [`metrics`] | Prometheus metric names and the recorder |
 
@@ -32,6 +33,7 @@ pub mod api;
 pub mod execute;
 pub mod metrics;
 pub mod ops;
+pub mod pipelines;
 pub mod scheduler;
 pub mod settings;
 pub mod triggers;

@@ -64,7 +64,7 @@ fn lock_tables(service: &Service) -> std::sync::MutexGuard<'_, std::collections:
 
 /// How a table at `location` opens: on the injected store for it, else with its
 /// storage profile's options.
-fn open_options(service: &Service, location: &str, profile: Option<&str>) -> Result<OpenOptions> {
+pub(crate) fn open_options(service: &Service, location: &str, profile: Option<&str>) -> Result<OpenOptions> {
     if let Some(store) = service.inner().stores.as_ref().and_then(|resolve| resolve(location)) {
         return Ok(OpenOptions::new().object_store(store));
     }

@@ -44,6 +44,8 @@ pub struct Settings {
     pub policies: PolicyOverrides,
     /// Tables registered when the daemon starts (when not registered yet).
     pub tables: Vec<NewTable>,
+    /// Pipelines between the tables (`[[pipelines]]`), by name.
+    pub pipelines: Vec<crate::pipeline::PipelineSpec>,
     /// Storage prices for the cost report, USD per GB-month by class (default: S3's
     /// us-east-1 list prices).
     pub storage_prices: crate::maintain::tiering::StoragePrices,
@@ -172,6 +174,7 @@ impl Default for Settings {
             storage: BTreeMap::new(),
             policies: PolicyOverrides::default(),
             tables: Vec::new(),
+            pipelines: Vec::new(),
             storage_prices: Default::default(),
         }
     }
@@ -328,6 +331,7 @@ impl Settings {
                 .with_overrides(table.policy.as_ref().unwrap_or(&serde_json::Value::Null))
                 .map_err(|e| Error::invalid(format!("tables[{i}] ({}): {e}", table.name)))?;
         }
+        crate::pipeline::validate_pipelines(&self.pipelines)?;
         Ok(())
     }
 

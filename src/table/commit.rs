@@ -30,7 +30,8 @@ pub(crate) struct CommitRequest {
     pub metrics: Vec<(&'static str, u64)>,
     pub blind_append: bool,
     pub max_retries: usize,
-    pub app_transaction: Option<Transaction>,
+    /// Delta `txn` actions: an application's batch version, committed with the data.
+    pub app_transactions: Vec<Transaction>,
     /// What the commit says beyond delta-rs's operation: another operation name, more
     /// `commitInfo` keys.
     pub extra: CommitExtra,
@@ -75,8 +76,8 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
     // time travel still needs; retention is a maintenance job of its own.
     let mut properties =
         CommitProperties::default().with_max_retries(request.max_retries).with_cleanup_expired_logs(Some(false));
-    if let Some(txn) = request.app_transaction {
-        properties = properties.with_application_transaction(txn);
+    if !request.app_transactions.is_empty() {
+        properties = properties.with_application_transactions(request.app_transactions);
     }
     let log_store = table.delta().log_store();
     let snapshot = table.delta().snapshot().ok();

@@ -27,6 +27,10 @@ pub struct HistoryEntry {
     /// daemon, reason), when the service made it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub job: Option<Value>,
+    /// The pipeline run that made the commit (`commitInfo.sedimentPipeline`: pipeline,
+    /// run, source tables and version ranges, row counts), when a pipeline made it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<Value>,
 }
 
 impl Table {
@@ -60,6 +64,7 @@ fn parse_commit(version: u64, bytes: &[u8]) -> Result<HistoryEntry> {
         engine: None,
         read_version: None,
         job: None,
+        pipeline: None,
     };
     for action in crate::table::log::commit_actions::<Value>(version, bytes)? {
         if let Some(info) = action.get("commitInfo") {
@@ -74,6 +79,7 @@ fn parse_commit(version: u64, bytes: &[u8]) -> Result<HistoryEntry> {
                 .map(str::to_string);
             entry.read_version = info.get("readVersion").and_then(Value::as_u64);
             entry.job = info.get("sediment").cloned();
+            entry.pipeline = info.get(crate::pipeline::LINEAGE_KEY).cloned();
         }
     }
     Ok(entry)

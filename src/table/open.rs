@@ -166,10 +166,20 @@ impl Table {
 
     /// Open a table for writing: the latest version if it exists, else a handle with no
     /// version that the first write creates.
-    #[instrument(skip_all, fields(table = %uri))]
     pub async fn open_or_new(uri: &str, storage_options: StorageOptions) -> Result<Self> {
+        Self::open_or_new_with(uri, OpenOptions::new().storage_options(storage_options)).await
+    }
+
+    /// [`Table::open_or_new`] with storage settings or an object store from `options`
+    /// (its time travel fields do not apply).
+    #[instrument(skip_all, fields(table = %uri))]
+    pub async fn open_or_new_with(uri: &str, options: OpenOptions) -> Result<Self> {
         let url = parse_table_uri(uri, true)?;
-        let builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage_options.clone());
+        let storage_options = options.storage_options;
+        let mut builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage_options.clone());
+        if let Some(store) = options.object_store {
+            builder = builder.with_storage_backend(store, url.clone());
+        }
         let mut delta = builder.build()?;
         let exists = delta
             .log_store()

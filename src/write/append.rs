@@ -33,7 +33,7 @@ use tracing::instrument;
 use crate::error::{Error, ErrorKind, Result};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
-use crate::table::commit::{CommitRequest, commit};
+use crate::table::commit::{CommitExtra, CommitRequest, commit};
 use crate::table::conflict::{self, RetryBudget, RetrySettings};
 use crate::table::features;
 use crate::table::schema::SchemaMode;
@@ -69,8 +69,11 @@ pub struct WriteOptions {
     /// How often, and for how long, a write that lost a race (an overwrite whose
     /// files changed, a table created concurrently) plans again.
     pub retry: RetrySettings,
-    /// Exactly-once: an application id and the version of the batch being written.
-    pub app_transaction: Option<(String, i64)>,
+    /// Exactly-once: application ids and the version of the batch being written for
+    /// each (a write whose every one is recorded already does nothing).
+    pub app_transactions: Vec<(String, i64)>,
+    /// More top-level `commitInfo` keys (a pipeline's lineage).
+    pub commit_info: Vec<(String, serde_json::Value)>,
     /// Table properties of a new table (`delta.targetFileSize`, `delta.appendOnly`,
     /// `delta.enableDeletionVectors`, user keys); ignored for an existing table.
     /// `delta.enableDeletionVectors = true` creates the table on protocol 3/7 with the
@@ -90,7 +93,8 @@ impl Default for WriteOptions {
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             max_retries: 15,
             retry: RetrySettings::default(),
-            app_transaction: None,
+            app_transactions: Vec::new(),
+            commit_info: Vec::new(),
             table_properties: Vec::new(),
         }
     }
@@ -136,6 +140,13 @@ impl WriteOptions {
     /// Set the target file size in bytes.
     pub fn target_file_size(mut self, bytes: u64) -> Self {
         self.target_file_size = bytes;
+        self
+    }
+
+    /// Record application `app`'s batch `version` in the commit (see
+    /// [`WriteOptions::app_transactions`]).
+    pub fn app_transaction(mut self, app: impl Into<String>, version: i64) -> Self {
+        self.app_transactions.push((app.into(), version));
         self
     }
 }
@@ -219,14 +230,11 @@ impl Table {
 
     /// Whether `options` names an application transaction already committed.
     pub(crate) async fn already_committed(&self, options: &WriteOptions) -> Result<bool> {
-        if let Some((app, version)) = &options.app_transaction
-            && let Some(done) = self.app_transaction_version(app).await?
-            && done >= *version
-        {
-            tracing::info!(app, version, done, "batch already committed; nothing to do");
-            return Ok(true);
+        let done = self.app_transactions_done(&options.app_transactions).await?;
+        if done {
+            tracing::info!(apps = ?options.app_transactions, "batch already committed; nothing to do");
         }
-        Ok(false)
+        Ok(done)
     }
 
     /// Check the table and options and open a sink. `first_schema` is the schema of the
@@ -390,8 +398,12 @@ impl Table {
                 ],
                 blind_append: options.mode == WriteMode::Append && !report.schema_evolved && self.exists(),
                 max_retries: if options.mode == WriteMode::Append { options.max_retries } else { 0 },
-                app_transaction: options.app_transaction.as_ref().map(|(app, v)| Transaction::new(app.clone(), *v)),
-                extra: Default::default(),
+                app_transactions: options
+                    .app_transactions
+                    .iter()
+                    .map(|(app, v)| Transaction::new(app.clone(), *v))
+                    .collect(),
+                extra: CommitExtra { info: options.commit_info.clone(), ..Default::default() },
             };
             match commit(self, actions, request).await {
                 Ok(version) => {
@@ -444,6 +456,21 @@ impl Table {
             return Ok(None);
         }
         Ok(self.state()?.transaction_version(&self.delta().log_store(), app).await?)
+    }
+
+    /// Whether every one of `apps` (application, batch version) is recorded at that
+    /// version or later; `false` for none.
+    pub async fn app_transactions_done(&self, apps: &[(String, i64)]) -> Result<bool> {
+        if apps.is_empty() {
+            return Ok(false);
+        }
+        for (app, version) in apps {
+            match self.app_transaction_version(app).await? {
+                Some(done) if done >= *version => {}
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 }
 

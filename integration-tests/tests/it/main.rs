@@ -21,6 +21,7 @@ mod faults;
 mod interop;
 mod merge;
 mod merge_model;
+mod pipelines;
 mod raw_log;
 mod s3_table;
 mod service;

@@ -302,8 +302,7 @@ async fn memory_tables_are_shared_within_the_process() {
 async fn a_replayed_batch_with_the_same_application_version_commits_nothing() {
     let uri = s3_uri("txn");
     let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
-    let options =
-        |version: i64| WriteOptions { app_transaction: Some(("ingest-1".into(), version)), ..WriteOptions::append() };
+    let options = |version: i64| WriteOptions::append().app_transaction("ingest-1", version);
     let first = table.write([sediment::demo::events_batch(0, 100)], options(1)).await.unwrap();
     assert_eq!(first.version, Some(0));
     assert_eq!(table.app_transaction_version("ingest-1").await.unwrap(), Some(1));
@@ -313,7 +312,7 @@ async fn a_replayed_batch_with_the_same_application_version_commits_nothing() {
     assert_eq!(table.version(), Some(0));
     // Batch 2 goes in; another application's version 1 is independent.
     table.write([sediment::demo::events_batch(100, 100)], options(2)).await.unwrap();
-    let other = WriteOptions { app_transaction: Some(("ingest-2".into(), 1)), ..WriteOptions::append() };
+    let other = WriteOptions::append().app_transaction("ingest-2", 1);
     table.write([sediment::demo::events_batch(200, 100)], other).await.unwrap();
     assert_eq!(Table::open(&uri).await.unwrap().info().unwrap().rows, Some(300));
 }

@@ -12,7 +12,7 @@ use super::source::MergeSource;
 use super::{Merge, MergeReport};
 use crate::change::feed::{ChangeFeed, FeedFiles};
 use crate::error::Result;
-use crate::table::commit::{CommitRequest, commit};
+use crate::table::commit::{CommitExtra, CommitRequest, commit};
 use crate::write::sink::FileSink;
 
 impl Merge<'_> {
@@ -116,8 +116,8 @@ impl Merge<'_> {
             blind_append: false,
             // delta-rs's conflict checker rebases over commits that touch other keys.
             max_retries: 15,
-            app_transaction: self.app_transaction.as_ref().map(|(app, v)| Transaction::new(app.clone(), *v)),
-            extra: Default::default(),
+            app_transactions: self.app_transactions.iter().map(|(app, v)| Transaction::new(app.clone(), *v)).collect(),
+            extra: CommitExtra { info: self.commit_info.clone(), ..Default::default() },
         };
         if let Some(hook) = &self.before_commit {
             hook();

@@ -157,7 +157,8 @@ pub struct Merge<'a> {
     not_matched: Vec<NotMatchedClause>,
     by_source: Vec<BySourceClause>,
     dedupe_by: Option<String>,
-    app_transaction: Option<(String, i64)>,
+    app_transactions: Vec<(String, i64)>,
+    commit_info: Vec<(String, serde_json::Value)>,
     files_in_flight: usize,
     retry: RetrySettings,
     source_memory_limit: Option<usize>,
@@ -201,7 +202,8 @@ impl Table {
             not_matched: Vec::new(),
             by_source: Vec::new(),
             dedupe_by: None,
-            app_transaction: None,
+            app_transactions: Vec::new(),
+            commit_info: Vec::new(),
             files_in_flight: crate::change::tasks::default_files_in_flight(),
             retry: RetrySettings::default(),
             source_memory_limit: Some(DEFAULT_SOURCE_MEMORY_LIMIT),
@@ -374,9 +376,17 @@ impl<'a> Merge<'a> {
     }
 
     /// Record application `app`'s batch `version` in the commit (Delta `txn`); a merge
-    /// whose version is not above the last recorded one does nothing.
+    /// whose version is not above the last recorded one does nothing. Several
+    /// applications may be given (a pipeline records one per source): the merge does
+    /// nothing when every one of them is recorded already.
     pub fn app_transaction(mut self, app: impl Into<String>, version: i64) -> Self {
-        self.app_transaction = Some((app.into(), version));
+        self.app_transactions.push((app.into(), version));
+        self
+    }
+
+    /// Add a top-level key to the commit's `commitInfo` (a pipeline's lineage).
+    pub fn commit_info(mut self, key: impl Into<String>, value: serde_json::Value) -> Self {
+        self.commit_info.push((key.into(), value));
         self
     }
 
@@ -511,11 +521,8 @@ impl<'a> Merge<'a> {
             let retries = budget.retries();
             let read_version = self.table.version();
             // Checked on every attempt: a racing loader may have committed the batch.
-            if let Some((app, version)) = &self.app_transaction
-                && let Some(done) = self.table.app_transaction_version(app).await?
-                && done >= *version
-            {
-                tracing::info!(app, version, done, "merge batch already committed; nothing to do");
+            if self.table.app_transactions_done(&self.app_transactions).await? {
+                tracing::info!(apps = ?self.app_transactions, "merge batch already committed; nothing to do");
                 report.replayed = true;
                 report.retries = retries;
                 return Ok(report);

@@ -399,7 +399,7 @@ impl Table {
                 metrics: vec![("numTieredFiles", files), ("numTieredBytes", bytes)],
                 blind_append: false,
                 max_retries: 0,
-                app_transaction: None,
+                app_transactions: Vec::new(),
                 extra: CommitExtra { operation: Some(OPERATION), parameters, info: options.commit_info.clone() },
             };
             match commit(self, actions, request).await {

@@ -297,7 +297,7 @@ impl Table {
             metrics,
             blind_append: false,
             max_retries: 15,
-            app_transaction: None,
+            app_transactions: Vec::new(),
             extra: Default::default(),
         };
         commit(self, Vec::new(), request).await

@@ -1,0 +1,383 @@
+//! Pipelines on the S3 server: an upsert pipeline from a bronze table of change events
+//! into silver, run after random appends (duplicates, out-of-order sequences, deletes,
+//! rows that break rules) and compactions; after every run silver equals the model's
+//! state per key, the quarantine holds exactly the failing rows, and a run with no new
+//! source data commits nothing. Bad pipeline declarations are refused naming the
+//! pipeline.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sediment::arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use sediment::arrow::datatypes::{DataType, Field, Schema};
+use sediment::pipeline::IncrementKind;
+use sediment::service::{Service, Settings, pipelines};
+use sediment::{CompactOptions, Table, WriteOptions};
+
+use crate::common::{ScanRun, s3_uri};
+
+/// One change event of the bronze table.
+#[derive(Debug, Clone)]
+struct Event {
+    id: i64,
+    seq: i64,
+    op: &'static str,
+    amount: f64,
+    name: Option<String>,
+}
+
+fn events_batch(events: &[Event]) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("seq", DataType::Int64, false),
+        Field::new("op", DataType::Utf8, false),
+        Field::new("amount", DataType::Float64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(events.iter().map(|e| e.id).collect::<Vec<_>>())),
+            Arc::new(Int64Array::from(events.iter().map(|e| e.seq).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(events.iter().map(|e| e.op).collect::<Vec<_>>())),
+            Arc::new(Float64Array::from(events.iter().map(|e| e.amount).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(events.iter().map(|e| e.name.clone()).collect::<Vec<_>>())),
+        ],
+    )
+    .unwrap()
+}
+
+/// A small deterministic generator (xorshift).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// What silver should hold: per run, the newest event per key among the rows that
+/// pass the quarantine rule; applied when at least as new as the row (a delete
+/// removes, else the row is replaced); a key not in silver is inserted unless the
+/// event is a delete.
+#[derive(Default)]
+struct Model {
+    silver: BTreeMap<i64, Event>,
+    /// Every failing event, as often as it was appended.
+    quarantined: BTreeMap<(i64, i64), usize>,
+}
+
+impl Model {
+    fn run(&mut self, events: &[Event]) {
+        let mut winners: BTreeMap<i64, &Event> = BTreeMap::new();
+        for e in events {
+            if e.amount < 0.0 {
+                *self.quarantined.entry((e.id, e.seq)).or_default() += 1;
+                continue;
+            }
+            let newer = winners.get(&e.id).is_none_or(|w| e.seq >= w.seq);
+            if newer {
+                winners.insert(e.id, e);
+            }
+        }
+        for (id, e) in winners {
+            match self.silver.get(&id) {
+                Some(row) if e.seq < row.seq => {}
+                Some(_) | None if e.op == "D" => {
+                    self.silver.remove(&id);
+                }
+                _ => {
+                    self.silver.insert(id, e.clone());
+                }
+            }
+        }
+    }
+
+    fn rows(&self) -> Vec<String> {
+        self.silver
+            .values()
+            .map(|e| format!("{}|{}|{}|{}", e.id, e.seq, e.amount, e.name.clone().unwrap_or_else(|| "NULL".into())))
+            .collect()
+    }
+}
+
+/// A string column as plain UTF-8, whichever string type the reader returned.
+fn strings(batch: &RecordBatch, column: &str) -> StringArray {
+    let column = sediment::arrow::compute::cast(batch.column_by_name(column).unwrap(), &DataType::Utf8).unwrap();
+    column.as_any().downcast_ref::<StringArray>().unwrap().clone()
+}
+
+async fn silver_rows(uri: &str) -> Vec<String> {
+    let table = Table::open(uri).await.unwrap();
+    let (batches, _) = table.scan().run().await;
+    let mut rows = Vec::new();
+    for b in &batches {
+        assert!(b.column_by_name("op").is_none(), "op is an except column");
+        assert!(b.schema().fields().iter().all(|f| !f.name().starts_with("__sediment")), "{:?}", b.schema());
+        let id = b.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        let seq = b.column_by_name("seq").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        let amount = b.column_by_name("amount").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
+        let name = strings(b, "name");
+        let cents = b.column_by_name("amount_cents").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        for r in 0..b.num_rows() {
+            assert_eq!(cents.value(r), (amount.value(r) * 100.0) as i64, "derived column");
+            let name = if name.is_null(r) { "NULL".to_string() } else { name.value(r).to_string() };
+            rows.push(format!("{}|{}|{}|{}", id.value(r), seq.value(r), amount.value(r), name));
+        }
+    }
+    rows.sort_by_key(|r| r.split('|').next().unwrap().parse::<i64>().unwrap());
+    rows
+}
+
+async fn quarantine_rows(uri: &str) -> BTreeMap<(i64, i64), usize> {
+    let Ok(table) = Table::open(uri).await else { return BTreeMap::new() };
+    let (batches, _) = table.scan().run().await;
+    let mut rows = BTreeMap::new();
+    for b in &batches {
+        let id = b.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        let seq = b.column_by_name("seq").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        let rule = strings(b, "_rule");
+        for r in 0..b.num_rows() {
+            assert_eq!(rule.value(r), "amount_not_negative");
+            *rows.entry((id.value(r), seq.value(r))).or_default() += 1;
+        }
+    }
+    rows
+}
+
+fn settings(catalog: &str, silver: &str, extra: &str) -> Settings {
+    let text = format!(
+        r#"
+catalog = "{catalog}"
+
+[[tables]]
+name = "silver.orders"
+layer = "silver"
+location = "{silver}"
+
+[[pipelines]]
+name = "orders_silver"
+type = "upsert"
+source = "bronze.orders"
+target = "silver.orders"
+keys = ["id"]
+sequence_by = "seq"
+delete_when = "op = 'D'"
+except_columns = ["op"]
+derived = {{ amount_cents = "CAST(amount * 100 AS BIGINT)" }}
+{extra}
+
+[[pipelines.rules]]
+name = "amount_not_negative"
+check = "range"
+column = "amount"
+min = 0
+action = "quarantine"
+
+[[pipelines.rules]]
+check = "not_null"
+column = "name"
+action = "warn"
+"#
+    );
+    let settings = Settings::from_toml(&text).unwrap();
+    settings.validate().unwrap();
+    settings
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let bronze_uri = s3_uri("pipe-bronze");
+    let silver_uri = s3_uri("pipe-silver");
+    let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
+    let mut rng = Rng(0x5eed_1234_abcd);
+    let mut seq = 0i64;
+    let mut model = Model::default();
+    let mut pending: Vec<Event> = Vec::new();
+    let append = |rng: &mut Rng, seq: &mut i64, n: usize| -> Vec<Event> {
+        let mut events = Vec::new();
+        for _ in 0..n {
+            *seq += 1;
+            // Out of order: a sequence up to 20 behind the newest.
+            let s = *seq * 10 - rng.below(200) as i64;
+            events.push(Event {
+                id: rng.below(30) as i64,
+                seq: s,
+                op: if rng.below(8) == 0 { "D" } else { "U" },
+                amount: if rng.below(12) == 0 { -1.0 } else { rng.below(1000) as f64 / 4.0 },
+                name: if rng.below(10) == 0 { None } else { Some(format!("n{}", rng.below(50))) },
+            });
+        }
+        // A duplicate of an earlier event of the batch now and then.
+        if n > 2 && rng.below(2) == 0 {
+            let again = events[0].clone();
+            events.push(again);
+        }
+        events
+    };
+    let first = append(&mut rng, &mut seq, 40);
+    bronze.write([events_batch(&first)], WriteOptions::append()).await.unwrap();
+    pending.extend(first);
+
+    let settings = settings(&catalog, &silver_uri, "");
+    let service = Service::builder(settings).build().await.unwrap();
+    sediment::service::ops::register_table(
+        &service,
+        sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
+    )
+    .await
+    .unwrap();
+    pipelines::check(&service).await.unwrap();
+    let quarantine_uri = format!("{silver_uri}_quarantine");
+
+    for round in 0..8 {
+        let report = pipelines::run(&service, "orders_silver", None).await.unwrap();
+        model.run(&pending);
+        assert!(!report.up_to_date, "round {round}: {report:?}");
+        assert_eq!(report.rows_read as usize, pending.len(), "round {round}");
+        assert_eq!(
+            report.rows_read,
+            report.rows_written() + report.rows_quarantined + report.rows_dropped_duplicates + report.rows_superseded,
+            "{report:?}"
+        );
+        let expected_kind = if round == 0 { IncrementKind::Snapshot } else { IncrementKind::Appends };
+        assert_eq!(report.sources[0].increment, expected_kind, "round {round}");
+        pending.clear();
+        assert_eq!(silver_rows(&silver_uri).await, model.rows(), "round {round}: {report:#?}");
+        assert_eq!(quarantine_rows(&quarantine_uri).await, model.quarantined, "round {round}");
+        let nulls = report.rules.iter().find(|r| r.rule == "not_null(name)").unwrap();
+        assert_eq!(nulls.action, "warn");
+
+        // Nothing new: nothing committed.
+        let version = Table::open(&silver_uri).await.unwrap().version();
+        let again = pipelines::run(&service, "orders_silver", None).await.unwrap();
+        assert!(again.up_to_date && !again.committed, "{again:?}");
+        assert_eq!(Table::open(&silver_uri).await.unwrap().version(), version);
+
+        // A compaction of bronze is not a change.
+        if round % 3 == 1 {
+            bronze.refresh().await.unwrap();
+            let compacted = bronze.compact(CompactOptions::default()).await.unwrap();
+            assert!(!compacted.versions.is_empty(), "round {round}: {compacted:?}");
+            let after = pipelines::run(&service, "orders_silver", None).await.unwrap();
+            assert!(!after.committed, "{after:?}");
+            assert_eq!(Table::open(&silver_uri).await.unwrap().version(), version);
+        }
+        for _ in 0..(1 + rng.below(3)) {
+            let n = 1 + rng.below(25) as usize;
+            let events = append(&mut rng, &mut seq, n);
+            bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap();
+            pending.extend(events);
+        }
+    }
+
+    // Status and lineage: consumed up to bronze's version before the last appends.
+    let status = pipelines::status(&service, "orders_silver").await.unwrap();
+    assert_eq!(status.sources.len(), 1);
+    assert!(status.sources[0].versions_behind.unwrap() > 0, "{status:?}");
+    assert_eq!(status.last_run.as_ref().unwrap()["pipeline"], "orders_silver");
+    let lineage = pipelines::lineage(&service, "silver.orders").await.unwrap();
+    assert_eq!(lineage.upstream.len(), 1);
+    assert_eq!(lineage.upstream[0].table, "bronze.orders");
+    assert_eq!(lineage.upstream[0].consumed_version, status.sources[0].consumed_version);
+    let lineage = pipelines::lineage(&service, "bronze.orders").await.unwrap();
+    assert_eq!(lineage.downstream[0].table, "silver.orders");
+    // The target and its quarantine were registered when created.
+
+    let names: Vec<String> = service.catalog().list_tables().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert!(names.contains(&"silver.orders".to_string()), "{names:?}");
+    assert!(names.contains(&"silver.orders_quarantine".to_string()), "{names:?}");
+    // The target's commits name the pipeline and the source range.
+    let history = Table::open(&silver_uri).await.unwrap().history(Some(1)).await.unwrap();
+    let lineage = history[0].pipeline.as_ref().unwrap();
+    assert_eq!(lineage["sources"][0]["table"], "bronze.orders");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_pipelines_are_refused_naming_the_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let base = format!("catalog = \"{catalog}\"\n");
+    let refused = |text: String, wanted: &[&str]| {
+        let err = Settings::from_toml(&text).and_then(|s| s.validate()).unwrap_err().to_string();
+        for w in wanted {
+            assert!(err.contains(w), "{err:?} should name {w:?}");
+        }
+    };
+    // SQL that does not parse.
+    refused(
+        format!(
+            "{base}[[pipelines]]\nname = \"gold_daily\"\ntype = \"sql\"\nsources = [\"silver.orders\"]\ntarget = \"gold.daily\"\npartition_by = [\"day\"]\nquery = \"SELEC day, sum(amount) FROM silver.orders\"\n"
+        ),
+        &["pipeline gold_daily", "query"],
+    );
+    // A query naming a table that is not one of its sources.
+    refused(
+        format!(
+            "{base}[[pipelines]]\nname = \"gold_daily\"\ntype = \"sql\"\nsources = [\"silver.orders\"]\ntarget = \"gold.daily\"\npartition_by = [\"day\"]\nquery = \"SELECT day FROM silver.nowhere\"\n"
+        ),
+        &["pipeline gold_daily", "silver.nowhere"],
+    );
+    // A delete condition that is not SQL.
+    refused(
+        format!(
+            "{base}[[pipelines]]\nname = \"up\"\ntype = \"upsert\"\nsource = \"bronze.a\"\ntarget = \"silver.a\"\nkeys = [\"id\"]\ndelete_when = \"op = = 'D'\"\n"
+        ),
+        &["pipeline up", "delete_when"],
+    );
+    // A cycle.
+    refused(
+        format!(
+            "{base}[[pipelines]]\nname = \"a_to_b\"\ntype = \"upsert\"\nsource = \"x.a\"\ntarget = \"x.b\"\nkeys = [\"id\"]\n\n[[pipelines]]\nname = \"b_to_a\"\ntype = \"upsert\"\nsource = \"x.b\"\ntarget = \"x.a\"\nkeys = [\"id\"]\n"
+        ),
+        &["pipeline a_to_b", "cycle", "b_to_a"],
+    );
+    // A rule that cannot quarantine, an unknown rule field.
+    refused(
+        format!(
+            "{base}[[pipelines]]\nname = \"up\"\ntype = \"upsert\"\nsource = \"bronze.a\"\ntarget = \"silver.a\"\nkeys = [\"id\"]\n[[pipelines.rules]]\ncheck = \"freshness\"\ncolumn = \"ts\"\nmax_age = \"1h\"\naction = \"quarantine\"\n"
+        ),
+        &["pipeline up", "rules[0]", "warn or fail"],
+    );
+
+    // What needs the tables: an unknown table, a key or a rule column the source lacks.
+    let bronze_uri = s3_uri("pipe-bad-bronze");
+    let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
+    let events = [Event { id: 1, seq: 1, op: "U", amount: 1.0, name: None }];
+    bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap();
+    let with = |extra: &str, rule_column: &str| {
+        format!(
+            "{base}[[tables]]\nname = \"silver.a\"\nlayer = \"silver\"\nlocation = \"{}\"\n\n[[pipelines]]\nname = \"up\"\ntype = \"upsert\"\nsource = \"bronze.a\"\ntarget = \"silver.a\"\n{extra}\n[[pipelines.rules]]\ncheck = \"not_null\"\ncolumn = \"{rule_column}\"\n",
+            s3_uri("pipe-bad-silver")
+        )
+    };
+    let check = |text: String| {
+        let bronze_uri = bronze_uri.clone();
+        async move {
+            let service = Service::builder(Settings::from_toml(&text).unwrap()).build().await.unwrap();
+            let _ = sediment::service::ops::register_table(
+                &service,
+                sediment_catalog::NewTable::new("bronze.a", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
+            )
+            .await;
+            pipelines::check(&service).await.map_err(|e| e.to_string())
+        }
+    };
+    let err = check(with("keys = [\"order_id\"]", "name")).await.unwrap_err();
+    assert!(err.contains("pipeline up") && err.contains("order_id"), "{err}");
+    let err = check(with("keys = [\"id\"]", "colour")).await.unwrap_err();
+    assert!(err.contains("pipeline up") && err.contains("colour"), "{err}");
+    let err = check(with("keys = [\"id\"]\nexcept_columns = [\"id\"]", "name")).await.unwrap_err();
+    assert!(err.contains("pipeline up") && err.contains("id"), "{err}");
+    check(with("keys = [\"id\"]", "name")).await.unwrap();
+    let text = with("keys = [\"id\"]", "name").replace("source = \"bronze.a\"", "source = \"bronze.missing\"");
+    let err = check(text).await.unwrap_err();
+    assert!(err.contains("pipeline up") && err.contains("bronze.missing"), "{err}");
+}

@@ -1,0 +1,294 @@
+//! Medallion pipelines: bronze to silver to gold, incremental and exactly once.
+//!
+//! A pipeline ([`PipelineSpec`], declared in the settings by name) reads what changed
+//! in its sources since the versions its last run consumed ([`increment`]), checks
+//! the rows against its rules ([`rules`]), and writes its target: an **upsert**
+//! pipeline merges change events by key ([`upsert`]); a **sql** pipeline runs a query
+//! over its sources.
+//!
+//! Exactly once: the target commit carries, in the same commit as the data, a Delta
+//! `txn` per source (application id `sediment-pipeline:<pipeline>:<source>`, version
+//! = the last source version consumed). A run killed before its commit left nothing;
+//! the next run starts from the recorded versions. The quarantine table (rows that
+//! break a `quarantine` rule) is committed first, with the same `txn`: a run killed
+//! between the two commits is redone over the same source range, its quarantine write
+//! recognised as done, so no quarantined row is lost or written twice.
+//!
+//! Lineage: every commit a run makes carries `commitInfo.sedimentPipeline` (the
+//! pipeline, the run, each source's table and version range, the row counts);
+//! [`crate::service::pipelines`] turns those and the `txn`s into status and lineage.
+//!
+//! Accounting: each run checks that the rows it read equal the rows written
+//! (inserted, updated, deleted), plus the rows quarantined, plus the rows dropped
+//! (duplicates within the run, events superseded by newer rows of the target, deletes
+//! of keys the target does not have).
+
+pub(crate) mod increment;
+mod quality;
+pub mod rules;
+pub mod spec;
+mod upsert;
+
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use deltalake::arrow::array::RecordBatch;
+use serde::{Deserialize, Serialize};
+use tracing::instrument;
+
+pub use increment::{IncrementKind, Limits, SourceIncrement};
+pub use quality::QUARANTINE_COLUMNS;
+pub use rules::{RuleAction, RuleCheck, RuleResult, RuleSpec};
+pub use spec::{PipelineSpec, PipelineType, Scd2Spec, SqlWriteMode, validate_pipelines};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::table::Table;
+use crate::table::schema::SchemaMode;
+use crate::write::WriteOptions;
+
+/// The `commitInfo` key of a pipeline run's commits.
+pub const LINEAGE_KEY: &str = "sedimentPipeline";
+
+/// What one run did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PipelineRunReport {
+    pub pipeline: String,
+    /// `pipeline:source@first..last`: the same for a run redone after a kill.
+    pub run_id: String,
+    pub target: String,
+    /// What was read of each source.
+    pub sources: Vec<SourceIncrement>,
+    /// No source had anything new: nothing was read or committed.
+    pub up_to_date: bool,
+    /// A target commit was made.
+    pub committed: bool,
+    /// The run's target commit was already in the log (a racing run made it).
+    pub replayed: bool,
+    pub target_version: Option<u64>,
+    /// The quarantine commit, when rows were quarantined (`None` also when a killed
+    /// earlier attempt of this run had committed them).
+    pub quarantine_version: Option<u64>,
+    pub rows_read: u64,
+    pub rows_inserted: u64,
+    pub rows_updated: u64,
+    pub rows_deleted: u64,
+    pub rows_quarantined: u64,
+    /// Older events of a key within the run.
+    pub rows_dropped_duplicates: u64,
+    /// Events older than the target's row, and deletes of keys the target lacks.
+    pub rows_superseded: u64,
+    /// Per rule: rows checked and failed.
+    pub rules: Vec<RuleResult>,
+    pub duration_ms: u64,
+}
+
+impl PipelineRunReport {
+    /// Rows written: inserted, updated and deleted.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_inserted + self.rows_updated + self.rows_deleted
+    }
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Reprocess the source from this version (a backfill) instead of continuing from
+    /// the last consumed one; recorded under its own `txn` application id, so a
+    /// backfill is exactly once too.
+    pub backfill_from: Option<u64>,
+    /// The time rules (freshness) and the quarantine see.
+    pub now: DateTime<Utc>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self { backfill_from: None, now: Utc::now() }
+    }
+}
+
+/// A source of a run: its catalog name and the table at its latest version.
+pub struct SourceTable<'a> {
+    pub name: &'a str,
+    pub table: &'a Table,
+}
+
+/// What the upsert step hands to the commit step.
+pub(crate) enum Written {
+    Nothing,
+    Pending { batches: Vec<RecordBatch>, quarantined: Vec<RecordBatch> },
+}
+
+/// What a run step needs besides the spec.
+pub(crate) struct RunInputs<'a> {
+    pub source_name: &'a str,
+    pub now: DateTime<Utc>,
+    /// Rows read by the pipeline's previous runs, newest first (for `row_count`).
+    pub trailing_rows: Vec<u64>,
+}
+
+/// Run `spec` once: read each source's increment, check, write `target` (created
+/// by the first run when it does not exist) and, for quarantined rows, `quarantine`
+/// (a table beside the target). Nothing new: nothing committed.
+#[instrument(skip_all, fields(pipeline = %spec.name))]
+pub async fn run(
+    spec: &PipelineSpec,
+    sources: &[SourceTable<'_>],
+    target: &mut Table,
+    quarantine: Option<&mut Table>,
+    options: &RunOptions,
+) -> Result<PipelineRunReport> {
+    let started = Instant::now();
+    let mut report = match spec.kind {
+        PipelineType::Upsert => run_upsert(spec, sources, target, quarantine, options).await?,
+        PipelineType::Sql => {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("pipeline {}: sql pipelines are not built yet (upsert pipelines are)", spec.name),
+            ));
+        }
+    };
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+async fn run_upsert(
+    spec: &PipelineSpec,
+    sources: &[SourceTable<'_>],
+    target: &mut Table,
+    quarantine: Option<&mut Table>,
+    options: &RunOptions,
+) -> Result<PipelineRunReport> {
+    let [source] = sources else {
+        return Err(Error::invalid(format!("pipeline {}: an upsert pipeline reads one source", spec.name)));
+    };
+    let mut report =
+        PipelineRunReport { pipeline: spec.name.clone(), target: spec.target.clone(), ..Default::default() };
+    let app = spec.app_id(source.name);
+    let regular_after = txn_version(target, &app).await?;
+    let (run_app, after) = match options.backfill_from {
+        None => (app.clone(), regular_after),
+        Some(from) => {
+            let backfill_app = format!("{app}:backfill-from-{from}");
+            let after = match txn_version(target, &backfill_app).await? {
+                Some(done) => Some(done),
+                None => from.checked_sub(1),
+            };
+            (backfill_app, after)
+        }
+    };
+    // A quarantine commit ahead of the target: the last run was killed between its
+    // two commits; this run redoes exactly its range.
+    let pinned = match quarantine.as_deref() {
+        Some(q) if q.exists() => txn_version(q, &run_app).await?.filter(|q| after.is_none_or(|a| *q > a)),
+        _ => None,
+    };
+    let limits =
+        Limits { max_source_versions: spec.max_source_versions, max_bytes: spec.max_bytes.map(|b| b.as_u64()) };
+    let Some(mut plan) = increment::plan(source.name, source.table, after, pinned, limits).await? else {
+        report.up_to_date = true;
+        return Ok(report);
+    };
+    let to = plan.increment.to_version;
+    report.run_id = format!("{}:{}@{}..{}", spec.name, source.name, after.map_or(0, |a| a + 1), to);
+    let rows = plan.read(source.table).await?;
+    report.rows_read = plan.increment.rows;
+    report.sources.push(plan.increment.clone());
+    let rows: Vec<RecordBatch> = rows.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if rows.is_empty() {
+        report.up_to_date = plan.increment.increment == IncrementKind::NoDataChange;
+        return Ok(report);
+    }
+    let trailing_rows = if spec.rules.iter().any(|r| r.check == RuleCheck::RowCount) {
+        trailing_rows(target, &spec.name).await?
+    } else {
+        Vec::new()
+    };
+    let inputs = RunInputs { source_name: source.name, now: options.now, trailing_rows };
+    let written = upsert::apply(spec, rows, &inputs, &mut report).await?;
+    let Written::Pending { batches, quarantined } = written else {
+        return Ok(report);
+    };
+    let mut txns = vec![(run_app.clone(), to as i64)];
+    if run_app != app && regular_after.is_none_or(|r| r < to) {
+        txns.push((app.clone(), to as i64));
+    }
+    let lineage = lineage(spec, &report);
+    if !quarantined.is_empty() {
+        let Some(quarantine) = quarantine else {
+            return Err(Error::internal(format!("pipeline {}: rows to quarantine and no quarantine table", spec.name)));
+        };
+        let mut options =
+            WriteOptions::append().schema_mode(SchemaMode::Merge).app_transaction(run_app.clone(), to as i64);
+        options.commit_info.push((LINEAGE_KEY.to_string(), lineage.clone()));
+        let written = quarantine
+            .write(quarantined, options)
+            .await
+            .map_err(|e| e.context(format!("pipeline {}: writing the quarantine {}", spec.name, quarantine.uri())))?;
+        report.quarantine_version = written.version;
+    }
+    upsert::commit(spec, batches, target, &txns, lineage, &mut report).await?;
+    check_accounting(&report)?;
+    Ok(report)
+}
+
+/// The version application `app` last recorded in `table` (`None`: none, or no table).
+async fn txn_version(table: &Table, app: &str) -> Result<Option<u64>> {
+    Ok(table.app_transaction_version(app).await?.and_then(|v| u64::try_from(v).ok()))
+}
+
+/// Rows read by the pipeline's last runs that read any, newest first (from the target's
+/// recent commits).
+async fn trailing_rows(target: &Table, pipeline: &str) -> Result<Vec<u64>> {
+    if !target.exists() {
+        return Ok(Vec::new());
+    }
+    let history = target.history(Some(50)).await?;
+    Ok(history
+        .iter()
+        .filter_map(|h| h.pipeline.as_ref())
+        .filter(|p| p.get("pipeline").and_then(|v| v.as_str()) == Some(pipeline))
+        .filter_map(|p| p.get("rowsRead").and_then(|v| v.as_u64()))
+        .filter(|rows| *rows > 0)
+        .collect())
+}
+
+/// The `commitInfo.sedimentPipeline` of a run's commits.
+fn lineage(spec: &PipelineSpec, report: &PipelineRunReport) -> serde_json::Value {
+    serde_json::json!({
+        "pipeline": spec.name,
+        "type": spec.kind,
+        "runId": report.run_id,
+        "sources": report.sources.iter().map(|s| serde_json::json!({
+            "table": s.table,
+            "afterVersion": s.after_version,
+            "toVersion": s.to_version,
+            "increment": s.increment,
+        })).collect::<Vec<_>>(),
+        "rowsRead": report.rows_read,
+        "rowsQuarantined": report.rows_quarantined,
+        "rowsDroppedDuplicates": report.rows_dropped_duplicates,
+    })
+}
+
+/// Rows read = written + quarantined + dropped, or the run is an error (nothing is
+/// lost silently).
+fn check_accounting(report: &PipelineRunReport) -> Result<()> {
+    if report.replayed {
+        return Ok(());
+    }
+    let accounted =
+        report.rows_written() + report.rows_quarantined + report.rows_dropped_duplicates + report.rows_superseded;
+    if accounted != report.rows_read {
+        return Err(Error::internal(format!(
+            "pipeline {}: run {} read {} rows but accounts for {accounted} (written {}, quarantined {}, duplicates {}, superseded {})",
+            report.pipeline,
+            report.run_id,
+            report.rows_read,
+            report.rows_written(),
+            report.rows_quarantined,
+            report.rows_dropped_duplicates,
+            report.rows_superseded
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! An upsert run: the source's new change events, projected and checked, the newest
+//! per key kept, merged into the target by key.
+//!
+//! Order of events, as in Delta Live Tables' APPLY CHANGES: with `sequence_by`, the
+//! event with the largest sequence per key wins within the run (later source commits
+//! win ties), and against the target a matched row is updated or deleted only by an
+//! event at least as new as the row (`source.seq >= target.seq`): an older event never
+//! overwrites a newer row and a late delete removes only what it is newer than. A
+//! delete leaves no tombstone: an event older than the delete that arrives in a later
+//! run inserts its key again (DLT keeps tombstones for a while for this; we do not
+//! yet). Without `sequence_by`, `dedupe_by` (or the source commit) picks the winner
+//! and every matched event applies.
+//!
+//! The target's first run (no table yet) appends the winners that are not deletes.
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::datafusion::prelude::SessionContext;
+
+use crate::change::{MatchedAction, NotMatchedAction};
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::increment::{CHANGE_TYPE_COLUMN, VERSION_COLUMN};
+use crate::pipeline::quality::{self, RunIdentity, register};
+use crate::pipeline::rules::quote;
+use crate::pipeline::spec::PipelineSpec;
+use crate::pipeline::{PipelineRunReport, RunInputs, Written};
+use crate::table::Table;
+use crate::write::WriteOptions;
+
+/// The column that marks a delete event in the merge source.
+const DELETE_COLUMN: &str = "__sediment_delete";
+/// The column with each event's source commit (ties of the sequence).
+const ORDER_COLUMN: &str = "__sediment_version";
+
+/// Turn the increment's rows into the merge source and apply it; the report's row
+/// counts and rule results are filled in.
+pub(crate) async fn apply(
+    spec: &PipelineSpec,
+    rows: Vec<RecordBatch>,
+    inputs: &RunInputs<'_>,
+    report: &mut PipelineRunReport,
+) -> Result<Written> {
+    let ctx = SessionContext::new();
+    let source_schema = rows[0].schema();
+    register(&ctx, "increment", rows)?;
+    // Projection, renames, derived columns and the delete flag.
+    let mut select = Vec::new();
+    for field in source_schema.fields() {
+        let name = field.name().as_str();
+        if name == CHANGE_TYPE_COLUMN || name == VERSION_COLUMN {
+            continue;
+        }
+        if let Some(target_name) = spec.target_column(name) {
+            select.push(format!("{} AS {}", quote(name), quote(target_name)));
+        }
+    }
+    for (name, expr) in &spec.derived {
+        select.push(format!("({expr}) AS {}", quote(name)));
+    }
+    let delete = spec.delete_when.as_deref().map_or("FALSE".to_string(), |e| format!("COALESCE(({e}), FALSE)"));
+    select.push(format!("{delete} AS {}", quote(DELETE_COLUMN)));
+    select.push(format!("{} AS {}", quote(VERSION_COLUMN), quote(ORDER_COLUMN)));
+    let sql = format!("SELECT {} FROM increment", select.join(", "));
+    let projected = ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| {
+            Error::invalid(format!(
+                "pipeline {}: the projection does not fit source {}: {e}",
+                spec.name, inputs.source_name
+            ))
+        })?
+        .collect()
+        .await?;
+    let projected: Vec<RecordBatch> = projected.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if projected.is_empty() {
+        return Ok(Written::Nothing);
+    }
+    for key in &spec.keys {
+        if projected[0].schema().field_with_name(key).is_err() {
+            return Err(Error::invalid(format!(
+                "pipeline {}: key column {key} is not among the columns the source {} gives the target",
+                spec.name, inputs.source_name
+            )));
+        }
+    }
+    register(&ctx, "projected", projected)?;
+
+    // Row rules: fail stops here; quarantined rows leave the stream.
+    let who =
+        RunIdentity { pipeline: &spec.name, run_id: &report.run_id, source_table: inputs.source_name, now: inputs.now };
+    let checked = quality::check_rows(&ctx, "projected", &spec.rules, &who).await?;
+    report.rules = checked.results;
+    report.rows_quarantined = checked.quarantined.iter().map(|b| b.num_rows() as u64).sum();
+    let kept: Vec<RecordBatch> = checked.kept.into_iter().filter(|b| b.num_rows() > 0).collect();
+    let kept_rows: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
+
+    // The newest event per key.
+    let mut winners = Vec::new();
+    if kept_rows > 0 {
+        register(&ctx, "kept", kept)?;
+        let keys = spec.keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
+        let mut order = Vec::new();
+        if let Some(seq) = spec.sequence_by.as_deref().or(spec.dedupe_by.as_deref()) {
+            order.push(format!("{} DESC NULLS LAST", quote(seq)));
+        }
+        order.push(format!("{} DESC", quote(ORDER_COLUMN)));
+        let sql = format!(
+            "SELECT * EXCLUDE (__sediment_rank) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {}) AS __sediment_rank FROM kept) WHERE __sediment_rank = 1",
+            order.join(", ")
+        );
+        winners =
+            ctx.sql(&sql).await.map_err(|e| Error::invalid(format!("pipeline {}: {e}", spec.name)))?.collect().await?;
+        winners.retain(|b| b.num_rows() > 0);
+    }
+    let winner_rows: u64 = winners.iter().map(|b| b.num_rows() as u64).sum();
+    report.rows_dropped_duplicates = kept_rows - winner_rows;
+
+    // Rules on the run as a whole.
+    let set_table = if winners.is_empty() {
+        None
+    } else {
+        register(&ctx, "winners", winners.clone())?;
+        Some("winners")
+    };
+    let set = quality::check_set(&ctx, set_table, report.rows_read, &spec.rules, &inputs.trailing_rows, &who).await?;
+    report.rules.extend(set);
+
+    Ok(Written::Pending { batches: winners, quarantined: checked.quarantined })
+}
+
+/// Commit the winners into `target` with the run's `txn` and lineage.
+pub(crate) async fn commit(
+    spec: &PipelineSpec,
+    winners: Vec<RecordBatch>,
+    target: &mut Table,
+    txns: &[(String, i64)],
+    lineage: serde_json::Value,
+    report: &mut PipelineRunReport,
+) -> Result<()> {
+    let winner_rows: u64 = winners.iter().map(|b| b.num_rows() as u64).sum();
+    if !target.exists() {
+        // First run: the winners that are not deletes.
+        let mut rows = Vec::new();
+        let mut deletes = 0u64;
+        for batch in winners {
+            let flag = batch.column_by_name(DELETE_COLUMN).cloned().ok_or_else(|| Error::internal("delete flag"))?;
+            let flag = flag
+                .as_any()
+                .downcast_ref::<deltalake::arrow::array::BooleanArray>()
+                .cloned()
+                .ok_or_else(|| Error::internal("delete flag type"))?;
+            deletes += flag.true_count() as u64;
+            let keep = deltalake::arrow::compute::not(&flag)?;
+            let batch = deltalake::arrow::compute::filter_record_batch(&batch, &keep)?;
+            rows.push(without_internal(&batch)?);
+        }
+        let mut options = WriteOptions::append().partition_by(spec.partition_by.clone());
+        for (app, version) in txns {
+            options = options.app_transaction(app.clone(), *version);
+        }
+        options.commit_info.push((crate::pipeline::LINEAGE_KEY.to_string(), lineage));
+        let written = target.write(rows, options).await?;
+        report.rows_inserted = written.rows_written;
+        report.rows_superseded = deletes;
+        report.target_version = written.version;
+        report.committed = written.version.is_some();
+        let _ = winner_rows;
+        return Ok(());
+    }
+    let guard = spec.sequence_by.as_deref().map(|s| {
+        let s = quote(s);
+        format!("(source.{s} >= target.{s} OR target.{s} IS NULL)")
+    });
+    let delete_condition = match &guard {
+        Some(g) => format!("source.{} AND {g}", quote(DELETE_COLUMN)),
+        None => format!("source.{}", quote(DELETE_COLUMN)),
+    };
+    // The merge refuses source columns that are neither the table's nor used: the
+    // order column did its work in the deduplication.
+    let winners = winners
+        .iter()
+        .map(|b| {
+            let keep: Vec<usize> =
+                (0..b.num_columns()).filter(|i| b.schema().field(*i).name() != ORDER_COLUMN).collect();
+            b.project(&keep)
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut merge =
+        target.merge(winners).on(spec.keys.clone()).when_matched_if(delete_condition, MatchedAction::Delete);
+    merge = match &guard {
+        Some(g) => merge.when_matched_if(g.clone(), MatchedAction::UpdateAll),
+        None => merge.when_matched(MatchedAction::UpdateAll),
+    };
+    merge = merge.when_not_matched_if(format!("NOT source.{}", quote(DELETE_COLUMN)), NotMatchedAction::InsertAll);
+    for (app, version) in txns {
+        merge = merge.app_transaction(app.clone(), *version);
+    }
+    let merged = merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage).execute().await.map_err(|e| {
+        if e.kind() == ErrorKind::InvalidInput {
+            e.context(format!("pipeline {}: merging into {}", spec.name, target.uri()))
+        } else {
+            e
+        }
+    })?;
+    if merged.replayed {
+        report.replayed = true;
+        return Ok(());
+    }
+    report.rows_inserted = merged.rows_inserted;
+    report.rows_updated = merged.rows_updated + merged.rows_unchanged;
+    report.rows_deleted = merged.rows_deleted;
+    let applied = merged.rows_inserted + merged.rows_updated + merged.rows_unchanged + merged.rows_deleted;
+    report.rows_superseded = winner_rows.saturating_sub(applied);
+    report.target_version = merged.version;
+    report.committed = merged.version.is_some();
+    Ok(())
+}
+
+/// `batch` without the run's own columns.
+fn without_internal(batch: &RecordBatch) -> Result<RecordBatch> {
+    let keep: Vec<usize> =
+        (0..batch.num_columns()).filter(|i| !batch.schema().field(*i).name().starts_with("__sediment")).collect();
+    Ok(batch.project(&keep)?)
+}
