@@ -95,10 +95,15 @@ struct Line {
 
 #[derive(Deserialize)]
 struct RemoveRef {
+    path: String,
     #[serde(rename = "dataChange", default = "yes")]
     data_change: bool,
     #[serde(rename = "partitionValues", default)]
     partition_values: Option<BTreeMap<String, Option<String>>>,
+    #[serde(default)]
+    size: Option<i64>,
+    #[serde(rename = "deletionVector", default)]
+    deletion_vector: Option<deltalake::kernel::DeletionVectorDescriptor>,
 }
 
 fn yes() -> bool {
@@ -109,6 +114,8 @@ fn yes() -> bool {
 struct CommitChange {
     version: u64,
     adds: Vec<Add>,
+    /// Files removed with `dataChange = true`, as the `add`s they were (no statistics).
+    removed: Vec<Add>,
     removes_data: bool,
     has_cdc: bool,
     touched: BTreeSet<BTreeMap<String, Option<String>>>,
@@ -118,6 +125,8 @@ struct CommitChange {
 pub(crate) struct IncrementPlan {
     pub increment: SourceIncrement,
     files: Vec<(u64, Vec<Add>)>,
+    /// Files the range's commits removed with `dataChange = true`.
+    pub(crate) removed: Vec<Add>,
 }
 
 /// Plan what a run reads of `source` (at its latest version) after `after` (`None`:
@@ -148,6 +157,7 @@ pub(crate) async fn plan(
                 more_pending: to < latest,
             },
             files: Vec::new(),
+            removed: Vec::new(),
         }));
     };
     if after >= latest {
@@ -156,7 +166,7 @@ pub(crate) async fn plan(
     let log_store = source.delta().log_store();
     let mut next = after + 1;
     let last = pinned_to.unwrap_or(latest).min(latest);
-    let mut changes = Vec::new();
+    let mut changes: Vec<CommitChange> = Vec::new();
     let (mut data_commits, mut bytes) = (0u64, 0u64);
     let mut to = after;
     'windows: while next <= last {
@@ -210,6 +220,7 @@ pub(crate) async fn plan(
         IncrementKind::Appends
     };
     let touched: BTreeSet<_> = changes.iter().flat_map(|c| c.touched.iter().cloned()).collect();
+    let removed = changes.iter_mut().flat_map(|c| std::mem::take(&mut c.removed)).collect();
     let files = changes.into_iter().filter(|c| !c.adds.is_empty()).map(|c| (c.version, c.adds)).collect();
     Ok(Some(IncrementPlan {
         increment: SourceIncrement {
@@ -224,12 +235,19 @@ pub(crate) async fn plan(
             more_pending: to < latest,
         },
         files,
+        removed,
     }))
 }
 
 fn parse_commit(version: u64, bytes: &[u8]) -> Result<CommitChange> {
-    let mut change =
-        CommitChange { version, adds: Vec::new(), removes_data: false, has_cdc: false, touched: BTreeSet::new() };
+    let mut change = CommitChange {
+        version,
+        adds: Vec::new(),
+        removed: Vec::new(),
+        removes_data: false,
+        has_cdc: false,
+        touched: BTreeSet::new(),
+    };
     for line in commit_actions::<Line>(version, bytes)? {
         if let Some(add) = line.add
             && add.data_change
@@ -241,7 +259,16 @@ fn parse_commit(version: u64, bytes: &[u8]) -> Result<CommitChange> {
             && remove.data_change
         {
             change.removes_data = true;
-            change.touched.insert(remove.partition_values.unwrap_or_default());
+            let partition_values = remove.partition_values.unwrap_or_default();
+            change.touched.insert(partition_values.clone());
+            change.removed.push(Add {
+                path: remove.path,
+                partition_values: partition_values.into_iter().collect(),
+                size: remove.size.unwrap_or_default(),
+                data_change: true,
+                deletion_vector: remove.deletion_vector,
+                ..Default::default()
+            });
         }
         if line.cdc.is_some() {
             change.has_cdc = true;

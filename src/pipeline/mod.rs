@@ -27,6 +27,7 @@ pub(crate) mod increment;
 mod quality;
 pub mod rules;
 pub mod spec;
+mod sql;
 mod upsert;
 
 use std::time::Instant;
@@ -77,6 +78,9 @@ pub struct PipelineRunReport {
     pub rows_dropped_duplicates: u64,
     /// Events older than the target's row, and deletes of keys the target lacks.
     pub rows_superseded: u64,
+    /// Target rows a sql pipeline's merge deleted (rows of recomputed partitions the
+    /// query no longer produces); not rows read.
+    pub rows_replaced: u64,
     /// Per rule: rows checked and failed.
     pub rules: Vec<RuleResult>,
     pub duration_ms: u64,
@@ -140,12 +144,7 @@ pub async fn run(
     let started = Instant::now();
     let mut report = match spec.kind {
         PipelineType::Upsert => run_upsert(spec, sources, target, quarantine, options).await?,
-        PipelineType::Sql => {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("pipeline {}: sql pipelines are not built yet (upsert pipelines are)", spec.name),
-            ));
-        }
+        PipelineType::Sql => run_sql(spec, sources, target, quarantine, options).await?,
     };
     report.duration_ms = started.elapsed().as_millis() as u64;
     Ok(report)
@@ -213,20 +212,149 @@ async fn run_upsert(
         txns.push((app.clone(), to as i64));
     }
     let lineage = lineage(spec, &report);
-    if !quarantined.is_empty() {
-        let Some(quarantine) = quarantine else {
-            return Err(Error::internal(format!("pipeline {}: rows to quarantine and no quarantine table", spec.name)));
-        };
-        let mut options =
-            WriteOptions::append().schema_mode(SchemaMode::Merge).app_transaction(run_app.clone(), to as i64);
-        options.commit_info.push((LINEAGE_KEY.to_string(), lineage.clone()));
-        let written = quarantine
-            .write(quarantined, options)
-            .await
-            .map_err(|e| e.context(format!("pipeline {}: writing the quarantine {}", spec.name, quarantine.uri())))?;
-        report.quarantine_version = written.version;
-    }
+    write_quarantine(spec, quarantine, quarantined, &txns, &lineage, &mut report).await?;
     upsert::commit(spec, batches, target, &txns, lineage, &mut report).await?;
+    check_accounting(&report)?;
+    Ok(report)
+}
+
+/// Commit the quarantined rows (first, before the target) with the run's `txn`s; a
+/// commit a killed earlier attempt made already is recognised and not repeated.
+async fn write_quarantine(
+    spec: &PipelineSpec,
+    quarantine: Option<&mut Table>,
+    rows: Vec<RecordBatch>,
+    txns: &[(String, i64)],
+    lineage: &serde_json::Value,
+    report: &mut PipelineRunReport,
+) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let Some(quarantine) = quarantine else {
+        return Err(Error::internal(format!("pipeline {}: rows to quarantine and no quarantine table", spec.name)));
+    };
+    let mut options = WriteOptions::append().schema_mode(SchemaMode::Merge);
+    for (app, version) in txns {
+        options = options.app_transaction(app.clone(), *version);
+    }
+    options.commit_info.push((LINEAGE_KEY.to_string(), lineage.clone()));
+    let written = quarantine
+        .write(rows, options)
+        .await
+        .map_err(|e| e.context(format!("pipeline {}: writing the quarantine {}", spec.name, quarantine.uri())))?;
+    report.quarantine_version = written.version;
+    Ok(())
+}
+
+async fn run_sql(
+    spec: &PipelineSpec,
+    sources: &[SourceTable<'_>],
+    target: &mut Table,
+    quarantine: Option<&mut Table>,
+    options: &RunOptions,
+) -> Result<PipelineRunReport> {
+    let mut report =
+        PipelineRunReport { pipeline: spec.name.clone(), target: spec.target.clone(), ..Default::default() };
+    if options.backfill_from.is_some() {
+        return Err(Error::invalid(format!(
+            "pipeline {}: a sql pipeline recomputes from its sources' snapshots; backfill its upstream pipeline instead",
+            spec.name
+        )));
+    }
+    let limits =
+        Limits { max_source_versions: spec.max_source_versions, max_bytes: spec.max_bytes.map(|b| b.as_u64()) };
+    let mut plans = Vec::new();
+    let mut first = !target.exists();
+    for source in sources {
+        let app = spec.app_id(source.name);
+        let after = txn_version(target, &app).await?;
+        first |= after.is_none();
+        let pinned = match quarantine.as_deref() {
+            Some(q) if q.exists() => txn_version(q, &app).await?.filter(|q| after.is_none_or(|a| *q > a)),
+            _ => None,
+        };
+        let plan = increment::plan(source.name, source.table, after, pinned, limits).await?;
+        plans.push((app, after, plan));
+    }
+    if plans.iter().all(|(_, _, plan)| plan.is_none()) {
+        report.up_to_date = true;
+        return Ok(report);
+    }
+    // Each source at the version the run consumes.
+    let mut at_versions = Vec::new();
+    for (source, (_, after, plan)) in sources.iter().zip(&plans) {
+        let to = plan.as_ref().map(|p| p.increment.to_version).or(*after);
+        let table = match to {
+            Some(to) if source.table.version() != Some(to) => {
+                Table::open_with(
+                    source.table.uri(),
+                    crate::OpenOptions::new().storage_options(source.table.storage_options().clone()).version(to),
+                )
+                .await?
+            }
+            _ => source.table.clone(),
+        };
+        at_versions.push(table);
+    }
+    // The partitions to recompute (`None`: all of them).
+    let mut partitions: Option<std::collections::BTreeSet<sql::PartitionKey>> =
+        (!first && !spec.partition_by.is_empty()).then(Default::default);
+    for ((_, _, plan), source) in plans.iter_mut().zip(sources) {
+        let (Some(plan), Some(set)) = (plan.as_mut(), partitions.as_mut()) else { continue };
+        match sql::affected(spec, plan, source.table).await {
+            Ok(keys) => set.extend(keys),
+            Err(e) if e.kind() == ErrorKind::InvalidInput => partitions = None,
+            Err(e) => return Err(e),
+        }
+    }
+    for (_, _, plan) in &plans {
+        if let Some(plan) = plan {
+            report.sources.push(plan.increment.clone());
+        }
+    }
+    let changed =
+        plans.iter().any(|(_, _, p)| p.as_ref().is_some_and(|p| p.increment.increment != IncrementKind::NoDataChange));
+    if !first && (!changed || partitions.as_ref().is_some_and(|p| p.is_empty())) {
+        report.up_to_date = true;
+        return Ok(report);
+    }
+    report.run_id = format!(
+        "{}:{}",
+        spec.name,
+        report
+            .sources
+            .iter()
+            .map(|s| format!("{}@{}..{}", s.table, s.after_version.map_or(0, |a| a + 1), s.to_version))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let consumed: Vec<SourceTable<'_>> =
+        sources.iter().zip(&at_versions).map(|(s, table)| SourceTable { name: s.name, table }).collect();
+    let filter = partitions.as_ref().map(|p| sql::partition_predicate(&spec.partition_by, p, ""));
+    let (ctx, rows) = sql::query(spec, &consumed, filter.as_deref()).await?;
+    let trailing = if spec.rules.iter().any(|r| r.check == RuleCheck::RowCount) {
+        trailing_rows(target, &spec.name).await?
+    } else {
+        Vec::new()
+    };
+    let run_id = report.run_id.clone();
+    let who = quality::RunIdentity {
+        pipeline: &spec.name,
+        run_id: &run_id,
+        source_table: sources.first().map(|s| s.name).unwrap_or_default(),
+        now: options.now,
+    };
+    let (kept, quarantined) = sql::check(spec, &ctx, rows, &who, &trailing, &mut report).await?;
+    let txns: Vec<(String, i64)> = plans
+        .iter()
+        .filter_map(|(app, after, plan)| {
+            plan.as_ref().map(|p| p.increment.to_version).or(*after).map(|v| (app.clone(), v as i64))
+        })
+        .collect();
+    let lineage = lineage(spec, &report);
+    write_quarantine(spec, quarantine, quarantined, &txns, &lineage, &mut report).await?;
+    sql::commit(spec, kept, target, partitions.as_ref(), &txns, lineage, &mut report).await?;
     check_accounting(&report)?;
     Ok(report)
 }

@@ -209,27 +209,53 @@ impl<'a> ScanBuilder<'a> {
 }
 
 /// Read the rows of the given files of `table` (files some commit added, as a
-/// pipeline's increment reads them), with the table's current schema; `what` names
-/// them in errors.
+/// pipeline's increment reads them, whether or not they are still in the snapshot),
+/// with the table's current schema (partition columns from each file's `add`,
+/// columns a file predates as nulls, rows its deletion vector deletes skipped);
+/// `what` names them in errors. Files are read a few at a time through one bounded store.
 pub(crate) async fn read_files(table: &Table, files: Vec<Add>, what: &str) -> Result<(Vec<RecordBatch>, IoReport)> {
-    let limiter = IoLimiter::new(&IoSettings::default());
-    if files.is_empty() {
-        return Ok((Vec::new(), limiter.report()));
-    }
-    let ctx = SessionContext::new();
-    let url = table.url();
-    let store_url = ObjectStoreUrl::parse(&url[..url::Position::BeforePath])?;
-    let root_store = table.delta().log_store().root_object_store(None);
-    ctx.runtime_env()
-        .register_object_store(store_url.as_ref(), Arc::new(BoundedStore::new(root_store, limiter.clone())));
-    let provider = table.delta().table_provider().with_adds(files).build().await?;
-    let mut stream = ctx.read_table(Arc::new(provider))?.execute_stream().await.map_err(|e| read_error(e, what))?;
-    let schema = plain_schema(&stream.schema());
-    let mut batches = Vec::new();
-    while let Some(batch) = stream.next().await {
-        batches.push(decode_dictionaries(batch.map_err(|e| read_error(e, what))?, &schema)?);
-    }
-    Ok((batches, limiter.report()))
+    use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+    use futures::TryStreamExt;
+    let io = IoSettings::default();
+    let limiter = IoLimiter::new(&io);
+    let store: Arc<dyn deltalake::ObjectStore> = Arc::new(BoundedStore::new(table.object_store(), limiter.clone()));
+    let schema = plain_schema(&table.arrow_schema()?);
+    let reads = futures::stream::iter(files).map(|add| {
+        let (store, schema, io) = (store.clone(), schema.clone(), io.clone());
+        async move {
+            let path = deltalake::Path::from_url_path(&add.path)
+                .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
+            let read: Result<Vec<RecordBatch>> = async {
+                let deleted = crate::change::deletion_vectors::deleted_positions(table, &add).await?;
+                let reader = sediment_compactor::reader::StoreFileReader::open(store, path, add.size.max(0) as u64, &io)
+                    .await?;
+                let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+                let file_schema = builder.schema().clone();
+                let roots: Vec<usize> =
+                    schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
+                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                let (builder, _) = sediment_compactor::reader::skip_rows(builder.with_projection(mask), &deleted);
+                let batches: Vec<RecordBatch> = builder.with_batch_size(8192).build()?.try_collect().await?;
+                batches
+                    .iter()
+                    .map(|b| crate::change::deletion_vectors::with_partition_values(b, &add, &schema))
+                    .collect()
+            }
+            .await;
+            read.map_err(|e| match e.kind() {
+                crate::ErrorKind::NotFound => Error::new(
+                    crate::ErrorKind::NotFound,
+                    format!(
+                        "cannot read {what}: file {} is gone (vacuumed before the reader consumed it: the source's vacuum retention is shorter than the reader's lag): {e}",
+                        add.path
+                    ),
+                ),
+                _ => e.context(format!("reading {what}: file {}", add.path)),
+            })
+        }
+    });
+    let batches: Vec<Vec<RecordBatch>> = reads.buffered(4).try_collect().await?;
+    Ok((batches.into_iter().flatten().collect(), limiter.report()))
 }
 
 /// A running scan: a stream of record batches and its report.

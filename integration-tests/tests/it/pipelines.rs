@@ -16,6 +16,8 @@ use sediment::{CompactOptions, Table, WriteOptions};
 
 use crate::common::{ScanRun, s3_uri};
 
+const DAYS: [&str; 4] = ["2026-11-01", "2026-11-02", "2026-11-03", "2026-11-04"];
+
 /// One change event of the bronze table.
 #[derive(Debug, Clone)]
 struct Event {
@@ -24,6 +26,7 @@ struct Event {
     op: &'static str,
     amount: f64,
     name: Option<String>,
+    day: &'static str,
 }
 
 fn events_batch(events: &[Event]) -> RecordBatch {
@@ -33,6 +36,7 @@ fn events_batch(events: &[Event]) -> RecordBatch {
         Field::new("op", DataType::Utf8, false),
         Field::new("amount", DataType::Float64, false),
         Field::new("name", DataType::Utf8, true),
+        Field::new("day", DataType::Utf8, false),
     ]));
     RecordBatch::try_new(
         schema,
@@ -42,6 +46,7 @@ fn events_batch(events: &[Event]) -> RecordBatch {
             Arc::new(StringArray::from(events.iter().map(|e| e.op).collect::<Vec<_>>())),
             Arc::new(Float64Array::from(events.iter().map(|e| e.amount).collect::<Vec<_>>())),
             Arc::new(StringArray::from(events.iter().map(|e| e.name.clone()).collect::<Vec<_>>())),
+            Arc::new(StringArray::from(events.iter().map(|e| e.day).collect::<Vec<_>>())),
         ],
     )
     .unwrap()
@@ -101,8 +106,21 @@ impl Model {
     fn rows(&self) -> Vec<String> {
         self.silver
             .values()
-            .map(|e| format!("{}|{}|{}|{}", e.id, e.seq, e.amount, e.name.clone().unwrap_or_else(|| "NULL".into())))
+            .map(|e| {
+                format!("{}|{}|{}|{}|{}", e.id, e.seq, e.amount, e.name.clone().unwrap_or_else(|| "NULL".into()), e.day)
+            })
             .collect()
+    }
+
+    /// Gold: orders and amount per day of silver.
+    fn gold(&self) -> Vec<String> {
+        let mut days: BTreeMap<&str, (i64, f64)> = BTreeMap::new();
+        for e in self.silver.values() {
+            let day = days.entry(e.day).or_default();
+            day.0 += 1;
+            day.1 += e.amount;
+        }
+        days.into_iter().map(|(d, (n, a))| format!("{d}|{n}|{a}")).collect()
     }
 }
 
@@ -123,14 +141,33 @@ async fn silver_rows(uri: &str) -> Vec<String> {
         let seq = b.column_by_name("seq").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
         let amount = b.column_by_name("amount").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
         let name = strings(b, "name");
+        let day = strings(b, "day");
         let cents = b.column_by_name("amount_cents").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
         for r in 0..b.num_rows() {
             assert_eq!(cents.value(r), (amount.value(r) * 100.0) as i64, "derived column");
             let name = if name.is_null(r) { "NULL".to_string() } else { name.value(r).to_string() };
-            rows.push(format!("{}|{}|{}|{}", id.value(r), seq.value(r), amount.value(r), name));
+            rows.push(format!("{}|{}|{}|{}|{}", id.value(r), seq.value(r), amount.value(r), name, day.value(r)));
         }
     }
     rows.sort_by_key(|r| r.split('|').next().unwrap().parse::<i64>().unwrap());
+    rows
+}
+
+async fn gold_rows(uri: &str) -> Vec<String> {
+    let table = Table::open(uri).await.unwrap();
+    let (batches, _) = table.scan().run().await;
+    let mut rows = Vec::new();
+    for b in &batches {
+        let day = strings(b, "day");
+        let orders = sediment::arrow::compute::cast(b.column_by_name("orders").unwrap(), &DataType::Int64).unwrap();
+        let orders = orders.as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        let amount = sediment::arrow::compute::cast(b.column_by_name("amount").unwrap(), &DataType::Float64).unwrap();
+        let amount = amount.as_any().downcast_ref::<Float64Array>().unwrap().clone();
+        for r in 0..b.num_rows() {
+            rows.push(format!("{}|{}|{}", day.value(r), orders.value(r), amount.value(r)));
+        }
+    }
+    rows.sort();
     rows
 }
 
@@ -150,7 +187,7 @@ async fn quarantine_rows(uri: &str) -> BTreeMap<(i64, i64), usize> {
     rows
 }
 
-fn settings(catalog: &str, silver: &str, extra: &str) -> Settings {
+fn settings(catalog: &str, silver: &str, gold: &str, extra: &str) -> Settings {
     let text = format!(
         r#"
 catalog = "{catalog}"
@@ -183,6 +220,33 @@ action = "quarantine"
 check = "not_null"
 column = "name"
 action = "warn"
+
+[[tables]]
+name = "gold.daily"
+layer = "gold"
+location = "{gold}"
+
+[[tables]]
+name = "gold.daily_merged"
+layer = "gold"
+location = "{gold}_merged"
+
+[[pipelines]]
+name = "daily_gold"
+type = "sql"
+sources = ["silver.orders"]
+target = "gold.daily"
+partition_by = ["day"]
+query = "SELECT day, COUNT(*) AS orders, SUM(amount) AS amount FROM silver.orders GROUP BY day"
+
+[[pipelines]]
+name = "daily_gold_merged"
+type = "sql"
+sources = ["silver.orders"]
+target = "gold.daily_merged"
+write = "merge"
+keys = ["day"]
+query = "SELECT day, COUNT(*) AS orders, SUM(amount) AS amount FROM silver.orders GROUP BY day"
 "#
     );
     let settings = Settings::from_toml(&text).unwrap();
@@ -196,6 +260,7 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
     let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
     let bronze_uri = s3_uri("pipe-bronze");
     let silver_uri = s3_uri("pipe-silver");
+    let gold_uri = s3_uri("pipe-gold");
     let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
     let mut rng = Rng(0x5eed_1234_abcd);
     let mut seq = 0i64;
@@ -206,13 +271,15 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
         for _ in 0..n {
             *seq += 1;
             // Out of order: a sequence up to 20 behind the newest.
-            let s = *seq * 10 - rng.below(200) as i64;
+            // (Unique per event: the last digits are the event's number.)
+            let s = (*seq * 10 - rng.below(200) as i64) * 1000 + *seq % 1000;
             events.push(Event {
                 id: rng.below(30) as i64,
                 seq: s,
                 op: if rng.below(8) == 0 { "D" } else { "U" },
                 amount: if rng.below(12) == 0 { -1.0 } else { rng.below(1000) as f64 / 4.0 },
                 name: if rng.below(10) == 0 { None } else { Some(format!("n{}", rng.below(50))) },
+                day: DAYS[rng.below(DAYS.len() as u64) as usize],
             });
         }
         // A duplicate of an earlier event of the batch now and then.
@@ -226,7 +293,7 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
     bronze.write([events_batch(&first)], WriteOptions::append()).await.unwrap();
     pending.extend(first);
 
-    let settings = settings(&catalog, &silver_uri, "");
+    let settings = settings(&catalog, &silver_uri, &gold_uri, "");
     let service = Service::builder(settings).build().await.unwrap();
     sediment::service::ops::register_table(
         &service,
@@ -237,23 +304,50 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
     pipelines::check(&service).await.unwrap();
     let quarantine_uri = format!("{silver_uri}_quarantine");
 
-    for round in 0..8 {
+    for round in 0..10 {
+        // Now and then a run is killed at a random point first (its task aborted):
+        // whatever it did or did not commit, the next run neither loses nor repeats it.
+        let killed = round > 0 && rng.below(3) == 0;
+        if killed {
+            for name in ["orders_silver", "daily_gold"] {
+                let (service, name) = (service.clone(), name.to_string());
+                let task = tokio::spawn(async move { pipelines::run(&service, &name, None).await });
+                tokio::time::sleep(std::time::Duration::from_millis(rng.below(400))).await;
+                task.abort();
+                let _ = task.await;
+            }
+        }
         let report = pipelines::run(&service, "orders_silver", None).await.unwrap();
         model.run(&pending);
-        assert!(!report.up_to_date, "round {round}: {report:?}");
-        assert_eq!(report.rows_read as usize, pending.len(), "round {round}");
+        if !killed {
+            assert!(!report.up_to_date, "round {round}: {report:?}");
+            assert_eq!(report.rows_read as usize, pending.len(), "round {round}");
+        }
         assert_eq!(
             report.rows_read,
             report.rows_written() + report.rows_quarantined + report.rows_dropped_duplicates + report.rows_superseded,
             "{report:?}"
         );
-        let expected_kind = if round == 0 { IncrementKind::Snapshot } else { IncrementKind::Appends };
-        assert_eq!(report.sources[0].increment, expected_kind, "round {round}");
+        if !report.up_to_date {
+            let expected_kind = if round == 0 { IncrementKind::Snapshot } else { IncrementKind::Appends };
+            assert_eq!(report.sources[0].increment, expected_kind, "round {round}");
+        }
         pending.clear();
         assert_eq!(silver_rows(&silver_uri).await, model.rows(), "round {round}: {report:#?}");
         assert_eq!(quarantine_rows(&quarantine_uri).await, model.quarantined, "round {round}");
-        let nulls = report.rules.iter().find(|r| r.rule == "not_null(name)").unwrap();
-        assert_eq!(nulls.action, "warn");
+        if !report.up_to_date {
+            let nulls = report.rules.iter().find(|r| r.rule == "not_null(name)").unwrap();
+            assert_eq!(nulls.action, "warn");
+        }
+        // Gold, both ways, from silver's increment.
+        for (name, uri) in [("daily_gold", gold_uri.clone()), ("daily_gold_merged", format!("{gold_uri}_merged"))] {
+            let gold = pipelines::run(&service, name, None).await.unwrap();
+            assert_eq!(gold_rows(&uri).await, model.gold(), "round {round} {name}: {gold:#?}");
+            let version = Table::open(&uri).await.unwrap().version();
+            let again = pipelines::run(&service, name, None).await.unwrap();
+            assert!(again.up_to_date && !again.committed, "{name}: {again:?}");
+            assert_eq!(Table::open(&uri).await.unwrap().version(), version);
+        }
 
         // Nothing new: nothing committed.
         let version = Table::open(&silver_uri).await.unwrap().version();
@@ -275,6 +369,11 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
             let events = append(&mut rng, &mut seq, n);
             bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap();
             pending.extend(events);
+        }
+        // The appended files compacted away before the pipeline reads them.
+        if round % 3 == 2 {
+            bronze.refresh().await.unwrap();
+            bronze.compact(CompactOptions::default()).await.unwrap();
         }
     }
 
@@ -350,7 +449,7 @@ async fn bad_pipelines_are_refused_naming_the_pipeline() {
     // What needs the tables: an unknown table, a key or a rule column the source lacks.
     let bronze_uri = s3_uri("pipe-bad-bronze");
     let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
-    let events = [Event { id: 1, seq: 1, op: "U", amount: 1.0, name: None }];
+    let events = [Event { id: 1, seq: 1, op: "U", amount: 1.0, name: None, day: DAYS[0] }];
     bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap();
     let with = |extra: &str, rule_column: &str| {
         format!(

@@ -148,7 +148,9 @@ pub struct MergePhases {
 pub struct Merge<'a> {
     table: &'a mut Table,
     /// The source until it is read (once, by the first attempt or the plan).
-    source: Option<BatchSource<'a>>,
+    /// (Behind a mutex only so a merge is `Sync`, and a future holding a reference to
+    /// it `Send`; it is taken once, through `&mut self`, never locked concurrently.)
+    source: std::sync::Mutex<Option<BatchSource<'a>>>,
     /// The source once read and indexed.
     prepared: Option<Arc<MergeSource>>,
     keys: Vec<String>,
@@ -194,7 +196,7 @@ impl Table {
     {
         Merge {
             table: self,
-            source: Some(Box::new(source.into_iter())),
+            source: std::sync::Mutex::new(Some(Box::new(source.into_iter()))),
             prepared: None,
             keys: Vec::new(),
             join_condition: None,
@@ -444,7 +446,8 @@ impl<'a> Merge<'a> {
     /// against it, for the table's current version.
     fn prepare(&mut self) -> Result<(Arc<MergeSource>, clauses::Compiled)> {
         let table_schema = self.table.arrow_schema()?;
-        let source = match (&self.prepared, self.source.take()) {
+        let unread = self.source.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        let source = match (&self.prepared, unread) {
             (Some(source), _) => source.clone(),
             (None, Some(batches)) => {
                 let source = Arc::new(MergeSource::prepare(
