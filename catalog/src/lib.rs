@@ -69,7 +69,8 @@ pub trait Catalog: Send + Sync + 'static {
     async fn unregister_table(&self, name: &str, now: DateTime<Utc>) -> Result<TableEntry>;
 
     /// Schedule a job; `None` when one of that table and kind is already active (or, with
-    /// `unless_succeeded_after`, succeeded since).
+    /// `unless_succeeded_after`, succeeded since). The table must be registered, but for
+    /// a pipeline job (recorded under its target, which its first run creates).
     async fn enqueue(&self, job: NewJob, now: DateTime<Utc>) -> Result<Option<Job>>;
     /// Claim the next due job for `owner` until `lease_until`: a scheduled job whose
     /// time has come, or a running one whose lease expired (taken over). Jobs whose

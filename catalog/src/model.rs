@@ -130,12 +130,14 @@ pub enum JobKind {
     Checkpoint,
     Expire,
     Tier,
+    /// A pipeline run (its table: the pipeline's target, registered or not yet).
+    Pipeline,
 }
 
 impl JobKind {
     /// Every kind, in the order the scheduler considers them.
-    pub const ALL: [JobKind; 5] =
-        [JobKind::Compact, JobKind::Checkpoint, JobKind::Vacuum, JobKind::Expire, JobKind::Tier];
+    pub const ALL: [JobKind; 6] =
+        [JobKind::Compact, JobKind::Checkpoint, JobKind::Vacuum, JobKind::Expire, JobKind::Tier, JobKind::Pipeline];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -144,6 +146,7 @@ impl JobKind {
             JobKind::Checkpoint => "checkpoint",
             JobKind::Expire => "expire",
             JobKind::Tier => "tier",
+            JobKind::Pipeline => "pipeline",
         }
     }
 }
@@ -152,7 +155,9 @@ impl std::str::FromStr for JobKind {
     type Err = CatalogError;
     fn from_str(s: &str) -> Result<Self> {
         JobKind::ALL.into_iter().find(|k| k.as_str() == s).ok_or_else(|| {
-            CatalogError::invalid(format!("kind: expected compact, vacuum, checkpoint, expire or tier, found {s:?}"))
+            CatalogError::invalid(format!(
+                "kind: expected compact, vacuum, checkpoint, expire, tier or pipeline, found {s:?}"
+            ))
         })
     }
 }

@@ -277,7 +277,11 @@ impl Catalog for SqlCatalog {
     }
 
     async fn enqueue(&self, job: NewJob, now: DateTime<Utc>) -> Result<Option<Job>> {
-        self.table(&job.table).await?;
+        // A pipeline's job is recorded under its target's name, which its first run
+        // creates and registers.
+        if job.kind != JobKind::Pipeline {
+            self.table(&job.table).await?;
+        }
         if !job.options.is_object() {
             return Err(CatalogError::invalid(format!("options: expected an object, found {}", job.options)));
         }

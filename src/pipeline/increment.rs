@@ -77,6 +77,8 @@ pub struct SourceIncrement {
     pub touched_partitions: Vec<BTreeMap<String, Option<String>>>,
     /// Whether the source has newer versions than this run consumed (a limit stopped it).
     pub more_pending: bool,
+    /// The source's newest version when the run read it.
+    pub latest_version: u64,
 }
 
 /// Limits of one run.
@@ -155,6 +157,7 @@ pub(crate) async fn plan(
                 rows: 0,
                 touched_partitions: Vec::new(),
                 more_pending: to < latest,
+                latest_version: latest,
             },
             files: Vec::new(),
             removed: Vec::new(),
@@ -233,6 +236,7 @@ pub(crate) async fn plan(
             rows: 0,
             touched_partitions: touched.into_iter().filter(|p| !p.is_empty()).collect(),
             more_pending: to < latest,
+            latest_version: latest,
         },
         files,
         removed,

@@ -72,6 +72,14 @@ pub enum JobRequest {
         #[serde(default)]
         dry_run: bool,
     },
+    /// Run a pipeline (declared in the settings) once.
+    Pipeline {
+        /// The pipeline's name.
+        pipeline: String,
+        /// Reprocess its source from this version (a backfill).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from_version: Option<u64>,
+    },
     /// Move old partitions to colder storage classes.
     Tier {
         /// Steps, e.g. "30d:STANDARD_IA,180d:GLACIER_IR" (default: the policy's).
@@ -100,6 +108,7 @@ impl JobRequest {
             JobRequest::Checkpoint {} => K::Checkpoint,
             JobRequest::Expire { .. } => K::Expire,
             JobRequest::Tier { .. } => K::Tier,
+            JobRequest::Pipeline { .. } => K::Pipeline,
         }
     }
 }
@@ -202,9 +211,19 @@ fn span(duration: Duration) -> Result<chrono::Duration> {
 pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result<Value> {
     let inner = service.inner();
     let started = std::time::Instant::now();
+    let request = JobRequest::from_options(&job.options)?;
+    if let JobRequest::Pipeline { pipeline, from_version } = &request {
+        // Exactly once by the run's txn, whichever daemon runs it: the fence is asked
+        // before it starts, as for vacuum.
+        fence.check().map_err(Error::conflict)?;
+        let report = super::pipelines::run(service, pipeline, *from_version).await?;
+        let mut value = serde_json::to_value(&report).map_err(|e| Error::internal(e.to_string()))?;
+        value["table_version"] = json!(report.target_version);
+        value["duration_ms"] = json!(started.elapsed().as_millis() as u64);
+        return Ok(value);
+    }
     let entry = inner.catalog.table(&job.table).await?;
     let policy = inner.policies.get(entry.layer).with_overrides(&entry.policy)?;
-    let request = JobRequest::from_options(&job.options)?;
     let mut table = super::ops::latest_table(service, &entry).await?;
     let mut report = match request {
         JobRequest::Compact { filter, target_file_size, max_bytes } => {
@@ -275,6 +294,7 @@ pub async fn run(service: &Service, job: &Job, fence: Arc<LeaseFence>) -> Result
             }
             serde_json::to_value(table.expire(options).await?).map_err(|e| Error::internal(e.to_string()))?
         }
+        JobRequest::Pipeline { .. } => return Err(Error::internal("a pipeline job runs above")),
         JobRequest::Tier { policy: steps, column, dry_run } => {
             let mut options = tier_options(&policy, &entry.name, steps.as_deref(), column)?
                 .dry_run(dry_run)

@@ -16,6 +16,10 @@
 //! | `sediment_table_bytes` | gauge | `table`, `storage_class` (from the log's class tags) |
 //! | `sediment_bytes_tiered_total` | counter | `storage_class` (bytes moved into it) |
 //! | `sediment_scheduler_errors_total` | counter | |
+//! | `sediment_pipeline_runs_total` | counter | `pipeline`, `outcome` (committed, up_to_date, failed) |
+//! | `sediment_pipeline_rows_total` | counter | `pipeline`, `outcome` (read, written, quarantined, dropped) |
+//! | `sediment_pipeline_rule_failures_total` | counter | `pipeline`, `rule`, `action` (rows that broke it) |
+//! | `sediment_pipeline_versions_behind` | gauge | `pipeline`, `source` (after its last run) |
 
 use std::sync::OnceLock;
 
@@ -35,6 +39,10 @@ pub const TABLE_HEALTH: &str = "sediment_table_health_score";
 pub const TABLE_BYTES: &str = "sediment_table_bytes";
 pub const BYTES_TIERED: &str = "sediment_bytes_tiered_total";
 pub const SCHEDULER_ERRORS: &str = "sediment_scheduler_errors_total";
+pub const PIPELINE_RUNS: &str = "sediment_pipeline_runs_total";
+pub const PIPELINE_ROWS: &str = "sediment_pipeline_rows_total";
+pub const PIPELINE_RULE_FAILURES: &str = "sediment_pipeline_rule_failures_total";
+pub const PIPELINE_BEHIND: &str = "sediment_pipeline_versions_behind";
 
 /// Install the Prometheus recorder (once per process) and return its handle.
 pub fn install() -> PrometheusHandle {
@@ -67,4 +75,8 @@ fn describe() {
     metrics::describe_gauge!(TABLE_BYTES, metrics::Unit::Bytes, "live data bytes per table and storage class");
     metrics::describe_counter!(BYTES_TIERED, metrics::Unit::Bytes, "bytes moved to a colder storage class by tiering");
     metrics::describe_counter!(SCHEDULER_ERRORS, "tables the scheduler could not evaluate");
+    metrics::describe_counter!(PIPELINE_RUNS, "pipeline runs, by pipeline and outcome");
+    metrics::describe_counter!(PIPELINE_ROWS, "rows pipeline runs read, wrote, quarantined or dropped");
+    metrics::describe_counter!(PIPELINE_RULE_FAILURES, "rows that broke a pipeline's data-quality rule");
+    metrics::describe_gauge!(PIPELINE_BEHIND, "source versions a pipeline has not consumed, after its last run");
 }

@@ -183,6 +183,7 @@ impl Service {
     /// `workers.shutdown_grace` to finish, gives back the rest, then returns.
     pub async fn serve(&self, listener: tokio::net::TcpListener, shutdown: CancellationToken) -> Result<()> {
         self.register_configured_tables().await?;
+        pipelines::check(self).await?;
         let metrics = metrics::install();
         let app = api::router(self.clone(), metrics);
         let api_shutdown = shutdown.clone();
@@ -216,6 +217,7 @@ impl Service {
     /// and return once no due job is left.
     pub async fn run_once(&self) -> Result<RunOnceReport> {
         self.register_configured_tables().await?;
+        pipelines::check(self).await?;
         metrics::install();
         let enqueued = scheduler::tick(self, &mut scheduler::TableCache::default(), false).await?;
         let mut report = worker::run_until_idle(self.clone()).await;

@@ -204,7 +204,9 @@ pub async fn run(service: &Service, name: &str, backfill_from: Option<u64>) -> R
     let mut quarantine = if quarantines { Some(open_for_writing(service, &quarantine_at).await?) } else { None };
     let quarantine_existed = quarantine.as_ref().is_some_and(Table::exists);
     let options = RunOptions { backfill_from, now: service.inner().clock.now() };
-    let report = crate::pipeline::run(&spec, &sources, &mut target, quarantine.as_mut(), &options).await?;
+    let result = crate::pipeline::run(&spec, &sources, &mut target, quarantine.as_mut(), &options).await;
+    record_metrics(name, &result);
+    let report = result?;
     if !target_existed && target.exists() {
         register_created(service, &target_at, &spec.target).await;
     }
@@ -220,6 +222,38 @@ pub async fn run(service: &Service, name: &str, backfill_from: Option<u64>) -> R
     Ok(report)
 }
 
+/// The run's counters (a no-op outside the daemon, which alone installs a recorder).
+fn record_metrics(name: &str, result: &Result<PipelineRunReport>) {
+    use super::metrics as m;
+    let pipeline = name.to_string();
+    let report = match result {
+        Ok(report) => report,
+        Err(_) => {
+            ::metrics::counter!(m::PIPELINE_RUNS, "pipeline" => pipeline, "outcome" => "failed").increment(1);
+            return;
+        }
+    };
+    let outcome = if report.committed { "committed" } else { "up_to_date" };
+    ::metrics::counter!(m::PIPELINE_RUNS, "pipeline" => pipeline.clone(), "outcome" => outcome).increment(1);
+    for (outcome, rows) in [
+        ("read", report.rows_read),
+        ("written", report.rows_written()),
+        ("quarantined", report.rows_quarantined),
+        ("dropped", report.rows_dropped_duplicates + report.rows_superseded),
+    ] {
+        ::metrics::counter!(m::PIPELINE_ROWS, "pipeline" => pipeline.clone(), "outcome" => outcome).increment(rows);
+    }
+    for rule in &report.rules {
+        ::metrics::counter!(m::PIPELINE_RULE_FAILURES, "pipeline" => pipeline.clone(), "rule" => rule.rule.clone(), "action" => rule.action.clone())
+            .increment(rule.rows_failed);
+    }
+    for source in &report.sources {
+        let behind = source.latest_version.saturating_sub(source.to_version) as f64;
+        ::metrics::gauge!(m::PIPELINE_BEHIND, "pipeline" => pipeline.clone(), "source" => source.table.clone())
+            .set(behind);
+    }
+}
+
 /// Register a table a pipeline run created (logged when it cannot be).
 async fn register_created(service: &Service, located: &Located, name: &str) {
     let new = match located {
@@ -231,6 +265,69 @@ async fn register_created(service: &Service, located: &Located, name: &str) {
         Err(e) if e.kind() == ErrorKind::Conflict => {}
         Err(e) => tracing::warn!(table = name, error = %e, "cannot register the table a pipeline created"),
     }
+}
+
+/// The table name a pipeline's jobs are recorded under: its target's (registered or
+/// not yet), so one run of each pipeline is active at a time.
+pub fn job_table(spec: &PipelineSpec) -> &str {
+    &spec.target
+}
+
+/// What the target records as consumed of each source, and each source's latest
+/// version, through the daemon's shared handles (a log listing from the version they
+/// were at, not a fresh open).
+pub async fn consumption(service: &Service, spec: &PipelineSpec) -> Result<Vec<SourceStatus>> {
+    let target = match service.catalog().table(&spec.target).await {
+        Ok(entry) => Some(ops::latest_table(service, &entry).await?),
+        Err(e) if e.kind() == CatalogErrorKind::NotFound => None,
+        Err(e) => return Err(e.into()),
+    };
+    let mut sources = Vec::new();
+    for source in spec.source_tables() {
+        let consumed = match &target {
+            Some(t) => t.app_transaction_version(&spec.app_id(source)).await?.and_then(|v| u64::try_from(v).ok()),
+            None => None,
+        };
+        let latest = match service.catalog().table(source).await {
+            Ok(entry) => ops::latest_table(service, &entry).await?.version(),
+            Err(e) if e.kind() == CatalogErrorKind::NotFound => None,
+            Err(e) => return Err(e.into()),
+        };
+        let behind = latest.map(|l| match consumed {
+            Some(c) => l.saturating_sub(c),
+            None => l + 1,
+        });
+        sources.push(SourceStatus {
+            table: source.to_string(),
+            consumed_version: consumed,
+            latest_version: latest,
+            versions_behind: behind,
+        });
+    }
+    Ok(sources)
+}
+
+/// Enqueue a run of pipeline `name` (from `from_version`: a backfill) for the workers.
+pub async fn start(service: &Service, name: &str, from_version: Option<u64>) -> Result<sediment_catalog::Job> {
+    let spec = spec(service, name)?;
+    let table = job_table(spec).to_string();
+    let now = service.inner().clock.now();
+    let mut options = serde_json::json!({ "kind": "pipeline", "pipeline": name });
+    if let Some(v) = from_version {
+        options["from_version"] = v.into();
+    }
+    let job = sediment_catalog::NewJob {
+        table,
+        kind: sediment_catalog::JobKind::Pipeline,
+        reason: format!("pipeline {name}: request"),
+        options,
+        run_after: now,
+        max_attempts: service.settings().workers.max_attempts,
+        unless_succeeded_after: None,
+    };
+    service.catalog().enqueue(job, now).await?.ok_or_else(|| {
+        Error::new(ErrorKind::Conflict, format!("pipeline {name}: a run is scheduled or running already"))
+    })
 }
 
 /// What `name` has consumed of its sources, and its last run.

@@ -5,13 +5,17 @@
 //! refuses a second active job of one table and kind, and a trigger read from a
 //! snapshot older than a job that has since succeeded (`unless_succeeded_after`), so
 //! several daemons scheduling the same tables enqueue each piece of work once.
+//!
+//! Pipelines are looked at in the same tick: a run is enqueued when its schedule
+//! comes round or, with `on_commit`, when a source has versions the target has not
+//! consumed (one pipeline job per job table is active at a time).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use sediment_catalog::{JobKind, JobState, NewJob, TableEntry};
+use sediment_catalog::{Job, JobKind, JobState, NewJob, TableEntry};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +28,10 @@ use crate::error::Result;
 #[derive(Default)]
 pub struct TableCache {
     tables: HashMap<String, Cached>,
+    /// Per pipeline, the source versions its last on-commit run was enqueued for: a
+    /// run that found only compaction commits consumes nothing, and is not enqueued
+    /// again until a source moves.
+    pipelines: HashMap<String, Vec<Option<u64>>>,
 }
 
 #[derive(Default)]
@@ -82,6 +90,7 @@ pub async fn tick(service: &Service, cache: &mut TableCache, jitter: bool) -> Re
             }
         }
     }
+    enqueued += schedule_pipelines(service, cache).await;
     if let Ok((scheduled, running)) = inner.catalog.count_active().await {
         ::metrics::gauge!(metrics::QUEUE_DEPTH, "state" => "scheduled").set(scheduled as f64);
         ::metrics::gauge!(metrics::QUEUE_DEPTH, "state" => "running").set(running as f64);
@@ -176,6 +185,69 @@ async fn schedule_table(service: &Service, cached: &mut Cached, entry: &TableEnt
         }
     }
     Ok(enqueued)
+}
+
+/// Enqueue the pipeline runs that are due: their schedule came round, or (with
+/// `on_commit`) a source has versions the target has not consumed (read from the
+/// sources' logs through the shared handles, never by listing buckets).
+async fn schedule_pipelines(service: &Service, cache: &mut TableCache) -> usize {
+    let inner = service.inner();
+    let mut enqueued = 0;
+    for spec in &inner.settings.pipelines {
+        if spec.schedule.is_none() && !spec.on_commit {
+            continue;
+        }
+        let result: Result<Option<Job>> = async {
+            let table = super::pipelines::job_table(spec).to_string();
+            let now = inner.clock.now();
+            let mut reason = None;
+            if let Some(schedule) = &spec.schedule {
+                let last =
+                    inner.catalog.last_finished(&table, JobKind::Pipeline, None).await?.and_then(|j| j.finished_at);
+                if schedule.next_after(last, now) <= now {
+                    reason = Some("schedule");
+                }
+            }
+            let mut latest = Vec::new();
+            if reason.is_none() && spec.on_commit {
+                let behind = super::pipelines::consumption(service, spec).await?;
+                latest = behind.iter().map(|s| s.latest_version).collect();
+                let moved = cache.pipelines.get(&spec.name) != Some(&latest);
+                if moved && behind.iter().any(|s| s.versions_behind.unwrap_or(0) > 0) {
+                    reason = Some("source commit");
+                }
+            }
+            let Some(reason) = reason else { return Ok(None) };
+            let job = NewJob {
+                table,
+                kind: JobKind::Pipeline,
+                reason: format!("pipeline {}: {reason}", spec.name),
+                options: json!({ "kind": "pipeline", "pipeline": spec.name }),
+                run_after: now,
+                max_attempts: inner.settings.workers.max_attempts,
+                unless_succeeded_after: None,
+            };
+            let job = inner.catalog.enqueue(job, now).await?;
+            if !latest.is_empty() {
+                cache.pipelines.insert(spec.name.clone(), latest);
+            }
+            Ok(job)
+        }
+        .await;
+        match result {
+            Ok(Some(job)) => {
+                enqueued += 1;
+                ::metrics::counter!(metrics::JOBS_SCHEDULED, "kind" => "pipeline").increment(1);
+                tracing::info!(pipeline = %spec.name, job = job.id, reason = %job.reason, "pipeline run scheduled");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                ::metrics::counter!(metrics::SCHEDULER_ERRORS).increment(1);
+                tracing::warn!(pipeline = %spec.name, error = %e, "cannot evaluate pipeline");
+            }
+        }
+    }
+    enqueued
 }
 
 async fn finished_at(service: &Service, table: &str, kind: JobKind) -> Result<Option<DateTime<Utc>>> {

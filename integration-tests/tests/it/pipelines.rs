@@ -480,3 +480,102 @@ async fn bad_pipelines_are_refused_naming_the_pipeline() {
     let err = check(text).await.unwrap_err();
     assert!(err.contains("pipeline up") && err.contains("bronze.missing"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_pipelines_when_their_sources_commit_and_the_api_shows_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let bronze_uri = s3_uri("pipe-d-bronze");
+    let silver_uri = s3_uri("pipe-d-silver");
+    let gold_uri = s3_uri("pipe-d-gold");
+    let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
+    let mut rng = Rng(77);
+    let events: Vec<Event> = (0..30)
+        .map(|i| Event {
+            id: i % 12,
+            seq: i * 10,
+            op: "U",
+            amount: rng.below(100) as f64,
+            name: Some("x".into()),
+            day: DAYS[(i % 4) as usize],
+        })
+        .collect();
+    bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap();
+    let mut settings = settings(&catalog, &silver_uri, &gold_uri, "on_commit = true");
+    for p in &mut settings.pipelines {
+        p.on_commit = true;
+    }
+    let service = Service::builder(settings).build().await.unwrap();
+    sediment::service::ops::register_table(
+        &service,
+        sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
+    )
+    .await
+    .unwrap();
+    let pipeline_jobs = |report: &sediment::service::RunOnceReport| -> Vec<String> {
+        let value = serde_json::to_value(report).unwrap();
+        value["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["kind"] == "pipeline")
+            .map(|j| {
+                assert_eq!(j["outcome"], "succeeded", "{j}");
+                j["table"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    // Silver first (gold's sources are not registered yet), then gold.
+    let first = service.run_once().await.unwrap();
+    assert_eq!(pipeline_jobs(&first), vec!["silver.orders".to_string()]);
+    let second = service.run_once().await.unwrap();
+    let mut ran = pipeline_jobs(&second);
+    ran.sort();
+    assert_eq!(ran, vec!["gold.daily".to_string(), "gold.daily_merged".to_string()], "{second:?}");
+    assert_eq!(pipeline_jobs(&service.run_once().await.unwrap()), Vec::<String>::new());
+    // A compaction of bronze is no reason to run; an append is.
+    bronze.refresh().await.unwrap();
+    let more: Vec<Event> =
+        (0..5).map(|i| Event { id: i, seq: 1000 + i, op: "D", amount: 1.0, name: None, day: DAYS[0] }).collect();
+    bronze.write([events_batch(&more)], WriteOptions::append()).await.unwrap();
+    assert_eq!(pipeline_jobs(&service.run_once().await.unwrap()), vec!["silver.orders".to_string()]);
+    let jobs = service
+        .catalog()
+        .list_jobs(&sediment_catalog::JobFilter { table: Some("silver.orders".into()), ..Default::default() })
+        .await
+        .unwrap();
+    let report = jobs[0].report.as_ref().unwrap();
+    assert_eq!(report["rows_deleted"], 5, "{report}");
+    assert!(report["rules"].as_array().unwrap().iter().any(|r| r["rule"] == "amount_not_negative"), "{report}");
+    assert_eq!(silver_rows(&silver_uri).await.len(), 7);
+
+    // The API: list, status, lineage, a run started by request.
+    let daemon_settings = {
+        let mut s = service.settings().clone();
+        s.scheduler.enabled = false;
+        s
+    };
+    let daemon = crate::service::Daemon::start_on(daemon_settings, Some(catalog.clone())).await;
+    let (status, body) = crate::service::http(daemon.addr, "GET", "/api/v1/pipelines", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("orders_silver") && body.contains("daily_gold"), "{body}");
+    let (status, body) = crate::service::http(daemon.addr, "GET", "/api/v1/pipelines/orders_silver", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["sources"][0]["versions_behind"], 0, "{body}");
+    let (status, body) = crate::service::http(daemon.addr, "GET", "/api/v1/lineage/silver.orders", None, None).await;
+    assert_eq!(status, 200, "{body}");
+    let value: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(value["upstream"][0]["table"], "bronze.orders", "{body}");
+    assert_eq!(value["downstream"].as_array().unwrap().len(), 2, "{body}");
+    let (status, body) =
+        crate::service::http(daemon.addr, "POST", "/api/v1/pipelines/daily_gold/runs", None, None).await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = crate::service::http(daemon.addr, "GET", "/api/v1/pipelines/nope", None, None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, body) =
+        crate::service::http(daemon.addr, "POST", "/api/v1/pipelines/daily_gold/runs", None, Some(b"{\"from\": 1}"))
+            .await;
+    assert_eq!(status, 400, "{body}");
+    daemon.stop().await;
+}

@@ -223,7 +223,10 @@ async fn api_auth_bad_requests_and_openapi() {
         "DELETE /api/v1/tables/{name}/tags/{tag}",
         "GET /api/v1/jobs",
         "GET /api/v1/jobs/{id}",
+        "GET /api/v1/lineage/{table}",
         "GET /api/v1/openapi.json",
+        "GET /api/v1/pipelines",
+        "GET /api/v1/pipelines/{name}",
         "GET /api/v1/tables",
         "GET /api/v1/tables/{name}",
         "GET /api/v1/tables/{name}/tags",
@@ -231,6 +234,7 @@ async fn api_auth_bad_requests_and_openapi() {
         "GET /metrics",
         "GET /readyz",
         "POST /api/v1/jobs/{id}/cancel",
+        "POST /api/v1/pipelines/{name}/runs",
         "POST /api/v1/tables",
         "POST /api/v1/tables/{name}/jobs",
         "POST /api/v1/tables/{name}/restore",
@@ -240,7 +244,11 @@ async fn api_auth_bad_requests_and_openapi() {
     // Every documented route is served (none falls through to the router's 404).
     for route in &routes {
         let (method, path) = route.split_once(' ').unwrap();
-        let path = path.replace("{name}", "raw.events").replace("{id}", &id.to_string()).replace("{tag}", "first");
+        let path = path
+            .replace("{name}", "raw.events")
+            .replace("{id}", &id.to_string())
+            .replace("{tag}", "first")
+            .replace("{table}", "raw.events");
         let (status, body) = http(a, method, &path, admin, Some(b"{}")).await;
         assert!(!body.contains("no such route"), "{route}: {status} {body}");
     }

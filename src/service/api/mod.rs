@@ -9,6 +9,7 @@
 //! | [`tables`] | `/api/v1/tables`, `/api/v1/tables/{name}`, `.../restore` |
 //! | [`jobs`] | `/api/v1/tables/{name}/jobs`, `/api/v1/jobs`, `/api/v1/jobs/{id}`, `.../cancel` |
 //! | [`tags`] | `/api/v1/tables/{name}/tags`, `/api/v1/tables/{name}/tags/{tag}` |
+//! | [`pipelines`] | `/api/v1/pipelines`, `/api/v1/pipelines/{name}`, `.../runs`, `/api/v1/lineage/{table}` |
 //!
 //! Auth: `Authorization: Bearer TOKEN` on every `/api/v1` route and on `/metrics`,
 //! compared by SHA-256 with the configured tokens; `GET` needs the `read` role, any
@@ -19,6 +20,7 @@
 
 pub mod health;
 pub mod jobs;
+pub mod pipelines;
 pub mod tables;
 pub mod tags;
 
@@ -92,6 +94,10 @@ pub fn router_and_document(service: Service, metrics: PrometheusHandle) -> (axum
         .routes(routes!(jobs::cancel))
         .routes(routes!(tags::list, tags::create))
         .routes(routes!(tags::delete))
+        .routes(routes!(pipelines::list))
+        .routes(routes!(pipelines::status))
+        .routes(routes!(pipelines::start))
+        .routes(routes!(pipelines::lineage))
         .split_for_parts();
     let document = serde_json::to_value(&document).unwrap_or_default();
     let _ = state.openapi.set(document.clone());
