@@ -119,7 +119,12 @@ pub struct SourceTable<'a> {
 /// What the upsert step hands to the commit step.
 pub(crate) enum Written {
     Nothing,
-    Pending { batches: Vec<RecordBatch>, quarantined: Vec<RecordBatch> },
+    Pending {
+        batches: Vec<RecordBatch>,
+        quarantined: Vec<RecordBatch>,
+        /// The target's columns (the projection's), for a run with no rows to write.
+        schema: deltalake::arrow::datatypes::SchemaRef,
+    },
 }
 
 /// What a run step needs besides the spec.
@@ -130,20 +135,30 @@ pub(crate) struct RunInputs<'a> {
     pub trailing_rows: Vec<u64>,
 }
 
-/// Run `spec` once: read each source's increment, check, write `target` (created
-/// by the first run when it does not exist) and, for quarantined rows, `quarantine`
-/// (a table beside the target). Nothing new: nothing committed.
+/// The tables a run writes: the target (created by the first run when it does not
+/// exist), the quarantine beside it (needed when a rule quarantines), and the
+/// tombstones of an upsert pipeline with `sequence_by` (the newest delete per key,
+/// so an older event arriving later does not bring a deleted key back; a Delta table
+/// under the target's `_sediment/`, which readers and vacuum leave alone).
+pub struct Outputs<'a> {
+    pub target: &'a mut Table,
+    pub quarantine: Option<&'a mut Table>,
+    pub tombstones: Option<&'a mut Table>,
+}
+
+/// Run `spec` once: read each source's increment, check, write the outputs. Nothing
+/// new: nothing committed.
 #[instrument(skip_all, fields(pipeline = %spec.name))]
 pub async fn run(
     spec: &PipelineSpec,
     sources: &[SourceTable<'_>],
-    target: &mut Table,
-    quarantine: Option<&mut Table>,
+    outputs: Outputs<'_>,
     options: &RunOptions,
 ) -> Result<PipelineRunReport> {
     let started = Instant::now();
+    let Outputs { target, quarantine, tombstones } = outputs;
     let mut report = match spec.kind {
-        PipelineType::Upsert => run_upsert(spec, sources, target, quarantine, options).await?,
+        PipelineType::Upsert => run_upsert(spec, sources, target, quarantine, tombstones, options).await?,
         PipelineType::Sql => run_sql(spec, sources, target, quarantine, options).await?,
     };
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -155,6 +170,7 @@ async fn run_upsert(
     sources: &[SourceTable<'_>],
     target: &mut Table,
     quarantine: Option<&mut Table>,
+    tombstones: Option<&mut Table>,
     options: &RunOptions,
 ) -> Result<PipelineRunReport> {
     let [source] = sources else {
@@ -175,12 +191,20 @@ async fn run_upsert(
             (backfill_app, after)
         }
     };
-    // A quarantine commit ahead of the target: the last run was killed between its
-    // two commits; this run redoes exactly its range.
-    let pinned = match quarantine.as_deref() {
-        Some(q) if q.exists() => txn_version(q, &run_app).await?.filter(|q| after.is_none_or(|a| *q > a)),
-        _ => None,
-    };
+    // A quarantine or tombstone commit ahead of the target: the last run was killed
+    // between its commits; this run redoes exactly its range.
+    let mut pinned = None;
+    for side in [quarantine.as_deref(), tombstones.as_deref()].into_iter().flatten() {
+        if side.exists()
+            && let Some(v) = txn_version(side, &run_app).await?
+            && after.is_none_or(|a| v > a)
+        {
+            pinned = pinned.max(Some(v));
+        }
+    }
+    if spec.sequence_by.is_some() && tombstones.is_none() {
+        return Err(Error::internal(format!("pipeline {}: sequence_by needs the tombstone table", spec.name)));
+    }
     let limits =
         Limits { max_source_versions: spec.max_source_versions, max_bytes: spec.max_bytes.map(|b| b.as_u64()) };
     let Some(mut plan) = increment::plan(source.name, source.table, after, pinned, limits).await? else {
@@ -204,7 +228,7 @@ async fn run_upsert(
     };
     let inputs = RunInputs { source_name: source.name, now: options.now, trailing_rows };
     let written = upsert::apply(spec, rows, &inputs, &mut report).await?;
-    let Written::Pending { batches, quarantined } = written else {
+    let Written::Pending { batches, quarantined, schema } = written else {
         return Ok(report);
     };
     let mut txns = vec![(run_app.clone(), to as i64)];
@@ -212,8 +236,17 @@ async fn run_upsert(
         txns.push((app.clone(), to as i64));
     }
     let lineage = lineage(spec, &report);
+    // Events older than a delete of their key that an earlier run applied.
+    let (batches, blocked) = match tombstones.as_deref() {
+        Some(t) => upsert::drop_tombstoned(spec, batches, t).await?,
+        None => (batches, 0),
+    };
     write_quarantine(spec, quarantine, quarantined, &txns, &lineage, &mut report).await?;
-    upsert::commit(spec, batches, target, &txns, lineage, &mut report).await?;
+    if let Some(t) = tombstones {
+        upsert::write_tombstones(spec, &batches, t, &txns, &lineage).await?;
+    }
+    upsert::commit(spec, batches, schema, target, &txns, lineage, &mut report).await?;
+    report.rows_superseded += blocked;
     check_accounting(&report)?;
     Ok(report)
 }

@@ -210,8 +210,11 @@ impl PipelineSpec {
                 if self.sequence_by.is_some() && self.dedupe_by.is_some() {
                     return Err(err("dedupe_by", "give sequence_by or dedupe_by, not both".into()));
                 }
-                if self.scd2.is_some() && self.delete_when.is_some() {
-                    return Err(err("scd2", "an SCD type 2 target keeps history; delete_when does not apply".into()));
+                if self.scd2.is_some() {
+                    return Err(err(
+                        "scd2",
+                        "SCD type 2 pipelines are not supported yet (Table::scd2 and the merge API are)".into(),
+                    ));
                 }
                 for (key, expr) in self
                     .delete_when

@@ -83,6 +83,7 @@ pub(crate) async fn apply(
             )));
         }
     }
+    let projected_schema = projected[0].schema();
     register(&ctx, "projected", projected)?;
 
     // Row rules: fail stops here; quarantined rows leave the stream.
@@ -125,13 +126,17 @@ pub(crate) async fn apply(
     let set = quality::check_set(&ctx, set_table, report.rows_read, &spec.rules, &inputs.trailing_rows, &who).await?;
     report.rules.extend(set);
 
-    Ok(Written::Pending { batches: winners, quarantined: checked.quarantined })
+    let schema = std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(
+        projected_schema.fields().iter().filter(|f| !f.name().starts_with("__sediment")).cloned().collect::<Vec<_>>(),
+    ));
+    Ok(Written::Pending { batches: winners, quarantined: checked.quarantined, schema })
 }
 
 /// Commit the winners into `target` with the run's `txn` and lineage.
 pub(crate) async fn commit(
     spec: &PipelineSpec,
     winners: Vec<RecordBatch>,
+    schema: deltalake::arrow::datatypes::SchemaRef,
     target: &mut Table,
     txns: &[(String, i64)],
     lineage: serde_json::Value,
@@ -154,12 +159,9 @@ pub(crate) async fn commit(
             let batch = deltalake::arrow::compute::filter_record_batch(&batch, &keep)?;
             rows.push(without_internal(&batch)?);
         }
-        let mut options = WriteOptions::append().partition_by(spec.partition_by.clone());
-        for (app, version) in txns {
-            options = options.app_transaction(app.clone(), *version);
-        }
-        options.commit_info.push((crate::pipeline::LINEAGE_KEY.to_string(), lineage));
-        let written = target.write(rows, options).await?;
+        // Committed even with no rows: the txn records what was consumed.
+        rows.push(RecordBatch::new_empty(schema));
+        let written = target.write(rows, progress_options(spec, txns, lineage)).await?;
         report.rows_inserted = written.rows_written;
         report.rows_superseded = deletes;
         report.target_version = written.version;
@@ -195,7 +197,7 @@ pub(crate) async fn commit(
     for (app, version) in txns {
         merge = merge.app_transaction(app.clone(), *version);
     }
-    let merged = merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage).execute().await.map_err(|e| {
+    let merged = merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage.clone()).execute().await.map_err(|e| {
         if e.kind() == ErrorKind::InvalidInput {
             e.context(format!("pipeline {}: merging into {}", spec.name, target.uri()))
         } else {
@@ -206,13 +208,136 @@ pub(crate) async fn commit(
         report.replayed = true;
         return Ok(());
     }
+    let mut version = merged.version;
+    if version.is_none() {
+        // Nothing changed (every event superseded, or identical): the consumed versions
+        // are recorded all the same, or the next run would read them again.
+        let empty = RecordBatch::new_empty(plain_schema(target)?);
+        version = target.write([empty], progress_options(spec, txns, lineage)).await?.version;
+    }
     report.rows_inserted = merged.rows_inserted;
     report.rows_updated = merged.rows_updated + merged.rows_unchanged;
     report.rows_deleted = merged.rows_deleted;
     let applied = merged.rows_inserted + merged.rows_updated + merged.rows_unchanged + merged.rows_deleted;
     report.rows_superseded = winner_rows.saturating_sub(applied);
-    report.target_version = merged.version;
-    report.committed = merged.version.is_some();
+    report.target_version = version;
+    report.committed = version.is_some();
+    Ok(())
+}
+
+/// An append that commits even without rows, with the run's txns and lineage.
+pub(crate) fn progress_options(
+    spec: &PipelineSpec,
+    txns: &[(String, i64)],
+    lineage: serde_json::Value,
+) -> WriteOptions {
+    let mut options = WriteOptions::append().partition_by(spec.partition_by.clone());
+    for (app, version) in txns {
+        options = options.app_transaction(app.clone(), *version);
+    }
+    options.commit_info.push((crate::pipeline::LINEAGE_KEY.to_string(), lineage));
+    options.commit_empty = true;
+    options
+}
+
+/// The table's schema as its scans return it.
+pub(crate) fn plain_schema(table: &Table) -> Result<deltalake::arrow::datatypes::SchemaRef> {
+    Ok(crate::read::scan::plain_schema(&table.arrow_schema()?))
+}
+
+/// The winners without the upserts that a recorded delete of their key is at least as
+/// new as (superseded: the key stays deleted), and how many those were.
+pub(crate) async fn drop_tombstoned(
+    spec: &PipelineSpec,
+    winners: Vec<RecordBatch>,
+    tombstones: &Table,
+) -> Result<(Vec<RecordBatch>, u64)> {
+    let (Some(seq), true) = (spec.sequence_by.as_deref(), tombstones.exists()) else {
+        return Ok((winners, 0));
+    };
+    let before: u64 = winners.iter().map(|b| b.num_rows() as u64).sum();
+    if before == 0 {
+        return Ok((winners, 0));
+    }
+    let (recorded, _) = tombstones.scan().execute().await?.collect().await?;
+    let recorded: Vec<RecordBatch> = recorded.into_iter().filter(|b| b.num_rows() > 0).collect();
+    if recorded.is_empty() {
+        return Ok((winners, 0));
+    }
+    let ctx = SessionContext::new();
+    register(&ctx, "w", winners)?;
+    register(&ctx, "t", recorded)?;
+    let on = spec.keys.iter().map(|k| format!("w.{k} = t.{k}", k = quote(k))).collect::<Vec<_>>().join(" AND ");
+    let first_key = quote(&spec.keys[0]);
+    let seq = quote(seq);
+    let sql = format!(
+        "SELECT w.* FROM w LEFT JOIN t ON {on} WHERE w.{d} OR t.{first_key} IS NULL OR w.{seq} > t.{seq}",
+        d = quote(DELETE_COLUMN)
+    );
+    let kept: Vec<RecordBatch> = ctx
+        .sql(&sql)
+        .await
+        .map_err(|e| Error::invalid(format!("pipeline {}: reading its tombstones: {e}", spec.name)))?
+        .collect()
+        .await?;
+    let kept: Vec<RecordBatch> = kept.into_iter().filter(|b| b.num_rows() > 0).collect();
+    let after: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
+    Ok((kept, before - after))
+}
+
+/// Record the run's delete winners (key and sequence) in the tombstones, keeping the
+/// newest per key, with the run's txns.
+pub(crate) async fn write_tombstones(
+    spec: &PipelineSpec,
+    winners: &[RecordBatch],
+    tombstones: &mut Table,
+    txns: &[(String, i64)],
+    lineage: &serde_json::Value,
+) -> Result<()> {
+    let Some(seq) = spec.sequence_by.as_deref() else { return Ok(()) };
+    let mut deletes = Vec::new();
+    for batch in winners {
+        let flag = batch
+            .column_by_name(DELETE_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<deltalake::arrow::array::BooleanArray>().cloned())
+            .ok_or_else(|| Error::internal("delete flag"))?;
+        if flag.true_count() == 0 {
+            continue;
+        }
+        let rows = deltalake::arrow::compute::filter_record_batch(batch, &flag)?;
+        let columns: Vec<usize> = spec
+            .keys
+            .iter()
+            .map(String::as_str)
+            .chain([seq])
+            .map(|c| rows.schema().index_of(c))
+            .collect::<std::result::Result<_, _>>()?;
+        deletes.push(rows.project(&columns)?);
+    }
+    if deletes.is_empty() {
+        return Ok(());
+    }
+    let uri = tombstones.uri().to_string();
+    let what = |e: Error| e.context(format!("pipeline {}: writing its tombstones {uri}", spec.name));
+    if !tombstones.exists() {
+        let mut options = WriteOptions::append();
+        for (app, version) in txns {
+            options = options.app_transaction(app.clone(), *version);
+        }
+        options.commit_info.push((crate::pipeline::LINEAGE_KEY.to_string(), lineage.clone()));
+        tombstones.write(deletes, options).await.map_err(what)?;
+        return Ok(());
+    }
+    let s = quote(seq);
+    let mut merge = tombstones
+        .merge(deletes)
+        .on(spec.keys.clone())
+        .when_matched_if(format!("source.{s} > target.{s}"), MatchedAction::UpdateAll)
+        .when_not_matched(NotMatchedAction::InsertAll);
+    for (app, version) in txns {
+        merge = merge.app_transaction(app.clone(), *version);
+    }
+    merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage.clone()).execute().await.map_err(what)?;
     Ok(())
 }
 

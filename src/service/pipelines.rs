@@ -5,7 +5,9 @@
 //! Tables are found by catalog name; a pipeline's target that does not exist yet is
 //! declared in `[[tables]]` (its location and layer), created by the first run and
 //! registered then. Its quarantine is the Delta table at the target's location with
-//! `_quarantine` appended, registered as `<target>_quarantine` in the target's layer.
+//! `_quarantine` appended, registered as `<target>_quarantine` in the target's layer;
+//! an upsert pipeline with `sequence_by` keeps its tombstones (the newest delete per
+//! key) in a Delta table under the target's `_sediment/pipelines/<name>/tombstones`.
 
 use std::collections::BTreeMap;
 
@@ -170,6 +172,12 @@ pub fn quarantine_of(target: &str, location: &str) -> (String, String) {
     (format!("{target}_quarantine"), format!("{}_quarantine", location.trim_end_matches('/')))
 }
 
+/// Where an upsert pipeline keeps its tombstones: under the target's `_sediment/`
+/// (which readers, vacuum and compaction of the target leave alone).
+pub fn tombstones_of(target_location: &str, pipeline: &str) -> String {
+    format!("{}/_sediment/pipelines/{pipeline}/tombstones", target_location.trim_end_matches('/'))
+}
+
 /// Run pipeline `name` once (from `backfill_from` when given).
 pub async fn run(service: &Service, name: &str, backfill_from: Option<u64>) -> Result<PipelineRunReport> {
     let spec = spec(service, name)?.clone();
@@ -203,8 +211,21 @@ pub async fn run(service: &Service, name: &str, backfill_from: Option<u64>) -> R
     });
     let mut quarantine = if quarantines { Some(open_for_writing(service, &quarantine_at).await?) } else { None };
     let quarantine_existed = quarantine.as_ref().is_some_and(Table::exists);
+    let mut tombstones = match (spec.kind, &spec.sequence_by) {
+        (PipelineType::Upsert, Some(_)) => {
+            let location = tombstones_of(target_at.location(), &spec.name);
+            let options = ops::open_options(service, &location, target_at.profile())?;
+            Some(Table::open_or_new_with(&location, options).await?)
+        }
+        _ => None,
+    };
     let options = RunOptions { backfill_from, now: service.inner().clock.now() };
-    let result = crate::pipeline::run(&spec, &sources, &mut target, quarantine.as_mut(), &options).await;
+    let outputs = crate::pipeline::Outputs {
+        target: &mut target,
+        quarantine: quarantine.as_mut(),
+        tombstones: tombstones.as_mut(),
+    };
+    let result = crate::pipeline::run(&spec, &sources, outputs, &options).await;
     record_metrics(name, &result);
     let report = result?;
     if !target_existed && target.exists() {

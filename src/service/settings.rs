@@ -403,7 +403,8 @@ mod tests {
         let text = include_str!("../../sediment.example.toml");
         let settings = Settings::from_toml(text).unwrap();
         settings.validate().unwrap();
-        assert_eq!(settings.tables.len(), 2);
+        assert_eq!(settings.tables.len(), 3);
+        assert_eq!(settings.pipelines.len(), 2);
         let policies = settings.layer_policies().unwrap();
         assert_ne!(policies.bronze, sediment_catalog::Policy::builtin(Layer::Bronze), "the example overrides bronze");
     }

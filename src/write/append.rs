@@ -74,6 +74,10 @@ pub struct WriteOptions {
     pub app_transactions: Vec<(String, i64)>,
     /// More top-level `commitInfo` keys (a pipeline's lineage).
     pub commit_info: Vec<(String, serde_json::Value)>,
+    /// Commit even an append that wrote no file (creating the table from the batches'
+    /// schema when it does not exist): how a pipeline run that has nothing to add
+    /// still records the source versions it consumed (`app_transactions`).
+    pub commit_empty: bool,
     /// Table properties of a new table (`delta.targetFileSize`, `delta.appendOnly`,
     /// `delta.enableDeletionVectors`, user keys); ignored for an existing table.
     /// `delta.enableDeletionVectors = true` creates the table on protocol 3/7 with the
@@ -95,6 +99,7 @@ impl Default for WriteOptions {
             retry: RetrySettings::default(),
             app_transactions: Vec::new(),
             commit_info: Vec::new(),
+            commit_empty: false,
             table_properties: Vec::new(),
         }
     }
@@ -305,7 +310,7 @@ impl Table {
             schema_evolved: job.sink.schema_evolved(),
             ..Default::default()
         };
-        if adds.is_empty() && job.options.mode == WriteMode::Append {
+        if adds.is_empty() && job.options.mode == WriteMode::Append && !job.options.commit_empty {
             report.created = false;
             return Ok(report);
         }

@@ -66,12 +66,12 @@ impl Rng {
     }
 }
 
-/// What silver should hold: per run, the newest event per key among the rows that
-/// pass the quarantine rule; applied when at least as new as the row (a delete
-/// removes, else the row is replaced); a key not in silver is inserted unless the
-/// event is a delete.
+/// What silver should hold, as in DLT's APPLY CHANGES: per key, the newest event
+/// (by sequence; a later one wins a tie) among the rows that pass the quarantine rule,
+/// whichever run it arrived in; the key is absent when that event is a delete.
 #[derive(Default)]
 struct Model {
+    latest: BTreeMap<i64, Event>,
     silver: BTreeMap<i64, Event>,
     /// Every failing event, as often as it was appended.
     quarantined: BTreeMap<(i64, i64), usize>,
@@ -79,28 +79,16 @@ struct Model {
 
 impl Model {
     fn run(&mut self, events: &[Event]) {
-        let mut winners: BTreeMap<i64, &Event> = BTreeMap::new();
         for e in events {
             if e.amount < 0.0 {
                 *self.quarantined.entry((e.id, e.seq)).or_default() += 1;
                 continue;
             }
-            let newer = winners.get(&e.id).is_none_or(|w| e.seq >= w.seq);
-            if newer {
-                winners.insert(e.id, e);
+            if self.latest.get(&e.id).is_none_or(|l| e.seq >= l.seq) {
+                self.latest.insert(e.id, e.clone());
             }
         }
-        for (id, e) in winners {
-            match self.silver.get(&id) {
-                Some(row) if e.seq < row.seq => {}
-                Some(_) | None if e.op == "D" => {
-                    self.silver.remove(&id);
-                }
-                _ => {
-                    self.silver.insert(id, e.clone());
-                }
-            }
-        }
+        self.silver = self.latest.iter().filter(|(_, e)| e.op != "D").map(|(k, e)| (*k, e.clone())).collect();
     }
 
     fn rows(&self) -> Vec<String> {
@@ -578,4 +566,70 @@ async fn the_daemon_runs_pipelines_when_their_sources_commit_and_the_api_shows_t
             .await;
     assert_eq!(status, 400, "{body}");
     daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_is_worked_off_in_bounded_runs_and_a_backfill_runs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let bronze_uri = s3_uri("pipe-l-bronze");
+    let silver_uri = s3_uri("pipe-l-silver");
+    let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
+    let event =
+        |id: i64, seq: i64| Event { id, seq, op: "U", amount: seq as f64, name: Some("a".into()), day: DAYS[0] };
+    bronze.write([events_batch(&[event(0, 0)])], WriteOptions::append()).await.unwrap();
+    let settings = settings(&catalog, &silver_uri, &s3_uri("pipe-l-gold"), "max_source_versions = 2");
+    let service = Service::builder(settings).build().await.unwrap();
+    sediment::service::ops::register_table(
+        &service,
+        sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
+    )
+    .await
+    .unwrap();
+    let first = pipelines::run(&service, "orders_silver", None).await.unwrap();
+    assert_eq!(first.sources[0].increment, IncrementKind::Snapshot);
+    // Five appends (versions 1..=5), a compaction between them (version 3): no data.
+    for v in 1..=4 {
+        bronze.write([events_batch(&[event(v, v * 10)])], WriteOptions::append()).await.unwrap();
+        if v == 2 {
+            let compacted = bronze.compact(CompactOptions::default()).await.unwrap();
+            assert_eq!(compacted.versions, vec![3], "{compacted:?}");
+        }
+    }
+    let mut ranges = Vec::new();
+    loop {
+        let run = pipelines::run(&service, "orders_silver", None).await.unwrap();
+        if run.up_to_date {
+            break;
+        }
+        let s = &run.sources[0];
+        ranges.push((s.after_version.unwrap(), s.to_version, s.data_commits, s.more_pending));
+        assert!(ranges.len() < 10, "{ranges:?}");
+    }
+    // Two data commits per run; the compaction rides along without counting.
+    assert_eq!(ranges, vec![(0, 3, 2, true), (3, 5, 2, false)], "{ranges:?}");
+    assert_eq!(silver_rows(&silver_uri).await.len(), 5);
+    let status = pipelines::status(&service, "orders_silver").await.unwrap();
+    assert_eq!(status.sources[0].consumed_version, Some(5));
+    assert_eq!(status.sources[0].versions_behind, Some(0));
+
+    // A backfill from version 1 reads it all again (bounded the same way), exactly once.
+    let mut backfill = Vec::new();
+    loop {
+        let run = pipelines::run(&service, "orders_silver", Some(1)).await.unwrap();
+        if run.up_to_date {
+            break;
+        }
+        backfill.push((run.sources[0].after_version, run.sources[0].to_version, run.rows_read));
+        assert!(backfill.len() < 10, "{backfill:?}");
+    }
+    assert_eq!(backfill, vec![(Some(0), 3, 2), (Some(3), 5, 2)], "{backfill:?}");
+    assert_eq!(silver_rows(&silver_uri).await.len(), 5);
+    let silver = Table::open(&silver_uri).await.unwrap();
+    assert_eq!(
+        silver.app_transaction_version("sediment-pipeline:orders_silver:bronze.orders:backfill-from-1").await.unwrap(),
+        Some(5)
+    );
+    // The regular run has nothing left.
+    assert!(pipelines::run(&service, "orders_silver", None).await.unwrap().up_to_date);
 }
