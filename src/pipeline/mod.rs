@@ -117,14 +117,11 @@ pub struct SourceTable<'a> {
 }
 
 /// What the upsert step hands to the commit step.
-pub(crate) enum Written {
-    Nothing,
-    Pending {
-        batches: Vec<RecordBatch>,
-        quarantined: Vec<RecordBatch>,
-        /// The target's columns (the projection's), for a run with no rows to write.
-        schema: deltalake::arrow::datatypes::SchemaRef,
-    },
+pub(crate) struct Written {
+    batches: Vec<RecordBatch>,
+    quarantined: Vec<RecordBatch>,
+    /// The target's columns (the projection's), for a run with no rows to write.
+    schema: deltalake::arrow::datatypes::SchemaRef,
 }
 
 /// What a run step needs besides the spec.
@@ -227,10 +224,7 @@ async fn run_upsert(
         Vec::new()
     };
     let inputs = RunInputs { source_name: source.name, now: options.now, trailing_rows };
-    let written = upsert::apply(spec, rows, &inputs, &mut report).await?;
-    let Written::Pending { batches, quarantined, schema } = written else {
-        return Ok(report);
-    };
+    let Written { batches, quarantined, schema } = upsert::apply(spec, rows, &inputs, &mut report).await?;
     let mut txns = vec![(run_app.clone(), to as i64)];
     if run_app != app && regular_after.is_none_or(|r| r < to) {
         txns.push((app.clone(), to as i64));

@@ -47,8 +47,8 @@ pub(crate) fn register(ctx: &SessionContext, name: &str, batches: Vec<RecordBatc
     Ok(())
 }
 
-/// Apply the row rules (all but `unique`, `freshness`, `row_count`) to table `input`
-/// of `ctx`. A `fail` rule with failing rows is an error naming it, with a sample.
+/// Apply the row rules (all but `unique`, `freshness`, `row_count`) to table (or
+/// view) `input` of `ctx`, in one pass over it. A `fail` rule with failing rows is an error naming it, with a sample.
 pub(crate) async fn check_rows(
     ctx: &SessionContext,
     input: &str,

@@ -60,31 +60,20 @@ pub(crate) async fn apply(
     select.push(format!("{delete} AS {}", quote(DELETE_COLUMN)));
     select.push(format!("{} AS {}", quote(VERSION_COLUMN), quote(ORDER_COLUMN)));
     let sql = format!("SELECT {} FROM increment", select.join(", "));
-    let projected = ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| {
-            Error::invalid(format!(
-                "pipeline {}: the projection does not fit source {}: {e}",
-                spec.name, inputs.source_name
-            ))
-        })?
-        .collect()
-        .await?;
-    let projected: Vec<RecordBatch> = projected.into_iter().filter(|b| b.num_rows() > 0).collect();
-    if projected.is_empty() {
-        return Ok(Written::Nothing);
-    }
+    // Planned, not run: the rules below read it in the same pass.
+    let frame = ctx.sql(&sql).await.map_err(|e| {
+        Error::invalid(format!("pipeline {}: the projection does not fit source {}: {e}", spec.name, inputs.source_name))
+    })?;
+    let projected_schema: deltalake::arrow::datatypes::SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
     for key in &spec.keys {
-        if projected[0].schema().field_with_name(key).is_err() {
+        if projected_schema.field_with_name(key).is_err() {
             return Err(Error::invalid(format!(
                 "pipeline {}: key column {key} is not among the columns the source {} gives the target",
                 spec.name, inputs.source_name
             )));
         }
     }
-    let projected_schema = projected[0].schema();
-    register(&ctx, "projected", projected)?;
+    ctx.register_table("projected", frame.into_view())?;
 
     // Row rules: fail stops here; quarantined rows leave the stream.
     let who =
@@ -129,7 +118,7 @@ pub(crate) async fn apply(
     let schema = std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(
         projected_schema.fields().iter().filter(|f| !f.name().starts_with("__sediment")).cloned().collect::<Vec<_>>(),
     ));
-    Ok(Written::Pending { batches: winners, quarantined: checked.quarantined, schema })
+    Ok(Written { batches: winners, quarantined: checked.quarantined, schema })
 }
 
 /// Commit the winners into `target` with the run's `txn` and lineage.
