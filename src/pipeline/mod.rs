@@ -359,7 +359,7 @@ async fn run_sql(
     let consumed: Vec<SourceTable<'_>> =
         sources.iter().zip(&at_versions).map(|(s, table)| SourceTable { name: s.name, table }).collect();
     let filter = partitions.as_ref().map(|p| sql::partition_predicate(&spec.partition_by, p, ""));
-    let (ctx, rows) = sql::query(spec, &consumed, filter.as_deref()).await?;
+    let (ctx, rows, schema) = sql::query(spec, &consumed, filter.as_deref()).await?;
     let trailing = if spec.rules.iter().any(|r| r.check == RuleCheck::RowCount) {
         trailing_rows(target, &spec.name).await?
     } else {
@@ -381,7 +381,7 @@ async fn run_sql(
         .collect();
     let lineage = lineage(spec, &report);
     write_quarantine(spec, quarantine, quarantined, &txns, &lineage, &mut report).await?;
-    sql::commit(spec, kept, target, partitions.as_ref(), &txns, lineage, &mut report).await?;
+    sql::commit(spec, (kept, schema), target, partitions.as_ref(), &txns, lineage, &mut report).await?;
     check_accounting(&report)?;
     Ok(report)
 }

@@ -118,7 +118,7 @@ pub(crate) async fn query(
     spec: &PipelineSpec,
     sources: &[SourceTable<'_>],
     filter: Option<&str>,
-) -> Result<(SessionContext, Vec<RecordBatch>)> {
+) -> Result<(SessionContext, Vec<RecordBatch>, deltalake::arrow::datatypes::SchemaRef)> {
     let ctx = SessionContext::new();
     let limiter = IoLimiter::new(&IoSettings::default());
     for (i, source) in sources.iter().enumerate() {
@@ -150,14 +150,16 @@ pub(crate) async fn query(
         Some(filter) => format!("SELECT * FROM ({query}) AS __sediment_query WHERE {filter}"),
         None => query.to_string(),
     };
-    let batches = ctx
+    let frame = ctx
         .sql(&sql)
         .await
-        .map_err(|e| Error::invalid(format!("pipeline {}: the query does not fit its sources: {e}", spec.name)))?
+        .map_err(|e| Error::invalid(format!("pipeline {}: the query does not fit its sources: {e}", spec.name)))?;
+    let schema: deltalake::arrow::datatypes::SchemaRef = Arc::new(frame.schema().as_arrow().clone());
+    let batches = frame
         .collect()
         .await
         .map_err(|e| Error::from(e).context(format!("pipeline {}: running the query", spec.name)))?;
-    Ok((ctx, batches.into_iter().filter(|b| b.num_rows() > 0).collect()))
+    Ok((ctx, batches.into_iter().filter(|b| b.num_rows() > 0).collect(), schema))
 }
 
 /// Check the query's rows, then write them: replacing `partitions` (all when `None`)
@@ -195,7 +197,7 @@ pub(crate) async fn check(
 /// Write the checked rows to the target.
 pub(crate) async fn commit(
     spec: &PipelineSpec,
-    rows: Vec<RecordBatch>,
+    (mut rows, schema): (Vec<RecordBatch>, deltalake::arrow::datatypes::SchemaRef),
     target: &mut Table,
     partitions: Option<&BTreeSet<PartitionKey>>,
     txns: &[(String, i64)],
@@ -219,6 +221,10 @@ pub(crate) async fn commit(
             report.replayed = true;
             return Ok(());
         }
+        // No rows (the partitions' source rows are all gone): still a commit, which
+        // replaces them with nothing and records the txns.
+        options.commit_empty = true;
+        rows.push(RecordBatch::new_empty(schema));
         let written = target
             .write(rows, options)
             .await
@@ -243,15 +249,21 @@ pub(crate) async fn commit(
     for (app, version) in txns {
         merge = merge.app_transaction(app.clone(), *version);
     }
-    let merged = merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage).execute().await?;
+    let merged = merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage.clone()).execute().await?;
     if merged.replayed {
         report.replayed = true;
         return Ok(());
     }
+    let mut version = merged.version;
+    if version.is_none() {
+        // Nothing changed: the consumed versions are recorded all the same.
+        let empty = RecordBatch::new_empty(crate::pipeline::upsert::plain_schema(target)?);
+        version = target.write([empty], crate::pipeline::upsert::progress_options(spec, txns, lineage)).await?.version;
+    }
     report.rows_inserted = merged.rows_inserted;
     report.rows_updated = merged.rows_updated + merged.rows_unchanged;
     report.rows_replaced = merged.rows_deleted;
-    report.target_version = merged.version;
-    report.committed = merged.version.is_some();
+    report.target_version = version;
+    report.committed = version.is_some();
     Ok(())
 }
