@@ -234,6 +234,10 @@ pub(crate) async fn commit(
         report.committed = written.version.is_some();
         return Ok(());
     }
+    if rows.is_empty() {
+        // The merge learns the source's columns from a batch, even an empty one.
+        rows.push(RecordBatch::new_empty(schema));
+    }
     let mut merge = target
         .merge(rows)
         .on(spec.keys.clone())

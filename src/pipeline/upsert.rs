@@ -62,9 +62,13 @@ pub(crate) async fn apply(
     let sql = format!("SELECT {} FROM increment", select.join(", "));
     // Planned, not run: the rules below read it in the same pass.
     let frame = ctx.sql(&sql).await.map_err(|e| {
-        Error::invalid(format!("pipeline {}: the projection does not fit source {}: {e}", spec.name, inputs.source_name))
+        Error::invalid(format!(
+            "pipeline {}: the projection does not fit source {}: {e}",
+            spec.name, inputs.source_name
+        ))
     })?;
-    let projected_schema: deltalake::arrow::datatypes::SchemaRef = std::sync::Arc::new(frame.schema().as_arrow().clone());
+    let projected_schema: deltalake::arrow::datatypes::SchemaRef =
+        std::sync::Arc::new(frame.schema().as_arrow().clone());
     for key in &spec.keys {
         if projected_schema.field_with_name(key).is_err() {
             return Err(Error::invalid(format!(
@@ -155,7 +159,15 @@ pub(crate) async fn commit(
         report.rows_superseded = deletes;
         report.target_version = written.version;
         report.committed = written.version.is_some();
-        let _ = winner_rows;
+        return Ok(());
+    }
+    if winner_rows == 0 {
+        // Every event was quarantined or superseded: nothing to merge, the consumed
+        // versions are recorded all the same.
+        let empty = RecordBatch::new_empty(plain_schema(target)?);
+        let written = target.write([empty], progress_options(spec, txns, lineage)).await?;
+        report.target_version = written.version;
+        report.committed = written.version.is_some();
         return Ok(());
     }
     let guard = spec.sequence_by.as_deref().map(|s| {

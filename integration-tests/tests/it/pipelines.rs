@@ -633,3 +633,64 @@ async fn a_backlog_is_worked_off_in_bounded_runs_and_a_backfill_runs_once() {
     // The regular run has nothing left.
     assert!(pipelines::run(&service, "orders_silver", None).await.unwrap().up_to_date);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_between_its_quarantine_and_target_commits_is_redone_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let bronze_uri = dir.path().join("bronze").to_string_lossy().to_string();
+    let silver_uri = dir.path().join("silver").to_string_lossy().to_string();
+    let gold_uri = dir.path().join("gold").to_string_lossy().to_string();
+    let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
+    let event =
+        |id: i64, seq: i64, amount: f64| Event { id, seq, op: "U", amount, name: Some("a".into()), day: DAYS[0] };
+    let first: Vec<Event> = (0..10).map(|i| event(i, i, if i % 3 == 0 { -1.0 } else { i as f64 })).collect();
+    bronze.write([events_batch(&first)], WriteOptions::append()).await.unwrap();
+    let settings = settings(&catalog, &silver_uri, &gold_uri, "");
+
+    // A daemon whose commits to silver never answer: it dies there, its quarantine
+    // (and tombstones) committed, its target commit not.
+    let hanging = crate::faults::store_hanging_commits(Arc::new(std::sync::atomic::AtomicUsize::new(1)));
+    let silver_at = silver_uri.clone();
+    let resolver: sediment::service::StoreResolver =
+        Arc::new(move |location: &str| (location == silver_at).then(|| hanging.clone()));
+    let doomed = Service::builder(settings.clone()).with_stores(resolver).build().await.unwrap();
+    sediment::service::ops::register_table(
+        &doomed,
+        sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
+    )
+    .await
+    .unwrap();
+    let task = tokio::spawn(async move { pipelines::run(&doomed, "orders_silver", None).await });
+    let quarantine_uri = format!("{silver_uri}_quarantine");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while Table::open(&quarantine_uri).await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "the quarantine commit never came");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!task.is_finished(), "the target commit should hang");
+    task.abort();
+    let _ = task.await;
+    assert_eq!(quarantine_rows(&quarantine_uri).await.len(), 4);
+    assert!(Table::open(&silver_uri).await.is_err(), "silver was not created");
+
+    // More events land before the next run.
+    let second: Vec<Event> = (10..15).map(|i| event(i, i, -2.0)).collect();
+    bronze.write([events_batch(&second)], WriteOptions::append()).await.unwrap();
+
+    // The next daemon redoes exactly the killed run's range (version 0): its
+    // quarantine write is recognised as done; then the rest.
+    let service = Service::builder(settings).build().await.unwrap();
+    let redo = pipelines::run(&service, "orders_silver", None).await.unwrap();
+    assert_eq!(redo.sources[0].to_version, 0, "{redo:?}");
+    assert_eq!(redo.rows_quarantined, 4);
+    assert_eq!(redo.quarantine_version, None, "{redo:?}");
+    assert_eq!(quarantine_rows(&quarantine_uri).await.len(), 4);
+    assert_eq!(silver_rows(&silver_uri).await.len(), 6);
+    let rest = pipelines::run(&service, "orders_silver", None).await.unwrap();
+    assert_eq!((rest.sources[0].after_version, rest.sources[0].to_version), (Some(0), 1), "{rest:?}");
+    assert_eq!(quarantine_rows(&quarantine_uri).await.len(), 9);
+    assert_eq!(silver_rows(&silver_uri).await.len(), 6);
+    assert!(pipelines::run(&service, "orders_silver", None).await.unwrap().up_to_date);
+}
