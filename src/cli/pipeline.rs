@@ -163,21 +163,10 @@ pub(crate) async fn lineage(args: LineageArgs, json: bool) -> anyhow::Result<()>
         return Ok(());
     }
     println!("table {} (version {})", lineage.table, lineage.version.map_or("-".into(), |v| v.to_string()));
-    for e in &lineage.upstream {
-        println!(
-            "  <- {:<28} by {:<24} consumed to version {}",
-            e.table,
-            e.pipeline,
-            e.consumed_version.map_or("-".into(), |v| v.to_string())
-        );
-    }
-    for e in &lineage.downstream {
-        println!(
-            "  -> {:<28} by {:<24} consumed to version {}",
-            e.table,
-            e.pipeline,
-            e.consumed_version.map_or("-".into(), |v| v.to_string())
-        );
+    let edges = lineage.upstream.iter().map(|e| ("<-", e)).chain(lineage.downstream.iter().map(|e| ("->", e)));
+    for (arrow, e) in edges {
+        let consumed = e.consumed_version.map_or("-".into(), |v| v.to_string());
+        println!("  {arrow} {:<28} by {:<24} consumed to version {consumed}", e.table, e.pipeline);
     }
     if lineage.upstream.is_empty() && lineage.downstream.is_empty() {
         println!("  no pipeline reads or writes it");

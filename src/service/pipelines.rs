@@ -298,6 +298,11 @@ pub fn job_table(spec: &PipelineSpec) -> &str {
 /// version, through the daemon's shared handles (a log listing from the version they
 /// were at, not a fresh open).
 pub async fn consumption(service: &Service, spec: &PipelineSpec) -> Result<Vec<SourceStatus>> {
+    Ok(consumption_and_target(service, spec).await?.0)
+}
+
+/// [`consumption`], and the target's handle (`None`: not registered yet).
+async fn consumption_and_target(service: &Service, spec: &PipelineSpec) -> Result<(Vec<SourceStatus>, Option<Table>)> {
     let target = match service.catalog().table(&spec.target).await {
         Ok(entry) => Some(ops::latest_table(service, &entry).await?),
         Err(e) if e.kind() == CatalogErrorKind::NotFound => None,
@@ -305,10 +310,7 @@ pub async fn consumption(service: &Service, spec: &PipelineSpec) -> Result<Vec<S
     };
     let mut sources = Vec::new();
     for source in spec.source_tables() {
-        let consumed = match &target {
-            Some(t) => t.app_transaction_version(&spec.app_id(source)).await?.and_then(|v| u64::try_from(v).ok()),
-            None => None,
-        };
+        let consumed = consumed(target.as_ref(), spec, source).await?;
         let latest = match service.catalog().table(source).await {
             Ok(entry) => ops::latest_table(service, &entry).await?.version(),
             Err(e) if e.kind() == CatalogErrorKind::NotFound => None,
@@ -325,7 +327,15 @@ pub async fn consumption(service: &Service, spec: &PipelineSpec) -> Result<Vec<S
             versions_behind: behind,
         });
     }
-    Ok(sources)
+    Ok((sources, target))
+}
+
+/// The last version of `source` that `target` records as consumed by `spec`.
+async fn consumed(target: Option<&Table>, spec: &PipelineSpec, source: &str) -> Result<Option<u64>> {
+    match target {
+        Some(t) => Ok(t.app_transaction_version(&spec.app_id(source)).await?.and_then(|v| u64::try_from(v).ok())),
+        None => Ok(None),
+    }
 }
 
 /// Enqueue a run of pipeline `name` (from `from_version`: a backfill) for the workers.
@@ -354,33 +364,8 @@ pub async fn start(service: &Service, name: &str, from_version: Option<u64>) -> 
 /// What `name` has consumed of its sources, and its last run.
 pub async fn status(service: &Service, name: &str) -> Result<PipelineStatus> {
     let spec = spec(service, name)?.clone();
-    let target = match locate(service, &spec.target).await {
-        Ok(at) => Some(open_for_writing(service, &at).await?),
-        Err(e) if e.kind() == ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
+    let (sources, target) = consumption_and_target(service, &spec).await?;
     let target = target.filter(Table::exists);
-    let mut sources = Vec::new();
-    for source in spec.source_tables() {
-        let consumed = match &target {
-            Some(t) => t.app_transaction_version(&spec.app_id(source)).await?.and_then(|v| u64::try_from(v).ok()),
-            None => None,
-        };
-        let latest = match service.catalog().table(source).await {
-            Ok(entry) => ops::latest_table(service, &entry).await.ok().and_then(|t| t.version()),
-            Err(_) => None,
-        };
-        let behind = latest.map(|l| match consumed {
-            Some(c) => l.saturating_sub(c),
-            None => l + 1,
-        });
-        sources.push(SourceStatus {
-            table: source.to_string(),
-            consumed_version: consumed,
-            latest_version: latest,
-            versions_behind: behind,
-        });
-    }
     let mut last_run = None;
     if let Some(t) = &target {
         for entry in t.history(Some(50)).await? {
@@ -421,10 +406,7 @@ pub async fn lineage(service: &Service, table: &str) -> Result<Lineage> {
     for p in pipelines {
         if p.target == table {
             for source in p.source_tables() {
-                let consumed = match &own {
-                    Some(t) => t.app_transaction_version(&p.app_id(source)).await?.and_then(|v| u64::try_from(v).ok()),
-                    None => None,
-                };
+                let consumed = consumed(own.as_ref(), p, source).await?;
                 upstream.push(LineageEdge {
                     pipeline: p.name.clone(),
                     table: source.to_string(),
@@ -440,10 +422,7 @@ pub async fn lineage(service: &Service, table: &str) -> Result<Lineage> {
                 };
                 targets.insert(p.target.clone(), opened);
             }
-            let consumed = match targets.get(&p.target).and_then(Option::as_ref) {
-                Some(t) => t.app_transaction_version(&p.app_id(table)).await?.and_then(|v| u64::try_from(v).ok()),
-                None => None,
-            };
+            let consumed = consumed(targets.get(&p.target).and_then(Option::as_ref), p, table).await?;
             downstream.push(LineageEdge {
                 pipeline: p.name.clone(),
                 table: p.target.clone(),

@@ -175,8 +175,21 @@ async fn quarantine_rows(uri: &str) -> BTreeMap<(i64, i64), usize> {
     rows
 }
 
+/// Register the bronze table the settings' pipelines read.
+async fn register_bronze(service: &Service, uri: &str) {
+    let table = sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, uri);
+    sediment::service::ops::register_table(service, table).await.unwrap();
+}
+
 fn settings(catalog: &str, silver: &str, gold: &str, extra: &str) -> Settings {
-    let text = format!(
+    let settings = Settings::from_toml(&toml_text(catalog, silver, gold, extra)).unwrap();
+    settings.validate().unwrap();
+    settings
+}
+
+/// The settings of the tests' chain: bronze.orders -> silver.orders -> two gold tables.
+fn toml_text(catalog: &str, silver: &str, gold: &str, extra: &str) -> String {
+    format!(
         r#"
 catalog = "{catalog}"
 
@@ -236,10 +249,7 @@ write = "merge"
 keys = ["day"]
 query = "SELECT day, COUNT(*) AS orders, SUM(amount) AS amount FROM silver.orders GROUP BY day"
 "#
-    );
-    let settings = Settings::from_toml(&text).unwrap();
-    settings.validate().unwrap();
-    settings
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,12 +293,7 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
 
     let settings = settings(&catalog, &silver_uri, &gold_uri, "");
     let service = Service::builder(settings).build().await.unwrap();
-    sediment::service::ops::register_table(
-        &service,
-        sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
-    )
-    .await
-    .unwrap();
+    register_bronze(&service, &bronze_uri).await;
     pipelines::check(&service).await.unwrap();
     let quarantine_uri = format!("{silver_uri}_quarantine");
 
@@ -494,12 +499,7 @@ async fn the_daemon_runs_pipelines_when_their_sources_commit_and_the_api_shows_t
         p.on_commit = true;
     }
     let service = Service::builder(settings).build().await.unwrap();
-    sediment::service::ops::register_table(
-        &service,
-        sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
-    )
-    .await
-    .unwrap();
+    register_bronze(&service, &bronze_uri).await;
     let pipeline_jobs = |report: &sediment::service::RunOnceReport| -> Vec<String> {
         let value = serde_json::to_value(report).unwrap();
         value["jobs"]
@@ -580,12 +580,7 @@ async fn a_backlog_is_worked_off_in_bounded_runs_and_a_backfill_runs_once() {
     bronze.write([events_batch(&[event(0, 0)])], WriteOptions::append()).await.unwrap();
     let settings = settings(&catalog, &silver_uri, &s3_uri("pipe-l-gold"), "max_source_versions = 2");
     let service = Service::builder(settings).build().await.unwrap();
-    sediment::service::ops::register_table(
-        &service,
-        sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
-    )
-    .await
-    .unwrap();
+    register_bronze(&service, &bronze_uri).await;
     let first = pipelines::run(&service, "orders_silver", None).await.unwrap();
     assert_eq!(first.sources[0].increment, IncrementKind::Snapshot);
     // Five appends (versions 1..=5), a compaction between them (version 3): no data.
@@ -655,12 +650,7 @@ async fn a_run_killed_between_its_quarantine_and_target_commits_is_redone_exactl
     let resolver: sediment::service::StoreResolver =
         Arc::new(move |location: &str| (location == silver_at).then(|| hanging.clone()));
     let doomed = Service::builder(settings.clone()).with_stores(resolver).build().await.unwrap();
-    sediment::service::ops::register_table(
-        &doomed,
-        sediment_catalog::NewTable::new("bronze.orders", sediment_catalog::Layer::Bronze, bronze_uri.clone()),
-    )
-    .await
-    .unwrap();
+    register_bronze(&doomed, &bronze_uri).await;
     let task = tokio::spawn(async move { pipelines::run(&doomed, "orders_silver", None).await });
     let quarantine_uri = format!("{silver_uri}_quarantine");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -693,4 +683,53 @@ async fn a_run_killed_between_its_quarantine_and_target_commits_is_redone_exactl
     assert_eq!(quarantine_rows(&quarantine_uri).await.len(), 9);
     assert_eq!(silver_rows(&silver_uri).await.len(), 6);
     assert!(pipelines::run(&service, "orders_silver", None).await.unwrap().up_to_date);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_runs_backfills_and_shows_status_and_lineage() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let bronze_uri = dir.path().join("bronze").to_string_lossy().to_string();
+    let silver_uri = dir.path().join("silver").to_string_lossy().to_string();
+    let gold_uri = dir.path().join("gold").to_string_lossy().to_string();
+    let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
+    let events: Vec<Event> = (0..8)
+        .map(|i| Event { id: i % 5, seq: i, op: "U", amount: i as f64, name: None, day: DAYS[(i % 2) as usize] })
+        .collect();
+    bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap();
+    let config = dir.path().join("sediment.toml");
+    let text = toml_text(&catalog, &silver_uri, &gold_uri, "");
+    std::fs::write(&config, text).unwrap();
+    let bin = crate::cli::sediment_bin();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&bin).args(args).arg("--config").arg(&config).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&["tables", "register", "bronze.orders", "--layer", "bronze", "--location", &bronze_uri]);
+    let list: serde_json::Value = serde_json::from_str(&run(&["pipeline", "list", "--json"])).unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 3, "{list}");
+    let report: serde_json::Value =
+        serde_json::from_str(&run(&["pipeline", "run", "orders_silver", "--json"])).unwrap();
+    assert_eq!(report["rows_read"], 8, "{report}");
+    assert_eq!(report["rows_inserted"], 5, "{report}");
+    assert_eq!(report["rows_dropped_duplicates"], 3, "{report}");
+    let text = run(&["pipeline", "run", "orders_silver"]);
+    assert!(text.contains("up to date"), "{text}");
+    let text = run(&["pipeline", "run", "daily_gold"]);
+    assert!(text.contains("committed version 0"), "{text}");
+    let status: serde_json::Value =
+        serde_json::from_str(&run(&["pipeline", "status", "orders_silver", "--json"])).unwrap();
+    assert_eq!(status["sources"][0]["consumed_version"], 0, "{status}");
+    let text = run(&["pipeline", "backfill", "orders_silver", "--from-version", "0"]);
+    assert!(text.contains("rows: 8 read"), "{text}");
+    let lineage: serde_json::Value = serde_json::from_str(&run(&["lineage", "silver.orders", "--json"])).unwrap();
+    assert_eq!(lineage["upstream"][0]["table"], "bronze.orders", "{lineage}");
+    let text = run(&["lineage", "bronze.orders"]);
+    assert!(text.contains("-> silver.orders"), "{text}");
+    // An unknown pipeline: not found (exit code 3), named.
+    let out =
+        std::process::Command::new(&bin).args(["pipeline", "run", "nope", "--config"]).arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
 }
