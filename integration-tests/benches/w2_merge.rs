@@ -221,6 +221,7 @@ async fn run_one(
             let report = sediment::pipeline::run(&spec, &sources, outputs, &Default::default()).await.unwrap();
             assert_eq!(report.rows_read, batches.iter().map(|b| b.num_rows() as u64).sum::<u64>(), "{report:?}");
             assert!(report.committed, "{report:?}");
+            eprintln!("{}", serde_json::to_string(&report.phases).unwrap());
         }
         "floor" => {
             // Copy-on-write's lower bound: decode the files holding the updated orders
@@ -407,6 +408,7 @@ async fn main() {
         }
         let mut sums: Vec<(String, (u64, u64))> = Vec::new();
         let mut phases = Vec::new();
+        let mut pipeline_phases: Vec<String> = Vec::new();
         let results = run_rounds(&table_dir, &base, modes, rounds, &extra, |mode, round, copy, figures| {
             let uri = copy.to_string_lossy().to_string();
             if round == 0 && mode != "floor" {
@@ -415,6 +417,9 @@ async fn main() {
                     None => block_on(checksum(&uri, &OpenOptions::new())),
                 };
                 sums.push((mode.to_string(), sum));
+            }
+            if mode == "pipeline" {
+                pipeline_phases.push(figures["stderr"].as_str().unwrap_or("").lines().last().unwrap_or("").to_string());
             }
             if mode == "sediment" {
                 let report: serde_json::Value =
@@ -428,6 +433,9 @@ async fn main() {
         });
         let label = latency.map_or("local disk".to_string(), |ms| format!("{ms} ms per request"));
         let mut out = format!("\nW2 on {label}: sediment's phases (ms) per round: {}\n", phases.join(" "));
+        if !pipeline_phases.is_empty() {
+            out += &format!("the pipeline's phases (ms) per round: {}\n", pipeline_phases.join(" "));
+        }
         out += &format!("{rounds} rounds, modes interleaved; each row is the run with the median wall time\n\n");
         out += &table(&results, latency.is_some());
         let same = sums.windows(2).all(|w| w[0].1 == w[1].1);

@@ -84,6 +84,19 @@ pub struct PipelineRunReport {
     /// Per rule: rows checked and failed.
     pub rules: Vec<RuleResult>,
     pub duration_ms: u64,
+    /// Where the time went.
+    pub phases: RunPhases,
+}
+
+/// A run's time by step, in milliseconds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RunPhases {
+    /// Reading the sources' logs and increments (a sql run: the query too).
+    pub read_ms: u64,
+    /// Projection, rules and deduplication (a sql run: the rules).
+    pub check_ms: u64,
+    /// The quarantine and tombstone commits and the target's write and commit.
+    pub write_ms: u64,
 }
 
 impl PipelineRunReport {
@@ -210,6 +223,7 @@ async fn run_upsert(
     };
     let to = plan.increment.to_version;
     report.run_id = format!("{}:{}@{}..{}", spec.name, source.name, after.map_or(0, |a| a + 1), to);
+    let mut lap = laps();
     let rows = plan.read(source.table).await?;
     report.rows_read = plan.increment.rows;
     report.sources.push(plan.increment.clone());
@@ -224,7 +238,9 @@ async fn run_upsert(
         Vec::new()
     };
     let inputs = RunInputs { source_name: source.name, now: options.now, trailing_rows };
+    report.phases.read_ms = lap();
     let Written { batches, quarantined, schema } = upsert::apply(spec, rows, &inputs, &mut report).await?;
+    report.phases.check_ms = lap();
     let mut txns = vec![(run_app.clone(), to as i64)];
     if run_app != app && regular_after.is_none_or(|r| r < to) {
         txns.push((app.clone(), to as i64));
@@ -240,6 +256,7 @@ async fn run_upsert(
         upsert::write_tombstones(spec, &batches, t, &txns, &lineage).await?;
     }
     upsert::commit(spec, batches, schema, target, &txns, lineage, &mut report).await?;
+    report.phases.write_ms = lap();
     report.rows_superseded += blocked;
     check_accounting(&report)?;
     Ok(report)
@@ -359,7 +376,9 @@ async fn run_sql(
     let consumed: Vec<SourceTable<'_>> =
         sources.iter().zip(&at_versions).map(|(s, table)| SourceTable { name: s.name, table }).collect();
     let filter = partitions.as_ref().map(|p| sql::partition_predicate(&spec.partition_by, p, ""));
+    let mut lap = laps();
     let (ctx, rows, schema) = sql::query(spec, &consumed, filter.as_deref()).await?;
+    report.phases.read_ms = lap();
     let trailing = if spec.rules.iter().any(|r| r.check == RuleCheck::RowCount) {
         trailing_rows(target, &spec.name).await?
     } else {
@@ -373,6 +392,7 @@ async fn run_sql(
         now: options.now,
     };
     let (kept, quarantined) = sql::check(spec, &ctx, rows, &who, &trailing, &mut report).await?;
+    report.phases.check_ms = lap();
     let txns: Vec<(String, i64)> = plans
         .iter()
         .filter_map(|(app, after, plan)| {
@@ -382,8 +402,20 @@ async fn run_sql(
     let lineage = lineage(spec, &report);
     write_quarantine(spec, quarantine, quarantined, &txns, &lineage, &mut report).await?;
     sql::commit(spec, (kept, schema), target, partitions.as_ref(), &txns, lineage, &mut report).await?;
+    report.phases.write_ms = lap();
     check_accounting(&report)?;
     Ok(report)
+}
+
+/// A stopwatch: each call returns the milliseconds since the previous one.
+fn laps() -> impl FnMut() -> u64 {
+    let mut last = Instant::now();
+    move || {
+        let now = Instant::now();
+        let ms = (now - last).as_millis() as u64;
+        last = now;
+        ms
+    }
 }
 
 /// The version application `app` last recorded in `table` (`None`: none, or no table).
@@ -422,6 +454,9 @@ fn lineage(spec: &PipelineSpec, report: &PipelineRunReport) -> serde_json::Value
         "rowsRead": report.rows_read,
         "rowsQuarantined": report.rows_quarantined,
         "rowsDroppedDuplicates": report.rows_dropped_duplicates,
+        "rules": report.rules.iter().map(|r| serde_json::json!({
+            "rule": r.rule, "action": r.action, "rowsFailed": r.rows_failed,
+        })).collect::<Vec<_>>(),
     })
 }
 

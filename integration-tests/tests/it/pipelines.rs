@@ -390,6 +390,7 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
     let history = Table::open(&silver_uri).await.unwrap().history(Some(1)).await.unwrap();
     let lineage = history[0].pipeline.as_ref().unwrap();
     assert_eq!(lineage["sources"][0]["table"], "bronze.orders");
+    assert!(lineage["rules"].as_array().unwrap().iter().any(|r| r["rule"] == "amount_not_negative"), "{lineage}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
