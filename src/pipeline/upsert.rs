@@ -89,23 +89,8 @@ pub(crate) async fn apply(
     let kept_rows: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
 
     // The newest event per key.
-    let mut winners = Vec::new();
-    if kept_rows > 0 {
-        register(&ctx, "kept", kept)?;
-        let keys = spec.keys.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", ");
-        let mut order = Vec::new();
-        if let Some(seq) = spec.sequence_by.as_deref().or(spec.dedupe_by.as_deref()) {
-            order.push(format!("{} DESC NULLS LAST", quote(seq)));
-        }
-        order.push(format!("{} DESC", quote(ORDER_COLUMN)));
-        let sql = format!(
-            "SELECT * EXCLUDE (__sediment_rank) FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY {}) AS __sediment_rank FROM kept) WHERE __sediment_rank = 1",
-            order.join(", ")
-        );
-        winners =
-            ctx.sql(&sql).await.map_err(|e| Error::invalid(format!("pipeline {}: {e}", spec.name)))?.collect().await?;
-        winners.retain(|b| b.num_rows() > 0);
-    }
+    let order = spec.sequence_by.as_deref().or(spec.dedupe_by.as_deref());
+    let winners = if kept_rows > 0 { newest_per_key(kept, &spec.keys, order)? } else { Vec::new() };
     let winner_rows: u64 = winners.iter().map(|b| b.num_rows() as u64).sum();
     report.rows_dropped_duplicates = kept_rows - winner_rows;
 
@@ -123,6 +108,47 @@ pub(crate) async fn apply(
         projected_schema.fields().iter().filter(|f| !f.name().starts_with("__sediment")).cloned().collect::<Vec<_>>(),
     ));
     Ok(Written { batches: winners, quarantined: checked.quarantined, schema })
+}
+
+/// The newest row per key of `rows`: the largest `order` value (nulls the smallest),
+/// then the latest source commit, then the later row. One pass with a hash map over
+/// Arrow's row encoding of the keys (which also orders the `order` values), then one
+/// `take`: no sort.
+fn newest_per_key(rows: Vec<RecordBatch>, keys: &[String], order: Option<&str>) -> Result<Vec<RecordBatch>> {
+    use deltalake::arrow::compute::SortOptions;
+    use deltalake::arrow::row::{RowConverter, SortField};
+    let schema = rows[0].schema();
+    let all = deltalake::arrow::compute::concat_batches(&schema, &rows)?;
+    drop(rows);
+    let column = |name: &str| {
+        all.column_by_name(name).cloned().ok_or_else(|| Error::internal(format!("column {name} of the increment")))
+    };
+    let key_columns: Vec<_> = keys.iter().map(|k| column(k)).collect::<Result<_>>()?;
+    let key_fields = key_columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
+    let key_rows = RowConverter::new(key_fields)?.convert_columns(&key_columns)?;
+    let mut order_columns = Vec::new();
+    if let Some(order) = order {
+        order_columns.push(column(order)?);
+    }
+    order_columns.push(column(ORDER_COLUMN)?);
+    let nulls_smallest = SortOptions { descending: false, nulls_first: true };
+    let order_fields =
+        order_columns.iter().map(|c| SortField::new_with_options(c.data_type().clone(), nulls_smallest)).collect();
+    let order_rows = RowConverter::new(order_fields)?.convert_columns(&order_columns)?;
+    let mut best: hashbrown::HashMap<&[u8], u32> = hashbrown::HashMap::with_capacity(all.num_rows());
+    for i in 0..all.num_rows() {
+        best.entry(key_rows.row(i).data())
+            .and_modify(|b| {
+                if order_rows.row(i) >= order_rows.row(*b as usize) {
+                    *b = i as u32;
+                }
+            })
+            .or_insert(i as u32);
+    }
+    let mut indices: Vec<u32> = best.into_values().collect();
+    indices.sort_unstable();
+    let indices = deltalake::arrow::array::UInt32Array::from(indices);
+    Ok(vec![deltalake::arrow::compute::take_record_batch(&all, &indices)?])
 }
 
 /// Commit the winners into `target` with the run's `txn` and lineage.
