@@ -206,21 +206,33 @@ pub(crate) async fn commit(
     };
     // The merge refuses source columns that are neither the table's nor used: the
     // order column did its work in the deduplication.
+    // Without delete_when no event deletes: the clauses are the plain upsert's, with
+    // no condition to evaluate on joined rows.
+    let deletes = spec.delete_when.is_some();
     let winners = winners
         .iter()
         .map(|b| {
-            let keep: Vec<usize> =
-                (0..b.num_columns()).filter(|i| b.schema().field(*i).name() != ORDER_COLUMN).collect();
+            let keep: Vec<usize> = (0..b.num_columns())
+                .filter(|i| {
+                    let name = b.schema().field(*i).name().clone();
+                    name != ORDER_COLUMN && (deletes || name != DELETE_COLUMN)
+                })
+                .collect();
             b.project(&keep)
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let mut merge =
-        target.merge(winners).on(spec.keys.clone()).when_matched_if(delete_condition, MatchedAction::Delete);
+    let mut merge = target.merge(winners).on(spec.keys.clone());
+    if deletes {
+        merge = merge.when_matched_if(delete_condition, MatchedAction::Delete);
+    }
     merge = match &guard {
         Some(g) => merge.when_matched_if(g.clone(), MatchedAction::UpdateAll),
         None => merge.when_matched(MatchedAction::UpdateAll),
     };
-    merge = merge.when_not_matched_if(format!("NOT source.{}", quote(DELETE_COLUMN)), NotMatchedAction::InsertAll);
+    merge = match deletes {
+        true => merge.when_not_matched_if(format!("NOT source.{}", quote(DELETE_COLUMN)), NotMatchedAction::InsertAll),
+        false => merge.when_not_matched_insert_all(),
+    };
     for (app, version) in txns {
         merge = merge.app_transaction(app.clone(), *version);
     }
