@@ -377,7 +377,7 @@ async fn run_sql(
         sources.iter().zip(&at_versions).map(|(s, table)| SourceTable { name: s.name, table }).collect();
     let filter = partitions.as_ref().map(|p| sql::partition_predicate(&spec.partition_by, p, ""));
     let mut lap = laps();
-    let (ctx, rows, schema) = sql::query(spec, &consumed, filter.as_deref()).await?;
+    let (rows, schema) = sql::query(spec, &consumed, filter.as_deref()).await?;
     report.phases.read_ms = lap();
     let trailing = if spec.rules.iter().any(|r| r.check == RuleCheck::RowCount) {
         trailing_rows(target, &spec.name).await?
@@ -391,7 +391,7 @@ async fn run_sql(
         source_table: sources.first().map(|s| s.name).unwrap_or_default(),
         now: options.now,
     };
-    let (kept, quarantined) = sql::check(spec, &ctx, rows, &who, &trailing, &mut report).await?;
+    let (kept, quarantined) = sql::check(spec, rows, &who, &trailing, &mut report).await?;
     report.phases.check_ms = lap();
     let txns: Vec<(String, i64)> = plans
         .iter()

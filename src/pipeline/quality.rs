@@ -5,14 +5,17 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use deltalake::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
-use deltalake::arrow::compute::filter_record_batch;
-use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use deltalake::arrow::compute::kernels::boolean::{not, or};
+use deltalake::arrow::compute::{filter_record_batch, prep_null_mask_filter};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::datafusion::common::DFSchema;
 use deltalake::datafusion::datasource::MemTable;
+use deltalake::datafusion::physical_expr::PhysicalExpr;
 use deltalake::datafusion::prelude::SessionContext;
 
 use crate::error::{Error, Result};
 use crate::pipeline::increment::VERSION_COLUMN;
-use crate::pipeline::rules::{RuleAction, RuleCheck, RuleResult, RuleSpec, count_true, failed, quote, sample_rows};
+use crate::pipeline::rules::{RuleAction, RuleCheck, RuleResult, RuleSpec, failed, quote, sample_rows};
 
 /// Failing rows shown in a `fail` rule's error.
 const SAMPLE_ROWS: usize = 5;
@@ -47,36 +50,94 @@ pub(crate) fn register(ctx: &SessionContext, name: &str, batches: Vec<RecordBatc
     Ok(())
 }
 
-/// Apply the row rules (all but `unique`, `freshness`, `row_count`) to table (or
-/// view) `input` of `ctx`, in one pass over it. A `fail` rule with failing rows is an error naming it, with a sample.
-pub(crate) async fn check_rows(
+/// `sql` over `df_schema` as a physical expression: parsed, coerced and simplified as
+/// a query's projection would be (DataFusion's `create_physical_expr` only coerces,
+/// and some functions, `COALESCE` among them, exist only in simplified form).
+pub(crate) fn physical_expr(
     ctx: &SessionContext,
-    input: &str,
-    rules: &[RuleSpec],
+    sql: &str,
+    df_schema: &DFSchema,
+) -> deltalake::datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+    use deltalake::datafusion::logical_expr::simplify::SimplifyContext;
+    use deltalake::datafusion::optimizer::simplify_expressions::ExprSimplifier;
+    let expr = ctx.parse_sql_expr(sql, df_schema)?;
+    let state = ctx.state();
+    let simplify = SimplifyContext::builder()
+        .with_schema(Arc::new(df_schema.clone()))
+        .with_config_options(Arc::clone(state.config_options()))
+        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
+        .build();
+    let simplifier = ExprSimplifier::new(simplify);
+    let expr = simplifier.simplify(simplifier.coerce(expr, df_schema)?)?;
+    ctx.create_physical_expr(expr, df_schema)
+}
+
+/// The row rules (all but `unique`, `freshness`, `row_count`), compiled against the
+/// rows' schema and evaluated batch by batch: no query plan, no copy of the rows.
+pub(crate) struct RowRules<'a> {
+    rules: Vec<(&'a RuleSpec, Arc<dyn PhysicalExpr>)>,
+}
+
+impl<'a> RowRules<'a> {
+    /// Compile the row rules of `rules` against `schema` (the columns the target gets).
+    pub(crate) fn compile(rules: &'a [RuleSpec], schema: &SchemaRef, pipeline: &str) -> Result<Self> {
+        let row_rules: Vec<(&RuleSpec, String)> =
+            rules.iter().filter_map(|r| r.failing_condition().map(|c| (r, c))).collect();
+        if row_rules.is_empty() {
+            return Ok(Self { rules: Vec::new() });
+        }
+        let ctx = SessionContext::new();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        let mut compiled = Vec::new();
+        for (rule, condition) in row_rules {
+            let invalid = |e: &dyn std::fmt::Display| {
+                Error::invalid(format!("pipeline {pipeline}: rule {} does not fit the rows: {e}", rule.name()))
+            };
+            let physical = physical_expr(&ctx, &condition, &df_schema).map_err(|e| invalid(&e))?;
+            match physical.data_type(schema.as_ref()) {
+                Ok(DataType::Boolean) => {}
+                Ok(other) => return Err(invalid(&format!("its condition is of type {other}, expected a boolean"))),
+                Err(e) => return Err(invalid(&e)),
+            }
+            compiled.push((rule, physical));
+        }
+        Ok(Self { rules: compiled })
+    }
+
+    /// For each rule, whether each row of `batch` breaks it.
+    fn failing(&self, batch: &RecordBatch, pipeline: &str) -> Result<Vec<BooleanArray>> {
+        self.rules
+            .iter()
+            .map(|(rule, physical)| {
+                let value = physical.evaluate(batch).and_then(|v| v.into_array(batch.num_rows())).map_err(|e| {
+                    Error::invalid(format!("pipeline {pipeline}: rule {} cannot be evaluated: {e}", rule.name()))
+                })?;
+                let mask = as_bool(value.as_ref())?;
+                // A null (which the conditions do not give) breaks nothing.
+                Ok(if mask.null_count() > 0 { prep_null_mask_filter(&mask) } else { mask })
+            })
+            .collect()
+    }
+}
+
+/// Apply the compiled row rules to `batches`. A `fail` rule with failing rows is an
+/// error naming it, with a sample. `version_column`: the rows' source commit, which
+/// the quarantine records.
+pub(crate) fn check_rows(
+    batches: Vec<RecordBatch>,
+    rules: &RowRules<'_>,
+    version_column: Option<&str>,
     who: &RunIdentity<'_>,
 ) -> Result<Checked> {
-    let row_rules: Vec<(&RuleSpec, String)> =
-        rules.iter().filter_map(|r| r.failing_condition().map(|c| (r, c))).collect();
-    let mut select = vec!["*".to_string()];
-    for (i, (_, condition)) in row_rules.iter().enumerate() {
-        select.push(format!("{condition} AS \"__rule_{i}\""));
+    if rules.rules.is_empty() {
+        return Ok(Checked { kept: batches, quarantined: Vec::new(), results: Vec::new() });
     }
-    let sql = format!("SELECT {} FROM {}", select.join(", "), quote(input));
-    let batches = ctx
-        .sql(&sql)
-        .await
-        .map_err(|e| Error::invalid(format!("pipeline {}: a rule does not fit the rows: {e}", who.pipeline)))?
-        .collect()
-        .await
-        .map_err(|e| Error::invalid(format!("pipeline {}: a rule cannot be evaluated: {e}", who.pipeline)))?;
     let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-    let data_columns = batches.first().map(|b| b.num_columns() - row_rules.len()).unwrap_or(0);
+    let masks: Vec<Vec<BooleanArray>> =
+        batches.iter().map(|b| rules.failing(b, who.pipeline)).collect::<Result<_>>()?;
     let mut results = Vec::new();
-    for (i, (rule, _)) in row_rules.iter().enumerate() {
-        let mut failing = 0;
-        for batch in &batches {
-            failing += count_true(batch.column(data_columns + i).as_ref())?;
-        }
+    for (i, (rule, _)) in rules.rules.iter().enumerate() {
+        let failing: u64 = masks.iter().map(|m| m[i].true_count() as u64).sum();
         let result = RuleResult {
             rule: rule.name(),
             check: rule.check_name(),
@@ -87,62 +148,69 @@ pub(crate) async fn check_rows(
             detail: None,
         };
         if failing > 0 && rule.action == RuleAction::Fail {
-            let mut sample = Vec::new();
-            for batch in &batches {
-                let mask = as_bool(batch.column(data_columns + i).as_ref())?;
-                let rows = filter_record_batch(batch, &mask)?;
-                sample.push(rows.project(&(0..data_columns).collect::<Vec<_>>())?);
-            }
+            let sample: Vec<RecordBatch> = batches
+                .iter()
+                .zip(&masks)
+                .map(|(batch, m)| {
+                    filter_record_batch(&without_internal(batch, version_column)?, &m[i]).map_err(Error::from)
+                })
+                .collect::<Result<_>>()?;
             return Err(failed(who.pipeline, &result, &sample_rows(&sample, SAMPLE_ROWS)));
         }
         results.push(result);
     }
     let quarantine_rules: Vec<usize> =
-        (0..row_rules.len()).filter(|i| row_rules[*i].0.action == RuleAction::Quarantine).collect();
+        (0..rules.rules.len()).filter(|i| rules.rules[*i].0.action == RuleAction::Quarantine).collect();
+    if quarantine_rules.is_empty() {
+        return Ok(Checked { kept: batches, quarantined: Vec::new(), results });
+    }
     let mut kept = Vec::new();
     let mut quarantined = Vec::new();
-    for batch in &batches {
-        let data = batch.project(&(0..data_columns).collect::<Vec<_>>())?;
-        if quarantine_rules.is_empty() {
-            kept.push(data);
-            continue;
+    for (batch, masks) in batches.into_iter().zip(masks) {
+        let mut any = masks[quarantine_rules[0]].clone();
+        for i in &quarantine_rules[1..] {
+            any = or(&any, &masks[*i])?;
         }
-        let masks: Vec<BooleanArray> =
-            quarantine_rules.iter().map(|i| as_bool(batch.column(data_columns + i).as_ref())).collect::<Result<_>>()?;
-        let any: BooleanArray = (0..batch.num_rows()).map(|r| Some(masks.iter().any(|m| m.value(r)))).collect();
-        let none: BooleanArray = any.iter().map(|v| v.map(|b| !b)).collect();
-        kept.push(filter_record_batch(&data, &none)?);
         if any.true_count() == 0 {
+            kept.push(batch);
             continue;
         }
+        kept.push(filter_record_batch(&batch, &not(&any)?)?);
         let (mut rule, mut reason) = (Vec::new(), Vec::new());
-        for r in 0..batch.num_rows() {
-            if !any.value(r) {
-                continue;
-            }
+        for r in (0..batch.num_rows()).filter(|r| any.value(*r)) {
             let broken: Vec<&RuleSpec> =
-                quarantine_rules.iter().zip(&masks).filter(|(_, m)| m.value(r)).map(|(i, _)| row_rules[*i].0).collect();
+                quarantine_rules.iter().filter(|i| masks[**i].value(r)).map(|i| rules.rules[*i].0).collect();
             rule.push(broken[0].name());
             reason.push(broken.iter().map(|b| describe(b)).collect::<Vec<_>>().join("; "));
         }
-        let failing = filter_record_batch(&data, &any)?;
-        quarantined.push(quarantine_batch(&failing, rule, reason, who)?);
+        let failing = filter_record_batch(&batch, &any)?;
+        quarantined.push(quarantine_batch(&failing, version_column, rule, reason, who)?);
     }
     Ok(Checked { kept, quarantined, results })
 }
 
-/// The set rules and `unique`, on the rows a run would write (table `rows` of `ctx`;
-/// `None` when the run has no rows). `trailing` is the rows read by the pipeline's
+/// The set rules and `unique`, on the rows a run would write (`rows_written`: none
+/// when the run has no rows; only these two checks read them, in their own session). `trailing` is the rows read by the pipeline's
 /// last runs, newest first. A `fail` rule that breaks is an error.
 pub(crate) async fn check_set(
-    ctx: &SessionContext,
-    rows_table: Option<&str>,
+    rows_written: &[RecordBatch],
     rows: u64,
     rules: &[RuleSpec],
     trailing: &[u64],
     who: &RunIdentity<'_>,
 ) -> Result<Vec<RuleResult>> {
     let mut results = Vec::new();
+    let reads_rows = |r: &RuleSpec| matches!(r.check, RuleCheck::Unique | RuleCheck::Freshness);
+    let non_empty: Vec<RecordBatch> = rows_written.iter().filter(|b| b.num_rows() > 0).cloned().collect();
+    let ctx =
+        SessionContext::new_with_config(deltalake::datafusion::prelude::SessionConfig::new().with_target_partitions(1));
+    let rows_table = if !non_empty.is_empty() && rules.iter().any(reads_rows) {
+        register(&ctx, "__sediment_rows", non_empty)?;
+        Some("__sediment_rows")
+    } else {
+        None
+    };
+    let ctx = &ctx;
     for rule in rules.iter().filter(|r| r.failing_condition().is_none()) {
         let mut result = RuleResult {
             rule: rule.name(),
@@ -261,23 +329,18 @@ fn describe(rule: &RuleSpec) -> String {
 /// `rows` (their data columns) with the quarantine's columns.
 fn quarantine_batch(
     rows: &RecordBatch,
+    version_column: Option<&str>,
     rule: Vec<String>,
     reason: Vec<String>,
     who: &RunIdentity<'_>,
 ) -> Result<RecordBatch> {
     let n = rows.num_rows();
-    let source_version = rows
-        .column_by_name(VERSION_COLUMN)
+    let source_version = version_column
+        .and_then(|c| rows.column_by_name(c))
         .map(|c| deltalake::arrow::compute::cast(c, &DataType::Int64))
         .transpose()?
         .unwrap_or_else(|| Arc::new(Int64Array::from(vec![None::<i64>; n])));
-    let keep: Vec<usize> = (0..rows.num_columns())
-        .filter(|i| {
-            let name = rows.schema().field(*i).name().clone();
-            !name.starts_with("__sediment") && name != VERSION_COLUMN && name != "_change_type"
-        })
-        .collect();
-    let data = rows.project(&keep)?;
+    let data = without_internal(rows, version_column)?;
     let mut fields: Vec<Field> =
         data.schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect();
     let mut columns = data.columns().to_vec();
@@ -293,4 +356,19 @@ fn quarantine_batch(
     fields.push(Field::new("_quarantined_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), true));
     columns.push(Arc::new(TimestampMicrosecondArray::from(vec![who.now.timestamp_micros(); n]).with_timezone("UTC")));
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// `rows` without the run's own columns (the version column among them).
+fn without_internal(rows: &RecordBatch, version_column: Option<&str>) -> Result<RecordBatch> {
+    let schema = rows.schema();
+    let keep: Vec<usize> = (0..rows.num_columns())
+        .filter(|i| {
+            let name = schema.field(*i).name().as_str();
+            !name.starts_with("__sediment")
+                && Some(name) != version_column
+                && name != VERSION_COLUMN
+                && name != "_change_type"
+        })
+        .collect();
+    Ok(rows.project(&keep)?)
 }

@@ -14,10 +14,10 @@
 
 use std::time::Duration;
 
-use deltalake::arrow::array::{Array, BooleanArray, RecordBatch};
+use deltalake::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, ErrorKind};
 
 /// What a broken rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -228,15 +228,6 @@ fn literal(value: &serde_json::Value) -> std::result::Result<String, String> {
 /// compiles it the same way).
 fn regex_syntax_ok(pattern: &str) -> std::result::Result<(), String> {
     regex::Regex::new(pattern).map(|_| ()).map_err(|e| format!("regex {pattern:?}: {e}"))
-}
-
-/// The number of set values in a boolean column (nulls count as false).
-pub(crate) fn count_true(column: &dyn Array) -> Result<u64> {
-    let column = column
-        .as_any()
-        .downcast_ref::<BooleanArray>()
-        .ok_or_else(|| Error::internal("a rule column is not boolean"))?;
-    Ok(column.iter().filter(|v| *v == Some(true)).count() as u64)
 }
 
 /// Up to `limit` rows of `batches` as JSON objects, for an error message.

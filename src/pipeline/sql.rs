@@ -26,7 +26,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use crate::change::{MatchedAction, NotMatchedAction, NotMatchedBySourceAction};
 use crate::error::{Error, Result};
 use crate::pipeline::increment::{IncrementKind, IncrementPlan};
-use crate::pipeline::quality::{self, RunIdentity, register};
+use crate::pipeline::quality::{self, RowRules, RunIdentity};
 use crate::pipeline::rules::quote;
 use crate::pipeline::spec::{PipelineSpec, SqlWriteMode};
 use crate::pipeline::{PipelineRunReport, SourceTable};
@@ -118,7 +118,7 @@ pub(crate) async fn query(
     spec: &PipelineSpec,
     sources: &[SourceTable<'_>],
     filter: Option<&str>,
-) -> Result<(SessionContext, Vec<RecordBatch>, deltalake::arrow::datatypes::SchemaRef)> {
+) -> Result<(Vec<RecordBatch>, deltalake::arrow::datatypes::SchemaRef)> {
     let ctx = SessionContext::new();
     let limiter = IoLimiter::new(&IoSettings::default());
     for (i, source) in sources.iter().enumerate() {
@@ -159,14 +159,13 @@ pub(crate) async fn query(
         .collect()
         .await
         .map_err(|e| Error::from(e).context(format!("pipeline {}: running the query", spec.name)))?;
-    Ok((ctx, batches.into_iter().filter(|b| b.num_rows() > 0).collect(), schema))
+    Ok((batches.into_iter().filter(|b| b.num_rows() > 0).collect(), schema))
 }
 
 /// Check the query's rows, then write them: replacing `partitions` (all when `None`)
 /// or merging on the key. Returns the quarantined rows for the caller to commit first.
 pub(crate) async fn check(
     spec: &PipelineSpec,
-    ctx: &SessionContext,
     rows: Vec<RecordBatch>,
     who: &RunIdentity<'_>,
     trailing: &[u64],
@@ -174,22 +173,16 @@ pub(crate) async fn check(
 ) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
     report.rows_read = rows.iter().map(|b| b.num_rows() as u64).sum();
     if rows.is_empty() {
-        let set = quality::check_set(ctx, None, 0, &spec.rules, trailing, who).await?;
+        let set = quality::check_set(&[], 0, &spec.rules, trailing, who).await?;
         report.rules = set;
         return Ok((Vec::new(), Vec::new()));
     }
-    register(ctx, "__sediment_output", rows)?;
-    let checked = quality::check_rows(ctx, "__sediment_output", &spec.rules, who).await?;
+    let row_rules = RowRules::compile(&spec.rules, &rows[0].schema(), &spec.name)?;
+    let checked = quality::check_rows(rows, &row_rules, None, who)?;
     report.rules = checked.results;
     report.rows_quarantined = checked.quarantined.iter().map(|b| b.num_rows() as u64).sum();
     let kept: Vec<RecordBatch> = checked.kept.into_iter().filter(|b| b.num_rows() > 0).collect();
-    let set_table = if kept.is_empty() {
-        None
-    } else {
-        register(ctx, "__sediment_kept", kept.clone())?;
-        Some("__sediment_kept")
-    };
-    let set = quality::check_set(ctx, set_table, report.rows_read, &spec.rules, trailing, who).await?;
+    let set = quality::check_set(&kept, report.rows_read, &spec.rules, trailing, who).await?;
     report.rules.extend(set);
     Ok((kept, checked.quarantined))
 }

@@ -13,13 +13,18 @@
 //!
 //! The target's first run (no table yet) appends the winners that are not deletes.
 
-use deltalake::arrow::array::RecordBatch;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::datafusion::common::DFSchema;
+use deltalake::datafusion::physical_expr::PhysicalExpr;
 use deltalake::datafusion::prelude::SessionContext;
 
 use crate::change::{MatchedAction, NotMatchedAction};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::increment::{CHANGE_TYPE_COLUMN, VERSION_COLUMN};
-use crate::pipeline::quality::{self, RunIdentity, register};
+use crate::pipeline::quality::{self, RowRules, RunIdentity, register};
 use crate::pipeline::rules::quote;
 use crate::pipeline::spec::PipelineSpec;
 use crate::pipeline::{PipelineRunReport, RunInputs, Written};
@@ -39,36 +44,10 @@ pub(crate) async fn apply(
     inputs: &RunInputs<'_>,
     report: &mut PipelineRunReport,
 ) -> Result<Written> {
-    let ctx = SessionContext::new();
-    let source_schema = rows[0].schema();
-    register(&ctx, "increment", rows)?;
-    // Projection, renames, derived columns and the delete flag.
-    let mut select = Vec::new();
-    for field in source_schema.fields() {
-        let name = field.name().as_str();
-        if name == CHANGE_TYPE_COLUMN || name == VERSION_COLUMN {
-            continue;
-        }
-        if let Some(target_name) = spec.target_column(name) {
-            select.push(format!("{} AS {}", quote(name), quote(target_name)));
-        }
-    }
-    for (name, expr) in &spec.derived {
-        select.push(format!("({expr}) AS {}", quote(name)));
-    }
-    let delete = spec.delete_when.as_deref().map_or("FALSE".to_string(), |e| format!("COALESCE(({e}), FALSE)"));
-    select.push(format!("{delete} AS {}", quote(DELETE_COLUMN)));
-    select.push(format!("{} AS {}", quote(VERSION_COLUMN), quote(ORDER_COLUMN)));
-    let sql = format!("SELECT {} FROM increment", select.join(", "));
-    // Planned, not run: the rules below read it in the same pass.
-    let frame = ctx.sql(&sql).await.map_err(|e| {
-        Error::invalid(format!(
-            "pipeline {}: the projection does not fit source {}: {e}",
-            spec.name, inputs.source_name
-        ))
-    })?;
-    let projected_schema: deltalake::arrow::datatypes::SchemaRef =
-        std::sync::Arc::new(frame.schema().as_arrow().clone());
+    // Projection, renames, derived columns and the delete flag, then the row rules:
+    // compiled once, evaluated batch by batch (columns are shared, not copied).
+    let projection = Projection::compile(spec, &rows[0].schema(), inputs.source_name)?;
+    let projected_schema = projection.schema.clone();
     for key in &spec.keys {
         if projected_schema.field_with_name(key).is_err() {
             return Err(Error::invalid(format!(
@@ -77,12 +56,13 @@ pub(crate) async fn apply(
             )));
         }
     }
-    ctx.register_table("projected", frame.into_view())?;
+    let projected: Vec<RecordBatch> = rows.into_iter().map(|b| projection.apply(&b)).collect::<Result<_>>()?;
+    let row_rules = RowRules::compile(&spec.rules, &projected_schema, &spec.name)?;
 
     // Row rules: fail stops here; quarantined rows leave the stream.
     let who =
         RunIdentity { pipeline: &spec.name, run_id: &report.run_id, source_table: inputs.source_name, now: inputs.now };
-    let checked = quality::check_rows(&ctx, "projected", &spec.rules, &who).await?;
+    let checked = quality::check_rows(projected, &row_rules, Some(ORDER_COLUMN), &who)?;
     report.rules = checked.results;
     report.rows_quarantined = checked.quarantined.iter().map(|b| b.num_rows() as u64).sum();
     let kept: Vec<RecordBatch> = checked.kept.into_iter().filter(|b| b.num_rows() > 0).collect();
@@ -95,13 +75,7 @@ pub(crate) async fn apply(
     report.rows_dropped_duplicates = kept_rows - winner_rows;
 
     // Rules on the run as a whole.
-    let set_table = if winners.is_empty() {
-        None
-    } else {
-        register(&ctx, "winners", winners.clone())?;
-        Some("winners")
-    };
-    let set = quality::check_set(&ctx, set_table, report.rows_read, &spec.rules, &inputs.trailing_rows, &who).await?;
+    let set = quality::check_set(&winners, report.rows_read, &spec.rules, &inputs.trailing_rows, &who).await?;
     report.rules.extend(set);
 
     let schema = std::sync::Arc::new(deltalake::arrow::datatypes::Schema::new(
@@ -110,33 +84,149 @@ pub(crate) async fn apply(
     Ok(Written { batches: winners, quarantined: checked.quarantined, schema })
 }
 
+/// What an upsert makes of each increment batch: the source columns it keeps (renamed),
+/// its derived columns, the delete flag and the source commit of each event.
+struct Projection {
+    columns: Vec<Column>,
+    schema: SchemaRef,
+}
+
+enum Column {
+    /// A source column, by index.
+    Source(usize),
+    /// A computed column (a derived column, the delete flag).
+    Computed(Arc<dyn PhysicalExpr>),
+    /// The constant `false` (no `delete_when`).
+    False,
+}
+
+impl Projection {
+    fn compile(spec: &PipelineSpec, source: &SchemaRef, source_name: &str) -> Result<Self> {
+        let invalid = |what: &str, e: &dyn std::fmt::Display| {
+            Error::invalid(format!("pipeline {}: {what} does not fit source {source_name}: {e}", spec.name))
+        };
+        let mut columns = Vec::new();
+        let mut fields = Vec::new();
+        for (i, field) in source.fields().iter().enumerate() {
+            let name = field.name().as_str();
+            if name == CHANGE_TYPE_COLUMN || name == VERSION_COLUMN {
+                continue;
+            }
+            if let Some(target_name) = spec.target_column(name) {
+                columns.push(Column::Source(i));
+                fields.push(field.as_ref().clone().with_name(target_name));
+            }
+        }
+        // One session for the expressions, only when there are any.
+        let mut ctx: Option<(SessionContext, DFSchema)> = None;
+        let mut compile = |sql: &str, what: &str| -> Result<Arc<dyn PhysicalExpr>> {
+            if ctx.is_none() {
+                ctx = Some((SessionContext::new(), DFSchema::try_from(source.as_ref().clone())?));
+            }
+            let (ctx, df_schema) = ctx.as_ref().expect("made above");
+            quality::physical_expr(ctx, sql, df_schema).map_err(|e| invalid(what, &e))
+        };
+        for (name, sql) in &spec.derived {
+            let physical = compile(sql, &format!("derived column {name} ({sql})"))?;
+            let data_type = physical.data_type(source).map_err(|e| invalid(&format!("derived column {name}"), &e))?;
+            let nullable = physical.nullable(source).unwrap_or(true);
+            fields.push(Field::new(name, data_type, nullable));
+            columns.push(Column::Computed(physical));
+        }
+        match spec.delete_when.as_deref() {
+            Some(sql) => {
+                let what = format!("delete_when ({sql})");
+                let physical = compile(&format!("COALESCE(({sql}), FALSE)"), &what)?;
+                let data_type = physical.data_type(source).map_err(|e| invalid(&what, &e))?;
+                if data_type != DataType::Boolean {
+                    return Err(invalid(&what, &format!("it is of type {data_type}, expected a boolean")));
+                }
+                columns.push(Column::Computed(physical));
+            }
+            None => columns.push(Column::False),
+        }
+        fields.push(Field::new(DELETE_COLUMN, DataType::Boolean, false));
+        let version = source
+            .index_of(VERSION_COLUMN)
+            .map_err(|_| Error::internal(format!("the increment of {source_name} has no {VERSION_COLUMN}")))?;
+        columns.push(Column::Source(version));
+        fields.push(source.field(version).as_ref().clone().with_name(ORDER_COLUMN));
+        Ok(Self { columns, schema: Arc::new(Schema::new(fields)) })
+    }
+
+    fn apply(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        let rows = batch.num_rows();
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                Ok(match c {
+                    Column::Source(i) => batch.column(*i).clone(),
+                    Column::Computed(physical) => physical.evaluate(batch)?.into_array(rows)?,
+                    Column::False => Arc::new(BooleanArray::from(vec![false; rows])) as ArrayRef,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let columns = columns
+            .into_iter()
+            .zip(self.schema.fields())
+            .map(|(c, f)| {
+                // A nullable computed value where nulls are not allowed: the delete flag's
+                // COALESCE gives none; a derived column is declared as its expression says.
+                if c.data_type() != f.data_type() { deltalake::arrow::compute::cast(&c, f.data_type()) } else { Ok(c) }
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
 /// The newest row per key of `rows`: the largest `order` value (nulls the smallest),
 /// then the latest source commit, then the later row. One pass with a hash map over
 /// Arrow's row encoding of the keys (which also orders the `order` values), then one
-/// `take`: no sort.
+/// `interleave` of the winners out of the batches as they are: no sort, no copy of
+/// the whole input.
 fn newest_per_key(rows: Vec<RecordBatch>, keys: &[String], order: Option<&str>) -> Result<Vec<RecordBatch>> {
     use deltalake::arrow::compute::SortOptions;
     use deltalake::arrow::row::{RowConverter, SortField};
     let schema = rows[0].schema();
-    let all = deltalake::arrow::compute::concat_batches(&schema, &rows)?;
-    drop(rows);
-    let column = |name: &str| {
-        all.column_by_name(name).cloned().ok_or_else(|| Error::internal(format!("column {name} of the increment")))
+    let total: usize = rows.iter().map(|b| b.num_rows()).sum();
+    let field = |name: &str| {
+        schema
+            .field_with_name(name)
+            .map(|f| f.data_type().clone())
+            .map_err(|_| Error::internal(format!("column {name} of the increment")))
     };
-    let key_columns: Vec<_> = keys.iter().map(|k| column(k)).collect::<Result<_>>()?;
-    let key_fields = key_columns.iter().map(|c| SortField::new(c.data_type().clone())).collect();
-    let key_rows = RowConverter::new(key_fields)?.convert_columns(&key_columns)?;
-    let mut order_columns = Vec::new();
-    if let Some(order) = order {
-        order_columns.push(column(order)?);
-    }
-    order_columns.push(column(ORDER_COLUMN)?);
+    let mut order_names: Vec<&str> = order.into_iter().collect();
+    order_names.push(ORDER_COLUMN);
     let nulls_smallest = SortOptions { descending: false, nulls_first: true };
-    let order_fields =
-        order_columns.iter().map(|c| SortField::new_with_options(c.data_type().clone(), nulls_smallest)).collect();
-    let order_rows = RowConverter::new(order_fields)?.convert_columns(&order_columns)?;
-    let mut best: hashbrown::HashMap<&[u8], u32> = hashbrown::HashMap::with_capacity(all.num_rows());
-    for i in 0..all.num_rows() {
+    let key_converter = RowConverter::new(keys.iter().map(|k| field(k).map(SortField::new)).collect::<Result<_>>()?)?;
+    let order_converter = RowConverter::new(
+        order_names
+            .iter()
+            .map(|o| field(o).map(|t| SortField::new_with_options(t, nulls_smallest)))
+            .collect::<Result<_>>()?,
+    )?;
+    let mut key_rows = key_converter.empty_rows(total, total * 8);
+    let mut order_rows = order_converter.empty_rows(total, total * 16);
+    // Global row number -> (batch, row in batch).
+    let mut location: Vec<(usize, usize)> = Vec::with_capacity(total);
+    for (b, batch) in rows.iter().enumerate() {
+        let columns = |names: &mut dyn Iterator<Item = &str>| -> Result<Vec<ArrayRef>> {
+            names
+                .map(|n| {
+                    batch
+                        .column_by_name(n)
+                        .cloned()
+                        .ok_or_else(|| Error::internal(format!("column {n} of the increment")))
+                })
+                .collect()
+        };
+        key_converter.append(&mut key_rows, &columns(&mut keys.iter().map(String::as_str))?)?;
+        order_converter.append(&mut order_rows, &columns(&mut order_names.iter().copied())?)?;
+        location.extend((0..batch.num_rows()).map(|r| (b, r)));
+    }
+    let mut best: hashbrown::HashMap<&[u8], u32> = hashbrown::HashMap::with_capacity(total);
+    for i in 0..total {
         best.entry(key_rows.row(i).data())
             .and_modify(|b| {
                 if order_rows.row(i) >= order_rows.row(*b as usize) {
@@ -145,10 +235,11 @@ fn newest_per_key(rows: Vec<RecordBatch>, keys: &[String], order: Option<&str>) 
             })
             .or_insert(i as u32);
     }
-    let mut indices: Vec<u32> = best.into_values().collect();
-    indices.sort_unstable();
-    let indices = deltalake::arrow::array::UInt32Array::from(indices);
-    Ok(vec![deltalake::arrow::compute::take_record_batch(&all, &indices)?])
+    let mut winners: Vec<u32> = best.into_values().collect();
+    winners.sort_unstable();
+    let indices: Vec<(usize, usize)> = winners.into_iter().map(|i| location[i as usize]).collect();
+    let batches: Vec<&RecordBatch> = rows.iter().collect();
+    Ok(vec![deltalake::arrow::compute::interleave_record_batch(&batches, &indices)?])
 }
 
 /// Commit the winners into `target` with the run's `txn` and lineage.

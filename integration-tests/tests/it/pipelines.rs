@@ -73,15 +73,15 @@ impl Rng {
 struct Model {
     latest: BTreeMap<i64, Event>,
     silver: BTreeMap<i64, Event>,
-    /// Every failing event, as often as it was appended.
-    quarantined: BTreeMap<(i64, i64), usize>,
+    /// Every failing event (key, sequence, bronze version), as often as it was appended.
+    quarantined: BTreeMap<(i64, i64, i64), usize>,
 }
 
 impl Model {
-    fn run(&mut self, events: &[Event]) {
-        for e in events {
+    fn run(&mut self, events: &[(u64, Event)]) {
+        for (version, e) in events {
             if e.amount < 0.0 {
-                *self.quarantined.entry((e.id, e.seq)).or_default() += 1;
+                *self.quarantined.entry((e.id, e.seq, *version as i64)).or_default() += 1;
                 continue;
             }
             if self.latest.get(&e.id).is_none_or(|l| e.seq >= l.seq) {
@@ -159,17 +159,21 @@ async fn gold_rows(uri: &str) -> Vec<String> {
     rows
 }
 
-async fn quarantine_rows(uri: &str) -> BTreeMap<(i64, i64), usize> {
+async fn quarantine_rows(uri: &str) -> BTreeMap<(i64, i64, i64), usize> {
     let Ok(table) = Table::open(uri).await else { return BTreeMap::new() };
     let (batches, _) = table.scan().run().await;
     let mut rows = BTreeMap::new();
     for b in &batches {
         let id = b.column_by_name("id").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
         let seq = b.column_by_name("seq").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
-        let rule = strings(b, "_rule");
+        let version =
+            b.column_by_name("_source_version").unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+        let (rule, pipeline, source) = (strings(b, "_rule"), strings(b, "_pipeline"), strings(b, "_source_table"));
         for r in 0..b.num_rows() {
             assert_eq!(rule.value(r), "amount_not_negative");
-            *rows.entry((id.value(r), seq.value(r))).or_default() += 1;
+            assert_eq!((pipeline.value(r), source.value(r)), ("orders_silver", "bronze.orders"));
+            assert!(version.is_valid(r), "a quarantined row without its source version");
+            *rows.entry((id.value(r), seq.value(r), version.value(r))).or_default() += 1;
         }
     }
     rows
@@ -263,7 +267,8 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
     let mut rng = Rng(0x5eed_1234_abcd);
     let mut seq = 0i64;
     let mut model = Model::default();
-    let mut pending: Vec<Event> = Vec::new();
+    // Appended events with the bronze version that holds them.
+    let mut pending: Vec<(u64, Event)> = Vec::new();
     let append = |rng: &mut Rng, seq: &mut i64, n: usize| -> Vec<Event> {
         let mut events = Vec::new();
         for _ in 0..n {
@@ -288,8 +293,8 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
         events
     };
     let first = append(&mut rng, &mut seq, 40);
-    bronze.write([events_batch(&first)], WriteOptions::append()).await.unwrap();
-    pending.extend(first);
+    let version = bronze.write([events_batch(&first)], WriteOptions::append()).await.unwrap().version.unwrap();
+    pending.extend(first.into_iter().map(|e| (version, e)));
 
     let settings = settings(&catalog, &silver_uri, &gold_uri, "");
     let service = Service::builder(settings).build().await.unwrap();
@@ -360,8 +365,8 @@ async fn upsert_pipeline_follows_the_model_through_appends_compactions_and_rerun
         for _ in 0..(1 + rng.below(3)) {
             let n = 1 + rng.below(25) as usize;
             let events = append(&mut rng, &mut seq, n);
-            bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap();
-            pending.extend(events);
+            let version = bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap().version.unwrap();
+            pending.extend(events.into_iter().map(|e| (version, e)));
         }
         // The appended files compacted away before the pipeline reads them.
         if round % 3 == 2 {
@@ -475,6 +480,21 @@ async fn bad_pipelines_are_refused_naming_the_pipeline() {
     assert!(err.contains("pipeline up") && err.contains("bronze.missing"), "{err}");
 }
 
+/// The pipeline jobs a `run_once` ran (their tables), each of which must have succeeded.
+fn pipeline_jobs(report: &sediment::service::RunOnceReport) -> Vec<String> {
+    let value = serde_json::to_value(report).unwrap();
+    value["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["kind"] == "pipeline")
+        .map(|j| {
+            assert_eq!(j["outcome"], "succeeded", "{j}");
+            j["table"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_runs_pipelines_when_their_sources_commit_and_the_api_shows_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -501,19 +521,6 @@ async fn the_daemon_runs_pipelines_when_their_sources_commit_and_the_api_shows_t
     }
     let service = Service::builder(settings).build().await.unwrap();
     register_bronze(&service, &bronze_uri).await;
-    let pipeline_jobs = |report: &sediment::service::RunOnceReport| -> Vec<String> {
-        let value = serde_json::to_value(report).unwrap();
-        value["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|j| j["kind"] == "pipeline")
-            .map(|j| {
-                assert_eq!(j["outcome"], "succeeded", "{j}");
-                j["table"].as_str().unwrap().to_string()
-            })
-            .collect()
-    };
     // Silver first (gold's sources are not registered yet), then gold.
     let first = service.run_once().await.unwrap();
     assert_eq!(pipeline_jobs(&first), vec!["silver.orders".to_string()]);
@@ -733,4 +740,38 @@ async fn the_cli_lists_runs_backfills_and_shows_status_and_lineage() {
         std::process::Command::new(&bin).args(["pipeline", "run", "nope", "--config"]).arg(&config).output().unwrap();
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_pipeline_runs_once_per_interval_of_the_service_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let bronze_uri = s3_uri("pipe-s-bronze");
+    let silver_uri = s3_uri("pipe-s-silver");
+    let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
+    let event = |i: i64| Event { id: i, seq: i, op: "U", amount: 1.0, name: Some("x".into()), day: DAYS[0] };
+    bronze.write([events_batch(&(0..4).map(event).collect::<Vec<_>>())], WriteOptions::append()).await.unwrap();
+    // Only silver's pipeline has a trigger: every 10 minutes.
+    let settings = settings(&catalog, &silver_uri, &s3_uri("pipe-s-gold"), "schedule = { every = \"10m\" }");
+    let clock = sediment::ManualClock::new(chrono::Utc::now());
+    let service = Service::builder(settings).with_clock(clock.clone()).build().await.unwrap();
+    register_bronze(&service, &bronze_uri).await;
+
+    // Never ran: due now.
+    assert_eq!(pipeline_jobs(&service.run_once().await.unwrap()), vec!["silver.orders".to_string()]);
+    assert_eq!(silver_rows(&silver_uri).await.len(), 4);
+    // A source commit is no trigger for a scheduled pipeline; the interval is.
+    bronze.write([events_batch(&(4..7).map(event).collect::<Vec<_>>())], WriteOptions::append()).await.unwrap();
+    assert_eq!(pipeline_jobs(&service.run_once().await.unwrap()), Vec::<String>::new());
+    clock.advance(chrono::Duration::minutes(9));
+    assert_eq!(pipeline_jobs(&service.run_once().await.unwrap()), Vec::<String>::new());
+    assert_eq!(silver_rows(&silver_uri).await.len(), 4);
+    clock.advance(chrono::Duration::minutes(2));
+    assert_eq!(pipeline_jobs(&service.run_once().await.unwrap()), vec!["silver.orders".to_string()]);
+    assert_eq!(silver_rows(&silver_uri).await.len(), 7);
+    // Due again with nothing new: it runs and commits nothing.
+    let version = Table::open(&silver_uri).await.unwrap().version();
+    clock.advance(chrono::Duration::minutes(11));
+    assert_eq!(pipeline_jobs(&service.run_once().await.unwrap()), vec!["silver.orders".to_string()]);
+    assert_eq!(Table::open(&silver_uri).await.unwrap().version(), version);
 }
