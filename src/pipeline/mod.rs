@@ -26,6 +26,7 @@
 pub(crate) mod increment;
 mod quality;
 pub mod rules;
+mod scd2;
 pub mod spec;
 mod sql;
 mod upsert;
@@ -212,7 +213,7 @@ async fn run_upsert(
             pinned = pinned.max(Some(v));
         }
     }
-    if spec.sequence_by.is_some() && tombstones.is_none() {
+    if spec.keeps_tombstones() && tombstones.is_none() {
         return Err(Error::internal(format!("pipeline {}: sequence_by needs the tombstone table", spec.name)));
     }
     let limits =
@@ -246,6 +247,13 @@ async fn run_upsert(
         txns.push((app.clone(), to as i64));
     }
     let lineage = lineage(spec, &report);
+    if spec.scd2.is_some() {
+        write_quarantine(spec, quarantine, quarantined, &txns, &lineage, &mut report).await?;
+        scd2::commit(spec, batches, schema, target, tombstones, &txns, lineage, &mut report).await?;
+        report.phases.write_ms = lap();
+        check_accounting(&report)?;
+        return Ok(report);
+    }
     // Events older than a delete of their key that an earlier run applied.
     let (batches, blocked) = match tombstones.as_deref() {
         Some(t) => upsert::drop_tombstoned(spec, batches, t).await?,

@@ -131,8 +131,15 @@ pub struct PipelineSpec {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Scd2Spec {
-    /// The source column whose value a row version starts at.
-    pub effective_at: String,
+    /// The source column whose value a row version starts at, which orders a key's
+    /// events (default: `sequence_by`).
+    #[serde(default)]
+    pub effective_at: Option<String>,
+    /// The columns whose change opens a new version (default: every column but the
+    /// keys and `effective_at`); a change of another column updates the open version
+    /// in place.
+    #[serde(default)]
+    pub track_columns: Vec<String>,
     #[serde(default = "default_valid_from")]
     pub valid_from: String,
     #[serde(default = "default_valid_to")]
@@ -152,6 +159,18 @@ fn default_current() -> String {
 }
 
 impl PipelineSpec {
+    /// The column that orders an SCD type 2 pipeline's versions (`None`: not one).
+    pub fn effective_at(&self) -> Option<&str> {
+        self.scd2.as_ref().and_then(|s| s.effective_at.as_deref().or(self.sequence_by.as_deref()))
+    }
+
+    /// Whether the pipeline keeps tombstones: an upsert ordered by `sequence_by` (the
+    /// newest delete per key) or an SCD type 2 one (every delete, which late events'
+    /// versions may end at).
+    pub fn keeps_tombstones(&self) -> bool {
+        self.kind == PipelineType::Upsert && (self.sequence_by.is_some() || self.scd2.is_some())
+    }
+
     /// Every source's catalog name.
     pub fn source_tables(&self) -> Vec<&str> {
         match self.kind {
@@ -210,11 +229,32 @@ impl PipelineSpec {
                 if self.sequence_by.is_some() && self.dedupe_by.is_some() {
                     return Err(err("dedupe_by", "give sequence_by or dedupe_by, not both".into()));
                 }
-                if self.scd2.is_some() {
-                    return Err(err(
-                        "scd2",
-                        "SCD type 2 pipelines are not supported yet (Table::scd2 and the merge API are)".into(),
-                    ));
+                if let Some(scd2) = &self.scd2 {
+                    match (&scd2.effective_at, &self.sequence_by) {
+                        (None, None) => {
+                            return Err(err(
+                                "scd2",
+                                "give scd2.effective_at (or sequence_by) to order the versions".into(),
+                            ));
+                        }
+                        (Some(e), Some(s)) if e != s => {
+                            return Err(err(
+                                "scd2",
+                                format!("effective_at {e:?} and sequence_by {s:?} differ: give one"),
+                            ));
+                        }
+                        _ => {}
+                    }
+                    if self.dedupe_by.is_some() {
+                        return Err(err(
+                            "dedupe_by",
+                            "an SCD type 2 pipeline keeps every version: no dedupe_by".into(),
+                        ));
+                    }
+                    let own = [&scd2.valid_from, &scd2.valid_to, &scd2.current];
+                    if own.iter().collect::<HashSet<_>>().len() < 3 {
+                        return Err(err("scd2", "valid_from, valid_to and current need three names".into()));
+                    }
                 }
                 for (key, expr) in self
                     .delete_when

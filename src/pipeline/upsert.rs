@@ -32,7 +32,7 @@ use crate::table::Table;
 use crate::write::WriteOptions;
 
 /// The column that marks a delete event in the merge source.
-const DELETE_COLUMN: &str = "__sediment_delete";
+pub(crate) const DELETE_COLUMN: &str = "__sediment_delete";
 /// The column with each event's source commit (ties of the sequence).
 const ORDER_COLUMN: &str = "__sediment_version";
 
@@ -68,9 +68,13 @@ pub(crate) async fn apply(
     let kept: Vec<RecordBatch> = checked.kept.into_iter().filter(|b| b.num_rows() > 0).collect();
     let kept_rows: u64 = kept.iter().map(|b| b.num_rows() as u64).sum();
 
-    // The newest event per key.
-    let order = spec.sequence_by.as_deref().or(spec.dedupe_by.as_deref());
-    let winners = if kept_rows > 0 { newest_per_key(kept, &spec.keys, order)? } else { Vec::new() };
+    // The newest event per key (SCD type 2: per key and effective time, the later
+    // source commit winning).
+    let (keys, order) = match spec.effective_at() {
+        Some(eff) => (spec.keys.iter().cloned().chain([eff.to_string()]).collect::<Vec<_>>(), None),
+        None => (spec.keys.clone(), spec.sequence_by.as_deref().or(spec.dedupe_by.as_deref())),
+    };
+    let winners = if kept_rows > 0 { newest_per_key(kept, &keys, order)? } else { Vec::new() };
     let winner_rows: u64 = winners.iter().map(|b| b.num_rows() as u64).sum();
     report.rows_dropped_duplicates = kept_rows - winner_rows;
 

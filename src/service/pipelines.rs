@@ -211,13 +211,12 @@ pub async fn run(service: &Service, name: &str, backfill_from: Option<u64>) -> R
     });
     let mut quarantine = if quarantines { Some(open_for_writing(service, &quarantine_at).await?) } else { None };
     let quarantine_existed = quarantine.as_ref().is_some_and(Table::exists);
-    let mut tombstones = match (spec.kind, &spec.sequence_by) {
-        (PipelineType::Upsert, Some(_)) => {
-            let location = tombstones_of(target_at.location(), &spec.name);
-            let options = ops::open_options(service, &location, target_at.profile())?;
-            Some(Table::open_or_new_with(&location, options).await?)
-        }
-        _ => None,
+    let mut tombstones = if spec.keeps_tombstones() {
+        let location = tombstones_of(target_at.location(), &spec.name);
+        let options = ops::open_options(service, &location, target_at.profile())?;
+        Some(Table::open_or_new_with(&location, options).await?)
+    } else {
+        None
     };
     let options = RunOptions { backfill_from, now: service.inner().clock.now() };
     let outputs = crate::pipeline::Outputs {
@@ -462,6 +461,18 @@ pub async fn check(service: &Service) -> Result<()> {
         let mut wanted: Vec<(&str, &str)> = spec.keys.iter().map(|k| ("key", k.as_str())).collect();
         wanted.extend(spec.sequence_by.iter().map(|s| ("sequence_by", s.as_str())));
         wanted.extend(spec.dedupe_by.iter().map(|s| ("dedupe_by", s.as_str())));
+        if let Some(scd2) = &spec.scd2 {
+            wanted.extend(spec.effective_at().map(|c| ("scd2.effective_at", c)));
+            wanted.extend(scd2.track_columns.iter().map(|c| ("scd2.track_columns", c.as_str())));
+            for own in [&scd2.valid_from, &scd2.valid_to, &scd2.current] {
+                if columns.iter().any(|c| c == own) {
+                    return Err(Error::invalid(format!(
+                        "pipeline {}: the SCD type 2 column {own} is also a column the source {source} gives the target",
+                        spec.name
+                    )));
+                }
+            }
+        }
         for rule in &spec.rules {
             wanted.extend(rule.columns().into_iter().map(|c| ("rule column", c)));
         }

@@ -775,3 +775,204 @@ async fn a_scheduled_pipeline_runs_once_per_interval_of_the_service_clock() {
     assert_eq!(pipeline_jobs(&service.run_once().await.unwrap()), vec!["silver.orders".to_string()]);
     assert_eq!(Table::open(&silver_uri).await.unwrap().version(), version);
 }
+
+/// What an SCD type 2 target should hold after `events` (in append order; of two
+/// events of a key at one sequence the later appended wins): per key in sequence
+/// order, a version per upsert whose tracked columns (all but the key and the
+/// sequence) differ from the open version's (else the open version continues),
+/// closed by the next version or a delete; a row's sequence is its version's start.
+/// Rows: `id|seq|amount|name|day|valid_from|valid_to|current`.
+fn scd2_model(events: &[Event]) -> Vec<String> {
+    let mut last: BTreeMap<(i64, i64), &Event> = BTreeMap::new();
+    for e in events {
+        last.insert((e.id, e.seq), e);
+    }
+    let row = |v: &Event, from: i64, to: Option<i64>| {
+        let name = v.name.clone().unwrap_or_else(|| "NULL".into());
+        let to_text = to.map_or("NULL".to_string(), |t| t.to_string());
+        format!("{}|{from}|{}|{}|{}|{from}|{to_text}|{}", v.id, v.amount, name, v.day, to.is_none())
+    };
+    let mut rows = Vec::new();
+    let mut open: Option<(i64, i64, &Event)> = None; // (id, valid_from, values)
+    for (&(id, seq), e) in &last {
+        if let Some((open_id, from, v)) = open
+            && open_id != id
+        {
+            rows.push(row(v, from, None));
+            open = None;
+        }
+        if e.op == "D" {
+            if let Some((_, from, v)) = open.take() {
+                rows.push(row(v, from, Some(seq)));
+            }
+            continue;
+        }
+        match open {
+            Some((_, from, v)) if v.amount == e.amount && v.day == e.day && v.name == e.name => {
+                open = Some((id, from, e))
+            }
+            Some((_, from, v)) => {
+                rows.push(row(v, from, Some(seq)));
+                open = Some((id, seq, e));
+            }
+            None => open = Some((id, seq, e)),
+        }
+    }
+    if let Some((_, from, v)) = open {
+        rows.push(row(v, from, None));
+    }
+    rows.sort();
+    rows
+}
+
+async fn scd2_rows(uri: &str) -> Vec<String> {
+    let table = Table::open(uri).await.unwrap();
+    let (batches, _) = table.scan().run().await;
+    let mut rows = Vec::new();
+    let int =
+        |b: &RecordBatch, c: &str| b.column_by_name(c).unwrap().as_any().downcast_ref::<Int64Array>().unwrap().clone();
+    for b in &batches {
+        let (id, seq, from, to) = (int(b, "id"), int(b, "seq"), int(b, "valid_from"), int(b, "valid_to"));
+        let amount = b.column_by_name("amount").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().clone();
+        let current = b
+            .column_by_name("is_current")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<sediment::arrow::array::BooleanArray>()
+            .unwrap()
+            .clone();
+        let (name, day) = (strings(b, "name"), strings(b, "day"));
+        for r in 0..b.num_rows() {
+            let name = if name.is_null(r) { "NULL".to_string() } else { name.value(r).to_string() };
+            let to = if to.is_null(r) { "NULL".to_string() } else { to.value(r).to_string() };
+            rows.push(format!(
+                "{}|{}|{}|{name}|{}|{}|{to}|{}",
+                id.value(r),
+                seq.value(r),
+                amount.value(r),
+                day.value(r),
+                from.value(r),
+                current.value(r)
+            ));
+        }
+    }
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_scd2_pipeline_keeps_every_version_whatever_order_and_runs_the_events_come_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = format!("sqlite://{}", dir.path().join("catalog.db").display());
+    let bronze_uri = s3_uri("pipe-scd2-bronze");
+    let silver_uri = s3_uri("pipe-scd2-silver");
+    let mut bronze = Table::open_or_new(&bronze_uri, Default::default()).await.unwrap();
+    let text = format!(
+        r#"
+catalog = "{catalog}"
+
+[[tables]]
+name = "silver.customers"
+layer = "silver"
+location = "{silver_uri}"
+
+[[pipelines]]
+name = "customers_history"
+type = "upsert"
+source = "bronze.orders"
+target = "silver.customers"
+keys = ["id"]
+sequence_by = "seq"
+delete_when = "op = 'D'"
+except_columns = ["op"]
+scd2 = {{}}
+"#
+    );
+    let settings = Settings::from_toml(&text).unwrap();
+    settings.validate().unwrap();
+    let service = Service::builder(settings).build().await.unwrap();
+
+    let mut rng = Rng(0x5cd2);
+    let mut all: Vec<Event> = Vec::new();
+    let mut next_seq = 0i64;
+    for round in 0..8 {
+        let mut events = Vec::new();
+        for _ in 0..(1 + rng.below(30)) {
+            next_seq += 1;
+            // Out of order: up to 15 behind the newest.
+            let seq = (next_seq * 10 - rng.below(150) as i64) * 100 + next_seq % 100;
+            events.push(Event {
+                id: rng.below(8) as i64,
+                seq,
+                op: if rng.below(7) == 0 { "D" } else { "U" },
+                amount: rng.below(2) as f64,
+                name: if rng.below(3) == 0 { None } else { Some(format!("n{}", rng.below(2))) },
+                day: DAYS[rng.below(2) as usize],
+            });
+        }
+        // Now and then an earlier event of a key again at its sequence, with new values:
+        // the later one wins.
+        if round > 0 && rng.below(2) == 0 {
+            let mut again = all[rng.below(all.len() as u64) as usize].clone();
+            again.amount = 1.0 - again.amount;
+            again.op = "U";
+            events.push(again);
+        }
+        bronze.write([events_batch(&events)], WriteOptions::append()).await.unwrap();
+        all.extend(events);
+        if round == 0 {
+            register_bronze(&service, &bronze_uri).await;
+            pipelines::check(&service).await.unwrap();
+        }
+        // A run killed part way now and then: the next one neither loses nor repeats it.
+        if rng.below(3) == 0 {
+            let service = service.clone();
+            let task = tokio::spawn(async move { pipelines::run(&service, "customers_history", None).await });
+            tokio::time::sleep(std::time::Duration::from_millis(rng.below(300))).await;
+            task.abort();
+            let _ = task.await;
+        }
+        let report = pipelines::run(&service, "customers_history", None).await.unwrap();
+        assert_eq!(
+            report.rows_read,
+            report.rows_written() + report.rows_quarantined + report.rows_dropped_duplicates + report.rows_superseded,
+            "{report:?}"
+        );
+        assert_eq!(scd2_rows(&silver_uri).await, scd2_model(&all), "round {round}: {report:#?}");
+        // Nothing new: nothing committed.
+        let version = Table::open(&silver_uri).await.unwrap().version();
+        let again = pipelines::run(&service, "customers_history", None).await.unwrap();
+        assert!(again.up_to_date && !again.committed, "{again:?}");
+        assert_eq!(Table::open(&silver_uri).await.unwrap().version(), version);
+        // The history compacted between runs changes nothing.
+        if round % 3 == 1 {
+            let mut silver = Table::open(&silver_uri).await.unwrap();
+            silver.compact(CompactOptions { min_input_files: Some(2), ..Default::default() }).await.unwrap();
+        }
+    }
+    // A key's versions tile its history: each closed version ends where the next starts
+    // or at a delete, and one at most is current.
+    let rows = scd2_rows(&silver_uri).await;
+    for id in 0..8 {
+        let current = rows.iter().filter(|r| r.starts_with(&format!("{id}|")) && r.ends_with("|true")).count();
+        assert!(current <= 1, "{id}: {rows:#?}");
+    }
+
+    // Settings an SCD type 2 pipeline refuses: no order, two orders, dedupe_by.
+    let base = format!(
+        "catalog = \"{catalog}\"\n[[tables]]\nname = \"silver.c\"\nlayer = \"silver\"\nlocation = \"{silver_uri}x\"\n"
+    );
+    for (extra, says) in [
+        ("scd2 = {}", "effective_at"),
+        ("sequence_by = \"seq\"\nscd2 = { effective_at = \"id\" }", "differ"),
+        ("dedupe_by = \"seq\"\nscd2 = { effective_at = \"seq\" }", "dedupe_by"),
+    ] {
+        let text = format!(
+            "{base}[[pipelines]]\nname = \"h\"\ntype = \"upsert\"\nsource = \"bronze.orders\"\ntarget = \"silver.c\"\nkeys = [\"id\"]\n{extra}\n"
+        );
+        let err =
+            Settings::from_toml(&text).and_then(|s| s.validate().map(|_| s)).err().unwrap_or_else(|| panic!("{extra}"));
+        let message = err.to_string();
+        assert!(message.contains("pipeline h") && message.contains(says), "{extra}: {message}");
+    }
+}
