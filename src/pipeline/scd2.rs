@@ -1,27 +1,30 @@
 //! SCD type 2 upsert runs: the target keeps every version of a key, each row valid
 //! from its event's `effective_at` value (`valid_from`) to the next event of the key
-//! (`valid_to`, null while current; `current` marks the open version).
+//! (`valid_to`, null while current; `current` marks the open version). A row's
+//! `effective_at` column is its version's start.
 //!
 //! Out of order, as in Delta Live Tables' `STORED AS SCD TYPE 2`: a late event is put
 //! into the key's history where its `effective_at` places it (the version before it
 //! closes at it, it closes at the next one); a late delete ends the version it falls
-//! into. An event whose tracked columns equal the open version's updates that version
-//! in place (its other columns take the event's values) instead of opening one; two
-//! events of a key at the same `effective_at` are one (the later source commit wins).
+//! into. An event whose tracked columns equal the open version's is absorbed: the
+//! version continues (its untracked columns take the event's values) instead of a new
+//! one opening. Two events of a key at the same `effective_at` are one (the later
+//! source commit wins).
 //!
-//! A run rebuilds the history of the keys its events touch: the target's rows of those
-//! keys (read back) are turned into events again (a row: an upsert at its `valid_from`,
-//! and one at its own `effective_at` when a later event updated it in place; a row
-//! closed where no row of the key starts: a delete there), with the deletes of earlier
-//! runs (kept in the pipeline's tombstones: a delete that closed nothing may end a late
-//! event's version), merged with the run's events, and walked in order.
+//! A run rebuilds the history of the keys its events touch, so the result does not
+//! depend on how events were split into runs: the target's rows of those keys (read
+//! back as upserts at their `valid_from`; a row closed where no row of the key starts
+//! is a delete there) and the pipeline's tombstones (every delete, and every absorbed
+//! event and the opener of a version that absorbed one, with their own values: a late
+//! event that splits a version replays them) are merged with the run's events and
+//! walked in order. The tombstones' changes are committed first, then the rows that
+//! differ from the target's in one merge on the keys and `valid_from` (updates,
+//! inserts, and deletes of rows the new history no longer has); both carry the run's
+//! `txn`, so a run killed between them is redone exactly.
 //!
-//! Known limit: a version keeps only the last of the events that updated it in place.
-//! When a later event replaces the version's first event (same key and
-//! `effective_at`) with other tracked values, the in-place events before the last are
-//! not replayed: the rebuilt history splits at the last one's time, not the first's. The rows that differ from the target's go to one merge
-//! on the keys and `valid_from` (updates, inserts, and deletes of rows the new history
-//! no longer has), with the run's `txn` and lineage.
+//! Limits: the touched keys' rows are found by a scan filtered on the first key's
+//! range in the run (statistics skip other files; keys spread over the whole range
+//! read the whole table); the tombstones are kept for good (no retention yet).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -403,8 +403,10 @@ mod tests {
         let text = include_str!("../../sediment.example.toml");
         let settings = Settings::from_toml(text).unwrap();
         settings.validate().unwrap();
-        assert_eq!(settings.tables.len(), 3);
-        assert_eq!(settings.pipelines.len(), 2);
+        assert_eq!(settings.tables.len(), 4);
+        assert_eq!(settings.pipelines.len(), 3);
+        let history = settings.pipelines.iter().find(|p| p.name == "customers_history").unwrap();
+        assert_eq!(history.effective_at(), Some("event_seq"));
         let policies = settings.layer_policies().unwrap();
         assert_ne!(policies.bronze, sediment_catalog::Policy::builtin(Layer::Bronze), "the example overrides bronze");
     }
