@@ -39,7 +39,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::PipelineRunReport;
 use crate::pipeline::rules::quote;
 use crate::pipeline::spec::PipelineSpec;
-use crate::pipeline::upsert::{DELETE_COLUMN, plain_schema, progress_options};
+use crate::pipeline::upsert::{DELETE_COLUMN, execute_merge, plain_schema, progress_options};
 use crate::table::Table;
 use crate::write::WriteOptions;
 
@@ -488,26 +488,13 @@ pub(crate) async fn commit(
         source.push(with_flag(&RecordBatch::try_new(rows.schema(), gone.columns().to_vec())?, true)?);
     }
     let flag = quote(DELETE_COLUMN);
-    let mut merge = target
+    let merge = target
         .merge(source)
         .on(spec.keys.iter().cloned().chain([scd.valid_from.clone()]).collect::<Vec<_>>())
         .when_matched_if(format!("source.{flag}"), MatchedAction::Delete)
         .when_matched(MatchedAction::UpdateAll)
         .when_not_matched_if(format!("NOT source.{flag}"), NotMatchedAction::InsertAll);
-    for (app, version) in txns {
-        merge = merge.app_transaction(app.clone(), *version);
-    }
-    let merged = merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage.clone()).execute().await.map_err(|e| {
-        if e.kind() == ErrorKind::InvalidInput {
-            e.context(format!("pipeline {}: merging into {}", spec.name, target.uri()))
-        } else {
-            e
-        }
-    })?;
-    if merged.replayed {
-        report.replayed = true;
-        return Ok(());
-    }
+    let Some(merged) = execute_merge(spec, merge, txns, &lineage, report).await? else { return Ok(()) };
     count(report, &outcomes, merged.rows_deleted);
     if merged.version.is_none() {
         return progress(spec, target, target_schema, txns, lineage, report).await;

@@ -328,20 +328,7 @@ pub(crate) async fn commit(
         true => merge.when_not_matched_if(format!("NOT source.{}", quote(DELETE_COLUMN)), NotMatchedAction::InsertAll),
         false => merge.when_not_matched_insert_all(),
     };
-    for (app, version) in txns {
-        merge = merge.app_transaction(app.clone(), *version);
-    }
-    let merged = merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage.clone()).execute().await.map_err(|e| {
-        if e.kind() == ErrorKind::InvalidInput {
-            e.context(format!("pipeline {}: merging into {}", spec.name, target.uri()))
-        } else {
-            e
-        }
-    })?;
-    if merged.replayed {
-        report.replayed = true;
-        return Ok(());
-    }
+    let Some(merged) = execute_merge(spec, merge, txns, &lineage, report).await? else { return Ok(()) };
     let mut version = merged.version;
     if version.is_none() {
         // Nothing changed (every event superseded, or identical): the consumed versions
@@ -357,6 +344,30 @@ pub(crate) async fn commit(
     report.target_version = version;
     report.committed = version.is_some();
     Ok(())
+}
+
+/// Run a pipeline's merge into its target with the run's txns and lineage; `None`
+/// when a racing run had made this commit already (the report says so).
+pub(crate) async fn execute_merge(
+    spec: &PipelineSpec,
+    mut merge: crate::change::Merge<'_>,
+    txns: &[(String, i64)],
+    lineage: &serde_json::Value,
+    report: &mut PipelineRunReport,
+) -> Result<Option<crate::change::MergeReport>> {
+    for (app, version) in txns {
+        merge = merge.app_transaction(app.clone(), *version);
+    }
+    let merged = merge
+        .commit_info(crate::pipeline::LINEAGE_KEY, lineage.clone())
+        .execute()
+        .await
+        .map_err(|e| if e.kind() == ErrorKind::InvalidInput { e.context(format!("pipeline {}: merging into {}", spec.name, spec.target)) } else { e })?;
+    if merged.replayed {
+        report.replayed = true;
+        return Ok(None);
+    }
+    Ok(Some(merged))
 }
 
 /// An append that commits even without rows, with the run's txns and lineage.
