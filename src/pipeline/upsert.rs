@@ -358,11 +358,13 @@ pub(crate) async fn execute_merge(
     for (app, version) in txns {
         merge = merge.app_transaction(app.clone(), *version);
     }
-    let merged = merge
-        .commit_info(crate::pipeline::LINEAGE_KEY, lineage.clone())
-        .execute()
-        .await
-        .map_err(|e| if e.kind() == ErrorKind::InvalidInput { e.context(format!("pipeline {}: merging into {}", spec.name, spec.target)) } else { e })?;
+    let merged = merge.commit_info(crate::pipeline::LINEAGE_KEY, lineage.clone()).execute().await.map_err(|e| {
+        if e.kind() == ErrorKind::InvalidInput {
+            e.context(format!("pipeline {}: merging into {}", spec.name, spec.target))
+        } else {
+            e
+        }
+    })?;
     if merged.replayed {
         report.replayed = true;
         return Ok(None);
