@@ -73,6 +73,6 @@ pub use table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings, StorageO
 pub use table::tags::Tag;
 pub use table::{DataFile, OpenOptions, Table};
 pub use write::{
-    DEFAULT_TARGET_FILE_SIZE, TableWriter, TableWriterSettings, WriteMode, WriteOptions, WriteReport,
-    writer_properties, writer_properties_for,
+    AddConstraintReport, Constraint, DEFAULT_TARGET_FILE_SIZE, TableWriter, TableWriterSettings, WriteMode,
+    WriteOptions, WriteReport, writer_properties, writer_properties_for,
 };

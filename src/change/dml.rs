@@ -298,7 +298,13 @@ impl Table {
             plan.files.iter().map(|add| Ok(FileOutcome::Removed { rows: add_rows(add) })).collect()
         } else {
             // Files an earlier attempt already changed and nobody touched since keep
-            // that outcome; the others are read.
+            // that outcome (unless the table's constraints changed since: its rows were
+            // checked against the old ones); the others are read.
+            let constraints = crate::write::constraints::constraints_of(self.state()?);
+            if reuse.constraints != constraints {
+                reuse.abort(self).await;
+                reuse.constraints = constraints;
+            }
             let mut outcomes: Vec<Option<Result<FileOutcome>>> =
                 plan.files.iter().map(|add| reuse.take(add).map(Ok)).collect();
             report.files_reused = outcomes.iter().filter(|o| o.is_some()).count();
@@ -659,6 +665,8 @@ struct ChangeAttempt {
 #[derive(Default)]
 struct Reuse {
     outcomes: HashMap<String, (Option<deltalake::kernel::DeletionVectorDescriptor>, FileOutcome)>,
+    /// The CHECK constraints the kept outcomes' rows were checked against.
+    constraints: Vec<crate::write::Constraint>,
 }
 
 impl Reuse {

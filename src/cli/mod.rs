@@ -9,6 +9,7 @@ mod args;
 mod changes;
 mod checkpoint;
 mod compact;
+mod constraint;
 mod demo;
 mod dml;
 mod expire;
@@ -87,6 +88,8 @@ enum Command {
     Checkpoint(checkpoint::CheckpointArgs),
     /// Name versions of a table (tags, kept with it under _sediment/tags/): create, list, delete.
     Tag(tag::TagArgs),
+    /// A table's CHECK constraints (Delta `delta.constraints.*`), checked on every write: add, drop, list.
+    Constraint(constraint::ConstraintArgs),
     /// Print the change data feed: the rows each commit inserted, deleted or updated,
     /// with `_change_type`, `_commit_version` and `_commit_timestamp`.
     Changes(changes::ChangesArgs),
@@ -128,6 +131,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Tier(args) => tier::tier(args, options, json).await,
         Command::Checkpoint(args) => checkpoint::checkpoint(args, options, json).await,
         Command::Tag(args) => tag::tag(args, options, json).await,
+        Command::Constraint(args) => constraint::constraint(args, options, json).await,
         Command::Changes(args) => changes::changes(args, options, json).await,
         Command::Explain(args) => explain::explain(args, options, json).await,
         Command::Compact(args) => compact::compact(args, options, json).await,

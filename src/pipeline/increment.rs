@@ -307,8 +307,20 @@ impl IncrementPlan {
                     )
                     .await?
                 };
-                let (batches, report) = snapshot.scan().execute().await?.collect().await?;
-                self.increment.bytes = report.bytes_read;
+                // Its files read directly (as an increment's added files are), not through a
+                // query engine's scan: a snapshot read is most of a first run's memory.
+                let files = snapshot.plan_scan(None)?.files;
+                let unreadable = crate::maintain::tiering::archive::unreadable(&snapshot, &files).await?;
+                if !unreadable.is_empty() {
+                    return Err(crate::maintain::tiering::archive::archived_error(
+                        &snapshot,
+                        "pipeline read",
+                        &unreadable,
+                    ));
+                }
+                let what = format!("version {at} of source {name}");
+                let (batches, io) = crate::read::scan::read_files(&snapshot, files, &what).await?;
+                self.increment.bytes = io.bytes_read;
                 batches.into_iter().map(|b| with_version(b, at, "insert")).collect::<Result<Vec<_>>>()?
             }
             IncrementKind::ChangeDataFeed => {

@@ -241,6 +241,7 @@ async fn run_upsert(
     let inputs = RunInputs { source_name: source.name, now: options.now, trailing_rows };
     report.phases.read_ms = lap();
     let Written { batches, quarantined, schema } = upsert::apply(spec, rows, &inputs, &mut report).await?;
+    check_target_constraints(spec, target, &batches, &schema)?;
     report.phases.check_ms = lap();
     let mut txns = vec![(run_app.clone(), to as i64)];
     if run_app != app && regular_after.is_none_or(|r| r < to) {
@@ -268,6 +269,56 @@ async fn run_upsert(
     report.rows_superseded += blocked;
     check_accounting(&report)?;
     Ok(report)
+}
+
+/// The run's rows against the target's CHECK constraints, before anything (the
+/// quarantine, tombstones) is committed: a run that would break one fails naming it.
+/// A constraint on a column the run does not give (one the merge computes) is left to
+/// the target's write, which checks every constraint again.
+fn check_target_constraints(
+    spec: &PipelineSpec,
+    target: &Table,
+    batches: &[RecordBatch],
+    schema: &deltalake::arrow::datatypes::SchemaRef,
+) -> Result<()> {
+    use crate::write::constraints::ConstraintChecker;
+    use deltalake::arrow::array::Array;
+    for constraint in target.constraints()? {
+        let Ok(Some(checker)) = ConstraintChecker::compile(target.uri(), std::slice::from_ref(&constraint), schema)
+        else {
+            continue;
+        };
+        for batch in batches {
+            // Delete events write no row.
+            let rows = match batch.column_by_name(upsert::DELETE_COLUMN) {
+                Some(flag) => {
+                    let flag = flag
+                        .as_any()
+                        .downcast_ref::<deltalake::arrow::array::BooleanArray>()
+                        .ok_or_else(|| Error::internal("the delete flag is not boolean"))?;
+                    let flag = if flag.null_count() > 0 {
+                        deltalake::arrow::compute::prep_null_mask_filter(flag)
+                    } else {
+                        flag.clone()
+                    };
+                    let keep = deltalake::arrow::compute::not(&flag)?;
+                    deltalake::arrow::compute::filter_record_batch(batch, &keep)?
+                }
+                None => batch.clone(),
+            };
+            if let Some((_, broken, sample)) = checker.violation(&rows)? {
+                return Err(Error::new(
+                    ErrorKind::Data,
+                    format!(
+                        "pipeline {}: {broken} rows of this run break CHECK constraint {} ({}) of target {}; \
+                         nothing was committed. Violating rows:\n  {sample}",
+                        spec.name, constraint.name, constraint.expression, spec.target
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Commit the quarantined rows (first, before the target) with the run's `txn`s; a

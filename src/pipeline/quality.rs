@@ -16,6 +16,7 @@ use deltalake::datafusion::prelude::SessionContext;
 use crate::error::{Error, Result};
 use crate::pipeline::increment::VERSION_COLUMN;
 use crate::pipeline::rules::{RuleAction, RuleCheck, RuleResult, RuleSpec, failed, quote, sample_rows};
+pub(crate) use crate::read::predicate::physical_expr;
 
 /// Failing rows shown in a `fail` rule's error.
 const SAMPLE_ROWS: usize = 5;
@@ -50,28 +51,6 @@ pub(crate) fn register(ctx: &SessionContext, name: &str, batches: Vec<RecordBatc
     Ok(())
 }
 
-/// `sql` over `df_schema` as a physical expression: parsed, coerced and simplified as
-/// a query's projection would be (DataFusion's `create_physical_expr` only coerces,
-/// and some functions, `COALESCE` among them, exist only in simplified form).
-pub(crate) fn physical_expr(
-    ctx: &SessionContext,
-    sql: &str,
-    df_schema: &DFSchema,
-) -> deltalake::datafusion::common::Result<Arc<dyn PhysicalExpr>> {
-    use deltalake::datafusion::logical_expr::simplify::SimplifyContext;
-    use deltalake::datafusion::optimizer::simplify_expressions::ExprSimplifier;
-    let expr = ctx.parse_sql_expr(sql, df_schema)?;
-    let state = ctx.state();
-    let simplify = SimplifyContext::builder()
-        .with_schema(Arc::new(df_schema.clone()))
-        .with_config_options(Arc::clone(state.config_options()))
-        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
-        .build();
-    let simplifier = ExprSimplifier::new(simplify);
-    let expr = simplifier.simplify(simplifier.coerce(expr, df_schema)?)?;
-    ctx.create_physical_expr(expr, df_schema)
-}
-
 /// The row rules (all but `unique`, `freshness`, `row_count`), compiled against the
 /// rows' schema and evaluated batch by batch: no query plan, no copy of the rows.
 pub(crate) struct RowRules<'a> {
@@ -86,14 +65,32 @@ impl<'a> RowRules<'a> {
         if row_rules.is_empty() {
             return Ok(Self { rules: Vec::new() });
         }
-        let ctx = SessionContext::new();
+        // A session (DataFusion's function registry, some MiB) only for rules that need
+        // SQL: `not_null` compiles directly.
+        let mut ctx: Option<SessionContext> = None;
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
         let mut compiled = Vec::new();
         for (rule, condition) in row_rules {
             let invalid = |e: &dyn std::fmt::Display| {
                 Error::invalid(format!("pipeline {pipeline}: rule {} does not fit the rows: {e}", rule.name()))
             };
-            let physical = physical_expr(&ctx, &condition, &df_schema).map_err(|e| invalid(&e))?;
+            let physical = match (rule.check, rule.column.as_deref()) {
+                (RuleCheck::NotNull, Some(column)) => {
+                    use deltalake::datafusion::common::Column;
+                    use deltalake::datafusion::execution::context::ExecutionProps;
+                    use deltalake::datafusion::logical_expr::Expr;
+                    let expr = Expr::IsNull(Box::new(Expr::Column(Column::new_unqualified(column))));
+                    deltalake::datafusion::physical_expr::create_physical_expr(
+                        &expr,
+                        &df_schema,
+                        &ExecutionProps::new(),
+                        &Default::default(),
+                    )
+                    .map_err(|e| invalid(&e))?
+                }
+                _ => physical_expr(ctx.get_or_insert_with(SessionContext::new), &condition, &df_schema)
+                    .map_err(|e| invalid(&e))?,
+            };
             match physical.data_type(schema.as_ref()) {
                 Ok(DataType::Boolean) => {}
                 Ok(other) => return Err(invalid(&format!("its condition is of type {other}, expected a boolean"))),
@@ -202,15 +199,15 @@ pub(crate) async fn check_set(
     let mut results = Vec::new();
     let reads_rows = |r: &RuleSpec| matches!(r.check, RuleCheck::Unique | RuleCheck::Freshness);
     let non_empty: Vec<RecordBatch> = rows_written.iter().filter(|b| b.num_rows() > 0).cloned().collect();
-    let ctx =
-        SessionContext::new_with_config(deltalake::datafusion::prelude::SessionConfig::new().with_target_partitions(1));
-    let rows_table = if !non_empty.is_empty() && rules.iter().any(reads_rows) {
-        register(&ctx, "__sediment_rows", non_empty)?;
-        Some("__sediment_rows")
-    } else {
-        None
-    };
-    let ctx = &ctx;
+    // A session only when a rule reads the rows.
+    let session = (!non_empty.is_empty() && rules.iter().any(reads_rows))
+        .then(|| {
+            let config = deltalake::datafusion::prelude::SessionConfig::new().with_target_partitions(1);
+            let ctx = SessionContext::new_with_config(config);
+            register(&ctx, "__sediment_rows", non_empty).map(|_| ctx)
+        })
+        .transpose()?;
+    let rows_table = session.as_ref().map(|_| "__sediment_rows");
     for rule in rules.iter().filter(|r| r.failing_condition().is_none()) {
         let mut result = RuleResult {
             rule: rule.name(),
@@ -226,7 +223,8 @@ pub(crate) async fn check_set(
                     "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM (SELECT COUNT(*) AS n FROM {} WHERE {column} IS NOT NULL GROUP BY {column} HAVING COUNT(*) > 1)",
                     quote(table)
                 );
-                result.rows_failed = scalar_i64(ctx, &sql, who).await?.unwrap_or(0) as u64;
+                result.rows_failed =
+                    scalar_i64(session.as_ref().expect("made for this rule"), &sql, who).await?.unwrap_or(0) as u64;
                 if result.rows_failed > 0 {
                     result.detail =
                         Some(format!("{} rows share a value of {column} with another row", result.rows_failed));
@@ -234,7 +232,7 @@ pub(crate) async fn check_set(
             }
             (RuleCheck::Freshness, Some(table)) => {
                 let sql = format!("SELECT to_unixtime(MAX({column})) FROM {}", quote(table));
-                let newest = scalar_i64(ctx, &sql, who).await?;
+                let newest = scalar_i64(session.as_ref().expect("made for this rule"), &sql, who).await?;
                 let max_age = rule.max_age.unwrap_or_default();
                 let limit = who.now.timestamp() - max_age.as_secs() as i64;
                 if newest.is_none_or(|n| n < limit) {

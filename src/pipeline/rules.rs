@@ -14,10 +14,10 @@
 
 use std::time::Duration;
 
-use deltalake::arrow::array::RecordBatch;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, ErrorKind};
+pub(crate) use crate::write::constraints::sample_rows;
 
 /// What a broken rule does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -228,25 +228,6 @@ fn literal(value: &serde_json::Value) -> std::result::Result<String, String> {
 /// compiles it the same way).
 fn regex_syntax_ok(pattern: &str) -> std::result::Result<(), String> {
     regex::Regex::new(pattern).map(|_| ()).map_err(|e| format!("regex {pattern:?}: {e}"))
-}
-
-/// Up to `limit` rows of `batches` as JSON objects, for an error message.
-pub(crate) fn sample_rows(batches: &[RecordBatch], limit: usize) -> String {
-    let mut rows = Vec::new();
-    for batch in batches {
-        if rows.len() >= limit {
-            break;
-        }
-        let take = batch.slice(0, batch.num_rows().min(limit - rows.len()));
-        let mut writer = arrow_json::ArrayWriter::new(Vec::new());
-        if writer.write(&take).is_ok() && writer.finish().is_ok() {
-            let text = String::from_utf8_lossy(&writer.into_inner()).to_string();
-            if let Ok(serde_json::Value::Array(values)) = serde_json::from_str::<serde_json::Value>(&text) {
-                rows.extend(values.into_iter().map(|v| v.to_string()));
-            }
-        }
-    }
-    rows.join("\n  ")
 }
 
 /// The error of a run stopped by a `fail` rule.

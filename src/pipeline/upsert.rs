@@ -186,9 +186,9 @@ impl Projection {
 
 /// The newest row per key of `rows`: the largest `order` value (nulls the smallest),
 /// then the latest source commit, then the later row. One pass with a hash map over
-/// Arrow's row encoding of the keys (which also orders the `order` values), then one
-/// `interleave` of the winners out of the batches as they are: no sort, no copy of
-/// the whole input.
+/// Arrow's row encoding of the keys (which also orders the `order` values); batches
+/// without a losing row are kept as they are, the others filtered: no sort, and no
+/// copy where nothing was superseded.
 fn newest_per_key(rows: Vec<RecordBatch>, keys: &[String], order: Option<&str>) -> Result<Vec<RecordBatch>> {
     use deltalake::arrow::compute::SortOptions;
     use deltalake::arrow::row::{RowConverter, SortField};
@@ -212,9 +212,7 @@ fn newest_per_key(rows: Vec<RecordBatch>, keys: &[String], order: Option<&str>) 
     )?;
     let mut key_rows = key_converter.empty_rows(total, total * 8);
     let mut order_rows = order_converter.empty_rows(total, total * 16);
-    // Global row number -> (batch, row in batch).
-    let mut location: Vec<(usize, usize)> = Vec::with_capacity(total);
-    for (b, batch) in rows.iter().enumerate() {
+    for batch in &rows {
         let columns = |names: &mut dyn Iterator<Item = &str>| -> Result<Vec<ArrayRef>> {
             names
                 .map(|n| {
@@ -227,7 +225,6 @@ fn newest_per_key(rows: Vec<RecordBatch>, keys: &[String], order: Option<&str>) 
         };
         key_converter.append(&mut key_rows, &columns(&mut keys.iter().map(String::as_str))?)?;
         order_converter.append(&mut order_rows, &columns(&mut order_names.iter().copied())?)?;
-        location.extend((0..batch.num_rows()).map(|r| (b, r)));
     }
     let mut best: hashbrown::HashMap<&[u8], u32> = hashbrown::HashMap::with_capacity(total);
     for i in 0..total {
@@ -239,11 +236,26 @@ fn newest_per_key(rows: Vec<RecordBatch>, keys: &[String], order: Option<&str>) 
             })
             .or_insert(i as u32);
     }
-    let mut winners: Vec<u32> = best.into_values().collect();
-    winners.sort_unstable();
-    let indices: Vec<(usize, usize)> = winners.into_iter().map(|i| location[i as usize]).collect();
-    let batches: Vec<&RecordBatch> = rows.iter().collect();
-    Ok(vec![deltalake::arrow::compute::interleave_record_batch(&batches, &indices)?])
+    let mut winner = vec![false; total];
+    for i in best.into_values() {
+        winner[i as usize] = true;
+    }
+    drop((key_rows, order_rows));
+    // A batch whose rows all win is kept as it is (the common case: a batch of
+    // distinct keys copies nothing); the others are filtered.
+    let mut kept = Vec::with_capacity(rows.len());
+    let mut start = 0;
+    for batch in rows {
+        let flags = &winner[start..start + batch.num_rows()];
+        start += batch.num_rows();
+        if flags.iter().all(|w| *w) {
+            kept.push(batch);
+        } else if flags.iter().any(|w| *w) {
+            let mask = BooleanArray::from(flags.to_vec());
+            kept.push(deltalake::arrow::compute::filter_record_batch(&batch, &mask)?);
+        }
+    }
+    Ok(kept)
 }
 
 /// Commit the winners into `target` with the run's `txn` and lineage.

@@ -158,3 +158,25 @@ fn partition_values_batch(
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(files.len()));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
 }
+
+/// `sql` over `df_schema` as a physical expression: parsed, coerced and simplified as
+/// a query's projection would be (DataFusion's `create_physical_expr` only coerces,
+/// and some functions, `COALESCE` among them, exist only in simplified form).
+pub(crate) fn physical_expr(
+    ctx: &SessionContext,
+    sql: &str,
+    df_schema: &DFSchema,
+) -> deltalake::datafusion::common::Result<Arc<dyn PhysicalExpr>> {
+    use deltalake::datafusion::logical_expr::simplify::SimplifyContext;
+    use deltalake::datafusion::optimizer::simplify_expressions::ExprSimplifier;
+    let expr = ctx.parse_sql_expr(sql, df_schema)?;
+    let state = ctx.state();
+    let simplify = SimplifyContext::builder()
+        .with_schema(Arc::new(df_schema.clone()))
+        .with_config_options(Arc::clone(state.config_options()))
+        .with_query_execution_start_time(state.execution_props().query_execution_start_time)
+        .build();
+    let simplifier = ExprSimplifier::new(simplify);
+    let expr = simplifier.simplify(simplifier.coerce(expr, df_schema)?)?;
+    ctx.create_physical_expr(expr, df_schema)
+}

@@ -214,6 +214,23 @@ impl<'a> ScanBuilder<'a> {
 /// columns a file predates as nulls, rows its deletion vector deletes skipped);
 /// `what` names them in errors. Files are read a few at a time through one bounded store.
 pub(crate) async fn read_files(table: &Table, files: Vec<Add>, what: &str) -> Result<(Vec<RecordBatch>, IoReport)> {
+    let mut batches = Vec::new();
+    let io = for_each_file_batch(table, files, what, |batch| {
+        batches.push(batch);
+        Ok(())
+    })
+    .await?;
+    Ok((batches, io))
+}
+
+/// [`read_files`] without keeping the rows: `each` sees every batch, file by file in
+/// order, and may stop the read with an error. At most a few files' rows are held.
+pub(crate) async fn for_each_file_batch(
+    table: &Table,
+    files: Vec<Add>,
+    what: &str,
+    mut each: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<IoReport> {
     use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
     use futures::TryStreamExt;
     let io = IoSettings::default();
@@ -222,40 +239,62 @@ pub(crate) async fn read_files(table: &Table, files: Vec<Add>, what: &str) -> Re
     let schema = plain_schema(&table.arrow_schema()?);
     let reads = futures::stream::iter(files).map(|add| {
         let (store, schema, io) = (store.clone(), schema.clone(), io.clone());
+        let file = add.path.clone();
         async move {
             let path = deltalake::Path::from_url_path(&add.path)
                 .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
             let read: Result<Vec<RecordBatch>> = async {
                 let deleted = crate::change::deletion_vectors::deleted_positions(table, &add).await?;
-                let reader = sediment_compactor::reader::StoreFileReader::open(store, path, add.size.max(0) as u64, &io)
-                    .await?;
-                let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
-                let file_schema = builder.schema().clone();
-                let roots: Vec<usize> =
-                    schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
-                let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
-                let (builder, _) = sediment_compactor::reader::skip_rows(builder.with_projection(mask), &deleted);
-                let batches: Vec<RecordBatch> = builder.with_batch_size(8192).build()?.try_collect().await?;
-                batches
-                    .iter()
-                    .map(|b| crate::change::deletion_vectors::with_partition_values(b, &add, &schema))
-                    .collect()
+                // Decoded in a task of its own: several files on several cores. The
+                // task is aborted if this read is dropped (an error elsewhere, a
+                // cancelled operation): no request outlives the read.
+                let task = tokio::spawn(async move {
+                    let reader =
+                        sediment_compactor::reader::StoreFileReader::open(store, path, add.size.max(0) as u64, &io)
+                            .await?;
+                    let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
+                    let file_schema = builder.schema().clone();
+                    let roots: Vec<usize> =
+                        schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
+                    let mask = ProjectionMask::roots(builder.parquet_schema(), roots);
+                    let (builder, _) = sediment_compactor::reader::skip_rows(builder.with_projection(mask), &deleted);
+                    let batches: Vec<RecordBatch> = builder.with_batch_size(8192).build()?.try_collect().await?;
+                    batches
+                        .iter()
+                        .map(|b| crate::change::deletion_vectors::with_partition_values(b, &add, &schema))
+                        .collect::<Result<Vec<RecordBatch>>>()
+                });
+                let mut task = AbortOnDrop(task);
+                (&mut task.0).await.unwrap_or_else(|e| Err(Error::internal(format!("a file read failed: {e}"))))
             }
             .await;
             read.map_err(|e| match e.kind() {
                 crate::ErrorKind::NotFound => Error::new(
                     crate::ErrorKind::NotFound,
                     format!(
-                        "cannot read {what}: file {} is gone (vacuumed before the reader consumed it: the source's vacuum retention is shorter than the reader's lag): {e}",
-                        add.path
+                        "cannot read {what}: file {file} is gone (vacuumed before the reader consumed it: the source's vacuum retention is shorter than the reader's lag): {e}"
                     ),
                 ),
-                _ => e.context(format!("reading {what}: file {}", add.path)),
+                _ => e.context(format!("reading {what}: file {file}")),
             })
         }
     });
-    let batches: Vec<Vec<RecordBatch>> = reads.buffered(4).try_collect().await?;
-    Ok((batches.into_iter().flatten().collect(), limiter.report()))
+    let mut reads = std::pin::pin!(reads.buffered(4));
+    while let Some(batches) = reads.try_next().await? {
+        for batch in batches {
+            each(batch)?;
+        }
+    }
+    Ok(limiter.report())
+}
+
+/// A spawned task aborted when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A running scan: a stream of record batches and its report.

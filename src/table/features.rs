@@ -3,10 +3,11 @@
 //! Reading goes through delta-rs, so every reader feature delta-rs supports is
 //! readable (deletion vectors, column mapping, timestamp without time zone, v2
 //! checkpoints, variant). Writing is stricter: Sediment writes data files itself and
-//! only writes to tables whose writer features it honours. A feature that is merely
-//! *declared* but has nothing to enforce (no invariant, constraint or generated
-//! column in the schema) does not stop a write; one that would have to be enforced
-//! does, and the error names it.
+//! only writes to tables whose writer features it honours. CHECK constraints
+//! (`checkConstraints`) are enforced on every row it writes (`write::constraints`). A
+//! feature that is merely *declared* but has nothing to enforce (no invariant or
+//! generated column in the schema) does not stop a write; one that would have to be
+//! enforced and is not does, and the error names it.
 
 use deltalake::kernel::StructType;
 use deltalake::kernel::transaction::PROTOCOL;
@@ -121,9 +122,6 @@ pub fn check_writable(uri: &str, state: &DeltaTableState) -> Result<()> {
                 "binary partition column `{column}`: its partition values are not encoded the same way by all readers"
             ));
         }
-    }
-    if config.keys().any(|k| k.starts_with("delta.constraints.")) {
-        return refuse("check constraints (writer feature \"checkConstraints\") are not enforced".into());
     }
     if declares("invariants", 2) && schema_has_metadata(&schema, "delta.invariants") {
         return refuse("column invariants (writer feature \"invariants\") are not enforced".into());

@@ -314,10 +314,14 @@ impl Table {
             report.created = false;
             return Ok(report);
         }
-        let schema = job.sink.schema().clone();
-        let result = self
-            .commit_write(&adds, &schema, &job.partition_columns, &job.options, job.replace.as_ref(), &mut report)
-            .await;
+        let plan = CommitPlan {
+            schema: job.sink.schema().clone(),
+            partition_columns: &job.partition_columns,
+            options: &job.options,
+            replace: job.replace.as_ref(),
+            constraints_checked: job.sink.constraints_checked(),
+        };
+        let result = self.commit_write(&adds, &plan, &mut report).await;
         match result {
             Ok(version) => {
                 report.version = Some(version);
@@ -330,19 +334,18 @@ impl Table {
         }
     }
 
-    async fn commit_write(
-        &mut self,
-        adds: &[Add],
-        schema: &SchemaRef,
-        partition_columns: &[String],
-        options: &WriteOptions,
-        replace: Option<&Predicate>,
-        report: &mut WriteReport,
-    ) -> Result<u64> {
+    async fn commit_write(&mut self, adds: &[Add], plan: &CommitPlan<'_>, report: &mut WriteReport) -> Result<u64> {
+        let CommitPlan { schema, partition_columns, options, replace, constraints_checked } = plan;
+        let (partition_columns, replace) = (*partition_columns, *replace);
         options.retry.validate().map_err(Error::invalid)?;
         let mut budget = RetryBudget::new(&options.retry);
         loop {
             let read_version = self.version();
+            if self.exists() {
+                // The rows were checked against the constraints the sink saw; a constraint
+                // added since (to the version this commit is built on) was not.
+                crate::write::constraints::still_checked(self.uri(), constraints_checked, self.state()?)?;
+            }
             let mut actions: Vec<Action> = Vec::new();
             let mut removed = 0;
             if !self.exists() {
@@ -494,6 +497,16 @@ impl From<BatchError> for Error {
             BatchError::Refused(e) | BatchError::Failed(e) => e,
         }
     }
+}
+
+/// What a write's commit needs of its job (not the sink, which is not `Sync`).
+struct CommitPlan<'a> {
+    schema: SchemaRef,
+    partition_columns: &'a [String],
+    options: &'a WriteOptions,
+    replace: Option<&'a Predicate>,
+    /// The CHECK constraints the sink checked every row against.
+    constraints_checked: Vec<crate::write::Constraint>,
 }
 
 /// One write in progress: an open sink and what its commit needs.

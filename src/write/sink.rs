@@ -14,6 +14,7 @@ use futures::StreamExt;
 use crate::error::{Error, Result};
 use crate::table::Table;
 use crate::table::schema::{SchemaFitter, SchemaMode};
+use crate::write::constraints::{Constraint, ConstraintChecker};
 
 pub use crate::table::info::DEFAULT_TARGET_FILE_SIZE;
 
@@ -40,6 +41,8 @@ pub(crate) struct FileSink {
     writer_schema: SchemaRef,
     finished: Vec<Add>,
     rows: u64,
+    /// The table's CHECK constraints, checked on every batch.
+    checker: Option<ConstraintChecker>,
 }
 
 impl FileSink {
@@ -70,6 +73,7 @@ impl FileSink {
         .with_writer_properties(writer_properties(target_file_size))
         .with_target_file_size(target_file_size);
         let writer_schema = writer.arrow_schema();
+        let checker = ConstraintChecker::for_table(table, &schema)?;
         Ok(Self {
             url: table.url().to_string(),
             storage_options: table.storage_options().clone(),
@@ -81,6 +85,7 @@ impl FileSink {
             writer_schema,
             finished: Vec::new(),
             rows: 0,
+            checker,
         })
     }
 
@@ -114,9 +119,19 @@ impl FileSink {
             + self.finished.iter().map(|a| a.size as usize).sum::<usize>()
     }
 
-    /// Fit `batch` to the table schema (growing it in merge mode). Nothing is written.
+    /// Fit `batch` to the table schema (growing it in merge mode) and check it against
+    /// the table's CHECK constraints. Nothing is written.
     pub(crate) fn fit(&mut self, batch: &RecordBatch) -> Result<RecordBatch> {
-        self.fitter.fit(batch)
+        let fitted = self.fitter.fit(batch)?;
+        if let Some(checker) = &self.checker {
+            checker.check(&fitted)?;
+        }
+        Ok(fitted)
+    }
+
+    /// The CHECK constraints every written row was checked against.
+    pub(crate) fn constraints_checked(&self) -> Vec<Constraint> {
+        self.checker.as_ref().map(|c| c.constraints().cloned().collect()).unwrap_or_default()
     }
 
     /// Write a batch returned by [`Self::fit`]. After an error the open files are

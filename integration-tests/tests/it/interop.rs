@@ -7,7 +7,7 @@ use sediment::{Table, WriteOptions};
 
 use crate::common::{append_events, s3_uri};
 
-fn python() -> String {
+pub fn python() -> String {
     std::env::var("SEDIMENT_TEST_PYTHON").expect("SEDIMENT_TEST_PYTHON is not set: run the tests with scripts/test.sh")
 }
 

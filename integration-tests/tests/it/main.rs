@@ -12,6 +12,7 @@ mod compaction;
 mod concurrency;
 mod conflicts;
 mod conformance;
+mod constraints;
 mod crash;
 mod daemons;
 mod delete;
