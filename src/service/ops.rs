@@ -374,6 +374,31 @@ pub async fn delete_tag(service: &Service, name: &str, tag: &str) -> Result<Tag>
     Ok(deleted)
 }
 
+/// The CHECK constraints of a registered table.
+pub async fn list_constraints(service: &Service, name: &str) -> Result<Vec<crate::Constraint>> {
+    let entry = service.catalog().table(name).await?;
+    open_table(service, &entry).await?.constraints()
+}
+
+/// Add a CHECK constraint to a registered table (every live row is checked first).
+pub async fn add_constraint(
+    service: &Service,
+    name: &str,
+    constraint: &str,
+    expression: &str,
+) -> Result<crate::AddConstraintReport> {
+    let entry = service.catalog().table(name).await?;
+    let mut table = open_table(service, &entry).await?;
+    table.add_constraint(constraint, expression).await
+}
+
+/// Drop a CHECK constraint of a registered table; the version that dropped it.
+pub async fn drop_constraint(service: &Service, name: &str, constraint: &str) -> Result<Option<u64>> {
+    let entry = service.catalog().table(name).await?;
+    let mut table = open_table(service, &entry).await?;
+    table.drop_constraint(constraint, false).await
+}
+
 /// Restore a registered table to an older version, tag or time.
 pub async fn restore(service: &Service, name: &str, target: RestoreTarget, dry_run: bool) -> Result<RestoreReport> {
     let entry = service.catalog().table(name).await?;

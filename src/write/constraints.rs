@@ -320,7 +320,7 @@ impl Table {
             .await?;
             if broken > 0 {
                 return Err(Error::new(
-                    ErrorKind::Data,
+                    ErrorKind::InvalidInput,
                     format!(
                         "cannot add CHECK constraint {name} ({}) to table {}: {broken} of {} rows violate it \
                          (delete or fix them first); nothing was committed. Violating rows:\n  {sample}",

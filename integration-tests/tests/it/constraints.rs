@@ -70,7 +70,7 @@ async fn check_constraints_hold_on_every_write_and_for_other_delta_writers() {
 
     // A condition some row breaks is refused, naming how many and which.
     let err = table.add_constraint("small_amount", "amount < 100").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Data);
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
     let msg = err.to_string();
     assert!(msg.contains("40 of 50 rows violate it") && msg.contains("\"amount\":100"), "{msg}");
     assert_eq!(table.version(), Some(0));

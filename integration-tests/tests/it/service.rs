@@ -203,6 +203,32 @@ async fn api_auth_bad_requests_and_openapi() {
     let described: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(described["tags"][0]["name"], "first", "{described}");
     assert_eq!(described["files"], 3, "{described}");
+    // CHECK constraints through the API land in the Delta table.
+    let (status, body) = http(
+        a,
+        "POST",
+        "/api/v1/tables/raw.events/constraints",
+        admin,
+        Some(br#"{"name": "known_id", "expression": "id >= 0"}"#),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(Table::open(&uri).await.unwrap().constraints().unwrap().len(), 1);
+    let (status, body) = http(
+        a,
+        "POST",
+        "/api/v1/tables/raw.events/constraints",
+        admin,
+        Some(br#"{"name": "never", "expression": "id < 0"}"#),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("violate it"), "{body}");
+    let (_, body) = http(a, "GET", "/api/v1/tables/raw.events/constraints", read, None).await;
+    assert!(body.contains("\"known_id\"") && !body.contains("never"), "{body}");
+    let (status, body) = http(a, "DELETE", "/api/v1/tables/raw.events/constraints/known_id", admin, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(Table::open(&uri).await.unwrap().constraints().unwrap().is_empty());
     let (status, body) = http(a, "GET", "/metrics", read, None).await;
     assert_eq!(status, 200);
     assert!(body.contains("sediment_jobs_total"), "{body}");
@@ -220,6 +246,7 @@ async fn api_auth_bad_requests_and_openapi() {
     routes.sort();
     let expected = [
         "DELETE /api/v1/tables/{name}",
+        "DELETE /api/v1/tables/{name}/constraints/{constraint}",
         "DELETE /api/v1/tables/{name}/tags/{tag}",
         "GET /api/v1/jobs",
         "GET /api/v1/jobs/{id}",
@@ -229,6 +256,7 @@ async fn api_auth_bad_requests_and_openapi() {
         "GET /api/v1/pipelines/{name}",
         "GET /api/v1/tables",
         "GET /api/v1/tables/{name}",
+        "GET /api/v1/tables/{name}/constraints",
         "GET /api/v1/tables/{name}/tags",
         "GET /healthz",
         "GET /metrics",
@@ -236,6 +264,7 @@ async fn api_auth_bad_requests_and_openapi() {
         "POST /api/v1/jobs/{id}/cancel",
         "POST /api/v1/pipelines/{name}/runs",
         "POST /api/v1/tables",
+        "POST /api/v1/tables/{name}/constraints",
         "POST /api/v1/tables/{name}/jobs",
         "POST /api/v1/tables/{name}/restore",
         "POST /api/v1/tables/{name}/tags",
@@ -248,6 +277,7 @@ async fn api_auth_bad_requests_and_openapi() {
             .replace("{name}", "raw.events")
             .replace("{id}", &id.to_string())
             .replace("{tag}", "first")
+            .replace("{constraint}", "first")
             .replace("{table}", "raw.events");
         let (status, body) = http(a, method, &path, admin, Some(b"{}")).await;
         assert!(!body.contains("no such route"), "{route}: {status} {body}");

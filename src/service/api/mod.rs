@@ -18,6 +18,7 @@
 //! Errors are `{"error": {"kind": ..., "message": ...}}`; bodies above
 //! `api.max_body` get 413; requests over `api.request_timeout` get 408.
 
+pub mod constraints;
 pub mod health;
 pub mod jobs;
 pub mod pipelines;
@@ -94,6 +95,8 @@ pub fn router_and_document(service: Service, metrics: PrometheusHandle) -> (axum
         .routes(routes!(jobs::cancel))
         .routes(routes!(tags::list, tags::create))
         .routes(routes!(tags::delete))
+        .routes(routes!(constraints::list, constraints::add))
+        .routes(routes!(constraints::drop))
         .routes(routes!(pipelines::list))
         .routes(routes!(pipelines::status))
         .routes(routes!(pipelines::start))
