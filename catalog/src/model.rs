@@ -87,6 +87,12 @@ pub struct NewTable {
     /// Policy fields that differ from the layer's default (a JSON object).
     #[serde(default)]
     pub policy: Option<Value>,
+    /// CHECK constraints the table must have, by name (SQL conditions every row must
+    /// make true). They live in the Delta table (`delta.constraints.<name>`), not in
+    /// the catalog: registering adds the missing ones, a table a pipeline creates gets
+    /// them in its first commit.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub constraints: std::collections::BTreeMap<String, String>,
 }
 
 impl NewTable {
@@ -100,6 +106,7 @@ impl NewTable {
             owner: None,
             description: None,
             policy: None,
+            constraints: Default::default(),
         }
     }
 }

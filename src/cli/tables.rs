@@ -39,6 +39,10 @@ enum TablesCommand {
         /// Policy overrides as JSON, e.g. '{"vacuum": {"retention": "3d"}}'.
         #[arg(long, value_name = "JSON")]
         policy: Option<String>,
+        /// A CHECK constraint the table must have, NAME=EXPR (repeatable); added when
+        /// missing, after every row is checked.
+        #[arg(long = "constraint", value_name = "NAME=EXPR", value_parser = super::args::parse_key_value)]
+        constraints: Vec<(String, String)>,
     },
     /// Show a table: its policy in force, health, last jobs, tags.
     Describe {
@@ -82,7 +86,7 @@ pub(crate) async fn tables(args: TablesArgs, json: bool) -> anyhow::Result<()> {
                 }
             }
         }
-        TablesCommand::Register { name, layer, location, storage_profile, owner, description, policy } => {
+        TablesCommand::Register { name, layer, location, storage_profile, owner, description, policy, constraints } => {
             let policy = match policy {
                 Some(text) => Some(
                     serde_json::from_str(&text)
@@ -90,7 +94,16 @@ pub(crate) async fn tables(args: TablesArgs, json: bool) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let new = NewTable { name, layer, location, storage_options: storage_profile, owner, description, policy };
+            let new = NewTable {
+                name,
+                layer,
+                location,
+                storage_options: storage_profile,
+                owner,
+                description,
+                policy,
+                constraints: constraints.into_iter().collect(),
+            };
             let entry = ops::register_table(&service, new).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&entry)?);

@@ -128,20 +128,32 @@ impl Service {
     /// Register the settings' `[[tables]]` that the catalog does not hold yet
     /// (`scheduler.parallelism` at a time: each is opened to check it). A table
     /// that cannot be registered (its location unreachable) is logged and skipped, so
-    /// one bad entry does not stop the daemon; a catalog error stops it.
+    /// one bad entry does not stop the daemon; a catalog error stops it. The declared
+    /// CHECK constraints of every configured table that exists are added where
+    /// missing; one the table's rows break, or one it has under another condition,
+    /// stops the daemon naming both.
     pub async fn register_configured_tables(&self) -> Result<()> {
         use futures::StreamExt;
         let configured = self.inner.settings.tables.clone();
         let results: Vec<Result<()>> = futures::stream::iter(configured)
             .map(|table| async move {
                 match self.inner.catalog.table(&table.name).await {
+                    Ok(entry) if !table.constraints.is_empty() => {
+                        let mut opened = ops::open_table(self, &entry).await?;
+                        ops::ensure_constraints(&mut opened, &table.name, &table.constraints).await
+                    }
                     Ok(_) => Ok(()),
                     Err(e) if e.kind() == sediment_catalog::CatalogErrorKind::NotFound => {
                         let name = table.name.clone();
-                        if let Err(e) = ops::register_table(self, table).await {
-                            tracing::error!(table = %name, error = %e, "cannot register the table from the settings");
+                        match ops::register_table(self, table).await {
+                            Ok(_) => Ok(()),
+                            // The declaration and the table's rows disagree: a bad config.
+                            Err(e) if e.message().contains("declared constraint") => Err(e),
+                            Err(e) => {
+                                tracing::error!(table = %name, error = %e, "cannot register the table from the settings");
+                                Ok(())
+                            }
                         }
-                        Ok(())
                     }
                     Err(e) => Err(e.into()),
                 }

@@ -88,14 +88,33 @@ pub async fn register_table(service: &Service, table: NewTable) -> Result<TableE
         .get(table.layer)
         .with_overrides(table.policy.as_ref().unwrap_or(&serde_json::Value::Null))?;
     let options = open_options(service, &table.location, table.storage_options.as_deref())?;
-    let opened = Table::open_with(&table.location, options)
+    let mut opened = Table::open_with(&table.location, options)
         .await
         .map_err(|e| e.context(format!("location {}", table.location)))?;
+    ensure_constraints(&mut opened, &table.name, &table.constraints).await?;
     let now = service.inner().clock.now();
     let entry = service.catalog().register_table(table, now).await?;
     remember_table(service, &entry, &opened);
     mirror_tags(service, &entry.name, &opened).await;
     Ok(entry)
+}
+
+/// Add the `declared` CHECK constraints `table` (catalog name `name`) lacks: each
+/// checks every live row first. One it has under another condition is an error: the
+/// declaration and the table disagree. Constraints it has and the declaration does not
+/// name are left alone (another writer's).
+pub async fn ensure_constraints(
+    table: &mut Table,
+    name: &str,
+    declared: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    for (constraint, expression) in declared {
+        table
+            .add_constraint(constraint, expression)
+            .await
+            .map_err(|e| e.context(format!("table {name}: declared constraint {constraint}")))?;
+    }
+    Ok(())
 }
 
 /// What `describe` shows of a table.

@@ -162,8 +162,17 @@ impl Located {
 }
 
 /// Open `located` for writing (a handle with no version when there is no table yet).
-async fn open_for_writing(service: &Service, located: &Located) -> Result<Table> {
-    let options = ops::open_options(service, located.location(), located.profile())?;
+async fn open_for_writing(service: &Service, located: &Located, name: &str) -> Result<Table> {
+    let mut options = ops::open_options(service, located.location(), located.profile())?;
+    // A table the run creates gets its declared CHECK constraints in its first commit.
+    if let Some(declared) = service.settings().tables.iter().find(|t| t.name == name) {
+        for (constraint, expression) in &declared.constraints {
+            options = options.new_table_property(
+                format!("{}{constraint}", crate::write::constraints::CONSTRAINT_PREFIX),
+                expression,
+            );
+        }
+    }
     Table::open_or_new_with(located.location(), options).await
 }
 
@@ -200,7 +209,7 @@ pub async fn run(service: &Service, name: &str, backfill_from: Option<u64>) -> R
     let sources: Vec<SourceTable<'_>> =
         opened.iter().map(|(name, table)| SourceTable { name: name.as_str(), table }).collect();
     let target_at = locate(service, &spec.target).await.map_err(|e| e.context(format!("pipeline {name}")))?;
-    let mut target = open_for_writing(service, &target_at).await?;
+    let mut target = open_for_writing(service, &target_at, &spec.target).await?;
     let target_existed = target.exists();
     let quarantines = spec.rules.iter().any(|r| r.action == RuleAction::Quarantine);
     let (quarantine_name, quarantine_location) = quarantine_of(&spec.target, target_at.location());
@@ -209,7 +218,8 @@ pub async fn run(service: &Service, name: &str, backfill_from: Option<u64>) -> R
         description: Some(format!("rows that broke the rules of pipeline {name}, writing {}", spec.target)),
         ..NewTable::new(quarantine_name.clone(), target_at.layer(), quarantine_location)
     });
-    let mut quarantine = if quarantines { Some(open_for_writing(service, &quarantine_at).await?) } else { None };
+    let mut quarantine =
+        if quarantines { Some(open_for_writing(service, &quarantine_at, &quarantine_name).await?) } else { None };
     let quarantine_existed = quarantine.as_ref().is_some_and(Table::exists);
     let mut tombstones = if spec.keeps_tombstones() {
         let location = tombstones_of(target_at.location(), &spec.name);
@@ -395,7 +405,7 @@ pub async fn lineage(service: &Service, table: &str) -> Result<Lineage> {
     let pipelines = &service.settings().pipelines;
     let known = pipelines.iter().any(|p| p.target == table || p.source_tables().contains(&table));
     let own = match locate(service, table).await {
-        Ok(at) => Some(open_for_writing(service, &at).await?).filter(Table::exists),
+        Ok(at) => Some(open_for_writing(service, &at, table).await?).filter(Table::exists),
         Err(e) if e.kind() == ErrorKind::NotFound && known => None,
         Err(e) => return Err(e),
     };
@@ -416,7 +426,7 @@ pub async fn lineage(service: &Service, table: &str) -> Result<Lineage> {
         if p.source_tables().contains(&table) {
             if !targets.contains_key(&p.target) {
                 let opened = match locate(service, &p.target).await {
-                    Ok(at) => open_for_writing(service, &at).await.ok().filter(Table::exists),
+                    Ok(at) => open_for_writing(service, &at, &p.target).await.ok().filter(Table::exists),
                     Err(_) => None,
                 };
                 targets.insert(p.target.clone(), opened);

@@ -330,6 +330,11 @@ impl Settings {
                 .get(table.layer)
                 .with_overrides(table.policy.as_ref().unwrap_or(&serde_json::Value::Null))
                 .map_err(|e| Error::invalid(format!("tables[{i}] ({}): {e}", table.name)))?;
+            for (name, expression) in &table.constraints {
+                crate::write::constraints::check_declared(name, expression).map_err(|e| {
+                    Error::invalid(format!("tables[{i}] ({}).constraints: {}", table.name, e.message()))
+                })?;
+            }
         }
         crate::pipeline::validate_pipelines(&self.pipelines)?;
         Ok(())
@@ -409,6 +414,21 @@ mod tests {
         assert_eq!(history.effective_at(), Some("event_seq"));
         let policies = settings.layer_policies().unwrap();
         assert_ne!(policies.bronze, sediment_catalog::Policy::builtin(Layer::Bronze), "the example overrides bronze");
+    }
+
+    #[test]
+    fn declared_constraints_are_checked_when_the_settings_load() {
+        let settings = |constraints: &str| {
+            let text = format!(
+                "[[tables]]\nname = \"s.orders\"\nlayer = \"silver\"\nlocation = \"/tmp/o\"\nconstraints = {constraints}\n"
+            );
+            Settings::from_toml(&text).and_then(|s| s.validate())
+        };
+        settings(r#"{ amount_ok = "amount >= 0" }"#).unwrap();
+        let err = settings(r#"{ "bad name" = "amount >= 0" }"#).unwrap_err();
+        assert!(err.to_string().contains("s.orders") && err.to_string().contains("bad name"), "{err}");
+        let err = settings(r#"{ amount_ok = "amount >= " }"#).unwrap_err();
+        assert!(err.to_string().contains("does not parse"), "{err}");
     }
 
     #[test]

@@ -141,11 +141,13 @@ pub fn check_writable(uri: &str, state: &DeltaTableState) -> Result<()> {
 /// The protocol of a new table with `properties`: the oldest that supports every
 /// feature they turn on. Deletion vectors need reader 3 / writer 7 with table
 /// features (then every writer feature in use is listed: `deletionVectors`, and
-/// `changeDataFeed` and `appendOnly` when their properties are on); the change data
-/// feed alone needs writer 4; otherwise 1/2.
+/// `changeDataFeed` and `appendOnly` when their properties are on, `checkConstraints`
+/// with a `delta.constraints.*` property); the change data feed alone needs writer 4,
+/// CHECK constraints writer 3; otherwise 1/2.
 pub(crate) fn protocol_for_new_table(properties: &[(String, String)]) -> serde_json::Value {
     let on = |key: &str| properties.iter().any(|(k, v)| k == key && v.eq_ignore_ascii_case("true"));
     let feed = on("delta.enableChangeDataFeed");
+    let constraints = properties.iter().any(|(k, _)| k.starts_with("delta.constraints."));
     if on("delta.enableDeletionVectors") {
         let mut writer = vec!["deletionVectors"];
         if feed {
@@ -153,6 +155,9 @@ pub(crate) fn protocol_for_new_table(properties: &[(String, String)]) -> serde_j
         }
         if on("delta.appendOnly") {
             writer.push("appendOnly");
+        }
+        if constraints {
+            writer.push("checkConstraints");
         }
         serde_json::json!({
             "minReaderVersion": 3,
@@ -162,6 +167,8 @@ pub(crate) fn protocol_for_new_table(properties: &[(String, String)]) -> serde_j
         })
     } else if feed {
         serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 4})
+    } else if constraints {
+        serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 3})
     } else {
         serde_json::json!({"minReaderVersion": 1, "minWriterVersion": 2})
     }

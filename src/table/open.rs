@@ -24,6 +24,7 @@ pub struct OpenOptions {
     as_of: Option<DateTime<Utc>>,
     tag: Option<String>,
     object_store: Option<Arc<dyn deltalake::ObjectStore>>,
+    new_table_properties: Vec<(String, String)>,
 }
 
 impl OpenOptions {
@@ -49,6 +50,14 @@ impl OpenOptions {
     /// files), not at the table. Used to add caching, metering or fault injection.
     pub fn object_store(mut self, store: Arc<dyn deltalake::ObjectStore>) -> Self {
         self.object_store = Some(store);
+        self
+    }
+
+    /// A table property the table gets if [`Table::open_or_new_with`] finds no table
+    /// and a write creates it (for example `delta.constraints.<name>`: a CHECK
+    /// constraint its first rows are checked against). Ignored for existing tables.
+    pub fn new_table_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.new_table_properties.push((key.into(), value.into()));
         self
     }
 
@@ -78,6 +87,8 @@ pub struct Table {
     url: Url,
     storage_options: StorageOptions,
     delta: DeltaTable,
+    /// Properties the first write gives the table when it creates it.
+    new_table_properties: Vec<(String, String)>,
 }
 
 /// One data file of a snapshot, as the log describes it.
@@ -159,7 +170,13 @@ impl Table {
                 ));
             }
         }
-        let table = Self { uri: uri.to_string(), url, storage_options: options.storage_options, delta };
+        let table = Self {
+            uri: uri.to_string(),
+            url,
+            storage_options: options.storage_options,
+            delta,
+            new_table_properties: Vec::new(),
+        };
         features::check_readable(uri, table.state()?)?;
         Ok(table)
     }
@@ -189,7 +206,19 @@ impl Table {
         if exists {
             delta.load().await.map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
         }
-        Ok(Self { uri: uri.to_string(), url, storage_options, delta })
+        Ok(Self {
+            uri: uri.to_string(),
+            url,
+            storage_options,
+            delta,
+            new_table_properties: options.new_table_properties,
+        })
+    }
+
+    /// Properties the first write gives the table when it creates it
+    /// ([`OpenOptions::new_table_property`]).
+    pub fn new_table_properties(&self) -> &[(String, String)] {
+        &self.new_table_properties
     }
 
     /// The location as the user gave it.

@@ -244,8 +244,15 @@ impl Table {
 
     /// Check the table and options and open a sink. `first_schema` is the schema of the
     /// first batch, needed when the table does not exist yet.
-    pub(crate) fn begin_write(&self, first_schema: Option<SchemaRef>, options: WriteOptions) -> Result<WriteJob> {
+    pub(crate) fn begin_write(&self, first_schema: Option<SchemaRef>, mut options: WriteOptions) -> Result<WriteJob> {
         let created = !self.exists();
+        if created {
+            for (key, value) in self.new_table_properties() {
+                if !options.table_properties.iter().any(|(k, _)| k == key) {
+                    options.table_properties.push((key.clone(), value.clone()));
+                }
+            }
+        }
         let (schema, partition_columns) = if created {
             let Some(first) = first_schema else {
                 return Err(Error::invalid(format!(
@@ -288,8 +295,14 @@ impl Table {
             }
             _ => None,
         };
-        let sink =
+        let mut sink =
             FileSink::new(self, schema, partition_columns.clone(), options.schema_mode, options.target_file_size)?;
+        if created {
+            // A new table's constraints come with its first commit: its rows are checked too.
+            let constraints =
+                crate::write::constraints::from_properties(options.table_properties.iter().map(|(k, v)| (k, v)));
+            sink.check_constraints(self.uri(), &constraints)?;
+        }
         Ok(WriteJob { sink, options, partition_columns, replace, created })
     }
 

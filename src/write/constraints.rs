@@ -73,10 +73,13 @@ pub struct AddConstraintReport {
 
 /// The CHECK constraints of a version, by name.
 pub fn constraints_of(state: &DeltaTableState) -> Vec<Constraint> {
-    let mut constraints: Vec<Constraint> = state
-        .metadata()
-        .configuration()
-        .iter()
+    from_properties(state.metadata().configuration())
+}
+
+/// The CHECK constraints among table properties, by name.
+pub fn from_properties<'a>(properties: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<Constraint> {
+    let mut constraints: Vec<Constraint> = properties
+        .into_iter()
         .filter_map(|(key, value)| {
             key.strip_prefix(CONSTRAINT_PREFIX)
                 .map(|name| Constraint { name: name.to_string(), expression: value.clone() })
@@ -227,6 +230,19 @@ pub(crate) fn still_checked(uri: &str, checked: &[Constraint], now: &DeltaTableS
     Ok(())
 }
 
+/// Check a declared constraint without its table: its name, and that its condition
+/// parses as SQL (the columns are checked when it is added).
+pub fn check_declared(name: &str, expression: &str) -> Result<()> {
+    use deltalake::datafusion::sql::sqlparser::dialect::GenericDialect;
+    use deltalake::datafusion::sql::sqlparser::parser::Parser;
+    check_name(name)?;
+    Parser::new(&GenericDialect {})
+        .try_with_sql(expression)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| Error::invalid(format!("constraint {name}: condition {expression:?} does not parse: {e}")))?;
+    Ok(())
+}
+
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(Error::invalid(format!(
@@ -259,10 +275,12 @@ fn protocol_with_constraints(state: &DeltaTableState) -> Result<Option<deltalake
 }
 
 impl Table {
-    /// The table's CHECK constraints, by name.
+    /// The table's CHECK constraints, by name (for a table not created yet, those
+    /// its first write gives it).
     pub fn constraints(&self) -> Result<Vec<Constraint>> {
         if !self.exists() {
-            return Ok(Vec::new());
+            // Those its first write will give it.
+            return Ok(from_properties(self.new_table_properties().iter().map(|(k, v)| (k, v))));
         }
         Ok(constraints_of(self.state()?))
     }

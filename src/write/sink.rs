@@ -129,6 +129,14 @@ impl FileSink {
         Ok(fitted)
     }
 
+    /// Check every row against `constraints` (a new table's, which it does not have yet).
+    pub(crate) fn check_constraints(&mut self, uri: &str, constraints: &[Constraint]) -> Result<()> {
+        if !constraints.is_empty() {
+            self.checker = ConstraintChecker::compile(uri, constraints, self.fitter.schema())?;
+        }
+        Ok(())
+    }
+
     /// The CHECK constraints every written row was checked against.
     pub(crate) fn constraints_checked(&self) -> Vec<Constraint> {
         self.checker.as_ref().map(|c| c.constraints().cloned().collect()).unwrap_or_default()
