@@ -282,31 +282,20 @@ fn check_target_constraints(
     schema: &deltalake::arrow::datatypes::SchemaRef,
 ) -> Result<()> {
     use crate::write::constraints::ConstraintChecker;
-    use deltalake::arrow::array::Array;
-    for constraint in target.constraints()? {
+    let constraints = target.constraints()?;
+    if constraints.is_empty() {
+        return Ok(());
+    }
+    // Delete events write no row: filtered once, then checked against each constraint.
+    let rows: Vec<RecordBatch> =
+        batches.iter().map(|b| upsert::without_deletes(b).map(|(rows, _)| rows)).collect::<Result<_>>()?;
+    for constraint in constraints {
         let Ok(Some(checker)) = ConstraintChecker::compile(target.uri(), std::slice::from_ref(&constraint), schema)
         else {
             continue;
         };
-        for batch in batches {
-            // Delete events write no row.
-            let rows = match batch.column_by_name(upsert::DELETE_COLUMN) {
-                Some(flag) => {
-                    let flag = flag
-                        .as_any()
-                        .downcast_ref::<deltalake::arrow::array::BooleanArray>()
-                        .ok_or_else(|| Error::internal("the delete flag is not boolean"))?;
-                    let flag = if flag.null_count() > 0 {
-                        deltalake::arrow::compute::prep_null_mask_filter(flag)
-                    } else {
-                        flag.clone()
-                    };
-                    let keep = deltalake::arrow::compute::not(&flag)?;
-                    deltalake::arrow::compute::filter_record_batch(batch, &keep)?
-                }
-                None => batch.clone(),
-            };
-            if let Some((_, broken, sample)) = checker.violation(&rows)? {
+        for batch in &rows {
+            if let Some((_, broken, sample)) = checker.violation(batch)? {
                 return Err(Error::new(
                     ErrorKind::Data,
                     format!(

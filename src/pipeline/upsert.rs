@@ -258,6 +258,21 @@ fn newest_per_key(rows: Vec<RecordBatch>, keys: &[String], order: Option<&str>) 
     Ok(kept)
 }
 
+/// The rows of `batch` that are not delete events (a null flag is neither: such a row
+/// is neither inserted nor counted), and how many were deletes. A batch without the
+/// delete flag is all rows.
+pub(crate) fn without_deletes(batch: &RecordBatch) -> Result<(RecordBatch, usize)> {
+    let Some(flag) = batch.column_by_name(DELETE_COLUMN) else {
+        return Ok((batch.clone(), 0));
+    };
+    let flag = flag
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| Error::internal("the delete flag is not boolean"))?;
+    let keep = deltalake::arrow::compute::not(flag)?;
+    Ok((deltalake::arrow::compute::filter_record_batch(batch, &keep)?, flag.true_count()))
+}
+
 /// Commit the winners into `target` with the run's `txn` and lineage.
 pub(crate) async fn commit(
     spec: &PipelineSpec,
@@ -274,15 +289,8 @@ pub(crate) async fn commit(
         let mut rows = Vec::new();
         let mut deletes = 0u64;
         for batch in winners {
-            let flag = batch.column_by_name(DELETE_COLUMN).cloned().ok_or_else(|| Error::internal("delete flag"))?;
-            let flag = flag
-                .as_any()
-                .downcast_ref::<deltalake::arrow::array::BooleanArray>()
-                .cloned()
-                .ok_or_else(|| Error::internal("delete flag type"))?;
-            deletes += flag.true_count() as u64;
-            let keep = deltalake::arrow::compute::not(&flag)?;
-            let batch = deltalake::arrow::compute::filter_record_batch(&batch, &keep)?;
+            let (batch, deleted) = without_deletes(&batch)?;
+            deletes += deleted as u64;
             rows.push(without_internal(&batch)?);
         }
         // Committed even with no rows: the txn records what was consumed.
