@@ -84,7 +84,7 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
     // The version this commit takes if nobody committed since the read, unless a
     // checkpoint is due with it (delta-rs's post-commit hook writes those).
     let direct = snapshot.and_then(|s| {
-        let next = s.version() as u64 + 1;
+        let next = s.version() + 1;
         let interval = s.table_config().checkpoint_interval.map_or(100, |n| n.get());
         (!(next + 1).is_multiple_of(interval)).then_some(next)
     });
