@@ -277,6 +277,11 @@ impl Table {
         self.delta.state = Some(state);
     }
 
+    /// Move this handle forward to `version` (one this process just committed).
+    pub(crate) async fn advance_to(&mut self, version: u64) -> Result<()> {
+        Ok(self.delta.update_incremental(Some(version as _)).await?)
+    }
+
     /// Move this handle to the latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         if self.exists() {
