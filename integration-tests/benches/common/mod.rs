@@ -126,11 +126,22 @@ pub fn run_rounds(
 pub struct LatencyStore {
     inner: std::sync::Arc<dyn object_store::ObjectStore>,
     latency: std::time::Duration,
+    /// With `BENCH_TRACE` set, every request is printed to stderr as it starts
+    /// (milliseconds since the store was made, the operation, the path): the chain of
+    /// dependent round trips an operation makes.
+    trace: Option<std::time::Instant>,
 }
 
 impl LatencyStore {
     pub fn new(inner: std::sync::Arc<dyn object_store::ObjectStore>, latency: std::time::Duration) -> Self {
-        Self { inner, latency }
+        let trace = std::env::var_os("BENCH_TRACE").map(|_| std::time::Instant::now());
+        Self { inner, latency, trace }
+    }
+
+    fn trace(&self, op: &str, path: impl std::fmt::Display) {
+        if let Some(start) = self.trace {
+            eprintln!("trace {:>7.1} ms {op:<6} {path}", start.elapsed().as_secs_f64() * 1e3);
+        }
     }
 }
 
@@ -157,6 +168,7 @@ mod latency_store {
     #[async_trait::async_trait]
     impl ObjectStore for LatencyStore {
         async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+            self.trace("put", location);
             tokio::time::sleep(self.latency).await;
             self.inner.put_opts(location, payload, opts).await
         }
@@ -166,11 +178,13 @@ mod latency_store {
             location: &Path,
             opts: PutMultipartOptions,
         ) -> Result<Box<dyn MultipartUpload>> {
+            self.trace("mpu", location);
             tokio::time::sleep(self.latency).await;
             self.inner.put_multipart_opts(location, opts).await
         }
 
         async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+            self.trace(if options.head { "head" } else { "get" }, location);
             tokio::time::sleep(self.latency).await;
             self.inner.get_opts(location, options).await
         }
@@ -179,6 +193,7 @@ mod latency_store {
             object_store::coalesce_ranges(
                 ranges,
                 |range| async move {
+                    self.trace("range", format!("{location} {range:?}"));
                     tokio::time::sleep(self.latency).await;
                     self.inner.get_opts(location, GetOptions::new().with_range(Some(range))).await?.bytes().await
                 },
@@ -199,6 +214,7 @@ mod latency_store {
         /// In lexicographic order, as S3 and `InMemory` list (the local file system
         /// lists in directory order, which the Delta kernel refuses for a log).
         fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+            self.trace("list", prefix.map_or(String::new(), |p| p.to_string()));
             let (inner, prefix, latency) = (self.inner.clone(), prefix.cloned(), self.latency);
             futures::stream::once(async move {
                 tokio::time::sleep(latency).await;
@@ -214,11 +230,13 @@ mod latency_store {
         }
 
         async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+            self.trace("listd", prefix.map_or(String::new(), |p| p.to_string()));
             tokio::time::sleep(self.latency).await;
             self.inner.list_with_delimiter(prefix).await
         }
 
         async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+            self.trace("copy", from);
             tokio::time::sleep(self.latency).await;
             self.inner.copy_opts(from, to, options).await
         }
