@@ -51,6 +51,17 @@ impl StoreFileReader {
         Ok(reader)
     }
 
+    /// A reader of `path` whose whole content `bytes` is already fetched.
+    pub fn from_fetched(store: Arc<dyn ObjectStore>, path: Path, bytes: Bytes) -> Self {
+        Self { fetched: Some(bytes.clone()), ..Self::new(store, path, bytes.len() as u64) }
+    }
+
+    /// The whole file when [`StoreFileReader::open`] fetched it (a cheap handle on the
+    /// same bytes), so a second pass over the file needs no GET.
+    pub fn fetched_bytes(&self) -> Option<Bytes> {
+        self.fetched.clone()
+    }
+
     /// The bytes `range` of the fetched file, or `None` when it was not fetched.
     fn slice(&self, range: &Range<u64>) -> Option<Result<Bytes>> {
         let bytes = self.fetched.as_ref()?;

@@ -37,6 +37,7 @@ pub mod features;
 pub mod history;
 pub mod info;
 pub mod log;
+pub mod log_cache;
 pub mod open;
 pub mod paths;
 pub mod schema;

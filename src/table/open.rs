@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::features;
+use crate::table::log_cache::LogCacheStore;
 use crate::table::storage::{StorageOptions, parse_table_uri};
 
 /// How to open a table: storage options and, for time travel, a version or a timestamp.
@@ -129,15 +130,12 @@ impl Table {
                 ));
             }
         }
+        let (mut builder, cache) = cached_builder(&url, &options.storage_options, options.object_store.clone())?;
         let unloaded = || -> Result<DeltaTableBuilder> {
-            let builder =
-                DeltaTableBuilder::from_url(url.clone())?.with_storage_options(options.storage_options.clone());
-            Ok(match &options.object_store {
-                Some(store) => builder.with_storage_backend(store.clone(), url.clone()),
-                None => builder,
-            })
+            Ok(DeltaTableBuilder::from_url(url.clone())?
+                .with_storage_options(options.storage_options.clone())
+                .with_storage_backend(cache.clone(), url.clone()))
         };
-        let mut builder = unloaded()?;
         if let Some(name) = &options.tag {
             crate::table::tags::validate_name(name)?;
             // The tag record sits in the table's folder: read it through the same store.
@@ -153,7 +151,9 @@ impl Table {
         if let Some(ts) = options.as_of {
             builder = builder.with_timestamp(ts);
         }
-        let delta = builder.load().await.map_err(|e| open_error(uri, &options, e))?;
+        let delta = builder.load().await.map_err(|e| open_error(uri, &options, e));
+        cache.release();
+        let delta = delta?;
         if let (Some(ts), Some(version)) = (options.as_of, delta.version()) {
             // delta-rs falls back to the first version for a time before it; that
             // version did not exist then.
@@ -193,10 +193,7 @@ impl Table {
     pub async fn open_or_new_with(uri: &str, options: OpenOptions) -> Result<Self> {
         let url = parse_table_uri(uri, true)?;
         let storage_options = options.storage_options;
-        let mut builder = DeltaTableBuilder::from_url(url.clone())?.with_storage_options(storage_options.clone());
-        if let Some(store) = options.object_store {
-            builder = builder.with_storage_backend(store, url.clone());
-        }
+        let (builder, cache) = cached_builder(&url, &storage_options, options.object_store)?;
         let mut delta = builder.build()?;
         let exists = delta
             .log_store()
@@ -204,7 +201,9 @@ impl Table {
             .await
             .map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
         if exists {
-            delta.load().await.map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
+            let loaded = delta.load().await;
+            cache.release();
+            loaded.map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
         }
         Ok(Self {
             uri: uri.to_string(),
@@ -314,6 +313,28 @@ impl Table {
     pub fn object_store(&self) -> Arc<dyn deltalake::ObjectStore> {
         self.delta.object_store()
     }
+}
+
+/// A builder for the table at `url` whose log reads go through a [`LogCacheStore`] over
+/// the root store delta-rs would use (the one given, or the one its factories make
+/// for the URL's scheme), and that cache, to release once the table is loaded.
+fn cached_builder(
+    url: &Url,
+    storage_options: &StorageOptions,
+    store: Option<deltalake::logstore::ObjectStoreRef>,
+) -> Result<(DeltaTableBuilder, Arc<LogCacheStore>)> {
+    let root = match store {
+        Some(store) => store,
+        None => DeltaTableBuilder::from_url(url.clone())?
+            .with_storage_options(storage_options.clone())
+            .build_storage()?
+            .root_object_store(None),
+    };
+    let cache = Arc::new(LogCacheStore::new(root));
+    let builder = DeltaTableBuilder::from_url(url.clone())?
+        .with_storage_options(storage_options.clone())
+        .with_storage_backend(cache.clone(), url.clone());
+    Ok((builder, cache))
 }
 
 fn open_error(uri: &str, options: &OpenOptions, err: deltalake::DeltaTableError) -> Error {

@@ -127,28 +127,47 @@ impl MergeJob {
         if rewrite && self.deletion_vectors {
             return self.mark_rows(add).await;
         }
+        // A small file is fetched whole once: the probe and the rewrite both read that copy.
+        let mut fetched = None;
         if probe || !rewrite {
-            let matched =
-                self.matched_keys(&add, rewrite).await.map_err(|e| e.context(format!("reading {}", add.path)))?;
+            let reader = match add.deletion_vector {
+                None => Some(self.open_add(&add).await?),
+                Some(_) => None,
+            };
+            fetched = reader.as_ref().and_then(StoreFileReader::fetched_bytes);
+            let matched = self
+                .matched_keys(&add, rewrite, reader)
+                .await
+                .map_err(|e| e.context(format!("reading {}", add.path)))?;
             if matched.is_empty() || !rewrite {
                 let mut result = FileResult::untouched(add);
                 result.matched_sources = matched;
                 return Ok(result);
             }
         }
-        self.rewrite(add.clone()).await.map_err(|e| e.context(format!("rewriting {}", add.path)))
+        let reader = match (fetched, &add.deletion_vector) {
+            (Some(bytes), None) => Some(StoreFileReader::from_fetched(self.store.clone(), add_path(&add)?, bytes)),
+            _ => None,
+        };
+        self.rewrite(add.clone(), reader).await.map_err(|e| e.context(format!("rewriting {}", add.path)))
     }
 
     /// The rows of `add` with `columns` (all without), in the table's types. A file
     /// without a deletion vector is read straight from its parquet file; one with a
     /// vector through delta-rs's scan, which applies it.
-    async fn read(&self, add: &Add, columns: Option<&[String]>) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+    /// `reader`: the file already opened (a file with a deletion vector ignores it).
+    async fn read(
+        &self,
+        add: &Add,
+        columns: Option<&[String]>,
+        reader: Option<StoreFileReader>,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
         let schema = match columns {
             Some(columns) => self.table_columns(columns)?,
             None => self.compiled.table_schema.clone(),
         };
         if add.deletion_vector.is_none() {
-            return self.read_file(add, schema).await;
+            return self.read_file(add, schema, reader).await;
         }
         let ctx = SessionContext::new();
         self.table.delta().update_datafusion_session(&ctx.state())?;
@@ -165,10 +184,16 @@ impl MergeJob {
     /// The rows of `add`'s parquet file (its deletion vector not applied) with
     /// `schema`'s columns: the file's columns among them are decoded, partition
     /// columns come from the `add`, columns the file predates are nulls.
-    async fn read_file(&self, add: &Add, schema: SchemaRef) -> Result<BoxStream<'static, Result<RecordBatch>>> {
-        let path = deltalake::Path::from_url_path(&add.path)
-            .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))?;
-        let reader = self.open(path, add.size.max(0) as u64).await?;
+    async fn read_file(
+        &self,
+        add: &Add,
+        schema: SchemaRef,
+        reader: Option<StoreFileReader>,
+    ) -> Result<BoxStream<'static, Result<RecordBatch>>> {
+        let reader = match reader {
+            Some(reader) => reader,
+            None => self.open_add(add).await?,
+        };
         let builder = ParquetRecordBatchStreamBuilder::new(reader).await?;
         let file_schema = builder.schema().clone();
         let roots: Vec<usize> = schema.fields().iter().filter_map(|f| file_schema.index_of(f.name()).ok()).collect();
@@ -183,9 +208,9 @@ impl MergeJob {
 
     /// The source rows whose keys the file holds, reading only its key columns;
     /// with `first_only`, stop at the first one.
-    async fn matched_keys(&self, add: &Add, first_only: bool) -> Result<Vec<u32>> {
+    async fn matched_keys(&self, add: &Add, first_only: bool, reader: Option<StoreFileReader>) -> Result<Vec<u32>> {
         let mut matched = Vec::new();
-        let mut stream = self.read(add, Some(&self.source.keys.columns)).await?;
+        let mut stream = self.read(add, Some(&self.source.keys.columns), reader).await?;
         while let Some(batch) = stream.next().await {
             matched.extend(self.source.lookup(&batch?)?.iter().flatten());
             if first_only && !matched.is_empty() {
@@ -201,6 +226,11 @@ impl MergeJob {
         StoreFileReader::open(self.store.clone(), path.clone(), size, &self.io)
             .await
             .map_err(|e| Error::from(e).context(format!("reading data file {path}")))
+    }
+
+    /// A reader of the data file of `add`.
+    async fn open_add(&self, add: &Add) -> Result<StoreFileReader> {
+        self.open(add_path(add)?, add.size.max(0) as u64).await
     }
 
     /// The table's schema with only `columns`, in that order.
@@ -221,13 +251,13 @@ impl MergeJob {
         )
     }
 
-    async fn rewrite(&self, add: Add) -> Result<FileResult> {
+    async fn rewrite(&self, add: Add, reader: Option<StoreFileReader>) -> Result<FileResult> {
         let mut result = FileResult::untouched(add);
         let mut sink = self.sink()?;
         let mut held: Vec<RecordBatch> = Vec::new();
         let mut held_bytes = 0usize;
         let outcome: Result<()> = async {
-            let mut stream = self.read(&result.add, None).await?;
+            let mut stream = self.read(&result.add, None, reader).await?;
             while let Some(target) = stream.next().await {
                 let target = target?;
                 let merged = self.merge_rows(&target, &mut result)?;
@@ -768,4 +798,10 @@ fn to_table_types(batch: &RecordBatch, table_schema: &SchemaRef) -> Result<Recor
     }
     let options = deltalake::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
     Ok(RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), columns, &options)?)
+}
+
+/// The object store path of the data file of `add`.
+fn add_path(add: &Add) -> Result<deltalake::Path> {
+    deltalake::Path::from_url_path(&add.path)
+        .map_err(|e| Error::new(crate::ErrorKind::Data, format!("bad data file path {}: {e}", add.path)))
 }
