@@ -31,8 +31,7 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
-    path::Path,
+    ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, path::Path,
 };
 
 /// How much of a checkpoint part the first read fetches: its tail, where the footer and
@@ -192,8 +191,8 @@ impl ObjectStore for LogCacheStore {
         if kind != Kind::Other {
             self.forget(location);
         }
-        let keep = (create && kind == Kind::Commit && payload.content_length() <= COMMIT_ENTRY_MAX)
-            .then(|| payload.clone());
+        let keep =
+            (create && kind == Kind::Commit && payload.content_length() <= COMMIT_ENTRY_MAX).then(|| payload.clone());
         let result = self.inner.put_opts(location, payload, opts).await?;
         if let Some(payload) = keep {
             let bytes = Bytes::from(payload);
