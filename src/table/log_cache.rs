@@ -61,16 +61,19 @@ impl Cached {
             Some(GetRange::Offset(_)) => return None,
             Some(GetRange::Suffix(n)) => size.saturating_sub(*n)..size,
         };
-        if wanted.start < self.start {
-            return None;
-        }
-        let slice = self.bytes.slice((wanted.start - self.start) as usize..(wanted.end - self.start) as usize);
+        let slice = self.slice(&wanted)?;
         Some(GetResult {
             payload: GetResultPayload::Stream(futures::stream::once(async move { Ok(slice) }).boxed()),
             meta: self.meta.clone(),
             range: wanted,
             attributes: Default::default(),
         })
+    }
+
+    /// Bytes `range` of the file, or `None` when this copy does not hold all of them.
+    fn slice(&self, range: &Range<u64>) -> Option<Bytes> {
+        (range.start >= self.start && range.start <= range.end && range.end <= self.meta.size)
+            .then(|| self.bytes.slice((range.start - self.start) as usize..(range.end - self.start) as usize))
     }
 }
 
@@ -220,10 +223,14 @@ impl ObjectStore for LogCacheStore {
         if kind == Kind::Other || !plain(&options) {
             return self.inner.get_opts(location, options).await;
         }
-        if let Some(hit) = self.lookup(location).and_then(|c| c.serve(&options.range)) {
+        let cached = self.lookup(location);
+        if let Some(hit) = cached.as_ref().and_then(|c| c.serve(&options.range)) {
             return Ok(hit);
         }
         match kind {
+            // Held, but not this part (an early part of a checkpoint larger than the tail):
+            // to the store, without fetching the tail again.
+            _ if cached.is_some() => self.inner.get_opts(location, options).await,
             Kind::Checkpoint => {
                 let cached = self.fetch_checkpoint(location).await?;
                 match cached.serve(&options.range) {
@@ -254,11 +261,10 @@ impl ObjectStore for LogCacheStore {
                 Some(cached) => cached,
                 None => self.fetch_checkpoint(location).await?,
             };
-            if ranges.iter().all(|r| r.start >= cached.start && r.start < r.end && r.end <= cached.meta.size) {
-                return Ok(ranges
-                    .iter()
-                    .map(|r| cached.bytes.slice((r.start - cached.start) as usize..(r.end - cached.start) as usize))
-                    .collect());
+            if ranges.iter().all(|r| r.start < r.end)
+                && let Some(slices) = ranges.iter().map(|r| cached.slice(r)).collect::<Option<Vec<_>>>()
+            {
+                return Ok(slices);
             }
         }
         self.inner.get_ranges(location, ranges).await
@@ -299,5 +305,100 @@ impl ObjectStore for LogCacheStore {
         self.forget(from);
         self.forget(to);
         self.inner.rename_opts(from, to, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+    use sediment_compactor::io::{BoundedStore, IoLimiter, IoSettings};
+
+    use super::*;
+
+    /// A cache over a request-counting in-memory store, and its counter.
+    fn counted() -> (LogCacheStore, Arc<IoLimiter>, Arc<dyn ObjectStore>) {
+        let memory: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let limiter = IoLimiter::new(&IoSettings::default());
+        let counted = Arc::new(BoundedStore::new(memory.clone(), limiter.clone()));
+        (LogCacheStore::new(counted), limiter, memory)
+    }
+
+    #[tokio::test]
+    async fn a_commit_written_is_read_back_without_a_get_until_it_is_deleted() {
+        let (store, limiter, _) = counted();
+        let commit = Path::from("t/_delta_log/00000000000000000003.json");
+        let entry = Bytes::from_static(b"{\"commitInfo\":{}}\n");
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        store.put_opts(&commit, entry.clone().into(), create.clone()).await.unwrap();
+        let before = limiter.report().requests;
+        assert_eq!(store.get(&commit).await.unwrap().bytes().await.unwrap(), entry);
+        assert_eq!(store.get_range(&commit, 2..9).await.unwrap(), entry.slice(2..9));
+        assert_eq!(limiter.report().requests, before, "the entry came from the cache");
+        // A losing put-if-absent keeps the winner's entry.
+        assert!(store.put_opts(&commit, Bytes::from_static(b"other").into(), create).await.is_err());
+        assert_eq!(store.get(&commit).await.unwrap().bytes().await.unwrap(), entry);
+        store.delete(&commit).await.unwrap();
+        assert!(matches!(store.get(&commit).await, Err(object_store::Error::NotFound { .. })));
+    }
+
+    #[tokio::test]
+    async fn an_overwritten_commit_is_read_from_the_store() {
+        let (store, _, _) = counted();
+        let commit = Path::from("_delta_log/00000000000000000000.json");
+        let create = PutOptions { mode: PutMode::Create, ..Default::default() };
+        store.put_opts(&commit, Bytes::from_static(b"first").into(), create).await.unwrap();
+        store.put(&commit, Bytes::from_static(b"second").into()).await.unwrap();
+        assert_eq!(store.get(&commit).await.unwrap().bytes().await.unwrap(), Bytes::from_static(b"second"));
+    }
+
+    #[tokio::test]
+    async fn a_small_checkpoint_is_fetched_once_and_released() {
+        let (store, limiter, memory) = counted();
+        let checkpoint = Path::from("t/_delta_log/00000000000000000010.checkpoint.parquet");
+        let data = Bytes::from((0..200_000u32).map(|i| i as u8).collect::<Vec<u8>>());
+        memory.put(&checkpoint, data.clone().into()).await.unwrap();
+        assert_eq!(store.get_range(&checkpoint, 199_992..200_000).await.unwrap(), data.slice(199_992..200_000));
+        assert_eq!(store.get_range(&checkpoint, 10..5000).await.unwrap(), data.slice(10..5000));
+        let ranges = store.get_ranges(&checkpoint, &[0..4, 100_000..150_000]).await.unwrap();
+        assert_eq!(ranges, vec![data.slice(0..4), data.slice(100_000..150_000)]);
+        assert_eq!(limiter.report().requests, 1, "one GET for every read of the checkpoint");
+        store.release();
+        store.get_range(&checkpoint, 10..20).await.unwrap();
+        assert_eq!(limiter.report().requests, 2, "released: the next read fetches again");
+    }
+
+    #[tokio::test]
+    async fn a_large_checkpoint_keeps_its_tail_and_reads_the_rest_by_range() {
+        let (store, limiter, memory) = counted();
+        let checkpoint = Path::from("_delta_log/00000000000000000010.checkpoint.parquet");
+        let size = CHECKPOINT_FETCH as usize + 1000;
+        let data = Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+        memory.put(&checkpoint, data.clone().into()).await.unwrap();
+        let footer = (size - 8) as u64..size as u64;
+        assert_eq!(store.get_range(&checkpoint, footer.clone()).await.unwrap(), data.slice(size - 8..size));
+        assert_eq!(limiter.report().requests, 1);
+        // Before the tail: one request each, and the tail is not fetched again.
+        assert_eq!(store.get_range(&checkpoint, 0..100).await.unwrap(), data.slice(0..100));
+        assert_eq!(store.get_range(&checkpoint, 100..200).await.unwrap(), data.slice(100..200));
+        assert_eq!(limiter.report().requests, 3);
+        assert_eq!(store.get_range(&checkpoint, footer).await.unwrap(), data.slice(size - 8..size));
+        assert_eq!(limiter.report().requests, 3);
+    }
+
+    #[test]
+    fn only_log_files_are_cached() {
+        assert!(kind(&Path::from("a/b/_delta_log/00000000000000000007.json")) == Kind::Commit);
+        assert!(
+            kind(&Path::from("_delta_log/00000000000000000007.checkpoint.0000000001.0000000002.parquet"))
+                == Kind::Checkpoint
+        );
+        assert!(
+            kind(&Path::from("_delta_log/_sidecars/3a0d65cd-4056-49b8-937b-95f9e3ee90e5.parquet")) == Kind::Checkpoint
+        );
+        assert!(kind(&Path::from("_delta_log/_last_checkpoint")) == Kind::Other);
+        assert!(kind(&Path::from("_delta_log/00000000000000000007.crc")) == Kind::Other);
+        assert!(kind(&Path::from("_delta_log/_tags/nightly.json")) == Kind::Other);
+        assert!(kind(&Path::from("part=1/00000000000000000007.json")) == Kind::Other);
     }
 }

@@ -130,12 +130,9 @@ impl Table {
                 ));
             }
         }
-        let (mut builder, cache) = cached_builder(&url, &options.storage_options, options.object_store.clone())?;
-        let unloaded = || -> Result<DeltaTableBuilder> {
-            Ok(DeltaTableBuilder::from_url(url.clone())?
-                .with_storage_options(options.storage_options.clone())
-                .with_storage_backend(cache.clone(), url.clone()))
-        };
+        let cache = log_cache(&url, &options.storage_options, options.object_store.clone())?;
+        let unloaded = || builder_over(&url, &options.storage_options, &cache);
+        let mut builder = unloaded()?;
         if let Some(name) = &options.tag {
             crate::table::tags::validate_name(name)?;
             // The tag record sits in the table's folder: read it through the same store.
@@ -193,8 +190,8 @@ impl Table {
     pub async fn open_or_new_with(uri: &str, options: OpenOptions) -> Result<Self> {
         let url = parse_table_uri(uri, true)?;
         let storage_options = options.storage_options;
-        let (builder, cache) = cached_builder(&url, &storage_options, options.object_store)?;
-        let mut delta = builder.build()?;
+        let cache = log_cache(&url, &storage_options, options.object_store)?;
+        let mut delta = builder_over(&url, &storage_options, &cache)?.build()?;
         let exists = delta
             .log_store()
             .is_delta_table_location()
@@ -315,14 +312,14 @@ impl Table {
     }
 }
 
-/// A builder for the table at `url` whose log reads go through a [`LogCacheStore`] over
-/// the root store delta-rs would use (the one given, or the one its factories make
-/// for the URL's scheme), and that cache, to release once the table is loaded.
-fn cached_builder(
+/// The log cache over the root store delta-rs would use for the table at `url` (the
+/// one given, or the one its factories make for the URL's scheme); release it once the
+/// table is loaded.
+fn log_cache(
     url: &Url,
     storage_options: &StorageOptions,
     store: Option<deltalake::logstore::ObjectStoreRef>,
-) -> Result<(DeltaTableBuilder, Arc<LogCacheStore>)> {
+) -> Result<Arc<LogCacheStore>> {
     let root = match store {
         Some(store) => store,
         None => DeltaTableBuilder::from_url(url.clone())?
@@ -330,11 +327,14 @@ fn cached_builder(
             .build_storage()?
             .root_object_store(None),
     };
-    let cache = Arc::new(LogCacheStore::new(root));
-    let builder = DeltaTableBuilder::from_url(url.clone())?
+    Ok(Arc::new(LogCacheStore::new(root)))
+}
+
+/// A builder for the table at `url` whose reads and writes go through `cache`.
+fn builder_over(url: &Url, storage_options: &StorageOptions, cache: &Arc<LogCacheStore>) -> Result<DeltaTableBuilder> {
+    Ok(DeltaTableBuilder::from_url(url.clone())?
         .with_storage_options(storage_options.clone())
-        .with_storage_backend(cache.clone(), url.clone());
-    Ok((builder, cache))
+        .with_storage_backend(cache.clone(), url.clone()))
 }
 
 fn open_error(uri: &str, options: &OpenOptions, err: deltalake::DeltaTableError) -> Error {

@@ -130,24 +130,26 @@ impl MergeJob {
         // A small file is fetched whole once: the probe and the rewrite both read that copy.
         let mut fetched = None;
         if probe || !rewrite {
-            let reader = match add.deletion_vector {
-                None => Some(self.open_add(&add).await?),
-                Some(_) => None,
-            };
-            fetched = reader.as_ref().and_then(StoreFileReader::fetched_bytes);
-            let matched = self
-                .matched_keys(&add, rewrite, reader)
-                .await
-                .map_err(|e| e.context(format!("reading {}", add.path)))?;
+            let matched = async {
+                let reader = match add.deletion_vector {
+                    None => Some(self.open_add(&add).await?),
+                    Some(_) => None,
+                };
+                fetched = reader.as_ref().and_then(StoreFileReader::fetched_bytes);
+                self.matched_keys(&add, rewrite, reader).await
+            }
+            .await
+            .map_err(|e| e.context(format!("reading {}", add.path)))?;
             if matched.is_empty() || !rewrite {
                 let mut result = FileResult::untouched(add);
                 result.matched_sources = matched;
                 return Ok(result);
             }
         }
-        let reader = match (fetched, &add.deletion_vector) {
-            (Some(bytes), None) => Some(StoreFileReader::from_fetched(self.store.clone(), add_path(&add)?, bytes)),
-            _ => None,
+        // Only a file without a deletion vector was fetched.
+        let reader = match fetched {
+            Some(bytes) => Some(StoreFileReader::from_fetched(self.store.clone(), add_path(&add)?, bytes)),
+            None => None,
         };
         self.rewrite(add.clone(), reader).await.map_err(|e| e.context(format!("rewriting {}", add.path)))
     }
