@@ -68,6 +68,7 @@ pub use table::clock::{Clock, ManualClock, SystemClock};
 pub use table::conflict::{RetryBudget, RetrySettings};
 pub use table::history::HistoryEntry;
 pub use table::info::TableInfo;
+pub use table::log_files::LogView;
 pub use table::schema::SchemaMode;
 pub use table::storage::{BoundedStore, IoLimiter, IoReport, IoSettings, StorageOptions};
 pub use table::tags::Tag;

@@ -3,8 +3,11 @@
 //! Delta writes them, a checkpoint at the last version) is generated as a log with no
 //! data files. Each mode runs in a process of its own, so its peak RSS is its own:
 //! - `delta-rs-load`: `deltalake::open_table`, which loads the snapshot and nothing else;
-//! - `sediment-info`: `Table::open` and `info()` (file-size histogram, small files);
-//! - `sediment-plan`: `Table::open` and `compaction_plan` (what `compact --dry-run` shows).
+//! - `snapshot-plan`: `Table::open` (delta-rs's snapshot) and `compaction_plan`;
+//! - `sediment-info`: `LogView::open` (the log read by Sediment: no statistics kept)
+//!   and `info()` (file-size histogram, small files);
+//! - `sediment-plan`: `LogView::open` and `compaction_plan` (what `compact --dry-run`
+//!   runs); its bins must match `snapshot-plan`'s.
 //!
 //! Run (release):
 //!   cargo bench -p sediment-integration-tests --bench planning -- [--files N] [--work-dir DIR] [--rounds N]
@@ -17,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use sediment::{CompactOptions, Table};
+use sediment::{CompactOptions, LogView, OpenOptions, Table};
 
 // This bench uses only the argument, RSS and formatting helpers.
 #[allow(dead_code)]
@@ -121,10 +124,15 @@ fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
                 table.snapshot().unwrap().log_data().num_files() as u64
             }
             "sediment-info" => {
-                let table = Table::open(&uri).await.unwrap();
-                table.info().unwrap().files as u64
+                let view = LogView::open(&uri, &OpenOptions::new()).await.unwrap().expect("a log the view reads");
+                view.info().files as u64
             }
             "sediment-plan" => {
+                let view = LogView::open(&uri, &OpenOptions::new()).await.unwrap().expect("a log the view reads");
+                let plan = view.compaction_plan(&CompactOptions::default()).unwrap();
+                plan.partitions.iter().map(|p| p.bins.len()).sum::<usize>() as u64
+            }
+            "snapshot-plan" => {
                 let table = Table::open(&uri).await.unwrap();
                 let plan = table.compaction_plan(&CompactOptions::default()).unwrap();
                 plan.partitions.iter().map(|p| p.bins.len()).sum::<usize>() as u64
@@ -152,7 +160,7 @@ fn main() {
     let dir = base.join(format!("log-{files}"));
     tokio::runtime::Runtime::new().unwrap().block_on(prepare(&dir, files));
 
-    let modes = ["delta-rs-load", "sediment-info", "sediment-plan"];
+    let modes = ["delta-rs-load", "snapshot-plan", "sediment-info", "sediment-plan"];
     let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); modes.len()];
     for _ in 0..rounds {
         for (m, mode) in modes.iter().enumerate() {
@@ -193,4 +201,6 @@ fn main() {
         );
     }
     println!("\nfigure: files loaded (delta-rs), files counted (info), bins planned (plan)");
+    let bins = |m: usize| medians[m]["figure"].clone();
+    println!("same plan from the log view as from the snapshot: {}", bins(1) == bins(3));
 }

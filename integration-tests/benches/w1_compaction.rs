@@ -4,7 +4,8 @@
 //! a short payload) partitioned by date over 10 days, written as 2,000 appends of
 //! 5,000 rows. On identical copies, each in its own process so peak RSS is its own:
 //! - `sediment`: `Table::compact` with default settings;
-//! - `delta-rs`: `optimize` (compact) with the same target size;
+//! - `delta-rs`: `optimize` (compact) with the same target size, on a table opened
+//!   by delta-rs's own builder (`common::delta_open`);
 //! - `floor`: one plain arrow-rs pass that reads every file and writes each
 //!   partition once with the same writer settings (zstd 3, dictionary encoding per
 //!   column chosen from the first batch), no commit.
@@ -106,12 +107,12 @@ async fn live_files(uri: &str, open: &OpenOptions) -> (usize, u64) {
 
 async fn run_one(mode: &str, dir: &Path, latency_ms: Option<u64>) -> serde_json::Value {
     // With a latency, the table is a copy in memory behind it; otherwise the local copy.
-    let (uri, open, counter) = match latency_ms {
+    let (uri, open, counter, store) = match latency_ms {
         Some(ms) => {
             let (store, counter) = common::latency_store(dir, ms).await;
-            ("memory://w1-latency/".to_string(), OpenOptions::new().object_store(store), Some(counter))
+            ("memory://w1-latency/".to_string(), OpenOptions::new().object_store(store.clone()), Some(counter), Some(store))
         }
-        None => (dir.to_string_lossy().to_string(), OpenOptions::new(), None),
+        None => (dir.to_string_lossy().to_string(), OpenOptions::new(), None, None),
     };
     let base_rss = rss_now();
     perf_control("enable");
@@ -125,10 +126,8 @@ async fn run_one(mode: &str, dir: &Path, latency_ms: Option<u64>) -> serde_json:
             None
         }
         "delta-rs" | "delta-rs-16" => {
-            let table = Table::open_with(&uri, open.clone()).await.unwrap();
+            let table = common::delta_open(&uri, store.clone()).await;
             let mut optimize = table
-                .delta()
-                .clone()
                 .optimize()
                 .with_type(sediment::deltalake::operations::optimize::OptimizeType::Compact)
                 .with_target_size(NonZeroU64::new(TARGET).unwrap());

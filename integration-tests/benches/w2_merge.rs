@@ -9,7 +9,8 @@
 //! - `sediment`: an upsert (`Table::merge` on `order_id`, update all, insert the rest;
 //!   `--source-memory-limit BYTES` spills the source and merges it in key ranges);
 //! - `delta-rs`: `merge` with `t.order_id = s.order_id`, update all when matched,
-//!   insert all when not matched (what a user writes).
+//!   insert all when not matched (what a user writes), on a table opened by
+//!   delta-rs's own builder (`common::delta_open`: no Sediment code under it).
 //!
 //! - `pipeline`: the same upsert as a Sediment pipeline (`sediment::pipeline::run`, an
 //!   upsert pipeline on `order_id` with a `not_null` rule) from a bronze table holding
@@ -142,12 +143,12 @@ async fn run_one(
     latency_ms: Option<u64>,
 ) -> serde_json::Value {
     // With a latency, the table is a copy in memory behind it; otherwise the local copy.
-    let (uri, open, counter) = match latency_ms {
+    let (uri, open, counter, store) = match latency_ms {
         Some(ms) => {
             let (store, counter) = common::latency_store(dir, ms).await;
-            ("memory://w2-latency/".to_string(), OpenOptions::new().object_store(store), Some(counter))
+            ("memory://w2-latency/".to_string(), OpenOptions::new().object_store(store.clone()), Some(counter), Some(store))
         }
-        None => (dir.to_string_lossy().to_string(), OpenOptions::new(), None),
+        None => (dir.to_string_lossy().to_string(), OpenOptions::new(), None, None),
     };
     let before: HashSet<String> =
         Table::open_with(&uri, open.clone()).await.unwrap().files().unwrap().into_iter().map(|f| f.path).collect();
@@ -174,7 +175,7 @@ async fn run_one(
             eprintln!("{}", serde_json::to_string(&report).unwrap());
         }
         "delta-rs" | "delta-rs-16" => {
-            let table = Table::open_with(&uri, open.clone()).await.unwrap();
+            let table = common::delta_open(&uri, store.clone()).await;
             let ctx = if mode == "delta-rs-16" {
                 SessionContext::new_with_config(SessionConfig::new().with_target_partitions(16))
             } else {
@@ -184,8 +185,6 @@ async fn run_one(
             let columns: Vec<String> = schema().fields().iter().map(|f| f.name().clone()).collect();
             let cols = columns.clone();
             table
-                .delta()
-                .clone()
                 .merge(frame, "t.order_id = s.order_id")
                 .with_session_state(Arc::new(ctx.state()))
                 .with_source_alias("s")

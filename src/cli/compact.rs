@@ -4,6 +4,7 @@ use clap::Args;
 
 use super::args::parse_size;
 use super::render::{human_bytes, partition_label, progress_bar};
+use crate::table::log_files::LogView;
 use crate::{OpenOptions, StorageOptions, Table};
 
 #[derive(Args)]
@@ -63,7 +64,7 @@ struct CompactOutput<'a> {
 }
 
 pub(crate) async fn compact(args: CompactArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
-    let mut table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
+    let open = OpenOptions::new().storage_options(options);
     let mut compact_options = crate::CompactOptions {
         target_file_size: args.target_size,
         min_input_files: Some(args.min_input_files),
@@ -100,17 +101,26 @@ pub(crate) async fn compact(args: CompactArgs, options: StorageOptions, json: bo
         // data files are written and before the commit.
         compact_options.before_commit = Some(std::sync::Arc::new(|| std::process::abort()));
     }
-    let plan = table.compaction_plan(&compact_options)?;
-    let before = table.info()?;
+    // A dry run plans from the log alone (no snapshot of every file's statistics).
+    let view = if args.dry_run { LogView::open(&args.uri, &open).await? } else { None };
+    let (mut table, plan, before) = match view {
+        Some(view) => (None, view.compaction_plan(&compact_options)?, view.info()),
+        None => {
+            let table = Table::open_with(&args.uri, open).await?;
+            let plan = table.compaction_plan(&compact_options)?;
+            let info = table.info()?;
+            (Some(table), plan, info)
+        }
+    };
     if !json {
-        print_plan(&table, &plan, &before);
+        print_plan(&plan, &before);
     }
-    if plan.is_empty() || args.dry_run {
+    let Some(table) = table.as_mut().filter(|_| !plan.is_empty() && !args.dry_run) else {
         if json {
             println!("{}", serde_json::to_string_pretty(&CompactOutput { plan: &plan, report: None })?);
         }
         return Ok(());
-    }
+    };
     let progress = progress_bar(plan.bins().count() as u64, "bins");
     let bar = progress.clone();
     compact_options.progress = Some(std::sync::Arc::new(move |done, _total, _bytes| bar.set_position(done as u64)));
@@ -163,11 +173,11 @@ pub(crate) async fn compact(args: CompactArgs, options: StorageOptions, json: bo
     Ok(())
 }
 
-fn print_plan(table: &Table, plan: &crate::CompactionPlan, info: &crate::TableInfo) {
+fn print_plan(plan: &crate::CompactionPlan, info: &crate::TableInfo) {
     if plan.is_empty() {
         println!(
             "table {} at version {} is healthy: nothing to compact (health {}/100, {} files, target {})",
-            table.uri(),
+            info.uri,
             info.version,
             info.health.score,
             info.files,
@@ -175,7 +185,7 @@ fn print_plan(table: &Table, plan: &crate::CompactionPlan, info: &crate::TableIn
         );
         return;
     }
-    println!("plan for {} at version {} (target {}):", table.uri(), info.version, human_bytes(plan.target_file_size));
+    println!("plan for {} at version {} (target {}):", info.uri, info.version, human_bytes(plan.target_file_size));
     for partition in &plan.partitions {
         let inputs: usize = partition.bins.iter().map(|b| b.inputs.len()).sum();
         let bytes: u64 = partition.bins.iter().map(|b| b.input_bytes).sum();

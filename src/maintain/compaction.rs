@@ -31,6 +31,8 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::maintain::tiering::{CLASS_TAG, ObjectClasses, StorageClass, archive};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
+use crate::table::info::VersionParts;
+use crate::table::log_files::LogView;
 use crate::table::features;
 
 /// What to compact and how.
@@ -107,49 +109,70 @@ fn output_class_hook(classes: ObjectClasses) -> OutputClassFn {
     })
 }
 
+/// A compaction plan over `parts` (a version's files and metadata), each file in the
+/// class `classes` records for it (STANDARD when absent).
+fn plan_of(parts: &VersionParts<'_>, classes: &HashMap<String, StorageClass>, options: &CompactOptions) -> Result<CompactionPlan> {
+    let settings = PlannerSettings {
+        target_file_size: match options.target_file_size {
+            Some(t) => t,
+            None => parts.target_file_size(),
+        },
+        min_input_files: options.min_input_files.unwrap_or(2),
+        max_bytes: options.max_bytes,
+        clustering: options.clustering.clone(),
+        max_deleted_rows_ratio: options
+            .max_deleted_rows_ratio
+            .unwrap_or(sediment_compactor::planner::DEFAULT_MAX_DELETED_ROWS_RATIO),
+    };
+    let files = parts.files;
+    let mut views = parts.views();
+    let class = |path: &str| classes.get(path).copied().unwrap_or(StorageClass::Standard);
+    if let Some(sql) = &options.filter {
+        let schema = &parts.schema;
+        let partition_columns = &parts.partition_columns;
+        let predicate = Predicate::parse(sql, schema)?;
+        if !predicate.only_mentions(partition_columns) {
+            return Err(Error::invalid(format!(
+                "compaction filter {sql:?} may only mention partition columns ({})",
+                partition_columns.join(", ")
+            )));
+        }
+        let keep = Predicate::match_partitions(predicate.expr(), files, schema, partition_columns)?;
+        let mut keep = keep.into_iter();
+        views.retain(|_| keep.next().unwrap_or(false));
+    }
+    if !options.include_cold {
+        views.retain(|v| !class(&v.path).is_cold());
+    }
+    let mut plan = planner::plan(&views, &settings)?;
+    for bin in plan.partitions.iter_mut().flat_map(|p| p.bins.iter_mut()) {
+        let coldest = bin.inputs.iter().map(|f| class(&f.path)).max().unwrap_or(StorageClass::Standard);
+        bin.storage_class = coldest.is_cold().then(|| coldest.as_str().to_string());
+    }
+    Ok(plan)
+}
+
+impl LogView {
+    /// Plan a compaction of this version, as [`Table::compaction_plan`] does, from the
+    /// files read off the log.
+    pub fn compaction_plan(&self, options: &CompactOptions) -> Result<CompactionPlan> {
+        let classes: HashMap<String, StorageClass> = self
+            .files()
+            .iter()
+            .zip(self.class_tags())
+            .filter_map(|(f, c)| Some((f.path.clone(), c.as_deref()?.parse().ok()?)))
+            .collect();
+        plan_of(&self.parts(), &classes, options)
+    }
+}
+
 impl Table {
     /// Plan a compaction of this version (no I/O beyond the loaded snapshot).
     pub fn compaction_plan(&self, options: &CompactOptions) -> Result<CompactionPlan> {
-        let settings = PlannerSettings {
-            target_file_size: match options.target_file_size {
-                Some(t) => t,
-                None => self.target_file_size()?,
-            },
-            min_input_files: options.min_input_files.unwrap_or(2),
-            max_bytes: options.max_bytes,
-            clustering: options.clustering.clone(),
-            max_deleted_rows_ratio: options
-                .max_deleted_rows_ratio
-                .unwrap_or(sediment_compactor::planner::DEFAULT_MAX_DELETED_ROWS_RATIO),
-        };
         let files = self.files()?;
-        let mut views = self.views_of(&files)?;
         let classes: HashMap<String, StorageClass> =
             self.tier_files()?.into_iter().map(|f| (f.path, f.storage_class)).collect();
-        let class = |path: &str| classes.get(path).copied().unwrap_or(StorageClass::Standard);
-        if let Some(sql) = &options.filter {
-            let schema = self.arrow_schema()?;
-            let partition_columns = self.partition_columns()?;
-            let predicate = Predicate::parse(sql, &schema)?;
-            if !predicate.only_mentions(&partition_columns) {
-                return Err(Error::invalid(format!(
-                    "compaction filter {sql:?} may only mention partition columns ({})",
-                    partition_columns.join(", ")
-                )));
-            }
-            let keep = Predicate::match_partitions(predicate.expr(), &files, &schema, &partition_columns)?;
-            let mut keep = keep.into_iter();
-            views.retain(|_| keep.next().unwrap_or(false));
-        }
-        if !options.include_cold {
-            views.retain(|v| !class(&v.path).is_cold());
-        }
-        let mut plan = planner::plan(&views, &settings)?;
-        for bin in plan.partitions.iter_mut().flat_map(|p| p.bins.iter_mut()) {
-            let coldest = bin.inputs.iter().map(|f| class(&f.path)).max().unwrap_or(StorageClass::Standard);
-            bin.storage_class = coldest.is_cold().then(|| coldest.as_str().to_string());
-        }
-        Ok(plan)
+        plan_of(&self.parts(&files)?, &classes, options)
     }
 
     /// Plan and run a compaction; the handle moves to the version of its last commit.

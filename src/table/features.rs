@@ -44,7 +44,11 @@ const READABLE_FEATURES: &[&str] = &[
 
 /// Check that `table` (named by `uri`) can be read. Errors name the unsupported feature.
 pub fn check_readable(uri: &str, state: &DeltaTableState) -> Result<()> {
-    let protocol = state.protocol();
+    check_protocol_readable(uri, state.protocol())
+}
+
+/// [`check_readable`] of a table's protocol action.
+pub fn check_protocol_readable(uri: &str, protocol: &deltalake::kernel::Protocol) -> Result<()> {
     let version = protocol.min_reader_version();
     if version > 3 {
         return Err(Error::unsupported(format!("cannot read table {uri}: reader version {version} is newer than 3")));

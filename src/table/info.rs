@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::table::log_files::LogView;
 use crate::table::{DataFile, Table};
 use sediment_compactor::{FileView, TableHealth};
 
@@ -75,38 +76,57 @@ pub struct OrphanFile {
     pub last_modified: i64,
 }
 
-impl Table {
-    /// Describe this snapshot.
-    pub fn info(&self) -> Result<TableInfo> {
-        let state = self.state()?;
-        let files = self.files()?;
-        let configuration = self.configuration()?;
-        let target_file_size = self.target_file_size()?;
-        let health = self.health_of(&files, target_file_size)?;
+/// What `info` and the compaction planner read of one version: from a [`Table`]'s
+/// snapshot or from a [`LogView`] of its log.
+pub(crate) struct VersionParts<'a> {
+    pub uri: &'a str,
+    pub version: u64,
+    pub files: &'a [DataFile],
+    pub configuration: std::collections::HashMap<String, String>,
+    pub schema: deltalake::arrow::datatypes::SchemaRef,
+    pub partition_columns: Vec<String>,
+    pub protocol: serde_json::Value,
+}
+
+impl VersionParts<'_> {
+    /// The target file size: `delta.targetFileSize`, else 128 MiB.
+    pub fn target_file_size(&self) -> u64 {
+        target_in(&self.configuration)
+    }
+
+    /// The files as the compaction planner sees them.
+    pub fn views(&self) -> Vec<FileView> {
+        views_in(self.files, &self.partition_columns)
+    }
+
+    /// [`TableInfo`] of these parts.
+    pub fn info(&self) -> TableInfo {
+        let files = self.files;
+        let target_file_size = self.target_file_size();
+        let health = sediment_compactor::health::table_health(&self.views(), target_file_size);
         let files_without_stats = files.iter().filter(|f| f.rows.is_none()).count();
         let deleted_rows: u64 = files.iter().map(|f| f.deleted_rows).sum();
-        let schema = self.arrow_schema()?;
-        let partition_columns = self.partition_columns()?;
-        Ok(TableInfo {
-            uri: self.uri().to_string(),
-            version: self.version().unwrap_or_default(),
+        TableInfo {
+            uri: self.uri.to_string(),
+            version: self.version,
             files: files.len(),
             bytes: health.bytes,
             rows: (files_without_stats == 0)
                 .then(|| files.iter().filter_map(|f| f.rows).sum::<u64>().saturating_sub(deleted_rows)),
             deleted_rows,
             files_without_stats,
-            partitions: if partition_columns.is_empty() {
+            partitions: if self.partition_columns.is_empty() {
                 usize::from(!files.is_empty())
             } else {
                 health.partitions.len()
             },
-            partition_columns,
+            partition_columns: self.partition_columns.clone(),
             target_file_size,
             small_files: health.fragments,
             files_with_deletion_vectors: files.iter().filter(|f| f.has_deletion_vector).count(),
             health,
-            schema: schema
+            schema: self
+                .schema
                 .fields()
                 .iter()
                 .map(|f| ColumnInfo {
@@ -115,9 +135,74 @@ impl Table {
                     nullable: f.is_nullable(),
                 })
                 .collect(),
-            protocol: serde_json::to_value(state.protocol()).unwrap_or_default(),
-            configuration: configuration.into_iter().collect(),
+            protocol: self.protocol.clone(),
+            configuration: self.configuration.clone().into_iter().collect(),
+        }
+    }
+}
+
+fn target_in(configuration: &std::collections::HashMap<String, String>) -> u64 {
+    configuration
+        .get("delta.targetFileSize")
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|v| *v > 0)
+        .unwrap_or(DEFAULT_TARGET_FILE_SIZE)
+}
+
+fn views_in(files: &[DataFile], partition_columns: &[String]) -> Vec<FileView> {
+    files
+        .iter()
+        .map(|f| FileView {
+            partition: partition_columns
+                .iter()
+                .map(|c| (c.clone(), f.partition_values.get(c).cloned().flatten()))
+                .collect(),
+            path: f.path.clone(),
+            size: f.size,
+            rows: f.rows,
+            deleted_rows: f.deleted_rows,
         })
+        .collect()
+}
+
+impl LogView {
+    /// The parts `info` and the planner read, over these files.
+    pub(crate) fn parts(&self) -> VersionParts<'_> {
+        VersionParts {
+            uri: self.uri(),
+            version: self.version(),
+            files: self.files(),
+            configuration: self.metadata().configuration().clone(),
+            schema: self.arrow_schema(),
+            partition_columns: self.metadata().partition_columns().to_vec(),
+            protocol: serde_json::to_value(self.protocol()).unwrap_or_default(),
+        }
+    }
+
+    /// Describe this version, as [`Table::info`] does.
+    pub fn info(&self) -> TableInfo {
+        self.parts().info()
+    }
+}
+
+impl Table {
+    /// The parts `info` and the planner read, over `files` (this snapshot's).
+    pub(crate) fn parts<'a>(&'a self, files: &'a [DataFile]) -> Result<VersionParts<'a>> {
+        Ok(VersionParts {
+            uri: self.uri(),
+            version: self.version().unwrap_or_default(),
+            files,
+            configuration: self.configuration()?,
+            schema: self.arrow_schema()?,
+            partition_columns: self.partition_columns()?,
+            protocol: serde_json::to_value(self.state()?.protocol()).unwrap_or_default(),
+        })
+    }
+
+    /// Describe this snapshot.
+    pub fn info(&self) -> Result<TableInfo> {
+        let files = self.files()?;
+        Ok(self.parts(&files)?.info())
     }
 
     /// Data files in storage referenced by neither this snapshot nor its tombstones.
@@ -157,12 +242,7 @@ impl Table {
 impl Table {
     /// The target file size: `delta.targetFileSize`, else 128 MiB.
     pub fn target_file_size(&self) -> Result<u64> {
-        Ok(self
-            .configuration()?
-            .get("delta.targetFileSize")
-            .and_then(|v| v.parse::<u64>().ok())
-            .filter(|v| *v > 0)
-            .unwrap_or(DEFAULT_TARGET_FILE_SIZE))
+        Ok(target_in(&self.configuration()?))
     }
 
     /// The live files as the compaction planner sees them, partition values in
@@ -173,20 +253,7 @@ impl Table {
 
     /// `files` (this snapshot's) as file views.
     pub(crate) fn views_of(&self, files: &[DataFile]) -> Result<Vec<FileView>> {
-        let partition_columns = self.partition_columns()?;
-        Ok(files
-            .iter()
-            .map(|f| FileView {
-                partition: partition_columns
-                    .iter()
-                    .map(|c| (c.clone(), f.partition_values.get(c).cloned().flatten()))
-                    .collect(),
-                path: f.path.clone(),
-                size: f.size,
-                rows: f.rows,
-                deleted_rows: f.deleted_rows,
-            })
-            .collect())
+        Ok(views_in(files, &self.partition_columns()?))
     }
 
     /// Table health at `target` bytes per file.

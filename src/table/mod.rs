@@ -16,6 +16,7 @@
 //! | [`paths`] | log paths and deletion-vector files as store paths |
 //! | [`history`] | the commits of a table, newest first |
 //! | [`tags`] | named versions kept with the table under `_sediment/tags/` (create, list, delete, open by tag) |
+//! | [`log_files`] | [`LogView`](log_files::LogView): a version's live files read from the log alone, for planning at scale |
 //! | [`info`] | what a snapshot holds, its health and the orphan files beside it |
 //!
 //! Words: a *table* is a Delta table at a location; a *version* is one snapshot of it;
@@ -38,6 +39,7 @@ pub mod history;
 pub mod info;
 pub mod log;
 pub mod log_cache;
+pub mod log_files;
 pub mod open;
 pub mod paths;
 pub mod schema;

@@ -29,6 +29,16 @@ pub struct OpenOptions {
 }
 
 impl OpenOptions {
+    /// Whether these options ask for a version other than the latest.
+    pub(crate) fn time_travels(&self) -> bool {
+        self.version.is_some() || self.as_of.is_some() || self.tag.is_some()
+    }
+
+    /// The storage settings.
+    pub(crate) fn storage(&self) -> (&StorageOptions, Option<Arc<dyn deltalake::ObjectStore>>) {
+        (&self.storage_options, self.object_store.clone())
+    }
+
     /// Options that open the latest version with storage settings from the environment.
     pub fn new() -> Self {
         Self::default()
@@ -315,7 +325,7 @@ impl Table {
 /// The log cache over the root store delta-rs would use for the table at `url` (the
 /// one given, or the one its factories make for the URL's scheme); release it once the
 /// table is loaded.
-fn log_cache(
+pub(crate) fn log_cache(
     url: &Url,
     storage_options: &StorageOptions,
     store: Option<deltalake::logstore::ObjectStoreRef>,
@@ -331,13 +341,13 @@ fn log_cache(
 }
 
 /// A builder for the table at `url` whose reads and writes go through `cache`.
-fn builder_over(url: &Url, storage_options: &StorageOptions, cache: &Arc<LogCacheStore>) -> Result<DeltaTableBuilder> {
+pub(crate) fn builder_over(url: &Url, storage_options: &StorageOptions, cache: &Arc<LogCacheStore>) -> Result<DeltaTableBuilder> {
     Ok(DeltaTableBuilder::from_url(url.clone())?
         .with_storage_options(storage_options.clone())
         .with_storage_backend(cache.clone(), url.clone()))
 }
 
-fn open_error(uri: &str, options: &OpenOptions, err: deltalake::DeltaTableError) -> Error {
+pub(crate) fn open_error(uri: &str, options: &OpenOptions, err: deltalake::DeltaTableError) -> Error {
     use deltalake::DeltaTableError as E;
     match (&err, options.version, options.as_of) {
         (E::InvalidVersion(v), _, _) => Error::new(ErrorKind::NotFound, format!("table {uri} has no version {v}")),

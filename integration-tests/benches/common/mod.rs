@@ -246,6 +246,24 @@ mod latency_store {
 /// The files of the table at `dir` (a local directory) in a new in-memory store,
 /// behind `latency_ms` of latency per request and a counter of the requests every
 /// engine makes through it.
+/// Open the table at `uri` as delta-rs alone would: its own builder over `store` (the
+/// latency store) when given, else its own store for the location; no Sediment code
+/// (such as its log read cache) in between, so the delta-rs rows measure delta-rs.
+pub async fn delta_open(
+    uri: &str,
+    store: Option<std::sync::Arc<dyn object_store::ObjectStore>>,
+) -> sediment::deltalake::DeltaTable {
+    let url = match url::Url::parse(uri) {
+        Ok(url) if url.scheme().len() > 1 => url,
+        _ => url::Url::from_directory_path(std::fs::canonicalize(uri).unwrap()).unwrap(),
+    };
+    let mut builder = sediment::deltalake::DeltaTableBuilder::from_url(url.clone()).unwrap();
+    if let Some(store) = store {
+        builder = builder.with_storage_backend(store, url);
+    }
+    builder.load().await.unwrap()
+}
+
 pub async fn latency_store(
     dir: &Path,
     latency_ms: u64,

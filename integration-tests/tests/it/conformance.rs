@@ -449,3 +449,94 @@ async fn merges_into_copies_of_foreign_tables_keep_their_rows() {
     }
     assert!(merged.len() >= 5, "too few foreign tables had a usable key: {merged:?}");
 }
+
+/// Every table directory (one holding `_delta_log`) under `dir`.
+fn delta_tables(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.join("_delta_log").is_dir() {
+            out.push(path.clone());
+        }
+        delta_tables(&path, out);
+    }
+}
+
+/// What a version looks like to planning: its files (sorted), its info and its plan.
+fn planning_view(files: &[sediment::DataFile], info: &sediment::TableInfo, plan: &sediment::CompactionPlan) -> String {
+    let mut files: Vec<String> = files.iter().map(|f| format!("{f:?}")).collect();
+    files.sort();
+    format!(
+        "{}\n{}\n{}",
+        files.join("\n"),
+        serde_json::to_string_pretty(info).unwrap(),
+        serde_json::to_string_pretty(plan).unwrap()
+    )
+}
+
+/// `LogView` (the log read by Sediment alone, for planning) against delta-rs's
+/// snapshot on every foreign table: the same files, the same info, the same
+/// compaction plan; or it declines the table (and the caller uses delta-rs); or both
+/// fail. Never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_view_plans_foreign_tables_as_the_snapshot_does() {
+    let Some(dir) = dir_or_skip("log view") else { return };
+    let mut tables = Vec::new();
+    delta_tables(&dir, &mut tables);
+    tables.sort();
+    assert!(tables.len() > 150, "{} tables found", tables.len());
+    let options = sediment::CompactOptions::default().target_file_size(1024 * 1024);
+    let (mut same, mut declined, mut both_fail) = (0, 0, 0);
+    let mut failures = Vec::new();
+    for path in tables {
+        let name = path.strip_prefix(&dir).unwrap().to_string_lossy().to_string();
+        let uri = path.to_string_lossy().to_string();
+        let opts = options.clone();
+        let snapshot = tokio::spawn({
+            let (uri, opts) = (uri.clone(), opts.clone());
+            async move {
+                let table = Table::open(&uri).await?;
+                let files = table.files()?;
+                Ok::<_, sediment::Error>(planning_view(&files, &table.info()?, &table.compaction_plan(&opts)?))
+            }
+        })
+        .await;
+        let view = tokio::spawn(async move {
+            match sediment::LogView::open(&uri, &OpenOptions::new()).await? {
+                Some(view) => {
+                    let plan = view.compaction_plan(&opts)?;
+                    Ok(Some(planning_view(view.files(), &view.info(), &plan)))
+                }
+                None => Ok::<_, sediment::Error>(None),
+            }
+        })
+        .await;
+        match (snapshot, view) {
+            (Err(p), _) => failures.push(format!("{name}: the snapshot path panicked: {p}")),
+            (_, Err(p)) => failures.push(format!("{name}: the log view panicked: {p}")),
+            (Ok(Ok(a)), Ok(Ok(Some(b)))) if a == b => same += 1,
+            (Ok(Ok(a)), Ok(Ok(Some(b)))) => {
+                let diff: Vec<String> = a
+                    .lines()
+                    .zip(b.lines())
+                    .filter(|(x, y)| x != y)
+                    .take(3)
+                    .map(|(x, y)| format!("  snapshot: {x}\n  log view: {y}"))
+                    .collect();
+                failures.push(format!("{name}: the log view differs:\n{}", diff.join("\n")))
+            }
+            (_, Ok(Ok(None))) => declined += 1,
+            (Ok(Err(_)), Ok(Err(_))) => both_fail += 1,
+            (Ok(Ok(_)), Ok(Err(e))) => failures.push(format!("{name}: the log view failed where delta-rs reads it: {e}")),
+            (Ok(Err(e)), Ok(Ok(Some(_)))) => {
+                failures.push(format!("{name}: the log view read a table delta-rs refuses ({e})"))
+            }
+        }
+    }
+    eprintln!("log view: {same} alike, {declined} declined, {both_fail} unreadable by both");
+    assert!(same > 100, "only {same} tables read alike");
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n\n"));
+}

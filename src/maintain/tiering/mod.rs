@@ -36,8 +36,7 @@ use deltalake::arrow::datatypes::DataType;
 use crate::error::Result;
 use crate::table::Table;
 
-/// The `add` tag that records a file's storage class in the log (absent: STANDARD).
-pub const CLASS_TAG: &str = "sediment.storageClass";
+pub use crate::table::log_files::CLASS_TAG;
 
 impl Table {
     /// The live files of this version as the tiering planner sees them, each with the
