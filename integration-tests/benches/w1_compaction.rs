@@ -110,7 +110,12 @@ async fn run_one(mode: &str, dir: &Path, latency_ms: Option<u64>) -> serde_json:
     let (uri, open, counter, store) = match latency_ms {
         Some(ms) => {
             let (store, counter) = common::latency_store(dir, ms).await;
-            ("memory://w1-latency/".to_string(), OpenOptions::new().object_store(store.clone()), Some(counter), Some(store))
+            (
+                "memory://w1-latency/".to_string(),
+                OpenOptions::new().object_store(store.clone()),
+                Some(counter),
+                Some(store),
+            )
         }
         None => (dir.to_string_lossy().to_string(), OpenOptions::new(), None, None),
     };

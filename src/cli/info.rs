@@ -5,7 +5,7 @@ use clap::Args;
 use super::args::{TimeTravel, open_options};
 use super::render::{human_bytes, print_info};
 use crate::maintain::tiering::{ClassMismatch, CostReport, TierSteps, has_storage_classes};
-use crate::{StorageOptions, Table};
+use crate::{LogView, StorageOptions, Table};
 
 #[derive(Args)]
 pub(crate) struct InfoArgs {
@@ -41,11 +41,25 @@ struct InfoOutput {
     storage_class_mismatches: Option<Vec<ClassMismatch>>,
 }
 
+/// The version `info` describes: read from the log alone where it can be (no snapshot
+/// of every file's statistics; the latest version), else loaded by delta-rs.
+enum Described {
+    Log(LogView),
+    Table(Table),
+}
+
 pub(crate) async fn info(args: InfoArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
-    let table = Table::open_with(&args.uri, open_options(options, &args.at)).await?;
-    let info = table.info()?;
-    let orphan_files = table.orphan_files().await?;
-    let tags = table.tags().await?;
+    let open = open_options(options, &args.at);
+    // Comparing classes with the store reads the snapshot's files as delta-rs has them.
+    let view = if args.check_storage_classes { None } else { LogView::open(&args.uri, &open).await? };
+    let described = match view {
+        Some(view) => Described::Log(view),
+        None => Described::Table(Table::open_with(&args.uri, open).await?),
+    };
+    let (info, orphan_files, tags) = match &described {
+        Described::Log(v) => (v.info(), v.orphan_files().await?, v.tags().await?),
+        Described::Table(t) => (t.info()?, t.orphan_files().await?, t.tags().await?),
+    };
     let storage = if has_storage_classes(&args.uri)? {
         let prices = match &args.config {
             Some(path) => crate::service::Settings::load(Some(path))?.storage_prices,
@@ -57,11 +71,18 @@ pub(crate) async fn info(args: InfoArgs, options: StorageOptions, json: bool) ->
             .map(TierSteps::parse)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--tier-policy: {e}"))?;
-        Some(table.storage_cost(&prices, steps.as_ref(), args.column.as_deref(), chrono::Utc::now())?)
+        let (steps, column, now) = (steps.as_ref(), args.column.as_deref(), chrono::Utc::now());
+        Some(match &described {
+            Described::Log(v) => v.storage_cost(&prices, steps, column, now)?,
+            Described::Table(t) => t.storage_cost(&prices, steps, column, now)?,
+        })
     } else {
         None
     };
-    let storage_class_mismatches = if args.check_storage_classes { table.check_storage_classes().await? } else { None };
+    let storage_class_mismatches = match &described {
+        Described::Table(t) if args.check_storage_classes => t.check_storage_classes().await?,
+        _ => None,
+    };
     if json {
         let output = InfoOutput { info, orphan_files, tags, storage, storage_class_mismatches };
         println!("{}", serde_json::to_string_pretty(&output)?);

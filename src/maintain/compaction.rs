@@ -31,9 +31,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::maintain::tiering::{CLASS_TAG, ObjectClasses, StorageClass, archive};
 use crate::read::predicate::Predicate;
 use crate::table::Table;
+use crate::table::features;
 use crate::table::info::VersionParts;
 use crate::table::log_files::LogView;
-use crate::table::features;
 
 /// What to compact and how.
 #[derive(Clone, Default)]
@@ -111,7 +111,11 @@ fn output_class_hook(classes: ObjectClasses) -> OutputClassFn {
 
 /// A compaction plan over `parts` (a version's files and metadata), each file in the
 /// class `classes` records for it (STANDARD when absent).
-fn plan_of(parts: &VersionParts<'_>, classes: &HashMap<String, StorageClass>, options: &CompactOptions) -> Result<CompactionPlan> {
+fn plan_of(
+    parts: &VersionParts<'_>,
+    classes: &HashMap<String, StorageClass>,
+    options: &CompactOptions,
+) -> Result<CompactionPlan> {
     let settings = PlannerSettings {
         target_file_size: match options.target_file_size {
             Some(t) => t,

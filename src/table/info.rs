@@ -214,28 +214,53 @@ impl Table {
         let tombstones: Vec<String> =
             state.all_tombstones(log_store.as_ref()).map_ok(|t| decode(&t.path())).try_collect().await?;
         referenced.extend(tombstones);
-        let mut orphans: Vec<OrphanFile> = self
-            .object_store()
-            .list(None)
-            .try_filter_map(|meta| {
-                let path = meta.location.to_string();
-                let is_data = path.ends_with(".parquet")
-                    && !path.starts_with("_delta_log/")
-                    && !path.starts_with("_change_data/")
-                    && !path.contains("/_change_data/");
-                let orphan = is_data && !referenced.contains(&path);
-                futures::future::ready(Ok(orphan.then(|| OrphanFile {
-                    path,
-                    size: meta.size,
-                    last_modified: meta.last_modified.timestamp_millis(),
-                })))
-            })
-            .try_collect()
-            .await
-            .map_err(|e| crate::Error::delta(deltalake::DeltaTableError::from(e)))?;
-        orphans.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(orphans)
+        orphans_in(self.object_store().as_ref(), &referenced).await
     }
+}
+
+impl LogView {
+    /// Data files in storage referenced by neither this version nor its tombstones, as
+    /// [`Table::orphan_files`] finds them.
+    pub async fn orphan_files(&self) -> Result<Vec<OrphanFile>> {
+        let referenced: HashSet<String> = self
+            .files()
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(self.tombstones().iter().map(String::as_str))
+            .map(decode)
+            .collect();
+        orphans_in(self.object_store().as_ref(), &referenced).await
+    }
+
+    /// Every tag of the table, by name.
+    pub async fn tags(&self) -> Result<Vec<crate::Tag>> {
+        crate::table::tags::tags_in(self.object_store().as_ref(), self.uri()).await
+    }
+}
+
+/// The Parquet files under `store` (a table's root) that `referenced` does not hold,
+/// change data and the log aside.
+async fn orphans_in(store: &dyn deltalake::ObjectStore, referenced: &HashSet<String>) -> Result<Vec<OrphanFile>> {
+    let mut orphans: Vec<OrphanFile> = store
+        .list(None)
+        .try_filter_map(|meta| {
+            let path = meta.location.to_string();
+            let is_data = path.ends_with(".parquet")
+                && !path.starts_with("_delta_log/")
+                && !path.starts_with("_change_data/")
+                && !path.contains("/_change_data/");
+            let orphan = is_data && !referenced.contains(&path);
+            futures::future::ready(Ok(orphan.then(|| OrphanFile {
+                path,
+                size: meta.size,
+                last_modified: meta.last_modified.timestamp_millis(),
+            })))
+        })
+        .try_collect()
+        .await
+        .map_err(|e| crate::Error::delta(deltalake::DeltaTableError::from(e)))?;
+    orphans.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(orphans)
 }
 
 /// What the compaction planner and the health score see of a snapshot.

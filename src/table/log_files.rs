@@ -28,8 +28,8 @@ use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask}
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
-use serde::Deserialize;
 use sediment_compactor::reader::StoreFileReader;
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::table::{DataFile, open};
@@ -44,8 +44,19 @@ const CHECKPOINT_BATCH_ROWS: usize = 8 * 1024;
 pub struct LogView {
     uri: String,
     snapshot: deltalake::kernel::Snapshot,
+    store: Arc<dyn ObjectStore>,
     files: Vec<DataFile>,
     classes: Vec<Option<String>>,
+    tombstones: Vec<String>,
+}
+
+/// What a replay of the log found.
+#[derive(Default)]
+struct Replayed {
+    files: Vec<DataFile>,
+    classes: Vec<Option<String>>,
+    /// Paths of `remove`s (URL-decoded once, as the files' paths).
+    tombstones: Vec<String>,
 }
 
 impl std::fmt::Debug for LogView {
@@ -72,16 +83,19 @@ impl LogView {
             .await
             .map_err(|e| open::open_error(uri, options, e))?;
         crate::table::features::check_protocol_readable(uri, snapshot.protocol())?;
-        let version = snapshot.version() as u64;
+        let version = snapshot.version();
         let store = log_store.object_store(None);
         let Some(segment) = segment(store.as_ref(), version).await.map_err(|e| e.context(format!("table {uri}")))?
         else {
             return Ok(None);
         };
-        let replayed = replay(store, &segment).await;
+        let replayed = replay(store.clone(), &segment).await;
         cache.release();
-        let (files, classes) = replayed.map_err(|e| e.context(format!("table {uri}")))?;
-        Ok(Some(Self { uri: uri.to_string(), snapshot, files, classes }))
+        let Some(Replayed { files, classes, tombstones }) = replayed.map_err(|e| e.context(format!("table {uri}")))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Self { uri: uri.to_string(), snapshot, store, files, classes, tombstones }))
     }
 
     /// The location as the user gave it.
@@ -91,7 +105,7 @@ impl LogView {
 
     /// The version read.
     pub fn version(&self) -> u64 {
-        self.snapshot.version() as u64
+        self.snapshot.version()
     }
 
     /// The live data files, as [`crate::Table::files`] lists them (in no set order).
@@ -102,6 +116,16 @@ impl LogView {
     /// Each live file's `sediment.storageClass` tag, in the order of [`LogView::files`].
     pub fn class_tags(&self) -> &[Option<String>] {
         &self.classes
+    }
+
+    /// Paths of the files this version's `remove`s name (its tombstones).
+    pub fn tombstones(&self) -> &[String] {
+        &self.tombstones
+    }
+
+    /// The object store rooted at the table directory.
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        self.store.clone()
     }
 
     /// The protocol.
@@ -147,18 +171,23 @@ async fn segment(store: &dyn ObjectStore, version: u64) -> Result<Option<Segment
     };
     let prefix = Path::from("_delta_log");
     let listing: Vec<object_store::ObjectMeta> = match hint {
-        Some(v) => store.list_with_offset(Some(&prefix), &Path::from(format!("_delta_log/{v:020}"))).try_collect().await,
+        Some(v) => {
+            store.list_with_offset(Some(&prefix), &Path::from(format!("_delta_log/{v:020}"))).try_collect().await
+        }
         None => store.list(Some(&prefix)).try_collect().await,
     }
     .map_err(storage)?;
     Ok(segment_of(listing.into_iter().map(|m| (m.location, m.size)), version, hint))
 }
 
+/// A checkpoint part: its number, path and size.
+type Part = (u64, Path, u64);
+
 /// [`segment`] over a listing of `_delta_log` (from the hinted checkpoint's version on).
 fn segment_of(listing: impl Iterator<Item = (Path, u64)>, version: u64, hint: Option<u64>) -> Option<Segment> {
     let mut commits: BTreeMap<u64, Path> = BTreeMap::new();
     // version -> (parts expected, parts seen); classic single part: (1, ..).
-    let mut checkpoints: BTreeMap<u64, (u64, Vec<(u64, Path, u64)>)> = BTreeMap::new();
+    let mut checkpoints: BTreeMap<u64, (u64, Vec<Part>)> = BTreeMap::new();
     let mut unreadable: HashSet<u64> = HashSet::new();
     for (path, size) in listing {
         let Some(name) = path.filename().map(str::to_string) else { continue };
@@ -215,7 +244,7 @@ fn segment_of(listing: impl Iterator<Item = (Path, u64)>, version: u64, hint: Op
     if (start..=version).any(|v| !commits.contains_key(&v)) {
         return None;
     }
-    let mut checkpoint: Vec<(u64, Path, u64)> = complete.map(|(_, (_, parts))| parts).unwrap_or_default();
+    let mut checkpoint: Vec<Part> = complete.map(|(_, (_, parts))| parts).unwrap_or_default();
     checkpoint.sort_by_key(|(p, _, _)| *p);
     checkpoint.dedup_by_key(|(p, _, _)| *p);
     Some(Segment {
@@ -282,11 +311,11 @@ struct ActionLine {
 }
 
 /// The live files of `segment`: commits newest first, then the checkpoint, each
-/// `(path, deletion vector)` taken the first time it is seen.
-async fn replay(store: Arc<dyn ObjectStore>, segment: &Segment) -> Result<(Vec<DataFile>, Vec<Option<String>>)> {
+/// `(path, deletion vector)` taken the first time it is seen; `None` for a checkpoint
+/// with sidecars.
+async fn replay(store: Arc<dyn ObjectStore>, segment: &Segment) -> Result<Option<Replayed>> {
     let mut seen: HashSet<FileKey> = HashSet::new();
-    let mut files = Vec::new();
-    let mut classes = Vec::new();
+    let mut out = Replayed::default();
     let mut commits = futures::stream::iter(segment.commits.iter().cloned())
         .map(|path| {
             let store = store.clone();
@@ -304,13 +333,14 @@ async fn replay(store: Arc<dyn ObjectStore>, segment: &Segment) -> Result<(Vec<D
             let action: ActionLine = serde_json::from_slice(line)
                 .map_err(|e| Error::invalid(format!("log entry {path} line {}: {e}", n + 1)))?;
             if let Some(remove) = action.remove {
+                out.tombstones.push(decoded(&remove.path));
                 seen.insert((remove.path, remove.deletion_vector.as_ref().map(DvLine::id)));
             }
             if let Some(add) = action.add {
                 let key = (add.path.clone(), add.deletion_vector.as_ref().map(DvLine::id));
                 if seen.insert(key) {
                     let class = add.tags.as_ref().and_then(|t| t.get(CLASS_TAG).cloned().flatten());
-                    files.push(DataFile {
+                    out.files.push(DataFile {
                         rows: add.stats.as_deref().and_then(num_records),
                         size: add.size.max(0) as u64,
                         partition_values: add.partition_values.into_iter().collect(),
@@ -319,18 +349,21 @@ async fn replay(store: Arc<dyn ObjectStore>, segment: &Segment) -> Result<(Vec<D
                         deleted_rows: add.deletion_vector.map_or(0, |dv| dv.cardinality.max(0) as u64),
                         path: decoded(&add.path),
                     });
-                    classes.push(class);
+                    out.classes.push(class);
                 }
             }
         }
     }
     drop(commits);
     for (path, size) in &segment.checkpoint {
-        read_checkpoint(store.clone(), path, *size, &seen, &mut files, &mut classes)
+        let read = read_checkpoint(store.clone(), path, *size, &seen, &mut out)
             .await
             .map_err(|e| e.context(format!("checkpoint {path}")))?;
+        if !read {
+            return Ok(None);
+        }
     }
-    Ok((files, classes))
+    Ok(Some(out))
 }
 
 /// A log path as [`DataFile`] holds it: URL-decoded once, as delta-rs's file views give it.
@@ -359,40 +392,53 @@ fn num_records(stats: &str) -> Option<u64> {
     serde_json::from_str::<Stats>(stats).ok()?.num_records
 }
 
+/// Take the live `add`s of one checkpoint part; `false` when it is a V2 checkpoint
+/// whose files are in sidecars (which this reader leaves to delta-rs).
 async fn read_checkpoint(
     store: Arc<dyn ObjectStore>,
     path: &Path,
     size: u64,
     seen: &HashSet<FileKey>,
-    files: &mut Vec<DataFile>,
-    classes: &mut Vec<Option<String>>,
-) -> Result<()> {
+    out: &mut Replayed,
+) -> Result<bool> {
     let reader = StoreFileReader::new(store, path.clone(), size);
     let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(parquet)?;
     let parquet_schema = builder.parquet_schema();
     let has = |name: &str| {
         let parts: Vec<&str> = name.split('.').collect();
-        parquet_schema.columns().iter().any(|c| c.path().parts().iter().map(String::as_str).take(parts.len()).eq(parts.iter().copied()))
+        parquet_schema
+            .columns()
+            .iter()
+            .any(|c| c.path().parts().iter().map(String::as_str).take(parts.len()).eq(parts.iter().copied()))
     };
-    if has("sidecar") {
-        return Err(Error::invalid("a V2 checkpoint with sidecars; read the table through delta-rs"));
-    }
+    let sidecars = has("sidecar.path");
     let parsed_rows = has("add.stats_parsed.numRecords");
-    let mut columns = vec![
-        "add.path",
-        "add.size",
-        "add.partitionValues",
-        "add.modificationTime",
-        "add.deletionVector",
-        "add.tags",
-    ];
+    let mut columns =
+        vec!["add.path", "add.size", "add.partitionValues", "add.modificationTime", "add.deletionVector", "add.tags"];
     columns.push(if parsed_rows { "add.stats_parsed.numRecords" } else { "add.stats" });
+    if sidecars {
+        columns.push("sidecar.path");
+    }
+    if has("remove.path") {
+        columns.push("remove.path");
+    }
     let mask = ProjectionMask::columns(parquet_schema, columns.iter().copied());
     let mut stream = builder.with_projection(mask).with_batch_size(CHECKPOINT_BATCH_ROWS).build().map_err(parquet)?;
     while let Some(batch) = stream.try_next().await.map_err(parquet)? {
-        take_adds(&batch, seen, files, classes)?;
+        // A V2 checkpoint's files are in its sidecars: declined (delta-rs reads them).
+        if batch.column_by_name("sidecar").is_some_and(|s| s.null_count() < s.len()) {
+            return Ok(false);
+        }
+        take_adds(&batch, seen, out)?;
+        if let Some(remove) = batch.column_by_name("remove").and_then(|c| c.as_struct_opt())
+            && let Some(path) = remove.column_by_name("path").and_then(|c| c.as_string_opt::<i32>())
+        {
+            out.tombstones.extend(
+                (0..remove.len()).filter(|r| remove.is_valid(*r) && path.is_valid(*r)).map(|r| decoded(path.value(r))),
+            );
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 fn parquet(e: deltalake::parquet::errors::ParquetError) -> Error {
@@ -404,17 +450,13 @@ fn bad(what: &str) -> Error {
 }
 
 /// The live `add`s of one checkpoint batch.
-fn take_adds(
-    batch: &RecordBatch,
-    seen: &HashSet<FileKey>,
-    files: &mut Vec<DataFile>,
-    classes: &mut Vec<Option<String>>,
-) -> Result<()> {
+fn take_adds(batch: &RecordBatch, seen: &HashSet<FileKey>, out: &mut Replayed) -> Result<()> {
     let Some(add) = batch.column_by_name("add") else { return Ok(()) };
     let add = add.as_struct_opt().ok_or_else(|| bad("add column"))?;
     let path = add.column_by_name("path").ok_or_else(|| bad("add.path"))?;
     let path = path.as_string_opt::<i32>().ok_or_else(|| bad("add.path"))?;
-    let size = add.column_by_name("size").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| bad("add.size"))?;
+    let size =
+        add.column_by_name("size").and_then(|c| c.as_primitive_opt::<Int64Type>()).ok_or_else(|| bad("add.size"))?;
     let modified = add.column_by_name("modificationTime").and_then(|c| c.as_primitive_opt::<Int64Type>());
     let partitions = add.column_by_name("partitionValues").and_then(|c| c.as_map_opt());
     let tags = add.column_by_name("tags").and_then(|c| c.as_map_opt());
@@ -448,7 +490,7 @@ fn take_adds(
             .and_then(|c| c.as_primitive_opt::<Int64Type>())
             .filter(|c| c.is_valid(row))
             .map_or(0, |c| c.value(row).max(0) as u64);
-        files.push(DataFile {
+        out.files.push(DataFile {
             path: decoded(&key.0),
             size: size.value(row).max(0) as u64,
             rows,
@@ -457,9 +499,7 @@ fn take_adds(
             has_deletion_vector: dv_row.is_some(),
             deleted_rows: cardinality,
         });
-        classes.push(
-            tags.map(|t| string_map(t, row)).transpose()?.and_then(|mut t| t.remove(CLASS_TAG)).flatten(),
-        );
+        out.classes.push(tags.map(|t| string_map(t, row)).transpose()?.and_then(|mut t| t.remove(CLASS_TAG)).flatten());
     }
     Ok(())
 }
@@ -475,7 +515,9 @@ fn dv_key(dv: &StructArray, row: usize) -> Result<String> {
     let offset = dv
         .column_by_name("offset")
         .and_then(|c| match c.data_type() {
-            DataType::Int32 => c.as_primitive_opt::<deltalake::arrow::datatypes::Int32Type>().map(|a| (a.is_valid(row), a.value(row))),
+            DataType::Int32 => {
+                c.as_primitive_opt::<deltalake::arrow::datatypes::Int32Type>().map(|a| (a.is_valid(row), a.value(row)))
+            }
             _ => None,
         })
         .filter(|(valid, _)| *valid)

@@ -341,7 +341,11 @@ pub(crate) fn log_cache(
 }
 
 /// A builder for the table at `url` whose reads and writes go through `cache`.
-pub(crate) fn builder_over(url: &Url, storage_options: &StorageOptions, cache: &Arc<LogCacheStore>) -> Result<DeltaTableBuilder> {
+pub(crate) fn builder_over(
+    url: &Url,
+    storage_options: &StorageOptions,
+    cache: &Arc<LogCacheStore>,
+) -> Result<DeltaTableBuilder> {
     Ok(DeltaTableBuilder::from_url(url.clone())?
         .with_storage_options(storage_options.clone())
         .with_storage_backend(cache.clone(), url.clone()))

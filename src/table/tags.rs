@@ -131,24 +131,7 @@ impl Table {
 
     /// Every tag of the table, by name.
     pub async fn tags(&self) -> Result<Vec<Tag>> {
-        let store = self.object_store();
-        let prefix = deltalake::Path::from(TAGS_DIR);
-        let mut names = Vec::new();
-        let mut listing = store.list(Some(&prefix));
-        while let Some(meta) = listing.next().await {
-            let meta = meta.map_err(|e| Error::delta(deltalake::DeltaTableError::from(e)))?;
-            if let Some(name) = meta.location.filename().and_then(|f| f.strip_suffix(".json")) {
-                names.push(name.to_string());
-            }
-        }
-        names.sort();
-        let mut tags = Vec::with_capacity(names.len());
-        for name in names {
-            if let Some(tag) = read_tag(store.as_ref(), &name, self.uri()).await? {
-                tags.push(tag);
-            }
-        }
-        Ok(tags)
+        tags_in(self.object_store().as_ref(), self.uri()).await
     }
 
     /// Delete the tag `name`; an error when there is none.
@@ -176,6 +159,27 @@ pub(crate) async fn read_tag(store: &dyn ObjectStore, name: &str, uri: &str) -> 
     serde_json::from_slice(&bytes)
         .map(Some)
         .map_err(|e| Error::new(ErrorKind::Data, format!("tag record {path} of table {uri} is damaged: {e}")))
+}
+
+/// Every tag under `store` (rooted at the table `uri`), by name.
+pub(crate) async fn tags_in(store: &dyn deltalake::ObjectStore, uri: &str) -> Result<Vec<Tag>> {
+    let prefix = deltalake::Path::from(TAGS_DIR);
+    let mut names = Vec::new();
+    let mut listing = store.list(Some(&prefix));
+    while let Some(meta) = listing.next().await {
+        let meta = meta.map_err(|e| Error::delta(deltalake::DeltaTableError::from(e)))?;
+        if let Some(name) = meta.location.filename().and_then(|f| f.strip_suffix(".json")) {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    let mut tags = Vec::with_capacity(names.len());
+    for name in names {
+        if let Some(tag) = read_tag(store, &name, uri).await? {
+            tags.push(tag);
+        }
+    }
+    Ok(tags)
 }
 
 #[cfg(test)]

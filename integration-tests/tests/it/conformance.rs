@@ -477,9 +477,17 @@ fn planning_view(files: &[sediment::DataFile], info: &sediment::TableInfo, plan:
     )
 }
 
+fn steps() -> sediment::maintain::tiering::TierSteps {
+    sediment::maintain::tiering::TierSteps::parse("30d:STANDARD_IA,180d:GLACIER_IR").unwrap()
+}
+
+fn now() -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()
+}
+
 /// `LogView` (the log read by Sediment alone, for planning) against delta-rs's
-/// snapshot on every foreign table: the same files, the same info, the same
-/// compaction plan; or it declines the table (and the caller uses delta-rs); or both
+/// snapshot on every foreign table: the same files, info, compaction plan, orphan
+/// files and storage cost (with a tiering plan); or it declines the table (and the caller uses delta-rs); or both
 /// fail. Never a panic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_view_plans_foreign_tables_as_the_snapshot_does() {
@@ -500,7 +508,10 @@ async fn the_log_view_plans_foreign_tables_as_the_snapshot_does() {
             async move {
                 let table = Table::open(&uri).await?;
                 let files = table.files()?;
-                Ok::<_, sediment::Error>(planning_view(&files, &table.info()?, &table.compaction_plan(&opts)?))
+                let cost = table.storage_cost(&Default::default(), Some(&steps()), None, now()).ok();
+                let extra = serde_json::json!({"orphans": table.orphan_files().await?, "cost": cost});
+                let view = planning_view(&files, &table.info()?, &table.compaction_plan(&opts)?);
+                Ok::<_, sediment::Error>(format!("{view}\n{extra}"))
             }
         })
         .await;
@@ -508,7 +519,9 @@ async fn the_log_view_plans_foreign_tables_as_the_snapshot_does() {
             match sediment::LogView::open(&uri, &OpenOptions::new()).await? {
                 Some(view) => {
                     let plan = view.compaction_plan(&opts)?;
-                    Ok(Some(planning_view(view.files(), &view.info(), &plan)))
+                    let cost = view.storage_cost(&Default::default(), Some(&steps()), None, now()).ok();
+                    let extra = serde_json::json!({"orphans": view.orphan_files().await?, "cost": cost});
+                    Ok(Some(format!("{}\n{extra}", planning_view(view.files(), &view.info(), &plan))))
                 }
                 None => Ok::<_, sediment::Error>(None),
             }
@@ -530,7 +543,9 @@ async fn the_log_view_plans_foreign_tables_as_the_snapshot_does() {
             }
             (_, Ok(Ok(None))) => declined += 1,
             (Ok(Err(_)), Ok(Err(_))) => both_fail += 1,
-            (Ok(Ok(_)), Ok(Err(e))) => failures.push(format!("{name}: the log view failed where delta-rs reads it: {e}")),
+            (Ok(Ok(_)), Ok(Err(e))) => {
+                failures.push(format!("{name}: the log view failed where delta-rs reads it: {e}"))
+            }
             (Ok(Err(e)), Ok(Ok(Some(_)))) => {
                 failures.push(format!("{name}: the log view read a table delta-rs refuses ({e})"))
             }

@@ -340,3 +340,68 @@ async fn a_checkpoint_written_now_is_where_readers_start() {
     assert_eq!(crate::common::table_rows(&reopened).await, rows);
     assert_eq!(crate::interop::python_read(&uri).0, 300, "and so does another reader");
 }
+
+/// What planning sees of a version: its files (sorted), info and compaction plan.
+fn planning_view(files: &[sediment::DataFile], info: &sediment::TableInfo, plan: &sediment::CompactionPlan) -> String {
+    let mut files: Vec<String> = files.iter().map(|f| format!("{f:?}")).collect();
+    files.sort();
+    format!("{}\n{}\n{}", files.join("\n"), serde_json::to_string(info).unwrap(), serde_json::to_string(plan).unwrap())
+}
+
+async fn assert_log_view_matches(uri: &str, step: &str) -> sediment::CompactionPlan {
+    let options = sediment::CompactOptions::default().target_file_size(256 * 1024);
+    let table = Table::open(uri).await.unwrap();
+    let plan = table.compaction_plan(&options).unwrap();
+    let want = planning_view(&table.files().unwrap(), &table.info().unwrap(), &plan);
+    let view = sediment::LogView::open(uri, &OpenOptions::new()).await.unwrap().expect("the view reads this log");
+    let got = planning_view(view.files(), &view.info(), &view.compaction_plan(&options).unwrap());
+    assert_eq!(got, want, "{step}: the log view differs from the snapshot");
+    plan
+}
+
+/// The log view (planning from the log alone) sees what delta-rs's snapshot sees on a
+/// table Sediment wrote on S3: before and after a checkpoint, with files removed by a
+/// compaction and re-added with deletion vectors after it.
+#[tokio::test]
+async fn the_log_view_reads_what_the_snapshot_reads() {
+    let uri = s3_uri("log-view");
+    let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+    let options =
+        WriteOptions::append().partition_by(["event_date"]).table_property("delta.enableDeletionVectors", "true");
+    table.write([sediment::demo::events_batch(0, 300)], options).await.unwrap();
+    for i in 1..4 {
+        append_events(&mut table, i * 300, 300).await;
+    }
+    assert_log_view_matches(&uri, "commits only").await;
+    table.checkpoint().await.unwrap();
+    assert_log_view_matches(&uri, "at the checkpoint").await;
+    for i in 4..6 {
+        append_events(&mut table, i * 300, 300).await;
+    }
+    table.compact(sediment::CompactOptions::default()).await.unwrap();
+    table.delete("event_id % 7 = 0").await.unwrap();
+    assert!(table.files().unwrap().iter().any(|f| f.has_deletion_vector), "the delete marked rows");
+    append_events(&mut table, 6 * 300, 300).await;
+    let plan = assert_log_view_matches(&uri, "after the checkpoint").await;
+    // The CLI's dry run plans from the log view: the same plan.
+    let out = std::process::Command::new(crate::cli::sediment_bin())
+        .args(["compact", &uri, "--dry-run", "--json", "--target-size", "262144"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["plan"], serde_json::to_value(&plan).unwrap());
+    assert_eq!(Table::open(&uri).await.unwrap().version(), table.version(), "a dry run commits nothing");
+    // `info` describes the version from the log view: what the snapshot says.
+    let out = std::process::Command::new(crate::cli::sediment_bin()).args(["info", &uri, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let want = serde_json::to_value(table.info().unwrap()).unwrap();
+    for (key, value) in want.as_object().unwrap() {
+        assert_eq!(&printed[key], value, "info's {key}");
+    }
+    assert_eq!(printed["orphan_files"], serde_json::to_value(table.orphan_files().await.unwrap()).unwrap());
+    let cost = table.storage_cost(&Default::default(), None, None, chrono::Utc::now()).unwrap();
+    let cost = serde_json::to_value(&cost).unwrap();
+    assert_eq!((&printed["storage"]["classes"], &printed["storage"]["ranges"]), (&cost["classes"], &cost["ranges"]));
+}

@@ -38,6 +38,75 @@ use crate::table::Table;
 
 pub use crate::table::log_files::CLASS_TAG;
 
+/// [`Table::age_by`] over a schema, partition columns and files.
+fn age_by_in(
+    uri: &str,
+    schema: &deltalake::arrow::datatypes::SchemaRef,
+    partition_columns: Vec<String>,
+    column: Option<&str>,
+    files: &[TierFile],
+) -> Result<AgeBy> {
+    let columns: Vec<PartitionColumn> = partition_columns
+        .into_iter()
+        .map(|name| {
+            let temporal = schema
+                .field_with_name(&name)
+                .is_ok_and(|f| matches!(f.data_type(), DataType::Date32 | DataType::Date64 | DataType::Timestamp(..)));
+            PartitionColumn { name, temporal }
+        })
+        .collect();
+    planner::age_by(&columns, column, files).map_err(|e| e.context(format!("table {uri}")))
+}
+
+/// [`Table::storage_cost`] of `files` aging `by` (a table whose partitions have no age
+/// still has a cost, by partition value).
+fn cost_of(
+    files: &[TierFile],
+    by: Option<AgeBy>,
+    prices: &StoragePrices,
+    steps: Option<&TierSteps>,
+    now: DateTime<Utc>,
+) -> Result<CostReport> {
+    let plan = match (steps, &by) {
+        (Some(steps), Some(by)) if !steps.is_empty() => {
+            Some((planner::plan(files, by, steps, now)?, steps.to_string()))
+        }
+        _ => None,
+    };
+    Ok(cost::cost_report(files, by.as_ref(), prices, plan.as_ref().map(|(p, s)| (p, s.clone()))))
+}
+
+impl crate::table::log_files::LogView {
+    /// The live files as the tiering planner sees them (see [`Table::tier_files`]).
+    pub fn tier_files(&self) -> Vec<TierFile> {
+        self.files()
+            .iter()
+            .zip(self.class_tags())
+            .map(|(f, class)| TierFile {
+                path: f.path.clone(),
+                size: f.size,
+                partition: f.partition_values.clone(),
+                added_ms: f.modification_time,
+                storage_class: class.as_deref().and_then(|c| c.parse().ok()).unwrap_or(StorageClass::Standard),
+            })
+            .collect()
+    }
+
+    /// What this version's storage costs a month, as [`Table::storage_cost`] says.
+    pub fn storage_cost(
+        &self,
+        prices: &StoragePrices,
+        steps: Option<&TierSteps>,
+        column: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<CostReport> {
+        let files = self.tier_files();
+        let partition_columns = self.metadata().partition_columns().to_vec();
+        let by = age_by_in(self.uri(), &self.arrow_schema(), partition_columns, column, &files).ok();
+        cost_of(&files, by, prices, steps, now)
+    }
+}
+
 impl Table {
     /// The live files of this version as the tiering planner sees them, each with the
     /// class the log records for it (its `add`'s [`CLASS_TAG`]).
@@ -88,18 +157,7 @@ impl Table {
     /// tiering and partition expiry (a date or timestamp partition column first, else
     /// the first string one whose every value is a date).
     pub(crate) fn age_by(&self, column: Option<&str>, files: &[TierFile]) -> Result<AgeBy> {
-        let schema = self.arrow_schema()?;
-        let columns: Vec<PartitionColumn> = self
-            .partition_columns()?
-            .into_iter()
-            .map(|name| {
-                let temporal = schema.field_with_name(&name).is_ok_and(|f| {
-                    matches!(f.data_type(), DataType::Date32 | DataType::Date64 | DataType::Timestamp(..))
-                });
-                PartitionColumn { name, temporal }
-            })
-            .collect();
-        planner::age_by(&columns, column, files).map_err(|e| e.context(format!("table {}", self.uri())))
+        age_by_in(self.uri(), &self.arrow_schema()?, self.partition_columns()?, column, files)
     }
 
     /// What this version's storage costs a month at `prices`, by class and by
@@ -113,15 +171,8 @@ impl Table {
         now: DateTime<Utc>,
     ) -> Result<CostReport> {
         let files = self.tier_files()?;
-        // A table whose partitions have no age still has a cost, by partition value.
         let by = self.age_by(column, &files).ok();
-        let plan = match (steps, &by) {
-            (Some(steps), Some(by)) if !steps.is_empty() => {
-                Some((planner::plan(&files, by, steps, now)?, steps.to_string()))
-            }
-            _ => None,
-        };
-        Ok(cost::cost_report(&files, by.as_ref(), prices, plan.as_ref().map(|(p, s)| (p, s.clone()))))
+        cost_of(&files, by, prices, steps, now)
     }
 
     /// Live files whose class in the store (HeadObject, 16 in flight) is not the one
