@@ -160,12 +160,8 @@ impl LogView {
     /// Plan a compaction of this version, as [`Table::compaction_plan`] does, from the
     /// files read off the log.
     pub fn compaction_plan(&self, options: &CompactOptions) -> Result<CompactionPlan> {
-        let classes: HashMap<String, StorageClass> = self
-            .files()
-            .iter()
-            .zip(self.class_tags())
-            .filter_map(|(f, c)| Some((f.path.clone(), c.as_deref()?.parse().ok()?)))
-            .collect();
+        let classes: HashMap<String, StorageClass> =
+            self.tier_files().into_iter().map(|f| (f.path, f.storage_class)).collect();
         plan_of(&self.parts(), &classes, options)
     }
 }
