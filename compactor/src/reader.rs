@@ -95,16 +95,22 @@ impl AsyncFileReader for StoreFileReader {
 
     fn get_metadata<'a>(
         &'a mut self,
-        _options: Option<&'a ArrowReaderOptions>,
+        options: Option<&'a ArrowReaderOptions>,
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
         async move {
+            // The page indexes only when the read asks for them.
+            let reader = match options {
+                Some(o) => ParquetMetaDataReader::new()
+                    .with_column_index_policy(o.column_index_policy())
+                    .with_offset_index_policy(o.offset_index_policy()),
+                None => ParquetMetaDataReader::new(),
+            };
             if let Some(bytes) = &self.fetched {
-                return Ok(Arc::new(ParquetMetaDataReader::new().parse_and_finish(bytes)?));
+                return Ok(Arc::new(reader.parse_and_finish(bytes)?));
             }
             let (size, hint) = (self.size, self.footer_read as usize);
             // One request for the footer in the common case.
-            let metadata =
-                ParquetMetaDataReader::new().with_prefetch_hint(Some(hint)).load_and_finish(self, size).await?;
+            let metadata = reader.with_prefetch_hint(Some(hint)).load_and_finish(self, size).await?;
             Ok(Arc::new(metadata))
         }
         .boxed()

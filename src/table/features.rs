@@ -70,9 +70,13 @@ pub fn check_protocol_readable(uri: &str, protocol: &deltalake::kernel::Protocol
 /// know could reference files it would not see. Unlike writing, declared features
 /// with something to enforce (constraints, generated columns) do not matter here.
 pub fn check_vacuumable(uri: &str, state: &DeltaTableState) -> Result<()> {
-    check_readable(uri, state)
+    check_protocol_vacuumable(uri, state.protocol())
+}
+
+/// [`check_vacuumable`] of a table's protocol action.
+pub fn check_protocol_vacuumable(uri: &str, protocol: &deltalake::kernel::Protocol) -> Result<()> {
+    check_protocol_readable(uri, protocol)
         .map_err(|e| Error::unsupported(e.message().replacen("cannot read", "cannot vacuum", 1)))?;
-    let protocol = state.protocol();
     if protocol.min_writer_version() > 7 {
         return Err(Error::unsupported(format!(
             "cannot vacuum table {uri}: writer version {} is newer than 7",

@@ -226,7 +226,7 @@ impl LogView {
             .files()
             .iter()
             .map(|f| f.path.as_str())
-            .chain(self.tombstones().iter().map(String::as_str))
+            .chain(self.tombstones().iter().map(|t| t.path.as_str()))
             .map(decode)
             .collect();
         orphans_in(self.object_store().as_ref(), &referenced).await

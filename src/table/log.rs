@@ -7,10 +7,12 @@
 //! by a commit of the window. Commits are read several at once (one GET each).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use deltalake::Path;
 use deltalake::kernel::DeletionVectorDescriptor;
 use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::Deserialize;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -102,42 +104,56 @@ impl Table {
         let Some(latest) = self.version() else {
             return Ok(Vec::new());
         };
-        let log_store = self.delta().log_store();
-        let root = self.delta().table_url().clone();
-        let mut commits = Vec::new();
-        let mut next = Some(latest);
-        while let Some(top) = next {
-            let bottom = top.saturating_sub(COMMITS_IN_FLIGHT as u64 - 1);
-            let batch: Vec<Option<CommitFiles>> = futures::stream::iter((bottom..=top).rev())
-                .map(|version| {
-                    let log_store = log_store.clone();
-                    let root = root.clone();
-                    async move {
-                        match log_store.read_commit_entry(version).await? {
-                            Some(bytes) => CommitFiles::parse(version, &bytes, &root).map(Some),
-                            None => Ok(None),
+        commits_since_in(self.object_store(), self.delta().table_url(), latest, since_ms, self.uri()).await
+    }
+}
+
+/// [`Table::commits_since`] of the table rooted at `root` (`store` rooted there too)
+/// whose newest version is `latest`.
+pub(crate) async fn commits_since_in(
+    store: Arc<dyn ObjectStore>,
+    root: &url::Url,
+    latest: u64,
+    since_ms: i64,
+    uri: &str,
+) -> Result<Vec<CommitFiles>> {
+    let mut commits = Vec::new();
+    let mut next = Some(latest);
+    while let Some(top) = next {
+        let bottom = top.saturating_sub(COMMITS_IN_FLIGHT as u64 - 1);
+        let batch: Vec<Option<CommitFiles>> = futures::stream::iter((bottom..=top).rev())
+            .map(|version| {
+                let store = store.clone();
+                async move {
+                    let path = Path::from(format!("_delta_log/{version:020}.json"));
+                    match store.get(&path).await {
+                        Ok(got) => {
+                            let bytes = got.bytes().await.map_err(|e| Error::delta(e.into()))?;
+                            CommitFiles::parse(version, &bytes, root).map(Some)
                         }
+                        Err(object_store::Error::NotFound { .. }) => Ok(None),
+                        Err(e) => Err(Error::delta(e.into())),
                     }
-                })
-                .buffered(COMMITS_IN_FLIGHT)
-                .try_collect()
-                .await
-                .map_err(|e: Error| e.context(format!("reading the log of table {}", self.uri())))?;
-            next = if bottom == 0 { None } else { Some(bottom - 1) };
-            for commit in batch {
-                // A missing commit: log cleanup removed it and everything older.
-                let Some(commit) = commit else {
-                    return Ok(commits);
-                };
-                let before = commit.timestamp.is_some_and(|t| t < since_ms);
-                commits.push(commit);
-                if before {
-                    return Ok(commits);
                 }
+            })
+            .buffered(COMMITS_IN_FLIGHT)
+            .try_collect()
+            .await
+            .map_err(|e: Error| e.context(format!("reading the log of table {uri}")))?;
+        next = if bottom == 0 { None } else { Some(bottom - 1) };
+        for commit in batch {
+            // A missing commit: log cleanup removed it and everything older.
+            let Some(commit) = commit else {
+                return Ok(commits);
+            };
+            let before = commit.timestamp.is_some_and(|t| t < since_ms);
+            commits.push(commit);
+            if before {
+                return Ok(commits);
             }
         }
-        Ok(commits)
     }
+    Ok(commits)
 }
 
 #[cfg(test)]

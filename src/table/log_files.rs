@@ -21,10 +21,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use deltalake::arrow::array::PrimitiveArray;
 use deltalake::arrow::array::{Array, AsArray, MapArray, RecordBatch, StructArray};
-use deltalake::arrow::datatypes::{DataType, Int64Type, SchemaRef};
-use deltalake::kernel::{Metadata, Protocol};
+use deltalake::arrow::datatypes::{Int32Type, Int64Type, SchemaRef};
+use deltalake::kernel::{DeletionVectorDescriptor, Metadata, Protocol};
+use deltalake::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection};
 use deltalake::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
+use deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
@@ -38,6 +41,8 @@ use crate::table::{DataFile, open};
 const COMMITS_IN_FLIGHT: usize = 16;
 /// Rows per checkpoint batch: bounds the memory one batch of `add`s holds.
 const CHECKPOINT_BATCH_ROWS: usize = 8 * 1024;
+/// Bytes of the read columns a checkpoint part spans (see [`checkpoint_parts`]).
+const CHECKPOINT_PART_BYTES: u64 = 16 * 1024 * 1024;
 
 /// A version's protocol, metadata and live files, read from the log without
 /// delta-rs's snapshot of the files.
@@ -45,9 +50,26 @@ pub struct LogView {
     uri: String,
     snapshot: deltalake::kernel::Snapshot,
     store: Arc<dyn ObjectStore>,
+    /// The table's root, as delta-rs's log store names it.
+    root: url::Url,
+    /// The store at the root of the storage (what [`crate::OpenOptions::object_store`] takes).
+    root_store: Arc<dyn ObjectStore>,
+    storage_options: crate::table::storage::StorageOptions,
     files: Vec<DataFile>,
     classes: Vec<Option<String>>,
-    tombstones: Vec<String>,
+    vectors: Vec<Option<Box<DeletionVectorDescriptor>>>,
+    tombstones: Vec<Tombstone>,
+}
+
+/// A `remove` of the version's log (a tombstone), as delta-rs's snapshot lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tombstone {
+    /// The removed file's path, URL-decoded once.
+    pub path: String,
+    /// When the file was removed, in milliseconds since the epoch.
+    pub deletion_timestamp: Option<i64>,
+    /// The removed file's size, when the `remove` records it.
+    pub size: Option<i64>,
 }
 
 /// What a replay of the log found.
@@ -55,8 +77,8 @@ pub struct LogView {
 struct Replayed {
     files: Vec<DataFile>,
     classes: Vec<Option<String>>,
-    /// Paths of `remove`s (URL-decoded once, as the files' paths).
-    tombstones: Vec<String>,
+    vectors: Vec<Option<Box<DeletionVectorDescriptor>>>,
+    tombstones: Vec<Tombstone>,
 }
 
 impl std::fmt::Debug for LogView {
@@ -91,11 +113,23 @@ impl LogView {
         };
         let replayed = replay(store.clone(), &segment).await;
         cache.release();
-        let Some(Replayed { files, classes, tombstones }) = replayed.map_err(|e| e.context(format!("table {uri}")))?
+        let Some(Replayed { files, classes, vectors, tombstones }) =
+            replayed.map_err(|e| e.context(format!("table {uri}")))?
         else {
             return Ok(None);
         };
-        Ok(Some(Self { uri: uri.to_string(), snapshot, store, files, classes, tombstones }))
+        Ok(Some(Self {
+            uri: uri.to_string(),
+            snapshot,
+            store,
+            root: log_store.root_url().clone(),
+            root_store: log_store.root_object_store(None),
+            storage_options: storage_options.clone(),
+            files,
+            classes,
+            vectors,
+            tombstones,
+        }))
     }
 
     /// The location as the user gave it.
@@ -118,9 +152,29 @@ impl LogView {
         &self.classes
     }
 
-    /// Paths of the files this version's `remove`s name (its tombstones).
-    pub fn tombstones(&self) -> &[String] {
+    /// Each live file's deletion vector, in the order of [`LogView::files`].
+    pub fn deletion_vectors(&self) -> impl Iterator<Item = Option<&DeletionVectorDescriptor>> {
+        self.vectors.iter().map(Option::as_deref)
+    }
+
+    /// The `remove`s of this version's log (its tombstones), as delta-rs lists them.
+    pub fn tombstones(&self) -> &[Tombstone] {
         &self.tombstones
+    }
+
+    /// The table's root URL.
+    pub fn root(&self) -> &url::Url {
+        &self.root
+    }
+
+    /// Options that open another version of this table through the same store.
+    pub fn open_options(&self) -> crate::OpenOptions {
+        crate::OpenOptions::new().storage_options(self.storage_options.clone()).object_store(self.root_store.clone())
+    }
+
+    /// The table properties delta-rs parses from the metadata.
+    pub fn table_properties(&self) -> &delta_kernel::table_properties::TableProperties {
+        self.snapshot.table_properties()
     }
 
     /// The object store rooted at the table directory.
@@ -267,12 +321,18 @@ struct DvLine {
     path_or_inline_dv: String,
     offset: Option<i32>,
     #[serde(default)]
+    size_in_bytes: i32,
+    #[serde(default)]
     cardinality: i64,
 }
 
 impl DvLine {
     fn id(&self) -> String {
         dv_id(&self.storage_type, &self.path_or_inline_dv, self.offset)
+    }
+
+    fn descriptor(&self) -> Result<DeletionVectorDescriptor> {
+        descriptor(&self.storage_type, &self.path_or_inline_dv, self.offset, self.size_in_bytes, self.cardinality)
     }
 }
 
@@ -302,6 +362,8 @@ struct AddLine {
 struct RemoveLine {
     path: String,
     deletion_vector: Option<DvLine>,
+    deletion_timestamp: Option<i64>,
+    size: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -333,13 +395,18 @@ async fn replay(store: Arc<dyn ObjectStore>, segment: &Segment) -> Result<Option
             let action: ActionLine = serde_json::from_slice(line)
                 .map_err(|e| Error::invalid(format!("log entry {path} line {}: {e}", n + 1)))?;
             if let Some(remove) = action.remove {
-                out.tombstones.push(decoded(&remove.path));
+                out.tombstones.push(Tombstone {
+                    path: decoded(&remove.path),
+                    deletion_timestamp: remove.deletion_timestamp,
+                    size: remove.size,
+                });
                 seen.insert((remove.path, remove.deletion_vector.as_ref().map(DvLine::id)));
             }
             if let Some(add) = action.add {
                 let key = (add.path.clone(), add.deletion_vector.as_ref().map(DvLine::id));
                 if seen.insert(key) {
                     let class = add.tags.as_ref().and_then(|t| t.get(CLASS_TAG).cloned().flatten());
+                    let vector = add.deletion_vector.as_ref().map(DvLine::descriptor).transpose()?.map(Box::new);
                     out.files.push(DataFile {
                         rows: add.stats.as_deref().and_then(num_records),
                         size: add.size.max(0) as u64,
@@ -350,6 +417,7 @@ async fn replay(store: Arc<dyn ObjectStore>, segment: &Segment) -> Result<Option
                         path: decoded(&add.path),
                     });
                     out.classes.push(class);
+                    out.vectors.push(vector);
                 }
             }
         }
@@ -401,9 +469,11 @@ async fn read_checkpoint(
     seen: &HashSet<FileKey>,
     out: &mut Replayed,
 ) -> Result<bool> {
-    let reader = StoreFileReader::new(store, path.clone(), size);
-    let builder = ParquetRecordBatchStreamBuilder::new(reader).await.map_err(parquet)?;
-    let parquet_schema = builder.parquet_schema();
+    let mut reader = StoreFileReader::new(store, path.clone(), size);
+    // The offset index lets a read of some rows fetch only their pages.
+    let options = ArrowReaderOptions::new().with_offset_index_policy(PageIndexPolicy::Optional);
+    let metadata = ArrowReaderMetadata::load_async(&mut reader, options).await.map_err(parquet)?;
+    let parquet_schema = metadata.parquet_schema();
     let has = |name: &str| {
         let parts: Vec<&str> = name.split('.').collect();
         parquet_schema
@@ -419,26 +489,82 @@ async fn read_checkpoint(
     if sidecars {
         columns.push("sidecar.path");
     }
-    if has("remove.path") {
-        columns.push("remove.path");
+    for column in ["remove.path", "remove.deletionTimestamp", "remove.size"] {
+        if has(column) {
+            columns.push(column);
+        }
     }
     let mask = ProjectionMask::columns(parquet_schema, columns.iter().copied());
-    let mut stream = builder.with_projection(mask).with_batch_size(CHECKPOINT_BATCH_ROWS).build().map_err(parquet)?;
-    while let Some(batch) = stream.try_next().await.map_err(parquet)? {
-        // A V2 checkpoint's files are in its sidecars: declined (delta-rs reads them).
-        if batch.column_by_name("sidecar").is_some_and(|s| s.null_count() < s.len()) {
-            return Ok(false);
-        }
-        take_adds(&batch, seen, out)?;
-        if let Some(remove) = batch.column_by_name("remove").and_then(|c| c.as_struct_opt())
-            && let Some(path) = remove.column_by_name("path").and_then(|c| c.as_string_opt::<i32>())
-        {
-            out.tombstones.extend(
-                (0..remove.len()).filter(|r| remove.is_valid(*r) && path.is_valid(*r)).map(|r| decoded(path.value(r))),
-            );
+    let parts = checkpoint_parts(metadata.metadata(), &mask);
+    // Each part is a stream of its own; the next part's pages are fetched while this
+    // one is taken.
+    let mut batches = futures::stream::iter(parts)
+        .map(|(row_group, rows)| {
+            let builder = ParquetRecordBatchStreamBuilder::new_with_metadata(reader.clone(), metadata.clone())
+                .with_projection(mask.clone())
+                .with_row_groups(vec![row_group])
+                .with_batch_size(CHECKPOINT_BATCH_ROWS);
+            let builder = match rows {
+                Some(selection) => builder.with_row_selection(selection),
+                None => builder,
+            };
+            async move { builder.build()?.try_collect::<Vec<_>>().await }
+        })
+        .buffered(2);
+    while let Some(part) = batches.try_next().await.map_err(parquet)? {
+        for batch in part {
+            // A V2 checkpoint's files are in its sidecars: declined (delta-rs reads them).
+            if batch.column_by_name("sidecar").is_some_and(|s| s.null_count() < s.len()) {
+                return Ok(false);
+            }
+            take_adds(&batch, seen, out)?;
+            if let Some(remove) = batch.column_by_name("remove").and_then(|c| c.as_struct_opt())
+                && let Some(path) = remove.column_by_name("path").and_then(|c| c.as_string_opt::<i32>())
+            {
+                let number = |name: &str| remove.column_by_name(name).and_then(|c| c.as_primitive_opt::<Int64Type>());
+                let (deleted, size) = (number("deletionTimestamp"), number("size"));
+                let value =
+                    |c: Option<&PrimitiveArray<Int64Type>>, r: usize| c.filter(|c| c.is_valid(r)).map(|c| c.value(r));
+                out.tombstones.extend((0..remove.len()).filter(|r| remove.is_valid(*r) && path.is_valid(*r)).map(
+                    |r| Tombstone {
+                        path: decoded(path.value(r)),
+                        deletion_timestamp: value(deleted, r),
+                        size: value(size, r),
+                    },
+                ));
+            }
         }
     }
     Ok(true)
+}
+
+/// The parts a checkpoint is read in: each row group, split into row ranges of about
+/// [`CHECKPOINT_PART_BYTES`] of the projected columns when the file has an offset
+/// index (a checkpoint is often one row group, and its `add.stats` chunk alone can be
+/// hundreds of megabytes); a whole row group (`None`) otherwise.
+fn checkpoint_parts(metadata: &ParquetMetaData, mask: &ProjectionMask) -> Vec<(usize, Option<RowSelection>)> {
+    let mut parts = Vec::new();
+    for (index, group) in metadata.row_groups().iter().enumerate() {
+        let total = group.num_rows().max(0) as usize;
+        let bytes: u64 = group
+            .columns()
+            .iter()
+            .enumerate()
+            .filter(|(leaf, _)| mask.leaf_included(*leaf))
+            .map(|(_, c)| c.compressed_size().max(0) as u64)
+            .sum();
+        let pieces = bytes.div_ceil(CHECKPOINT_PART_BYTES).max(1) as usize;
+        if metadata.offset_index().is_none() || pieces == 1 || total == 0 {
+            parts.push((index, None));
+            continue;
+        }
+        let step = total.div_ceil(pieces).max(CHECKPOINT_BATCH_ROWS);
+        for start in (0..total).step_by(step) {
+            let end = (start + step).min(total);
+            parts.push((index, Some(RowSelection::from_consecutive_ranges(std::iter::once(start..end), total))));
+        }
+    }
+    parts
 }
 
 fn parquet(e: deltalake::parquet::errors::ParquetError) -> Error {
@@ -472,10 +598,8 @@ fn take_adds(batch: &RecordBatch, seen: &HashSet<FileKey>, out: &mut Replayed) -
             continue;
         }
         let dv_row = dv.filter(|d| d.is_valid(row));
-        let dv_key = match dv_row {
-            Some(d) => Some(dv_key(d, row)?),
-            None => None,
-        };
+        let vector = dv_row.map(|d| dv_descriptor(d, row)).transpose()?;
+        let dv_key = vector.as_ref().map(|d| dv_id(d.storage_type.as_ref(), &d.path_or_inline_dv, d.offset));
         let key: FileKey = (path.value(row).to_string(), dv_key);
         if seen.contains(&key) {
             continue;
@@ -485,26 +609,23 @@ fn take_adds(batch: &RecordBatch, seen: &HashSet<FileKey>, out: &mut Replayed) -
             (_, Some(s)) if s.is_valid(row) => num_records(s.value(row)),
             _ => None,
         };
-        let cardinality = dv_row
-            .and_then(|d| d.column_by_name("cardinality"))
-            .and_then(|c| c.as_primitive_opt::<Int64Type>())
-            .filter(|c| c.is_valid(row))
-            .map_or(0, |c| c.value(row).max(0) as u64);
+        let cardinality = vector.as_ref().map_or(0, |d| d.cardinality.max(0) as u64);
         out.files.push(DataFile {
             path: decoded(&key.0),
             size: size.value(row).max(0) as u64,
             rows,
             partition_values: partitions.map(|m| string_map(m, row)).transpose()?.unwrap_or_default(),
             modification_time: modified.filter(|m| m.is_valid(row)).map_or(0, |m| m.value(row)),
-            has_deletion_vector: dv_row.is_some(),
+            has_deletion_vector: vector.is_some(),
             deleted_rows: cardinality,
         });
         out.classes.push(tags.map(|t| string_map(t, row)).transpose()?.and_then(|mut t| t.remove(CLASS_TAG)).flatten());
+        out.vectors.push(vector.map(Box::new));
     }
     Ok(())
 }
 
-fn dv_key(dv: &StructArray, row: usize) -> Result<String> {
+fn dv_descriptor(dv: &StructArray, row: usize) -> Result<DeletionVectorDescriptor> {
     let text = |name: &str| {
         dv.column_by_name(name)
             .and_then(|c| c.as_string_opt::<i32>())
@@ -512,17 +633,43 @@ fn dv_key(dv: &StructArray, row: usize) -> Result<String> {
             .map(|c| c.value(row).to_string())
             .ok_or_else(|| bad(&format!("add.deletionVector.{name}")))
     };
-    let offset = dv
-        .column_by_name("offset")
-        .and_then(|c| match c.data_type() {
-            DataType::Int32 => {
-                c.as_primitive_opt::<deltalake::arrow::datatypes::Int32Type>().map(|a| (a.is_valid(row), a.value(row)))
-            }
-            _ => None,
-        })
-        .filter(|(valid, _)| *valid)
-        .map(|(_, v)| v);
-    Ok(dv_id(&text("storageType")?, &text("pathOrInlineDv")?, offset))
+    let int32 = |name: &str| {
+        dv.column_by_name(name)
+            .and_then(|c| c.as_primitive_opt::<Int32Type>())
+            .filter(|c| c.is_valid(row))
+            .map(|c| c.value(row))
+    };
+    let cardinality = dv
+        .column_by_name("cardinality")
+        .and_then(|c| c.as_primitive_opt::<Int64Type>())
+        .filter(|c| c.is_valid(row))
+        .map_or(0, |c| c.value(row));
+    descriptor(
+        &text("storageType")?,
+        &text("pathOrInlineDv")?,
+        int32("offset"),
+        int32("sizeInBytes").unwrap_or(0),
+        cardinality,
+    )
+}
+
+fn descriptor(
+    storage_type: &str,
+    path_or_inline_dv: &str,
+    offset: Option<i32>,
+    size_in_bytes: i32,
+    cardinality: i64,
+) -> Result<DeletionVectorDescriptor> {
+    let storage_type = storage_type
+        .parse()
+        .map_err(|_| Error::invalid(format!("deletion vector storage type {storage_type:?} is not u, i or p")))?;
+    Ok(DeletionVectorDescriptor {
+        storage_type,
+        path_or_inline_dv: path_or_inline_dv.to_string(),
+        offset,
+        size_in_bytes,
+        cardinality,
+    })
 }
 
 /// Row `row` of a string-to-string map column (a null map: empty).

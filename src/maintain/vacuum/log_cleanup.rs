@@ -24,6 +24,7 @@ use futures::TryStreamExt;
 use serde::Serialize;
 
 use super::delete::{FailedDelete, delete_all};
+use super::source::Source;
 use super::{retention_property, std_duration};
 use crate::Tag;
 use crate::error::{Error, Result};
@@ -170,38 +171,43 @@ pub fn plan_log(files: &[LogFile], pins: &[u64], hint: Option<u64>, horizon_ms: 
 
 /// Run the log half of a vacuum at `now`, keeping the versions of `live` tags.
 /// `retain`: keep log entries this long (`None`: the table's `delta.logRetentionDuration`).
-pub(super) async fn clean(
-    table: &Table,
+pub(super) async fn clean<S: Source>(
+    table: &mut S,
     now: DateTime<Utc>,
     live: &[Tag],
     dry_run: bool,
     retain: Option<chrono::Duration>,
 ) -> Result<LogCleanupReport> {
     let mut report = LogCleanupReport::default();
-    let state = table.state()?;
-    if !state.table_config().enable_expired_log_cleanup() {
+    let properties = table.properties()?;
+    if !properties.enable_expired_log_cleanup() {
         report.skipped = Some("the table sets delta.enableExpiredLogCleanup = false".into());
         return Ok(report);
     }
     let retention = match retain {
         Some(retain) => retain,
-        None => retention_property(table, "delta.logRetentionDuration")?
-            .unwrap_or_else(|| std_duration(state.table_config().log_retention_duration())),
+        None => retention_property(&table.configuration()?, table.uri(), "delta.logRetentionDuration")?
+            .unwrap_or_else(|| std_duration(properties.log_retention_duration())),
     };
     let horizon = now - retention;
     report.horizon = Some(horizon);
-    let files = list_log(table).await?;
-    let hint = last_checkpoint_version(table).await?;
+    let files = list_log(table.store().as_ref(), table.uri()).await?;
+    let hint = last_checkpoint_in(table.store().as_ref()).await?;
     let pins: Vec<u64> = live.iter().map(|t| t.version).collect();
     let mut plan = plan_log(&files, &pins, hint, horizon.timestamp_millis(), true);
     if !dry_run {
+        let uri = table.uri().to_string();
+        let writer = table
+            .writer()
+            .ok_or_else(|| Error::internal(format!("a log cleanup of {uri} read from its log alone can only plan")))?;
         if let Some(version) = plan.checkpoint_at {
-            write_checkpoint_at(table, version).await?;
+            write_checkpoint_at(writer, version).await?;
         }
         // A tag made since the vacuum read the tags: plan again with it (no new checkpoint).
-        let now_pins: Vec<u64> = table.tags().await?.iter().filter(|t| !t.is_expired(now)).map(|t| t.version).collect();
+        let now_pins: Vec<u64> =
+            writer.tags().await?.iter().filter(|t| !t.is_expired(now)).map(|t| t.version).collect();
         if now_pins.iter().any(|p| !pins.contains(p)) {
-            let files = list_log(table).await?;
+            let files = list_log(writer.object_store().as_ref(), writer.uri()).await?;
             let written = plan.checkpoint_at;
             plan = plan_log(&files, &now_pins, hint, horizon.timestamp_millis(), false);
             plan.checkpoint_at = written;
@@ -212,7 +218,7 @@ pub(super) async fn clean(
     let (deleted, failed) = if dry_run || plan.delete.is_empty() {
         (plan.delete.iter().map(|f| f.path.clone()).collect(), Vec::new())
     } else {
-        delete_all(table.object_store(), plan.delete.iter().map(|f| f.path.clone()).collect()).await
+        delete_all(table.store(), plan.delete.iter().map(|f| f.path.clone()).collect()).await
     };
     for file in plan.delete.iter().filter(|f| deleted.contains(&f.path)) {
         match file.kind {
@@ -228,13 +234,11 @@ pub(super) async fn clean(
 }
 
 /// The files of `_delta_log/` (not of its subfolders) Sediment recognises.
-async fn list_log(table: &Table) -> Result<Vec<LogFile>> {
+async fn list_log(store: &dyn object_store::ObjectStore, uri: &str) -> Result<Vec<LogFile>> {
     let prefix = Path::from("_delta_log");
-    let listed: Vec<object_store::ObjectMeta> =
-        table.object_store().list(Some(&prefix)).try_collect().await.map_err(|e| {
-            Error::delta(deltalake::DeltaTableError::from(e))
-                .context(format!("listing the log of table {}", table.uri()))
-        })?;
+    let listed: Vec<object_store::ObjectMeta> = store.list(Some(&prefix)).try_collect().await.map_err(|e| {
+        Error::delta(deltalake::DeltaTableError::from(e)).context(format!("listing the log of table {uri}"))
+    })?;
     Ok(listed
         .into_iter()
         .filter(|meta| meta.location.prefix_match(&prefix).is_some_and(|mut rest| rest.nth(1).is_none()))
@@ -253,9 +257,14 @@ async fn list_log(table: &Table) -> Result<Vec<LogFile>> {
 
 /// The version `_delta_log/_last_checkpoint` names, if it exists and parses (one GET).
 pub async fn last_checkpoint_version(table: &Table) -> Result<Option<u64>> {
+    last_checkpoint_in(table.object_store().as_ref()).await
+}
+
+/// [`last_checkpoint_version`] of the table rooted at `store`.
+async fn last_checkpoint_in(store: &dyn object_store::ObjectStore) -> Result<Option<u64>> {
     use object_store::ObjectStoreExt as _;
     let path = Path::from("_delta_log/_last_checkpoint");
-    match table.object_store().get(&path).await {
+    match store.get(&path).await {
         Ok(got) => {
             let bytes = got.bytes().await.map_err(|e| Error::delta(deltalake::DeltaTableError::from(e)))?;
             let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();

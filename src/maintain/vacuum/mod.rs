@@ -33,6 +33,7 @@ mod delete;
 pub mod log_cleanup;
 pub mod plan;
 mod references;
+mod source;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,11 +49,13 @@ pub use delete::FailedDelete;
 pub use log_cleanup::LogCleanupReport;
 pub use plan::{DeleteReason, FileCount, VacuumFile};
 
+use crate::LogView;
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::Table;
 use crate::table::clock::{self, Clock};
 use crate::table::commit::{CommitRequest, commit};
 use crate::table::features;
+use source::Source;
 
 /// Which halves of a vacuum run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
@@ -179,115 +182,8 @@ impl Table {
     /// Vacuum the table: see the [module docs](crate::maintain::vacuum).
     #[instrument(skip_all, fields(table = %self.uri(), full = options.full, dry_run = options.dry_run))]
     pub async fn vacuum(&mut self, options: VacuumOptions) -> Result<VacuumReport> {
-        let started = Instant::now();
         self.refresh().await?;
-        let state = self.state()?;
-        features::check_vacuumable(self.uri(), state)?;
-        let now = options.clock.now();
-        let property = retention_property(self, "delta.deletedFileRetentionDuration")?
-            .unwrap_or_else(|| std_duration(state.table_config().deleted_file_retention_duration()));
-        let retain = options.retain.unwrap_or(property);
-        if retain < Duration::zero() {
-            return Err(Error::invalid(format!("vacuum retention must not be negative, got {retain}")));
-        }
-        if options.retention_check && retain < property {
-            return Err(Error::invalid(format!(
-                "vacuum retention {} is shorter than table {}'s delta.deletedFileRetentionDuration ({}): readers and \
-                 writers of versions inside that window could lose files; pass --no-retention-check \
-                 (VacuumOptions::retention_check(false)) to vacuum anyway",
-                human(retain),
-                self.uri(),
-                human(property)
-            )));
-        }
-        let horizon = now - retain;
-        let mut report = VacuumReport {
-            dry_run: options.dry_run,
-            mode: if options.full { "full" } else { "lite" },
-            parts: options.parts,
-            horizon,
-            retention_hours: retain.num_seconds() as f64 / 3600.0,
-            window_start: None,
-            deleted: DeletedFiles::default(),
-            kept_for_tags: FileCount::default(),
-            failed: Vec::new(),
-            files: Vec::new(),
-            tags_expired: Vec::new(),
-            commits: Vec::new(),
-            log: None,
-            duration_ms: 0,
-        };
-        let tags = self.tags().await?;
-        let (expired, live): (Vec<_>, Vec<_>) = tags.iter().cloned().partition(|t| t.is_expired(now));
-        if options.parts != VacuumParts::LogOnly {
-            self.vacuum_data(&options, horizon, property, &live, &expired, &mut report).await?;
-            report.tags_expired = expired.iter().map(|t| t.name.clone()).collect();
-            if !options.dry_run {
-                for tag in &expired {
-                    self.delete_tag(&tag.name).await?;
-                }
-            }
-        }
-        if options.parts != VacuumParts::DataOnly {
-            report.log = Some(log_cleanup::clean(self, now, &live, options.dry_run, options.log_retain).await?);
-        }
-        report.duration_ms = started.elapsed().as_millis() as u64;
-        Ok(report)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn vacuum_data(
-        &mut self,
-        options: &VacuumOptions,
-        horizon: DateTime<Utc>,
-        property: Duration,
-        live: &[crate::Tag],
-        expired: &[crate::Tag],
-        report: &mut VacuumReport,
-    ) -> Result<()> {
-        let horizon_ms = horizon.timestamp_millis();
-        let collected = references::collect(self, horizon_ms, live, expired).await?;
-        report.window_start = collected.window_start;
-        let mut candidates = collected.expired_tombstones;
-        if options.full {
-            let listed = references::listed_candidates(self, horizon_ms).await?;
-            // Tombstones whose files are gone already are not deleted again.
-            let present: std::collections::HashSet<&Path> = listed.iter().map(|c| &c.path).collect();
-            candidates.retain(|c| present.contains(&c.path));
-            candidates.extend(listed);
-        }
-        let plan = plan::plan(&collected.references, candidates);
-        report.kept_for_tags = plan.kept_for_tags;
-        if options.dry_run || plan.delete.is_empty() {
-            tally(report, plan.delete);
-            return Ok(());
-        }
-        // A tag made while this planned pins files the plan did not protect.
-        let known: Vec<crate::Tag> = live.iter().chain(expired).cloned().collect();
-        references::check_tags_unchanged(&known, &self.tags().await?, self.uri())?;
-        let to_delete: u64 = plan.delete.iter().map(|f| f.bytes).sum();
-        let start = DeltaOperation::VacuumStart {
-            retention_check_enabled: options.retention_check,
-            specified_retention_millis: options.retain.map(|r| r.num_milliseconds()),
-            default_retention_millis: property.num_milliseconds(),
-        };
-        report.commits.push(
-            self.record(start, vec![("numFilesToDelete", plan.delete.len() as u64), ("sizeOfDataToDelete", to_delete)])
-                .await?,
-        );
-        let paths: Vec<Path> = plan.delete.iter().map(|f| Path::from(f.path.as_str())).collect();
-        let (deleted, failed) = delete::delete_all(self.object_store(), paths).await;
-        let done: Vec<VacuumFile> =
-            plan.delete.into_iter().filter(|f| deleted.contains(&Path::from(f.path.as_str()))).collect();
-        let status = if failed.is_empty() { "COMPLETED" } else { "FAILED" };
-        let end = DeltaOperation::VacuumEnd { status: status.to_string() };
-        let deleted_files = done.len() as u64;
-        tally(report, done);
-        report.failed = failed;
-        report
-            .commits
-            .push(self.record(end, vec![("numDeletedFiles", deleted_files), ("numVacuumedDirectories", 0)]).await?);
-        Ok(())
+        vacuum_in(self, options).await
     }
 
     /// Commit a `VACUUM START`/`END` entry (no actions), retried over concurrent commits.
@@ -304,6 +200,138 @@ impl Table {
     }
 }
 
+impl LogView {
+    /// What a vacuum of this version would delete (a dry run, whatever `options`
+    /// says), planned from the log alone: the same report as [`Table::vacuum`]'s dry
+    /// run, without delta-rs's snapshot of the files.
+    #[instrument(skip_all, fields(table = %self.uri(), full = options.full))]
+    pub async fn vacuum_plan(&mut self, options: VacuumOptions) -> Result<VacuumReport> {
+        vacuum_in(self, options.dry_run(true)).await
+    }
+}
+
+/// A vacuum of `table`'s newest version: planned from what [`Source`] reads, carried
+/// out through its [`Source::writer`] unless a dry run.
+async fn vacuum_in<S: Source>(table: &mut S, options: VacuumOptions) -> Result<VacuumReport> {
+    let started = Instant::now();
+    features::check_protocol_vacuumable(table.uri(), table.protocol()?)?;
+    let now = options.clock.now();
+    let default = std_duration(table.properties()?.deleted_file_retention_duration());
+    let property = retention_property(&table.configuration()?, table.uri(), "delta.deletedFileRetentionDuration")?
+        .unwrap_or(default);
+    let retain = options.retain.unwrap_or(property);
+    if retain < Duration::zero() {
+        return Err(Error::invalid(format!("vacuum retention must not be negative, got {retain}")));
+    }
+    if options.retention_check && retain < property {
+        return Err(Error::invalid(format!(
+            "vacuum retention {} is shorter than table {}'s delta.deletedFileRetentionDuration ({}): readers and \
+             writers of versions inside that window could lose files; pass --no-retention-check \
+             (VacuumOptions::retention_check(false)) to vacuum anyway",
+            human(retain),
+            table.uri(),
+            human(property)
+        )));
+    }
+    let horizon = now - retain;
+    let mut report = VacuumReport {
+        dry_run: options.dry_run,
+        mode: if options.full { "full" } else { "lite" },
+        parts: options.parts,
+        horizon,
+        retention_hours: retain.num_seconds() as f64 / 3600.0,
+        window_start: None,
+        deleted: DeletedFiles::default(),
+        kept_for_tags: FileCount::default(),
+        failed: Vec::new(),
+        files: Vec::new(),
+        tags_expired: Vec::new(),
+        commits: Vec::new(),
+        log: None,
+        duration_ms: 0,
+    };
+    let tags = table.tags().await?;
+    let (expired, live): (Vec<_>, Vec<_>) = tags.iter().cloned().partition(|t| t.is_expired(now));
+    if options.parts != VacuumParts::LogOnly {
+        vacuum_data(table, &options, horizon, property, &live, &expired, &mut report).await?;
+        report.tags_expired = expired.iter().map(|t| t.name.clone()).collect();
+        if !options.dry_run {
+            let writer = writer_of(table)?;
+            for tag in &expired {
+                writer.delete_tag(&tag.name).await?;
+            }
+        }
+    }
+    if options.parts != VacuumParts::DataOnly {
+        report.log = Some(log_cleanup::clean(table, now, &live, options.dry_run, options.log_retain).await?);
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// The table a vacuum that is not a dry run writes through.
+fn writer_of<S: Source>(table: &mut S) -> Result<&mut Table> {
+    let uri = table.uri().to_string();
+    table.writer().ok_or_else(|| Error::internal(format!("a vacuum of {uri} read from its log alone can only plan")))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn vacuum_data<S: Source>(
+    table: &mut S,
+    options: &VacuumOptions,
+    horizon: DateTime<Utc>,
+    property: Duration,
+    live: &[crate::Tag],
+    expired: &[crate::Tag],
+    report: &mut VacuumReport,
+) -> Result<()> {
+    let horizon_ms = horizon.timestamp_millis();
+    let collected = references::collect(table, horizon_ms, live, expired).await?;
+    report.window_start = collected.window_start;
+    let mut candidates = collected.expired_tombstones;
+    if options.full {
+        let listed = references::listed_candidates(table, horizon_ms).await?;
+        // Tombstones whose files are gone already are not deleted again.
+        let present: std::collections::HashSet<&Path> = listed.iter().map(|c| &c.path).collect();
+        candidates.retain(|c| present.contains(&c.path));
+        candidates.extend(listed);
+    }
+    let plan = plan::plan(&collected.references, candidates);
+    report.kept_for_tags = plan.kept_for_tags;
+    if options.dry_run || plan.delete.is_empty() {
+        tally(report, plan.delete);
+        return Ok(());
+    }
+    // A tag made while this planned pins files the plan did not protect.
+    let known: Vec<crate::Tag> = live.iter().chain(expired).cloned().collect();
+    references::check_tags_unchanged(&known, &table.tags().await?, table.uri())?;
+    let writer = writer_of(table)?;
+    let to_delete: u64 = plan.delete.iter().map(|f| f.bytes).sum();
+    let start = DeltaOperation::VacuumStart {
+        retention_check_enabled: options.retention_check,
+        specified_retention_millis: options.retain.map(|r| r.num_milliseconds()),
+        default_retention_millis: property.num_milliseconds(),
+    };
+    report.commits.push(
+        writer
+            .record(start, vec![("numFilesToDelete", plan.delete.len() as u64), ("sizeOfDataToDelete", to_delete)])
+            .await?,
+    );
+    let paths: Vec<Path> = plan.delete.iter().map(|f| Path::from(f.path.as_str())).collect();
+    let (deleted, failed) = delete::delete_all(writer.object_store(), paths).await;
+    let done: Vec<VacuumFile> =
+        plan.delete.into_iter().filter(|f| deleted.contains(&Path::from(f.path.as_str()))).collect();
+    let status = if failed.is_empty() { "COMPLETED" } else { "FAILED" };
+    let end = DeltaOperation::VacuumEnd { status: status.to_string() };
+    let deleted_files = done.len() as u64;
+    tally(report, done);
+    report.failed = failed;
+    report
+        .commits
+        .push(writer.record(end, vec![("numDeletedFiles", deleted_files), ("numVacuumedDirectories", 0)]).await?);
+    Ok(())
+}
+
 fn tally(report: &mut VacuumReport, files: Vec<VacuumFile>) {
     for file in &files {
         match file.reason {
@@ -317,14 +345,18 @@ fn tally(report: &mut VacuumReport, files: Vec<VacuumFile>) {
 
 /// A retention property of the table, when set: an error naming it when its value is
 /// not Delta's `interval N unit` form.
-pub(crate) fn retention_property(table: &Table, key: &str) -> Result<Option<Duration>> {
-    let Some(value) = table.configuration()?.get(key).cloned() else {
+pub(crate) fn retention_property(
+    configuration: &std::collections::HashMap<String, String>,
+    uri: &str,
+    key: &str,
+) -> Result<Option<Duration>> {
+    let Some(value) = configuration.get(key) else {
         return Ok(None);
     };
-    parse_interval(&value).map(Some).ok_or_else(|| {
+    parse_interval(value).map(Some).ok_or_else(|| {
         Error::new(
             ErrorKind::Data,
-            format!("table {} property {key} = {value:?} is not an interval such as \"interval 7 days\"", table.uri()),
+            format!("table {uri} property {key} = {value:?} is not an interval such as \"interval 7 days\""),
         )
     })
 }

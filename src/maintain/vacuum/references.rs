@@ -6,13 +6,14 @@ use std::collections::HashSet;
 
 use deltalake::Path;
 use deltalake::kernel::Add;
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 
 use super::plan::{Candidate, References};
+use super::source::{Source, store_path};
+use crate::Tag;
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::Table;
 use crate::table::paths::{log_path, vector_file};
-use crate::{OpenOptions, Tag};
 
 /// The folders at the top of a table that hold no data and are never vacuumed.
 const NEVER_VACUUMED: &[&str] = &["_delta_log", "_sediment"];
@@ -27,10 +28,9 @@ pub(super) struct Collected {
 }
 
 /// Collect what `table` (at its newest version) references relative to `horizon_ms`.
-pub(super) async fn collect(table: &Table, horizon_ms: i64, live: &[Tag], expired: &[Tag]) -> Result<Collected> {
-    let root = table.delta().table_url().clone();
-    let mut references = References::default();
-    add_files(&mut references.kept, &table.plan_scan(None)?.files, &root);
+pub(super) async fn collect<S: Source>(table: &S, horizon_ms: i64, live: &[Tag], expired: &[Tag]) -> Result<Collected> {
+    let root = table.root().clone();
+    let mut references = References { kept: table.live()?, ..References::default() };
     let commits = table.commits_since(horizon_ms).await?;
     let window_start = commits.last().map(|c| c.version);
     // The oldest commit read is the version current at the horizon (or the oldest left):
@@ -41,19 +41,14 @@ pub(super) async fn collect(table: &Table, horizon_ms: i64, live: &[Tag], expire
         references.kept.extend(commit.vectors.iter().cloned());
         references.kept.extend(commit.change_data.iter().cloned());
     }
-    let state = table.state()?;
-    let log_store = table.delta().log_store();
     let mut expired_tombstones = Vec::new();
-    let mut tombstones = state.all_tombstones(log_store.as_ref());
-    while let Some(tombstone) = tombstones.next().await {
-        let tombstone = tombstone.map_err(Error::delta)?;
-        let decoded = tombstone.path();
-        let path = Path::parse(decoded.as_ref()).unwrap_or_else(|_| Path::from(decoded.as_ref()));
-        if tombstone.deletion_timestamp().unwrap_or(0) >= horizon_ms {
+    for tombstone in table.tombstones().await? {
+        let path = store_path(&tombstone.decoded);
+        if tombstone.deletion_timestamp.unwrap_or(0) >= horizon_ms {
             // Removed inside the window: an older version of the window needs it.
             references.kept.insert(path);
-        } else if !decoded.contains("://") {
-            let bytes = tombstone.size().unwrap_or(0).max(0) as u64;
+        } else if !tombstone.decoded.contains("://") {
+            let bytes = tombstone.size.unwrap_or(0).max(0) as u64;
             expired_tombstones.push(Candidate { path, bytes, tombstoned: true });
         }
     }
@@ -74,11 +69,8 @@ pub(super) async fn collect(table: &Table, horizon_ms: i64, live: &[Tag], expire
 /// The live files of `tag`'s version; `None` when the log no longer has the version
 /// (nothing can read it, so it needs no files). Any other failure stops the vacuum:
 /// a file the version needs might be deleted otherwise.
-async fn tagged_files(table: &Table, tag: &Tag) -> Result<Option<Vec<Add>>> {
-    let options = OpenOptions::new()
-        .storage_options(table.storage_options().clone())
-        .object_store(table.delta().log_store().root_object_store(None))
-        .version(tag.version);
+async fn tagged_files<S: Source>(table: &S, tag: &Tag) -> Result<Option<Vec<Add>>> {
+    let options = table.open_options().version(tag.version);
     match Table::open_with(table.uri(), options).await {
         Ok(version) => Ok(Some(version.plan_scan(None)?.files)),
         Err(e) if e.kind() == ErrorKind::NotFound => {
@@ -101,9 +93,9 @@ fn add_files(set: &mut HashSet<Path>, files: &[Add], root: &url::Url) {
 /// Every file in the table's folder older than the horizon that vacuum may look at:
 /// not under `_delta_log/` or `_sediment/`, nor under another `_`- or `.`-prefixed
 /// folder other than `_change_data`, `_delta_index` and partition folders.
-pub(super) async fn listed_candidates(table: &Table, horizon_ms: i64) -> Result<Vec<Candidate>> {
+pub(super) async fn listed_candidates<S: Source>(table: &S, horizon_ms: i64) -> Result<Vec<Candidate>> {
     let partition_columns = table.partition_columns()?;
-    let store = table.object_store();
+    let store = table.store();
     store
         .list(None)
         .map_err(|e| {
