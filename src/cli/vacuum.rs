@@ -4,7 +4,7 @@ use clap::Args;
 
 use super::args::parse_retention;
 use crate::maintain::vacuum::{VacuumOptions, VacuumParts, VacuumReport};
-use crate::{OpenOptions, StorageOptions, Table};
+use crate::{LogView, OpenOptions, StorageOptions, Table};
 
 #[derive(Args)]
 pub(crate) struct VacuumArgs {
@@ -32,7 +32,7 @@ pub(crate) struct VacuumArgs {
 }
 
 pub(crate) async fn vacuum(args: VacuumArgs, options: StorageOptions, json: bool) -> anyhow::Result<()> {
-    let mut table = Table::open_with(&args.uri, OpenOptions::new().storage_options(options)).await?;
+    let open = OpenOptions::new().storage_options(options);
     let parts = match (args.data_only, args.log_only) {
         (true, _) => VacuumParts::DataOnly,
         (_, true) => VacuumParts::LogOnly,
@@ -46,7 +46,13 @@ pub(crate) async fn vacuum(args: VacuumArgs, options: StorageOptions, json: bool
     if let Some(retain) = args.retain {
         vacuum = vacuum.retain(retain);
     }
-    let report = table.vacuum(vacuum).await?;
+    // A dry run plans from the log alone where it can (no snapshot of every file's
+    // statistics); a vacuum that deletes goes through the table, which commits.
+    let view = if args.dry_run { LogView::open(&args.uri, &open).await? } else { None };
+    let report = match view {
+        Some(mut view) => view.vacuum_plan(vacuum).await?,
+        None => Table::open_with(&args.uri, open).await?.vacuum(vacuum).await?,
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use futures::TryStreamExt;
 use sediment::arrow::array::RecordBatch;
 use sediment::arrow::compute::cast;
 use sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -477,6 +478,32 @@ fn planning_view(files: &[sediment::DataFile], info: &sediment::TableInfo, plan:
     )
 }
 
+/// The vacuum dry runs both readers plan on every table, at a fixed clock: the table's
+/// own retention (lite), and everything tombstoned with a folder listing (full).
+fn vacuum_dry_runs() -> Vec<sediment::maintain::vacuum::VacuumOptions> {
+    use sediment::maintain::vacuum::VacuumOptions;
+    let clock = sediment::ManualClock::new(now());
+    let base = VacuumOptions::default().dry_run(true).with_clock(clock);
+    vec![base.clone(), base.full(true).retain(chrono::Duration::zero()).retention_check(false)]
+}
+
+/// A vacuum report as text to compare, without its timing; or its error.
+fn vacuum_view(report: sediment::Result<sediment::maintain::vacuum::VacuumReport>) -> String {
+    match report {
+        Ok(mut report) => {
+            report.duration_ms = 0;
+            report.files.sort_by(|a, b| a.path.cmp(&b.path));
+            serde_json::to_string_pretty(&report).unwrap()
+        }
+        Err(e) => format!("vacuum refused: {e}"),
+    }
+}
+
+fn sorted(mut lines: Vec<String>) -> String {
+    lines.sort();
+    lines.join("\n")
+}
+
 fn steps() -> sediment::maintain::tiering::TierSteps {
     sediment::maintain::tiering::TierSteps::parse("30d:STANDARD_IA,180d:GLACIER_IR").unwrap()
 }
@@ -506,22 +533,46 @@ async fn the_log_view_plans_foreign_tables_as_the_snapshot_does() {
         let snapshot = tokio::spawn({
             let (uri, opts) = (uri.clone(), opts.clone());
             async move {
-                let table = Table::open(&uri).await?;
+                let mut table = Table::open(&uri).await?;
                 let files = table.files()?;
                 let cost = table.storage_cost(&Default::default(), Some(&steps()), None, now()).ok();
                 let extra = serde_json::json!({"orphans": table.orphan_files().await?, "cost": cost});
                 let view = planning_view(&files, &table.info()?, &table.compaction_plan(&opts)?);
-                Ok::<_, sediment::Error>(format!("{view}\n{extra}"))
+                let delta = table.delta();
+                let tombstones: Vec<String> = delta
+                    .snapshot()
+                    .map_err(sediment::Error::delta)?
+                    .all_tombstones(delta.log_store().as_ref())
+                    .map_ok(|t| format!("{} {:?} {}", t.path(), t.deletion_timestamp(), t.size().unwrap_or(0)))
+                    .try_collect()
+                    .await
+                    .map_err(sediment::Error::delta)?;
+                let mut vacuums = Vec::new();
+                for options in vacuum_dry_runs() {
+                    vacuums.push(vacuum_view(table.vacuum(options).await));
+                }
+                Ok::<_, sediment::Error>(format!("{view}\n{extra}\n{}\n{}", sorted(tombstones), vacuums.join("\n")))
             }
         })
         .await;
         let view = tokio::spawn(async move {
             match sediment::LogView::open(&uri, &OpenOptions::new()).await? {
-                Some(view) => {
+                Some(mut view) => {
                     let plan = view.compaction_plan(&opts)?;
                     let cost = view.storage_cost(&Default::default(), Some(&steps()), None, now()).ok();
                     let extra = serde_json::json!({"orphans": view.orphan_files().await?, "cost": cost});
-                    Ok(Some(format!("{}\n{extra}", planning_view(view.files(), &view.info(), &plan))))
+                    let planned = planning_view(view.files(), &view.info(), &plan);
+                    let tombstones = view
+                        .tombstones()
+                        .iter()
+                        // delta-rs says 0 for a remove without a size; the log view None.
+                        .map(|t| format!("{} {:?} {}", t.path, t.deletion_timestamp, t.size.unwrap_or(0)))
+                        .collect();
+                    let mut vacuums = Vec::new();
+                    for options in vacuum_dry_runs() {
+                        vacuums.push(vacuum_view(view.vacuum_plan(options).await));
+                    }
+                    Ok(Some(format!("{planned}\n{extra}\n{}\n{}", sorted(tombstones), vacuums.join("\n"))))
                 }
                 None => Ok::<_, sediment::Error>(None),
             }

@@ -13,7 +13,7 @@ use super::source::{Source, store_path};
 use crate::Tag;
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::Table;
-use crate::table::paths::{log_path, vector_file};
+use crate::table::paths::vector_file;
 
 /// The folders at the top of a table that hold no data and are never vacuumed.
 const NEVER_VACUUMED: &[&str] = &["_delta_log", "_sediment"];
@@ -82,8 +82,11 @@ async fn tagged_files<S: Source>(table: &S, tag: &Tag) -> Result<Option<Vec<Add>
 }
 
 fn add_files(set: &mut HashSet<Path>, files: &[Add], root: &url::Url) {
+    // Paths from delta-rs's snapshot are URL-decoded already (see `Source::live`).
     for add in files {
-        set.extend(log_path(&add.path));
+        if !add.path.contains("://") {
+            set.insert(super::source::store_path(&add.path));
+        }
         if let Some(dv) = &add.deletion_vector {
             set.extend(vector_file(root, dv));
         }

@@ -15,7 +15,7 @@ use object_store::ObjectStore;
 use crate::error::{Error, Result};
 use crate::table::Table;
 use crate::table::log::{CommitFiles, commits_since_in};
-use crate::table::paths::{log_path, vector_file};
+use crate::table::paths::vector_file;
 use crate::{LogView, OpenOptions, Tag};
 
 /// A `remove` of the newest version's log.
@@ -97,8 +97,12 @@ impl Source for Table {
     fn live(&self) -> Result<HashSet<Path>> {
         let root = self.delta().table_url();
         let mut live = HashSet::new();
+        // delta-rs hands out its paths URL-decoded already: decoding them again would
+        // miss a file whose folder name holds an escape (`ts=10%3A00`) and delete it.
         for add in &self.plan_scan(None)?.files {
-            live.extend(log_path(&add.path));
+            if !add.path.contains("://") {
+                live.insert(store_path(&add.path));
+            }
             if let Some(dv) = &add.deletion_vector {
                 live.extend(vector_file(root, dv));
             }
