@@ -7,7 +7,13 @@
 //! - `sediment-info`: `LogView::open` (the log read by Sediment: no statistics kept)
 //!   and `info()` (file-size histogram, small files);
 //! - `sediment-plan`: `LogView::open` and `compaction_plan` (what `compact --dry-run`
-//!   runs); its bins must match `snapshot-plan`'s.
+//!   runs); its bins must match `snapshot-plan`'s;
+//! - `sediment-vacuum`: `LogView::open` and `vacuum_plan` with no retention (what
+//!   `vacuum --dry-run --retain 0h` runs): the log also holds tombstones of files an
+//!   earlier compaction removed (a tenth as many as the live files, removed an hour
+//!   before the log was written), every one of them due;
+//! - `snapshot-vacuum`: the same dry run on `Table::open` (delta-rs's snapshot); the
+//!   files it would delete must match `sediment-vacuum`'s.
 //!
 //! Run (release):
 //!   cargo bench -p sediment-integration-tests --bench planning -- [--files N] [--work-dir DIR] [--rounds N]
@@ -20,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use sediment::{CompactOptions, LogView, OpenOptions, Table};
+use sediment::{CompactOptions, LogView, OpenOptions, Table, VacuumOptions};
 
 // This bench uses only the argument, RSS and formatting helpers.
 #[allow(dead_code)]
@@ -87,6 +93,16 @@ fn add(n: usize) -> String {
     .to_string()
 }
 
+/// One `remove` of a file an earlier compaction replaced (not among the live files),
+/// removed at `removed_at` (milliseconds since the epoch).
+fn remove(n: usize, removed_at: u64) -> String {
+    serde_json::json!({"remove": {
+        "path": format!("day={}/old-{n:07}-c000.zstd.parquet", day(n)), "partitionValues": {"day": day(n)},
+        "size": 100_000 + (n * 7_919) % 2_000_000, "deletionTimestamp": removed_at, "dataChange": false,
+        "extendedFileMetadata": true}})
+    .to_string()
+}
+
 async fn prepare(dir: &Path, files: usize) {
     if dir.join("_delta_log").join("_last_checkpoint").exists() {
         println!("reusing the table at {}", dir.display());
@@ -107,10 +123,19 @@ async fn prepare(dir: &Path, files: usize) {
             serde_json::json!({"commitInfo": {"timestamp": 1_700_000_000_000u64 + c as u64, "operation": "WRITE"}});
         writeln!(out, "{info}").unwrap();
     }
+    // A compaction's tombstones, recent enough that the checkpoint keeps them.
+    let removed_at = chrono::Utc::now().timestamp_millis() as u64 - 3_600_000;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(log.join(format!("{:020}.json", commits + 1))).unwrap());
+    for n in 0..files / 10 {
+        writeln!(out, "{}", remove(n, removed_at)).unwrap();
+    }
+    let info = serde_json::json!({"commitInfo": {"timestamp": removed_at, "operation": "OPTIMIZE"}});
+    writeln!(out, "{info}").unwrap();
+    drop(out);
     let url = url::Url::from_directory_path(dir).unwrap();
     let table = sediment::deltalake::open_table(url).await.unwrap();
     sediment::deltalake::checkpoints::create_checkpoint(&table, None).await.unwrap();
-    println!("checkpoint written at version {commits}");
+    println!("checkpoint written at version {}", commits + 1);
 }
 
 fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
@@ -132,6 +157,14 @@ fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
                 let plan = view.compaction_plan(&CompactOptions::default()).unwrap();
                 plan.partitions.iter().map(|p| p.bins.len()).sum::<usize>() as u64
             }
+            "sediment-vacuum" => {
+                let mut view = LogView::open(&uri, &OpenOptions::new()).await.unwrap().expect("a log the view reads");
+                view.vacuum_plan(vacuum_options()).await.unwrap().files.len() as u64
+            }
+            "snapshot-vacuum" => {
+                let mut table = Table::open(&uri).await.unwrap();
+                table.vacuum(vacuum_options().dry_run(true)).await.unwrap().files.len() as u64
+            }
             "snapshot-plan" => {
                 let table = Table::open(&uri).await.unwrap();
                 let plan = table.compaction_plan(&CompactOptions::default()).unwrap();
@@ -143,6 +176,11 @@ fn run_one(mode: &str, dir: &Path) -> serde_json::Value {
     let wall = started.elapsed().as_secs_f64();
     let (cpu, peak_rss) = rusage();
     serde_json::json!({"mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "figure": figure})
+}
+
+/// A lite vacuum with no retention: every tombstone is due.
+fn vacuum_options() -> VacuumOptions {
+    VacuumOptions::default().retain(chrono::Duration::zero()).retention_check(false)
 }
 
 fn main() {
@@ -157,10 +195,10 @@ fn main() {
     let files: usize = arg("--files").map(|v| v.parse().unwrap()).unwrap_or(300_000);
     let rounds: usize = arg("--rounds").map(|v| v.parse().unwrap()).unwrap_or(3);
     let base = PathBuf::from(arg("--work-dir").unwrap_or_else(|| "target/planning-bench".into()));
-    let dir = base.join(format!("log-{files}"));
+    let dir = base.join(format!("log-{files}-tombstones"));
     tokio::runtime::Runtime::new().unwrap().block_on(prepare(&dir, files));
 
-    let modes = ["delta-rs-load", "snapshot-plan", "sediment-info", "sediment-plan"];
+    let modes = ["delta-rs-load", "snapshot-plan", "sediment-info", "sediment-plan", "snapshot-vacuum", "sediment-vacuum"];
     let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); modes.len()];
     for _ in 0..rounds {
         for (m, mode) in modes.iter().enumerate() {
@@ -200,7 +238,8 @@ fn main() {
             r["figure"],
         );
     }
-    println!("\nfigure: files loaded (delta-rs), files counted (info), bins planned (plan)");
-    let bins = |m: usize| medians[m]["figure"].clone();
-    println!("same plan from the log view as from the snapshot: {}", bins(1) == bins(3));
+    println!("\nfigure: files loaded (delta-rs), files counted (info), bins planned (plan), files to delete (vacuum)");
+    let figure = |m: usize| medians[m]["figure"].clone();
+    println!("same plan from the log view as from the snapshot: {}", figure(1) == figure(3));
+    println!("same vacuum from the log view as from the snapshot: {}", figure(4) == figure(5));
 }

@@ -12,9 +12,9 @@
 //!
 //! - `delta-rs-16`: the same with its `max_concurrent_tasks` raised to 16.
 //!
-//! With `--latency-ms 0,10,30,60` each run instead reads and writes a copy of the
-//! table held in memory behind a fixed wait per request (as S3's time to first
-//! byte; `common::LatencyStore`), one set of rounds per latency, and the figures
+//! With `--latency-ms 0,10,30,60` each run instead reads and writes its copy of the
+//! table through a store that adds a fixed wait per request (as S3's time to first
+//! byte; `common::LatencyStore` over the local file system), one set of rounds per latency, and the figures
 //! include the requests each engine made and the most it had in flight (counted by
 //! a store both engines go through). The floor runs only on local disk.
 //!
@@ -106,7 +106,7 @@ async fn live_files(uri: &str, open: &OpenOptions) -> (usize, u64) {
 }
 
 async fn run_one(mode: &str, dir: &Path, latency_ms: Option<u64>) -> serde_json::Value {
-    // With a latency, the table is a copy in memory behind it; otherwise the local copy.
+    // With a latency, the local copy is read through the latency store; otherwise directly.
     let (uri, open, counter, store) = match latency_ms {
         Some(ms) => {
             let (store, counter) = common::latency_store(dir, ms).await;

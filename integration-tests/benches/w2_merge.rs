@@ -31,8 +31,9 @@
 //!
 //! - `delta-rs-16`: the same with DataFusion's target partitions raised to 16.
 //!
-//! With `--latency-ms 0,10,30,60` each run instead works on a copy of the table held
-//! in memory behind a fixed wait per request (`common::LatencyStore`), one set of
+//! With `--latency-ms 0,10,30,60` each run instead works on its copy of the table
+//! through a store that adds a fixed wait per request (`common::LatencyStore` over
+//! the local file system), one set of
 //! rounds per latency; the figures then include the requests each engine made and the
 //! most it had in flight, and each run checks its own result (the floor runs only on
 //! local disk).
@@ -142,7 +143,7 @@ async fn run_one(
     source_limit: Option<usize>,
     latency_ms: Option<u64>,
 ) -> serde_json::Value {
-    // With a latency, the table is a copy in memory behind it; otherwise the local copy.
+    // With a latency, the local copy is read through the latency store; otherwise directly.
     let (uri, open, counter, store) = match latency_ms {
         Some(ms) => {
             let (store, counter) = common::latency_store(dir, ms).await;
@@ -281,7 +282,7 @@ async fn run_one(
         "files_removed": removed, "files_added": added.len(),
         "bytes_written": added.iter().map(|f| f.size).sum::<u64>(),
         "requests": io.requests, "peak_in_flight": io.peak_in_flight,
-        // A copy in memory is gone with this process: its result is checked here.
+        // Each run checks its own result through the store it wrote with.
         "checksum": if latency_ms.is_some() && mode != "floor" { Some(checksum(&uri, &open).await) } else { None },
     })
 }

@@ -243,9 +243,6 @@ mod latency_store {
     }
 }
 
-/// The files of the table at `dir` (a local directory) in a new in-memory store,
-/// behind `latency_ms` of latency per request and a counter of the requests every
-/// engine makes through it.
 /// Open the table at `uri` as delta-rs alone would: its own builder over `store` (the
 /// latency store) when given, else its own store for the location; no Sediment code
 /// (such as its log read cache) in between, so the delta-rs rows measure delta-rs.
@@ -264,30 +261,21 @@ pub async fn delta_open(
     builder.load().await.unwrap()
 }
 
+/// The table at `dir` (this run's own copy on local disk) behind `latency_ms` of
+/// latency per request and a counter of the requests every engine makes through it.
+///
+/// The files stay on disk, as a table's stay on S3, so the process's peak RSS is the
+/// engine's memory, not a copy of the table held for it (an `InMemory` copy of W2's
+/// table was most of every engine's RSS: 170 of about 210-285 MiB, the same for all,
+/// which hid the ratio between them). The store is the local file system's, whose
+/// reads `object_store`'s own `ThrottledStore` cannot delay; `LatencyStore` can.
 pub async fn latency_store(
     dir: &Path,
     latency_ms: u64,
 ) -> (std::sync::Arc<dyn object_store::ObjectStore>, std::sync::Arc<sediment::IoLimiter>) {
-    use object_store::ObjectStoreExt as _;
-    let memory: std::sync::Arc<dyn object_store::ObjectStore> =
-        std::sync::Arc::new(object_store::memory::InMemory::new());
-    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, std::path::PathBuf)>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                out.push((path.strip_prefix(root).unwrap().to_string_lossy().to_string(), path));
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, dir, &mut files);
-    for (name, path) in files {
-        let bytes = std::fs::read(&path).unwrap();
-        memory.put(&object_store::path::Path::from(name), bytes.into()).await.unwrap();
-    }
-    let delayed = std::sync::Arc::new(LatencyStore::new(memory, std::time::Duration::from_millis(latency_ms)));
+    let local: std::sync::Arc<dyn object_store::ObjectStore> =
+        std::sync::Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).unwrap());
+    let delayed = std::sync::Arc::new(LatencyStore::new(local, std::time::Duration::from_millis(latency_ms)));
     let counter = sediment::IoLimiter::unbounded();
     (std::sync::Arc::new(sediment::BoundedStore::new(delayed, counter.clone())), counter)
 }
