@@ -125,7 +125,8 @@ async fn prepare(dir: &Path, files: usize) {
     }
     // A compaction's tombstones, recent enough that the checkpoint keeps them.
     let removed_at = chrono::Utc::now().timestamp_millis() as u64 - 3_600_000;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(log.join(format!("{:020}.json", commits + 1))).unwrap());
+    let mut out =
+        std::io::BufWriter::new(std::fs::File::create(log.join(format!("{:020}.json", commits + 1))).unwrap());
     for n in 0..files / 10 {
         writeln!(out, "{}", remove(n, removed_at)).unwrap();
     }
@@ -198,7 +199,8 @@ fn main() {
     let dir = base.join(format!("log-{files}-tombstones"));
     tokio::runtime::Runtime::new().unwrap().block_on(prepare(&dir, files));
 
-    let modes = ["delta-rs-load", "snapshot-plan", "sediment-info", "sediment-plan", "snapshot-vacuum", "sediment-vacuum"];
+    let modes =
+        ["delta-rs-load", "snapshot-plan", "sediment-info", "sediment-plan", "snapshot-vacuum", "sediment-vacuum"];
     let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); modes.len()];
     for _ in 0..rounds {
         for (m, mode) in modes.iter().enumerate() {
@@ -221,14 +223,14 @@ fn main() {
         .collect();
     println!("\n{files} files in the log; {rounds} rounds, each row the run with the median wall time\n");
     println!(
-        "| {:<13} | {:>8} | {:>8} | {:>13} | {:>12} | {:>10} | {:>9} |",
+        "| {:<15} | {:>8} | {:>8} | {:>13} | {:>12} | {:>10} | {:>9} |",
         "run", "wall s", "cpu s", "peak RSS MiB", "wall/delta", "RSS/delta", "figure"
     );
-    println!("|{}|", [15, 10, 10, 15, 14, 12, 11].map(|w| "-".repeat(w)).join("|"));
+    println!("|{}|", [17, 10, 10, 15, 14, 12, 11].map(|w| "-".repeat(w)).join("|"));
     let delta = medians[0].clone();
     for r in &medians {
         println!(
-            "| {:<13} | {:>8.2} | {:>8.2} | {:>13} | {:>12.2} | {:>10.2} | {:>9} |",
+            "| {:<15} | {:>8.2} | {:>8.2} | {:>13} | {:>12.2} | {:>10.2} | {:>9} |",
             r["mode"].as_str().unwrap(),
             get(r, "wall_s"),
             get(r, "cpu_s"),

@@ -120,6 +120,7 @@ async fn run_one(mode: &str, dir: &Path, latency_ms: Option<u64>) -> serde_json:
         None => (dir.to_string_lossy().to_string(), OpenOptions::new(), None, None),
     };
     let base_rss = rss_now();
+    let (cpu_before, _) = rusage();
     perf_control("enable");
     let started = Instant::now();
     // The table's files after the run are listed outside the timed section.
@@ -186,6 +187,8 @@ async fn run_one(mode: &str, dir: &Path, latency_ms: Option<u64>) -> serde_json:
     let wall = started.elapsed().as_secs_f64();
     perf_control("disable");
     let (cpu, peak_rss) = rusage();
+    // The timed section's CPU, not the setup's.
+    let cpu = cpu - cpu_before;
     let io = counter.map(|c| c.report()).unwrap_or_default();
     let (files_out, bytes_out) = match floor_out {
         Some(out) => out,

@@ -160,8 +160,16 @@ impl LogView {
     /// Plan a compaction of this version, as [`Table::compaction_plan`] does, from the
     /// files read off the log.
     pub fn compaction_plan(&self, options: &CompactOptions) -> Result<CompactionPlan> {
-        let classes: HashMap<String, StorageClass> =
-            self.tier_files().into_iter().map(|f| (f.path, f.storage_class)).collect();
+        // Only the files off the standard class: a table of hundreds of thousands of
+        // files plans without a second copy of every path.
+        let classes: HashMap<String, StorageClass> = self
+            .files()
+            .iter()
+            .zip(self.class_tags())
+            .map(|(f, tag)| (f, archive::class_from_tag(tag.as_deref())))
+            .filter(|(_, class)| *class != StorageClass::Standard)
+            .map(|(f, class)| (f.path.clone(), class))
+            .collect();
         plan_of(&self.parts(), &classes, options)
     }
 }
@@ -170,8 +178,12 @@ impl Table {
     /// Plan a compaction of this version (no I/O beyond the loaded snapshot).
     pub fn compaction_plan(&self, options: &CompactOptions) -> Result<CompactionPlan> {
         let files = self.files()?;
-        let classes: HashMap<String, StorageClass> =
-            self.tier_files()?.into_iter().map(|f| (f.path, f.storage_class)).collect();
+        let classes: HashMap<String, StorageClass> = self
+            .tier_files()?
+            .into_iter()
+            .filter(|f| f.storage_class != StorageClass::Standard)
+            .map(|f| (f.path, f.storage_class))
+            .collect();
         plan_of(&self.parts(&files)?, &classes, options)
     }
 

@@ -40,9 +40,13 @@ pub fn class_of(add: &Add) -> StorageClass {
 /// The class a file action's tags record (STANDARD when none): an `add`'s or a
 /// `remove`'s.
 pub(crate) fn class_in_tags(tags: Option<&std::collections::HashMap<String, Option<String>>>) -> StorageClass {
-    tags.and_then(|t| t.get(CLASS_TAG).cloned().flatten())
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(StorageClass::Standard)
+    class_from_tag(tags.and_then(|t| t.get(CLASS_TAG)).and_then(Option::as_deref))
+}
+
+/// The class a value of the class tag names (STANDARD when there is none or it names
+/// no class Sediment knows).
+pub(crate) fn class_from_tag(tag: Option<&str>) -> StorageClass {
+    tag.and_then(|c| c.parse().ok()).unwrap_or(StorageClass::Standard)
 }
 
 /// The files among `files` the log says are archived, as the store reports them now.

@@ -87,7 +87,7 @@ impl crate::table::log_files::LogView {
                 size: f.size,
                 partition: f.partition_values.clone(),
                 added_ms: f.modification_time,
-                storage_class: class.as_deref().and_then(|c| c.parse().ok()).unwrap_or(StorageClass::Standard),
+                storage_class: archive::class_from_tag(class.as_deref()),
             })
             .collect()
     }
