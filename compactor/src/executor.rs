@@ -36,7 +36,7 @@ use deltalake::DeltaTable;
 use deltalake::arrow::array::{ArrayRef, RecordBatch, UInt64Array, new_null_array};
 use deltalake::arrow::compute::{SortColumn, cast, concat_batches, lexsort_to_indices, take_record_batch};
 use deltalake::arrow::datatypes::{Schema, SchemaRef};
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Add, DeletionVectorDescriptor, Remove};
 use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use deltalake::protocol::DeltaOperation;
@@ -49,6 +49,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
+use crate::commit::Committed;
 use crate::error::{CompactionError, Result};
 use crate::health::PartitionKey;
 use crate::io::{BoundedStore, BytesPermit, IoLimiter, IoReport, IoSettings};
@@ -96,7 +97,9 @@ pub const DEFAULT_COPY_ROW_GROUPS_ABOVE: u64 = 8 * 1024 * 1024;
 impl Default for ExecutorSettings {
     fn default() -> Self {
         Self {
-            max_concurrent_bins: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            // One more than the cores: while a bin waits on its first reads or its
+            // output's upload, the others keep the cores busy.
+            max_concurrent_bins: std::thread::available_parallelism().map_or(2, |n| n.get() + 1),
             memory_budget: 1024 * 1024 * 1024,
             commit_every_bins: 64,
             commit_every: Duration::from_secs(60),
@@ -525,13 +528,13 @@ impl CompactionExecutor {
             // snapshot itself and commits on that. No post-commit log cleanup (a listing
             // of the whole log per commit): that is retention's job.
             let properties = CommitProperties::default().with_max_retries(0).with_cleanup_expired_logs(Some(false));
-            let result = CommitBuilder::from(properties)
-                .with_actions(actions)
-                .build(Some(state as &dyn TableReference), self.table.log_store(), operation)
-                .await;
+            // Put at the next version straight away; a lost race goes through
+            // delta-rs's path, which with no retries fails with a conflict.
+            let result =
+                crate::commit::commit(Some(state), self.table.log_store(), properties, actions, operation).await;
             match result {
-                Ok(finalized) => {
-                    report.versions.push(finalized.version());
+                Ok(committed) => {
+                    report.versions.push(committed.version());
                     report.bins_committed += outputs.len();
                     report.bins_copied += outputs.iter().filter(|o| o.copied).count();
                     report.files_removed += removed;
@@ -540,8 +543,11 @@ impl CompactionExecutor {
                     report.bytes_added +=
                         outputs.iter().flat_map(|o| o.adds.iter().map(|a| a.size.max(0) as u64)).sum::<u64>();
                     report.rows += outputs.iter().map(|o| o.rows).sum::<u64>();
-                    // The commit's own snapshot, at the new version: no listing of the log.
-                    self.table.state = Some(finalized.snapshot());
+                    match committed {
+                        // The commit's own snapshot, at the new version: no listing of the log.
+                        Committed::Finalized(finalized) => self.table.state = Some(finalized.snapshot()),
+                        Committed::Direct(version) => self.table.update_incremental(Some(version as _)).await?,
+                    }
                     return Ok(());
                 }
                 Err(e) if is_conflict(&e) && budget.retry().await => {

@@ -27,6 +27,7 @@
 //! This crate knows nothing of the rest of Sediment; callers check the table's
 //! protocol features before executing a plan.
 
+pub mod commit;
 mod copy;
 pub mod encoding;
 pub mod error;

@@ -3,17 +3,19 @@
 //! Every Sediment commit carries a `commitInfo` with the operation, its parameters,
 //! the read version, operation metrics and `engineInfo = "sediment/<version>"`.
 //! Commits on every store are put-if-absent (`If-None-Match` on S3), so concurrent
-//! writers never overwrite each other's log entries; delta-rs's conflict checker
-//! decides whether a commit can be rebased over what landed first. Commits write a
+//! writers never overwrite each other's log entries; the entry is put at the next
+//! version straight away (`sediment_compactor::commit`), and after a lost race
+//! delta-rs's conflict checker decides whether it can be rebased over what landed first. Commits write a
 //! checkpoint every `delta.checkpointInterval` versions (delta-rs's post-commit hook)
 //! but do not clean up expired log files: that listing of the whole log on every
 //! commit is left to retention.
 
 use std::collections::HashMap;
 
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference, TransactionError};
+use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Add, Remove, Transaction};
 use deltalake::protocol::DeltaOperation;
+use sediment_compactor::commit::Committed;
 use serde_json::Value;
 
 use crate::error::Result;
@@ -81,46 +83,18 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
     }
     let log_store = table.delta().log_store();
     let snapshot = table.delta().snapshot().ok();
-    // The version this commit takes if nobody committed since the read, unless a
-    // checkpoint is due with it (delta-rs's post-commit hook writes those).
-    let direct = snapshot.and_then(|s| {
-        let next = s.version() + 1;
-        let interval = s.table_config().checkpoint_interval.map_or(100, |n| n.get());
-        (!(next + 1).is_multiple_of(interval)).then_some(next)
-    });
-    let pre = CommitBuilder::from(properties).with_actions(actions).build(
-        snapshot.map(|s| s as &dyn TableReference),
-        log_store.clone(),
-        request.operation,
-    );
-    let prepared = pre.into_prepared_commit_future().await?;
-    if let Some(version) = direct {
-        // Put-if-absent of the next version straight away: delta-rs first lists the log
-        // for a newer version (a round trip on every commit), which the conditional put
-        // detects anyway. Only a lost race goes through delta-rs's conflict checker.
-        let entry = prepared.commit_or_bytes().clone();
-        let operation_id = uuid::Uuid::new_v4();
-        match log_store.write_commit_entry(version, entry.clone(), operation_id).await {
-            Ok(()) => {
-                drop(prepared);
-                table.advance_to(version).await?;
-                return Ok(version);
-            }
-            Err(TransactionError::VersionAlreadyExists(_)) => {
-                tracing::debug!(version, "version taken by another writer; checking for conflicts");
-            }
-            Err(e) => {
-                let _ = log_store.abort_commit_entry(version, entry, operation_id).await;
-                return Err(deltalake::DeltaTableError::from(e).into());
-            }
+    match sediment_compactor::commit::commit(snapshot, log_store, properties, actions, request.operation).await? {
+        Committed::Direct(version) => {
+            table.advance_to(version).await?;
+            Ok(version)
+        }
+        Committed::Finalized(finalized) => {
+            // The commit's own snapshot (delta-rs brings it to the new version after
+            // the commit): no second listing and reading of the log.
+            table.set_state(finalized.snapshot());
+            Ok(finalized.version())
         }
     }
-    let finalized = prepared.await?.await?;
-    let version = finalized.version();
-    // The commit's own snapshot (delta-rs brings it to the new version after the
-    // commit): no second listing and reading of the log.
-    table.set_state(finalized.snapshot());
-    Ok(version)
 }
 
 /// Rows stored in `add`'s file, from its statistics (rows its deletion vector
