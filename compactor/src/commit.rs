@@ -9,44 +9,23 @@
 //! listing, conflict checker and retries as `properties` say. Every writer of
 //! Sediment (the table's commits and the compactor's) commits through here.
 
-use deltalake::DeltaResult;
 use deltalake::kernel::Action;
-use deltalake::kernel::transaction::{
-    CommitBuilder, CommitProperties, FinalizedCommit, TableReference, TransactionError,
-};
-use deltalake::logstore::LogStoreRef;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TableReference, TransactionError};
 use deltalake::protocol::DeltaOperation;
-use deltalake::table::state::DeltaTableState;
+use deltalake::{DeltaResult, DeltaTable};
 
-/// How a commit landed.
-pub enum Committed {
-    /// Put at this version straight away: the caller's snapshot is still at the
-    /// version before (advance it with `DeltaTable::update_incremental`).
-    Direct(u64),
-    /// Through delta-rs's path, with its snapshot at the new version.
-    Finalized(FinalizedCommit),
-}
-
-impl Committed {
-    /// The version committed.
-    pub fn version(&self) -> u64 {
-        match self {
-            Committed::Direct(version) => *version,
-            Committed::Finalized(finalized) => finalized.version(),
-        }
-    }
-}
-
-/// Commit `actions` on top of `snapshot` (`None`: create version 0) through
-/// `log_store`: put-if-absent at the next version first, delta-rs's path after a lost
-/// race or when a checkpoint is due with this version.
+/// Commit `actions` on top of the version `table` is at (or create version 0 when it
+/// has none), put-if-absent at the next version first, delta-rs's path after a lost
+/// race or when a checkpoint is due with this version; `table` moves to the version
+/// committed, which is returned.
 pub async fn commit(
-    snapshot: Option<&DeltaTableState>,
-    log_store: LogStoreRef,
+    table: &mut DeltaTable,
     properties: CommitProperties,
     actions: Vec<Action>,
     operation: DeltaOperation,
-) -> DeltaResult<Committed> {
+) -> DeltaResult<u64> {
+    let log_store = table.log_store();
+    let snapshot = table.snapshot().ok();
     // The version this commit takes if nobody committed since the read, unless a
     // checkpoint is due with it (delta-rs's post-commit hook writes those).
     let direct = snapshot.and_then(|s| {
@@ -63,7 +42,11 @@ pub async fn commit(
         let entry = prepared.commit_or_bytes().clone();
         let operation_id = uuid::Uuid::new_v4();
         match log_store.write_commit_entry(version, entry.clone(), operation_id).await {
-            Ok(()) => return Ok(Committed::Direct(version)),
+            Ok(()) => {
+                drop(prepared);
+                table.update_incremental(Some(version as _)).await?;
+                return Ok(version);
+            }
             Err(TransactionError::VersionAlreadyExists(_)) => {
                 tracing::debug!(version, "version taken by another writer; checking for conflicts");
             }
@@ -73,5 +56,9 @@ pub async fn commit(
             }
         }
     }
-    Ok(Committed::Finalized(prepared.await?.await?))
+    let finalized = prepared.await?.await?;
+    // The commit's own snapshot (delta-rs brings it to the new version after the
+    // commit): no second listing and reading of the log.
+    table.state = Some(finalized.snapshot());
+    Ok(finalized.version())
 }

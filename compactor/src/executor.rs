@@ -49,7 +49,6 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
-use crate::commit::Committed;
 use crate::error::{CompactionError, Result};
 use crate::health::PartitionKey;
 use crate::io::{BoundedStore, BytesPermit, IoLimiter, IoReport, IoSettings};
@@ -529,12 +528,12 @@ impl CompactionExecutor {
             // of the whole log per commit): that is retention's job.
             let properties = CommitProperties::default().with_max_retries(0).with_cleanup_expired_logs(Some(false));
             // Put at the next version straight away; a lost race goes through
-            // delta-rs's path, which with no retries fails with a conflict.
-            let result =
-                crate::commit::commit(Some(state), self.table.log_store(), properties, actions, operation).await;
+            // delta-rs's path, which with no retries fails with a conflict. The table
+            // moves to the committed version.
+            let result = crate::commit::commit(&mut self.table, properties, actions, operation).await;
             match result {
-                Ok(committed) => {
-                    report.versions.push(committed.version());
+                Ok(version) => {
+                    report.versions.push(version);
                     report.bins_committed += outputs.len();
                     report.bins_copied += outputs.iter().filter(|o| o.copied).count();
                     report.files_removed += removed;
@@ -543,11 +542,6 @@ impl CompactionExecutor {
                     report.bytes_added +=
                         outputs.iter().flat_map(|o| o.adds.iter().map(|a| a.size.max(0) as u64)).sum::<u64>();
                     report.rows += outputs.iter().map(|o| o.rows).sum::<u64>();
-                    match committed {
-                        // The commit's own snapshot, at the new version: no listing of the log.
-                        Committed::Finalized(finalized) => self.table.state = Some(finalized.snapshot()),
-                        Committed::Direct(version) => self.table.update_incremental(Some(version as _)).await?,
-                    }
                     return Ok(());
                 }
                 Err(e) if is_conflict(&e) && budget.retry().await => {

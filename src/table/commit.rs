@@ -5,8 +5,8 @@
 //! Commits on every store are put-if-absent (`If-None-Match` on S3), so concurrent
 //! writers never overwrite each other's log entries; the entry is put at the next
 //! version straight away (`sediment_compactor::commit`), and after a lost race
-//! delta-rs's conflict checker decides whether it can be rebased over what landed first. Commits write a
-//! checkpoint every `delta.checkpointInterval` versions (delta-rs's post-commit hook)
+//! delta-rs's conflict checker decides whether it can be rebased over what landed
+//! first. Commits write a checkpoint every `delta.checkpointInterval` versions (delta-rs's post-commit hook)
 //! but do not clean up expired log files: that listing of the whole log on every
 //! commit is left to retention.
 
@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{Action, Add, Remove, Transaction};
 use deltalake::protocol::DeltaOperation;
-use sediment_compactor::commit::Committed;
 use serde_json::Value;
 
 use crate::error::Result;
@@ -81,20 +80,8 @@ pub(crate) async fn commit(table: &mut Table, mut actions: Vec<Action>, request:
     if !request.app_transactions.is_empty() {
         properties = properties.with_application_transactions(request.app_transactions);
     }
-    let log_store = table.delta().log_store();
-    let snapshot = table.delta().snapshot().ok();
-    match sediment_compactor::commit::commit(snapshot, log_store, properties, actions, request.operation).await? {
-        Committed::Direct(version) => {
-            table.advance_to(version).await?;
-            Ok(version)
-        }
-        Committed::Finalized(finalized) => {
-            // The commit's own snapshot (delta-rs brings it to the new version after
-            // the commit): no second listing and reading of the log.
-            table.set_state(finalized.snapshot());
-            Ok(finalized.version())
-        }
-    }
+    let delta = table.delta_mut();
+    Ok(sediment_compactor::commit::commit(delta, properties, actions, request.operation).await?)
 }
 
 /// Rows stored in `add`'s file, from its statistics (rows its deletion vector

@@ -283,9 +283,9 @@ impl Table {
         self.delta.state = Some(state);
     }
 
-    /// Move this handle forward to `version` (one this process just committed).
-    pub(crate) async fn advance_to(&mut self, version: u64) -> Result<()> {
-        Ok(self.delta.update_incremental(Some(version as _)).await?)
+    /// The delta-rs table, to commit through (it moves to the committed version).
+    pub(crate) fn delta_mut(&mut self) -> &mut DeltaTable {
+        &mut self.delta
     }
 
     /// Move this handle to the latest version.
