@@ -17,7 +17,7 @@ use deltalake::{DeltaResult, DeltaTable};
 /// Commit `actions` on top of the version `table` is at (or create version 0 when it
 /// has none), put-if-absent at the next version first, delta-rs's path after a lost
 /// race or when a checkpoint is due with this version; `table` moves to the version
-/// committed, which is returned.
+/// committed, which is returned. An `Err` means nothing was committed.
 pub async fn commit(
     table: &mut DeltaTable,
     properties: CommitProperties,
@@ -44,7 +44,7 @@ pub async fn commit(
         match log_store.write_commit_entry(version, entry.clone(), operation_id).await {
             Ok(()) => {
                 drop(prepared);
-                table.update_incremental(Some(version as _)).await?;
+                advance(table, version).await;
                 return Ok(version);
             }
             Err(TransactionError::VersionAlreadyExists(_)) => {
@@ -56,9 +56,30 @@ pub async fn commit(
             }
         }
     }
-    let finalized = prepared.await?.await?;
-    // The commit's own snapshot (delta-rs brings it to the new version after the
-    // commit): no second listing and reading of the log.
-    table.state = Some(finalized.snapshot());
-    Ok(finalized.version())
+    // Past this await the commit has landed; what follows (a due checkpoint, the new
+    // snapshot) may fail without undoing it.
+    let landed = prepared.await?;
+    let version = landed.version;
+    match landed.await {
+        Ok(finalized) => {
+            // The commit's own snapshot (delta-rs brings it to the new version after
+            // the commit): no second listing and reading of the log.
+            table.state = Some(finalized.snapshot());
+        }
+        Err(e) => {
+            tracing::warn!(version, error = %e, "committed, but the work after the commit failed");
+            advance(table, version).await;
+        }
+    }
+    Ok(version)
+}
+
+/// Move `table` to `version`, which this process committed. A commit that landed must
+/// not look failed because reading it back did (a writer that gives up deletes its
+/// files, which the log now references): on failure the handle stays at the version
+/// it read, and the next commit finds this one and goes through delta-rs's path.
+async fn advance(table: &mut DeltaTable, version: u64) {
+    if let Err(e) = table.update_incremental(Some(version as _)).await {
+        tracing::warn!(version, error = %e, "committed, but the log could not be read back");
+    }
 }

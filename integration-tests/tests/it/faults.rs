@@ -42,6 +42,10 @@ struct FlakyStore {
     /// The two faults above hang (never answer) instead of failing: the process froze
     /// there and is killed (its future dropped), no code of its running after.
     hang: bool,
+    /// After each commit put that succeeds, this many listings fail (the counter
+    /// counts those that failed): the log cannot be read back right after a commit.
+    lists_failing_after_commit: Option<(usize, Arc<AtomicUsize>)>,
+    lists_to_fail: AtomicUsize,
 }
 
 impl FlakyStore {
@@ -58,6 +62,8 @@ impl FlakyStore {
             deletes_left: None,
             commit_failures: None,
             hang: false,
+            lists_failing_after_commit: None,
+            lists_to_fail: AtomicUsize::new(0),
         }
     }
 
@@ -166,7 +172,11 @@ impl ObjectStore for FlakyStore {
                 source: "injected failure putting a commit".into(),
             });
         }
-        self.inner.put_opts(location, payload, opts).await
+        let put = self.inner.put_opts(location, payload, opts).await?;
+        if commit && let Some((lists, _)) = &self.lists_failing_after_commit {
+            self.lists_to_fail.store(*lists, Ordering::SeqCst);
+        }
+        Ok(put)
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
@@ -215,6 +225,14 @@ impl ObjectStore for FlakyStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        if let Some((_, failed)) = &self.lists_failing_after_commit
+            && self.lists_to_fail.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
+        {
+            use futures::StreamExt;
+            failed.fetch_add(1, Ordering::SeqCst);
+            let error = object_store::Error::Generic { store: "flaky", source: "injected failure listing".into() };
+            return futures::stream::once(async move { Err(error) }).boxed();
+        }
         self.inner.list(prefix)
     }
 
@@ -225,6 +243,37 @@ impl ObjectStore for FlakyStore {
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
         self.inner.copy_opts(from, to, options).await
     }
+}
+
+/// Appends and a compaction whose commits land but cannot be read back (the listings
+/// after each commit put fail) still count as committed: nobody deletes the files the
+/// log now references, every row is there once, and the next commit on the same
+/// handle lands after them.
+#[tokio::test]
+async fn a_commit_that_cannot_be_read_back_still_counts_as_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (uri, table) = local_table(&dir, "read-back", 8).await;
+    let version = table.version();
+    let failed = Arc::new(AtomicUsize::new(0));
+    let store = Arc::new(FlakyStore {
+        lists_failing_after_commit: Some((1, failed.clone())),
+        ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0)))
+    });
+    let mut flaky = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
+
+    let report = flaky.compact(CompactOptions::default()).await.unwrap();
+    assert_eq!(report.bins_committed, 5, "{report:?}");
+    assert!(report.abandoned.is_empty(), "{report:?}");
+    assert!(failed.load(Ordering::SeqCst) > 0, "listings after the commit failed");
+    append_events(&mut flaky, 2_400, 300).await;
+    append_events(&mut flaky, 2_700, 300).await;
+
+    let after = Table::open(&uri).await.unwrap();
+    assert_eq!(after.version(), version.map(|v| v + 3), "one compaction and two appends");
+    let expected = crate::common::canonical_rows(&[sediment::demo::events_batch(0, 3_000)]);
+    assert_eq!(table_rows(&after).await, expected, "every row once, every file there");
+    let orphans: Vec<String> = after.orphan_files().await.unwrap().into_iter().map(|o| o.path).collect();
+    assert!(orphans.is_empty(), "no file left unreferenced: {orphans:?}");
 }
 
 /// A local table of `appends` appends of 300 events (5 files each, one per day).
