@@ -14,9 +14,9 @@
 //!
 //! With `--latency-ms 0,10,30,60` each run instead reads and writes its copy of the
 //! table through a store that adds a fixed wait per request (as S3's time to first
-//! byte; `common::LatencyStore` over the local file system), one set of rounds per latency, and the figures
-//! include the requests each engine made and the most it had in flight (counted by
-//! a store both engines go through). The floor runs only on local disk.
+//! byte; `common::LatencyStore` over the local file system), one set of rounds per
+//! latency, and the figures include the requests each engine made and the most it
+//! had in flight (counted by a store both engines go through). The floor runs only on local disk.
 //!
 //! Run (release):
 //!   cargo bench -p sediment-integration-tests --bench w1_compaction -- [--appends N] [--rows N] [--work-dir DIR] [--rounds N] [--latency-ms L,...]

@@ -33,10 +33,9 @@
 //!
 //! With `--latency-ms 0,10,30,60` each run instead works on its copy of the table
 //! through a store that adds a fixed wait per request (`common::LatencyStore` over
-//! the local file system), one set of
-//! rounds per latency; the figures then include the requests each engine made and the
-//! most it had in flight, and each run checks its own result (the floor runs only on
-//! local disk).
+//! the local file system), one set of rounds per latency; the figures then include
+//! the requests each engine made and the most it had in flight, and each run checks
+//! its own result (the floor runs only on local disk).
 //!
 //! Run (release):
 //!   cargo bench -p sediment-integration-tests --bench w2_merge -- [--rows-per-day N] [--work-dir DIR] [--rounds N] [--deletion-vectors] [--latency-ms L,...]
