@@ -49,7 +49,9 @@
 //! batches and a first look at the table, alike for every mode); `growth/delta` is
 //! (peak - start) over delta-rs's, the memory the merge itself added. CPU is the
 //! timed section's. Set `PERF_CTL_FIFO` to profile only the timed section (see
-//! `common::perf_control`).
+//! `common::perf_control`); set `BENCH_STOP_AFTER_TIMED` to end a `--run-one` child
+//! right after the timed section (for heap profilers, whose peak would otherwise be
+//! the result check's).
 //!
 //! It prints tables of figures; nothing here is a pass/fail test.
 
@@ -271,6 +273,11 @@ async fn run_one(
     perf_control("disable");
     let (cpu, peak_rss) = rusage();
     let cpu = cpu - cpu_before;
+    if std::env::var_os("BENCH_STOP_AFTER_TIMED").is_some() {
+        // For heap profilers: end before the checks, whose reads would set the peak.
+        println!("{}", serde_json::json!({ "mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "base_rss": base_rss }));
+        std::process::exit(0);
+    }
     let io = counter.map(|c| c.report()).unwrap_or_default();
     let after = Table::open_with(&uri, open.clone()).await.unwrap().files().unwrap();
     let after_paths: HashSet<&str> = after.iter().map(|f| f.path.as_str()).collect();

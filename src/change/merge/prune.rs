@@ -73,7 +73,7 @@ pub(super) fn candidates_with_bounds(
             for (i, keep) in keep.iter_mut().enumerate() {
                 if *keep {
                     let (lo, hi) = bounds.range(i);
-                    *keep = keys.any_between(lo, hi);
+                    *keep = keys.any_between(&source.index, lo, hi);
                 }
             }
             if with_bounds && source.sorted_keys.len() == 1 {

@@ -260,9 +260,12 @@ impl SourceRows {
 pub(crate) struct SortedKeys {
     pub column: String,
     pub converter: RowConverter,
-    /// The column's values, encoded (single-column rows).
-    rows: Rows,
-    /// Indices into `rows` of the distinct values, in sort order.
+    /// The column's values, encoded (single-column rows); `None` for the only key
+    /// column, whose values the key index holds encoded the same way (a second copy
+    /// was as large as the source's keys).
+    rows: Option<Rows>,
+    /// The distinct values in sort order: indices into `rows`, or row ids of the key
+    /// index.
     order: Vec<u32>,
     /// The smallest and largest value, for the conflict-check predicate.
     pub min: ArrayRef,
@@ -498,7 +501,10 @@ impl<'a> SourceBuilder<'a> {
             .columns
             .iter()
             .zip(&self.key_arrays)
-            .map(|(k, arrays)| SortedKeys::new(k, schema.field_with_name(k)?.data_type(), arrays))
+            .map(|(k, arrays)| {
+                let only = (keys.columns.len() == 1).then_some(&self.index);
+                SortedKeys::new(k, schema.field_with_name(k)?.data_type(), arrays, only)
+            })
             .collect::<Result<Vec<_>>>()?;
         let integer_index = match self.key_arrays.as_slice() {
             [arrays] if spill.is_none() && arrays.iter().all(|a| is_integer(a.data_type())) => {
@@ -655,17 +661,43 @@ impl MergeSource {
 }
 
 impl SortedKeys {
-    fn new(column: &str, data_type: &deltalake::arrow::datatypes::DataType, arrays: &[ArrayRef]) -> Result<Self> {
+    /// The sorted values of key `column`, whose values are `arrays`; `index`: the key
+    /// index, when this is the only key column (its encoded keys are then this
+    /// column's, in the same row format, one per distinct value).
+    fn new(
+        column: &str,
+        data_type: &deltalake::arrow::datatypes::DataType,
+        arrays: &[ArrayRef],
+        index: Option<&KeyIndex>,
+    ) -> Result<Self> {
         let converter = RowConverter::new(vec![SortField::new(data_type.clone())])?;
-        let mut rows = converter.empty_rows(0, 0);
-        for array in arrays {
-            converter.append(&mut rows, std::slice::from_ref(array))?;
-        }
-        let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
-        order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
-        order.dedup_by(|a, b| rows.row(*a as usize) == rows.row(*b as usize));
+        let (rows, order) = match index {
+            Some(index) => {
+                let mut order: Vec<u32> = index.ids().collect();
+                order.sort_unstable_by(|a, b| index.key(*a).cmp(&index.key(*b)));
+                (None, order)
+            }
+            None => {
+                let rows_in: usize = arrays.iter().map(|a| a.len()).sum();
+                let mut rows = converter.empty_rows(rows_in, 0);
+                for array in arrays {
+                    converter.append(&mut rows, std::slice::from_ref(array))?;
+                }
+                let mut order: Vec<u32> = (0..rows.num_rows() as u32).collect();
+                order.sort_unstable_by(|a, b| rows.row(*a as usize).cmp(&rows.row(*b as usize)));
+                order.dedup_by(|a, b| rows.row(*a as usize) == rows.row(*b as usize));
+                (Some(rows), order)
+            }
+        };
+        // The key index's rows come from its own converter: parsed again for this one.
+        let parser = converter.parser();
         let value = |i: u32| -> Result<ArrayRef> {
-            Ok(converter.convert_rows(std::iter::once(rows.row(i as usize)))?.remove(0))
+            let row = match (&rows, index) {
+                (Some(rows), _) => rows.row(i as usize),
+                (None, Some(index)) => parser.parse(index.key(i).data()),
+                (None, None) => return Err(Error::internal("sorted keys without rows")),
+            };
+            Ok(converter.convert_rows(std::iter::once(row))?.remove(0))
         };
         let (min, max) = match (order.first(), order.last()) {
             (Some(lo), Some(hi)) => (value(*lo)?, value(*hi)?),
@@ -677,11 +709,18 @@ impl SortedKeys {
         Ok(Self { column: column.to_string(), converter, rows, order, min, max })
     }
 
-    /// Whether some source value lies in `[lo, hi]` (either bound may be unknown).
-    pub(crate) fn any_between(&self, lo: Option<Row<'_>>, hi: Option<Row<'_>>) -> bool {
-        let value = |i: usize| self.rows.row(self.order[i] as usize);
+    /// Whether some source value lies in `[lo, hi]` (either bound may be unknown);
+    /// `index`: the source's key index.
+    pub(crate) fn any_between(&self, index: &KeyIndex, lo: Option<Row<'_>>, hi: Option<Row<'_>>) -> bool {
+        let value = |i: usize| match &self.rows {
+            Some(rows) => rows.row(self.order[i] as usize),
+            None => index.key(self.order[i]),
+        };
         let start = match lo {
-            Some(lo) => self.order.partition_point(|v| self.rows.row(*v as usize) < lo),
+            Some(lo) => self.order.partition_point(|v| match &self.rows {
+                Some(rows) => rows.row(*v as usize) < lo,
+                None => index.key(*v) < lo,
+            }),
             None => 0,
         };
         match (start < self.order.len(), hi) {
