@@ -275,7 +275,10 @@ async fn run_one(
     let cpu = cpu - cpu_before;
     if std::env::var_os("BENCH_STOP_AFTER_TIMED").is_some() {
         // For heap profilers: end before the checks, whose reads would set the peak.
-        println!("{}", serde_json::json!({ "mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "base_rss": base_rss }));
+        println!(
+            "{}",
+            serde_json::json!({ "mode": mode, "wall_s": wall, "cpu_s": cpu, "peak_rss": peak_rss, "base_rss": base_rss })
+        );
         std::process::exit(0);
     }
     let io = counter.map(|c| c.report()).unwrap_or_default();
