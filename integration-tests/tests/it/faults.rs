@@ -14,7 +14,7 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions,
     PutOptions, PutPayload, PutResult, Result,
 };
-use sediment::{CompactOptions, OpenOptions, Table};
+use sediment::{CompactOptions, OpenOptions, Table, WriteOptions};
 
 use crate::common::{append_events, table_rows};
 
@@ -42,8 +42,9 @@ struct FlakyStore {
     /// The two faults above hang (never answer) instead of failing: the process froze
     /// there and is killed (its future dropped), no code of its running after.
     hang: bool,
-    /// After each commit put that succeeds, this many listings fail (the counter
-    /// counts those that failed): the log cannot be read back right after a commit.
+    /// After each commit put that succeeds, this many listings fail until the next
+    /// put (the counter counts those that failed): the log cannot be read back right
+    /// after a commit.
     lists_failing_after_commit: Option<(usize, Arc<AtomicUsize>)>,
     lists_to_fail: AtomicUsize,
 }
@@ -173,8 +174,9 @@ impl ObjectStore for FlakyStore {
             });
         }
         let put = self.inner.put_opts(location, payload, opts).await?;
-        if commit && let Some((lists, _)) = &self.lists_failing_after_commit {
-            self.lists_to_fail.store(*lists, Ordering::SeqCst);
+        if let Some((lists, _)) = &self.lists_failing_after_commit {
+            // The window opens with a commit put and closes with the next write.
+            self.lists_to_fail.store(if commit { *lists } else { 0 }, Ordering::SeqCst);
         }
         Ok(put)
     }
@@ -248,32 +250,51 @@ impl ObjectStore for FlakyStore {
 /// Appends and a compaction whose commits land but cannot be read back (the listings
 /// after each commit put fail) still count as committed: nobody deletes the files the
 /// log now references, every row is there once, and the next commit on the same
-/// handle lands after them.
+/// handle lands after them. Direct commits make no listing to fail.
 #[tokio::test]
 async fn a_commit_that_cannot_be_read_back_still_counts_as_committed() {
-    let dir = tempfile::tempdir().unwrap();
-    let (uri, table) = local_table(&dir, "read-back", 8).await;
-    let version = table.version();
-    let failed = Arc::new(AtomicUsize::new(0));
-    let store = Arc::new(FlakyStore {
-        lists_failing_after_commit: Some((1, failed.clone())),
-        ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0)))
-    });
-    let mut flaky = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
+    // With a checkpoint due every other version, those commits go through delta-rs's
+    // path, whose snapshot update after the put lists the log: that listing fails.
+    // Direct commits move the handle to their version without listing at all.
+    for interval in [None, Some(2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let uri = dir.path().join("read-back").to_string_lossy().to_string();
+        let mut table = Table::open_or_new(&uri, Default::default()).await.unwrap();
+        let mut first = WriteOptions::append().partition_by(["event_date"]);
+        if let Some(interval) = interval {
+            first = first.table_property("delta.checkpointInterval", interval.to_string());
+        }
+        table.write([sediment::demo::events_batch(0, 300)], first).await.unwrap();
+        for i in 1..8 {
+            append_events(&mut table, i * 300, 300).await;
+        }
+        let version = table.version();
+        let failed = Arc::new(AtomicUsize::new(0));
+        let store = Arc::new(FlakyStore {
+            lists_failing_after_commit: Some((1, failed.clone())),
+            ..FlakyStore::new(0, Arc::new(AtomicUsize::new(0)))
+        });
+        let mut flaky = Table::open_with(&uri, OpenOptions::new().object_store(store)).await.unwrap();
 
-    let report = flaky.compact(CompactOptions::default()).await.unwrap();
-    assert_eq!(report.bins_committed, 5, "{report:?}");
-    assert!(report.abandoned.is_empty(), "{report:?}");
-    assert!(failed.load(Ordering::SeqCst) > 0, "listings after the commit failed");
-    append_events(&mut flaky, 2_400, 300).await;
-    append_events(&mut flaky, 2_700, 300).await;
+        let report = flaky.compact(CompactOptions::default()).await.unwrap();
+        assert_eq!(report.bins_committed, 5, "{report:?}");
+        assert!(report.abandoned.is_empty(), "{report:?}");
+        append_events(&mut flaky, 2_400, 300).await;
+        append_events(&mut flaky, 2_700, 300).await;
+        match interval {
+            None => assert_eq!(failed.load(Ordering::SeqCst), 0, "direct commits list nothing after their put"),
+            Some(_) => assert!(failed.load(Ordering::SeqCst) > 0, "listings after the commit failed"),
+        }
 
-    let after = Table::open(&uri).await.unwrap();
-    assert_eq!(after.version(), version.map(|v| v + 3), "one compaction and two appends");
-    let expected = crate::common::canonical_rows(&[sediment::demo::events_batch(0, 3_000)]);
-    assert_eq!(table_rows(&after).await, expected, "every row once, every file there");
-    let orphans: Vec<String> = after.orphan_files().await.unwrap().into_iter().map(|o| o.path).collect();
-    assert!(orphans.is_empty(), "no file left unreferenced: {orphans:?}");
+        let after = Table::open(&uri).await.unwrap();
+        assert_eq!(after.version(), version.map(|v| v + 3), "one compaction and two appends, {interval:?}");
+        assert_eq!(flaky.version(), after.version(), "the handle is at the last commit, {interval:?}");
+        let expected = crate::common::canonical_rows(&[sediment::demo::events_batch(0, 3_000)]);
+        assert_eq!(table_rows(&after).await, expected, "every row once, every file there");
+        assert_eq!(table_rows(&flaky).await, expected, "the handle reads what it committed");
+        let orphans: Vec<String> = after.orphan_files().await.unwrap().into_iter().map(|o| o.path).collect();
+        assert!(orphans.is_empty(), "no file left unreferenced: {orphans:?}");
+    }
 }
 
 /// A local table of `appends` appends of 300 events (5 files each, one per day).
