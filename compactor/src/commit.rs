@@ -158,7 +158,8 @@ impl KnownEntryStore {
             return None;
         }
         let location = prefix.clone().join(self.file_name.as_str());
-        offset.is_none_or(|offset| location.as_ref() > offset.as_ref()).then(|| ObjectMeta {
+        let after_offset = offset.is_none_or(|offset| location.as_ref() > offset.as_ref());
+        after_offset.then_some(ObjectMeta {
             location,
             last_modified: self.last_modified,
             size: self.size,
