@@ -142,7 +142,7 @@ async fn advance_to_put(table: &mut DeltaTable, version: u64, size: u64) {
 /// lists from the last checkpoint and filters out what it has, so the entry alone is
 /// what it looks for. Everything else goes to `inner`.
 #[derive(Debug)]
-pub struct KnownEntryStore {
+struct KnownEntryStore {
     inner: Arc<dyn ObjectStore>,
     file_name: String,
     size: u64,

@@ -81,15 +81,30 @@ fn range_of(file: &TierFile, by: Option<&AgeBy>) -> String {
 }
 
 fn class_costs(files: &[(&TierFile, StorageClass)], prices: &StoragePrices) -> Vec<ClassCost> {
-    let mut by_class: BTreeMap<StorageClass, ClassCost> = BTreeMap::new();
+    let mut by_class: BTreeMap<StorageClass, (ClassCost, Vec<f64>)> = BTreeMap::new();
     for (file, class) in files {
-        let entry =
-            by_class.entry(*class).or_insert(ClassCost { storage_class: *class, files: 0, bytes: 0, monthly_usd: 0.0 });
+        let (entry, costs) = by_class
+            .entry(*class)
+            .or_insert((ClassCost { storage_class: *class, files: 0, bytes: 0, monthly_usd: 0.0 }, Vec::new()));
         entry.files += 1;
         entry.bytes += file.size;
-        entry.monthly_usd += prices.object_month(*class, file.size);
+        costs.push(prices.object_month(*class, file.size));
     }
-    by_class.into_values().collect()
+    by_class
+        .into_values()
+        .map(|(mut entry, costs)| {
+            entry.monthly_usd = sum_in_order(costs);
+            entry
+        })
+        .collect()
+}
+
+/// The sum of `values` in ascending order: the same values give the same sum to the
+/// last digit whatever order a reader lists the files in (a snapshot and the log view
+/// differ).
+fn sum_in_order(mut values: Vec<f64>) -> f64 {
+    values.sort_unstable_by(f64::total_cmp);
+    values.into_iter().sum()
 }
 
 fn total(classes: &[ClassCost]) -> f64 {
@@ -126,10 +141,11 @@ pub fn cost_report(
     let policy = plan.map(|(plan, policy)| {
         let target: HashMap<&str, StorageClass> =
             plan.moves.iter().flat_map(|m| m.files.iter().map(move |f| (f.as_str(), m.storage_class))).collect();
-        let after: f64 = files
-            .iter()
-            .map(|f| prices.object_month(target.get(f.path.as_str()).copied().unwrap_or(f.storage_class), f.size))
-            .sum();
+        let after = sum_in_order(
+            now.iter()
+                .map(|(f, class)| prices.object_month(target.get(f.path.as_str()).copied().unwrap_or(*class), f.size))
+                .collect(),
+        );
         PolicySavings {
             policy,
             files_to_move: plan.files(),
@@ -153,6 +169,20 @@ mod tests {
             added_ms: 0,
             storage_class: class,
         }
+    }
+
+    #[test]
+    fn the_same_files_in_any_order_cost_the_same_to_the_last_digit() {
+        // Sizes whose per-file costs do not add up exactly in floating point.
+        let files: Vec<TierFile> = (0..200u64)
+            .map(|i| file(&format!("f{i:03}"), "2024-05-01", 1 + i * 7919 % 65_537, StorageClass::Standard))
+            .collect();
+        let mut reversed = files.clone();
+        reversed.reverse();
+        let prices = StoragePrices::default();
+        let forward = serde_json::to_value(cost_report(&files, None, &prices, None)).unwrap();
+        let backward = serde_json::to_value(cost_report(&reversed, None, &prices, None)).unwrap();
+        assert_eq!(forward, backward);
     }
 
     #[test]
