@@ -150,22 +150,23 @@ struct KnownEntryStore {
 }
 
 impl KnownEntryStore {
-    /// The entry's metadata when `prefix` is a `_delta_log` folder and the entry sorts
-    /// after `offset`.
-    fn listed(&self, prefix: Option<&Path>, offset: Option<&Path>) -> Option<ObjectMeta> {
-        let prefix = prefix?;
-        if prefix.filename() != Some("_delta_log") {
-            return None;
-        }
-        let location = prefix.clone().join(self.file_name.as_str());
+    /// `prefix` when it is a `_delta_log` folder, whose listing this store answers.
+    fn log_folder(prefix: Option<&Path>) -> Option<&Path> {
+        prefix.filter(|p| p.filename() == Some("_delta_log"))
+    }
+
+    /// The listing of log folder `log`: the entry, when it sorts after `offset`.
+    fn listing(&self, log: &Path, offset: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        let location = log.clone().join(self.file_name.as_str());
         let after_offset = offset.is_none_or(|offset| location.as_ref() > offset.as_ref());
-        after_offset.then_some(ObjectMeta {
+        let entry = after_offset.then_some(ObjectMeta {
             location,
             last_modified: self.last_modified,
             size: self.size,
             e_tag: None,
             version: None,
-        })
+        });
+        futures::stream::iter(entry.map(Ok)).boxed()
     }
 }
 
@@ -210,8 +211,8 @@ impl ObjectStore for KnownEntryStore {
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        match self.listed(prefix, None) {
-            Some(meta) => futures::stream::once(async move { Ok(meta) }).boxed(),
+        match Self::log_folder(prefix) {
+            Some(log) => self.listing(log, None),
             None => self.inner.list(prefix),
         }
     }
@@ -221,9 +222,8 @@ impl ObjectStore for KnownEntryStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        match self.listed(prefix, Some(offset)) {
-            Some(meta) => futures::stream::once(async move { Ok(meta) }).boxed(),
-            None if prefix.and_then(Path::filename) == Some("_delta_log") => futures::stream::empty().boxed(),
+        match Self::log_folder(prefix) {
+            Some(log) => self.listing(log, Some(offset)),
             None => self.inner.list_with_offset(prefix, offset),
         }
     }

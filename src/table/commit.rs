@@ -6,9 +6,9 @@
 //! writers never overwrite each other's log entries; the entry is put at the next
 //! version straight away (`sediment_compactor::commit`), and after a lost race
 //! delta-rs's conflict checker decides whether it can be rebased over what landed
-//! first. Commits write a checkpoint every `delta.checkpointInterval` versions (delta-rs's post-commit hook)
-//! but do not clean up expired log files: that listing of the whole log on every
-//! commit is left to retention.
+//! first. Commits write a checkpoint every `delta.checkpointInterval` versions
+//! (delta-rs's post-commit hook) but do not clean up expired log files: that listing
+//! of the whole log on every commit is left to retention.
 
 use std::collections::HashMap;
 

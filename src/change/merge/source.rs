@@ -720,18 +720,20 @@ impl SortedKeys {
         Ok(Self { column: column.to_string(), converter, rows, order, min, max })
     }
 
+    /// The encoded value `id` of `order` names (`index`: the source's key index).
+    fn row<'a>(&'a self, index: &'a KeyIndex, id: u32) -> Row<'a> {
+        match &self.rows {
+            Some(rows) => rows.row(id as usize),
+            None => index.key(id),
+        }
+    }
+
     /// Whether some source value lies in `[lo, hi]` (either bound may be unknown);
     /// `index`: the source's key index.
     pub(crate) fn any_between(&self, index: &KeyIndex, lo: Option<Row<'_>>, hi: Option<Row<'_>>) -> bool {
-        let value = |i: usize| match &self.rows {
-            Some(rows) => rows.row(self.order[i] as usize),
-            None => index.key(self.order[i]),
-        };
+        let value = |i: usize| self.row(index, self.order[i]);
         let start = match lo {
-            Some(lo) => self.order.partition_point(|v| match &self.rows {
-                Some(rows) => rows.row(*v as usize) < lo,
-                None => index.key(*v) < lo,
-            }),
+            Some(lo) => self.order.partition_point(|id| self.row(index, *id) < lo),
             None => 0,
         };
         match (start < self.order.len(), hi) {
