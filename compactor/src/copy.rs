@@ -144,9 +144,9 @@ fn same_columns(a: &Fields, b: &Fields) -> bool {
 }
 
 /// A byte range of a file, read as if it were the file.
-struct Range {
-    start: u64,
-    bytes: Bytes,
+pub(crate) struct Range {
+    pub start: u64,
+    pub bytes: Bytes,
 }
 
 impl Length for Range {
@@ -229,10 +229,10 @@ pub(crate) async fn copy_bin(
 /// The bytes the file writer produced and the upload has not taken yet; shared so
 /// they can be taken between column chunks, while a row group is open.
 #[derive(Clone, Default)]
-struct Pending(Arc<std::sync::Mutex<Vec<u8>>>);
+pub(crate) struct Pending(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl Pending {
-    fn take(&self) -> Vec<u8> {
+    pub(crate) fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }

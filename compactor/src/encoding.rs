@@ -9,8 +9,10 @@
 //! compaction and merges put a fifth of the CPU time there.
 //!
 //! So before a file is written, each top-level column of its first batch is sampled
-//! (up to [`SAMPLE_ROWS`] rows): from the number of distinct values `d` among `n`
-//! sampled rows, the number of distinct values of the column is estimated by solving
+//! (up to [`SAMPLE_ROWS`] rows): from the number of distinct values `d` among the `n`
+//! sampled rows that are not null (nulls are no dictionary entries; counted as one
+//! value, a column of unique values with some nulls would look repetitive), the
+//! number of distinct values of the column is estimated by solving
 //! `d = D (1 - e^(-n/D))` (values drawn uniformly from `D`). When `D` times the
 //! values' average width would overflow the dictionary page limit, the dictionary
 //! would be abandoned anyway, and the column is written plain from the start. Columns
@@ -52,7 +54,10 @@ pub fn writer_properties_for(target_file_size: u64, sample: &RecordBatch) -> Wri
 
 fn base(target_file_size: u64) -> WriterPropertiesBuilder {
     WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level 3 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(std::env::var("SEDIMENT_ZSTD_LEVEL").ok().and_then(|v| v.parse().ok()).unwrap_or(3))
+                .expect("level 3 is valid"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_bytes(Some(row_group_bytes(target_file_size)))
 }
@@ -75,19 +80,24 @@ pub fn plain_columns(sample: &RecordBatch) -> Vec<String> {
             continue;
         }
         let column = column.slice(0, rows);
+        // Nulls are not values of the dictionary: only the others are counted.
+        let values = column.len() - column.null_count();
+        if values < MIN_SAMPLE_ROWS {
+            continue;
+        }
         let Ok(converter) = RowConverter::new(vec![SortField::new(column.data_type().clone())]) else { continue };
         let Ok(encoded) = converter.convert_columns(std::slice::from_ref(&column)) else { continue };
         let mut distinct: HashSet<&[u8], ahash::RandomState> =
-            HashSet::with_capacity_and_hasher(rows, ahash::RandomState::new());
+            HashSet::with_capacity_and_hasher(values, ahash::RandomState::new());
         let mut bytes = 0usize;
-        for i in 0..encoded.num_rows() {
+        for i in (0..encoded.num_rows()).filter(|i| column.is_valid(*i)) {
             let value: &[u8] = encoded.row(i).data();
             bytes += value.len();
             distinct.insert(value);
         }
         // The row format adds a byte or so per value; close enough for a width.
-        let width = (bytes as f64 / rows as f64).max(1.0);
-        let estimated = estimate_distinct(rows, distinct.len());
+        let width = (bytes as f64 / values as f64).max(1.0);
+        let estimated = estimate_distinct(values, distinct.len());
         if estimated * width > DEFAULT_DICTIONARY_PAGE_SIZE_LIMIT as f64 {
             plain.push(field.name().clone());
         }
@@ -148,5 +158,9 @@ mod tests {
         assert!(properties.dictionary_enabled(&ColumnPath::new(vec!["status".into()])));
         // Too few rows to judge: parquet's default.
         assert!(plain_columns(&batch.slice(0, 100)).is_empty());
+        // Unique values with a quarter of nulls are still unique values.
+        let sparse: ArrayRef = Arc::new(StringArray::from_iter((0..n).map(|i| (i % 4 != 0).then(|| format!("v{i}")))));
+        let batch = RecordBatch::try_from_iter([("sparse", sparse)]).unwrap();
+        assert_eq!(plain_columns(&batch), ["sparse"]);
     }
 }

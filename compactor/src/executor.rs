@@ -84,6 +84,11 @@ pub struct ExecutorSettings {
     /// this many compressed bytes (and the inputs share the table's schema and have
     /// no deletion vectors); `None`: always decode and encode.
     pub copy_row_groups_above: Option<u64>,
+    /// In bins of small files (each read whole, with statistics, no deletion vector),
+    /// splice the columns written without a dictionary whose pages average at least
+    /// this many rows: their pages are copied undecoded, the other columns decoded and
+    /// encoded again. `None`: decode and encode every column.
+    pub splice_pages_above_rows: Option<u64>,
     /// How data files are read and written: requests in flight, the byte budget of
     /// prefetched inputs, whole-file reads of small files.
     pub io: IoSettings,
@@ -96,9 +101,10 @@ pub const DEFAULT_COPY_ROW_GROUPS_ABOVE: u64 = 8 * 1024 * 1024;
 impl Default for ExecutorSettings {
     fn default() -> Self {
         Self {
-            // One more than the cores: while a bin waits on its first reads or its
-            // output's upload, the others keep the cores busy.
-            max_concurrent_bins: std::thread::available_parallelism().map_or(2, |n| n.get() + 1),
+            // One more than twice the cores: a bin of small files whose columns are
+            // mostly spliced waits on its reads and its output's upload about as long
+            // as it computes, and while it waits the others keep the cores busy.
+            max_concurrent_bins: std::thread::available_parallelism().map_or(3, |n| 2 * n.get() + 1),
             memory_budget: 1024 * 1024 * 1024,
             commit_every_bins: 64,
             commit_every: Duration::from_secs(60),
@@ -107,6 +113,7 @@ impl Default for ExecutorSettings {
             engine_info: format!("sediment-compactor/{}", env!("CARGO_PKG_VERSION")),
             commit_info: serde_json::Map::new(),
             copy_row_groups_above: Some(DEFAULT_COPY_ROW_GROUPS_ABOVE),
+            splice_pages_above_rows: Some(crate::splice::DEFAULT_SPLICE_PAGES_ABOVE_ROWS),
             io: IoSettings::default(),
         }
     }
@@ -250,6 +257,7 @@ struct BinContext {
     clustering: Option<Clustering>,
     target_file_size: u64,
     copy_row_groups_above: Option<u64>,
+    splice_pages_above_rows: Option<u64>,
     io: IoSettings,
     /// Bounds and counts the requests of `store`.
     limiter: Arc<IoLimiter>,
@@ -442,6 +450,7 @@ impl CompactionExecutor {
             clustering: plan.clustering.clone(),
             target_file_size: plan.target_file_size,
             copy_row_groups_above: self.settings.copy_row_groups_above,
+            splice_pages_above_rows: self.settings.splice_pages_above_rows,
             bytes_read: AtomicU64::new(0),
             output_class: self.output_class.clone(),
         })
@@ -630,18 +639,37 @@ async fn rewrite_bin_with_retries(
 /// Rewrite one bin into one file; returns its `add` actions (dataChange = false), its
 /// rows and whether its row groups were copied undecoded.
 async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, bool)> {
-    if let (None, Some(threshold)) = (&context.clustering, context.copy_row_groups_above) {
+    if context.clustering.is_none() {
         let adds = bin
             .inputs
             .iter()
             .map(|f| context.inputs.get(&f.path).map(|i| i.add.clone()))
             .collect::<Option<Vec<Add>>>()
             .ok_or_else(|| CompactionError::Invalid("a planned input is not in the snapshot".into()))?;
-        if let Some(inputs) = crate::copy::copyable(&context.store, adds, &context.file_schema, threshold).await? {
+        if let Some(threshold) = context.copy_row_groups_above
+            && let Some(inputs) =
+                crate::copy::copyable(&context.store, adds.clone(), &context.file_schema, threshold).await?
+        {
             let copied =
                 crate::copy::copy_bin(&context.store, &inputs, &context.file_schema, context.target_file_size).await?;
             context.bytes_read.fetch_add(copied.bytes_read, Ordering::Relaxed);
             return Ok((vec![copied.add], copied.rows, true));
+        }
+        if let Some(min_page_rows) = context.splice_pages_above_rows
+            && crate::splice::applies(&adds, &context.io)
+        {
+            let cx = crate::splice::SpliceContext {
+                store: &context.store,
+                limiter: &context.limiter,
+                io: &context.io,
+                file_schema: &context.file_schema,
+                target_file_size: context.target_file_size,
+                min_page_rows,
+            };
+            if let Some(spliced) = crate::splice::splice_bin(&cx, adds).await? {
+                context.bytes_read.fetch_add(spliced.bytes_read, Ordering::Relaxed);
+                return Ok((vec![spliced.add], spliced.rows, false));
+            }
         }
     }
     let partition_values = context

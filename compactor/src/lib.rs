@@ -12,6 +12,9 @@
 //! - **job**: one running attempt of a plan by the [`executor`];
 //! - **copy**: a bin whose inputs' row groups are all large is written by copying
 //!   them undecoded (`copy` module), the others are decoded and encoded again;
+//! - **splice**: a bin of small files keeps the pages of its columns written without
+//!   a dictionary, copied undecoded into its output's column chunks; only the other
+//!   columns are decoded and encoded again (`splice` module);
 //! - **request**: one call to the object store; a job's requests are bounded in
 //!   number and bytes and counted ([`io`]);
 //! - **conflict**: a commit that lost to another writer; every writer of Sediment
@@ -37,6 +40,7 @@ pub mod io;
 pub mod planner;
 pub mod reader;
 pub mod retry;
+mod splice;
 
 pub use error::{CompactionError, Result};
 pub use executor::{CompactionExecutor, CompactionReport, ExecutorSettings};

@@ -40,7 +40,7 @@ pub(crate) struct CompactArgs {
     /// alone by default); their outputs go into the same class.
     #[arg(long)]
     include_cold: bool,
-    /// Bins rewritten in parallel, at most (default: one more than the cores).
+    /// Bins rewritten in parallel, at most (default: one more than twice the cores).
     #[arg(long)]
     max_concurrent_bins: Option<usize>,
     /// Memory the bins in flight may use.
