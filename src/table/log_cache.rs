@@ -17,18 +17,27 @@
 //!   [`COMMIT_ENTRY_MAX`] bytes each, the newest [`COMMITS_KEPT`]), so the snapshot update
 //!   after a commit and the second replay of an entry cost no GET.
 //!
-//! Everything else (listings, `_last_checkpoint`, data files, conditional or versioned
-//! reads) goes to the store underneath unchanged, and a delete, rename or copy onto a
-//! cached name drops it from the cache.
+//! - when the opener asks for it ([`LogCacheStore::prefetch_checkpoint`], an open of the
+//!   latest version), reading `_last_checkpoint` starts the fetch of the single-part
+//!   checkpoint it names, so that the kernel's listing of the log and the checkpoint's
+//!   GET overlap instead of following each other (one round trip less per open); the
+//!   kernel's first read of that checkpoint waits for the fetch, and
+//!   [`LogCacheStore::release`] cancels a fetch nobody asked for.
+//!
+//! Everything else (listings, data files, conditional or versioned reads) goes to the
+//! store underneath unchanged, and a delete, rename or copy onto a cached name drops it
+//! from the cache.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::future::{BoxFuture, Shared};
 use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use object_store::{
     CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result, path::Path,
@@ -77,9 +86,14 @@ impl Cached {
     }
 }
 
+/// A checkpoint's tail being fetched ahead of the kernel's first read of it.
+type Prefetch = Shared<BoxFuture<'static, std::result::Result<Arc<Cached>, String>>>;
+
 #[derive(Default)]
 struct State {
     checkpoint: Option<(Path, Arc<Cached>)>,
+    /// The checkpoint `_last_checkpoint` named, its fetch, and the task running it.
+    prefetch: Option<(Path, Prefetch, tokio::task::AbortHandle)>,
     commits: BTreeMap<Path, Arc<Cached>>,
 }
 
@@ -110,16 +124,52 @@ fn kind(location: &Path) -> Kind {
 pub struct LogCacheStore {
     inner: Arc<dyn ObjectStore>,
     state: Arc<Mutex<State>>,
+    /// Whether the next read of `_last_checkpoint` starts the fetch of its checkpoint.
+    prefetch_next: AtomicBool,
 }
 
 impl LogCacheStore {
     pub fn new(inner: Arc<dyn ObjectStore>) -> Self {
-        Self { inner, state: Arc::default() }
+        Self { inner, state: Arc::default(), prefetch_next: AtomicBool::new(false) }
     }
 
-    /// Drop the checkpoint copy (once the table's snapshot is built, it is not read again).
+    /// Let the next read of `_last_checkpoint` start fetching the checkpoint it names
+    /// (for an open of the latest version, which reads that checkpoint next).
+    pub fn prefetch_checkpoint(&self) {
+        self.prefetch_next.store(true, Ordering::Relaxed);
+    }
+
+    /// Drop the checkpoint copy and cancel a prefetch not read (once the table's
+    /// snapshot is built, the checkpoint is not read again).
     pub fn release(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).checkpoint = None;
+        self.prefetch_next.store(false, Ordering::Relaxed);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.checkpoint = None;
+        if let Some((_, _, task)) = state.prefetch.take() {
+            task.abort();
+        }
+    }
+
+    /// Start fetching `location`'s tail in a task of its own.
+    fn start_prefetch(&self, location: Path) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let inner = self.inner.clone();
+        let target = location.clone();
+        let task = runtime.spawn(async move { fetch_tail(inner.as_ref(), &target).await.map(Arc::new) });
+        let abort = task.abort_handle();
+        let fetch = async move {
+            match task.await {
+                Ok(Ok(cached)) => Ok(cached),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        .boxed()
+        .shared();
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, old)) = state.prefetch.replace((location, fetch, abort)) {
+            old.abort();
+        }
     }
 
     fn lookup(&self, location: &Path) -> Option<Arc<Cached>> {
@@ -145,16 +195,54 @@ impl LogCacheStore {
         forget(&self.state, location);
     }
 
-    /// The first read of a checkpoint part: its tail (or all of it) in one GET.
+    /// The first read of a checkpoint part: its tail (or all of it) in one GET, or the
+    /// prefetch of it when one was started (a failed prefetch is fetched again).
     async fn fetch_checkpoint(&self, location: &Path) -> Result<Arc<Cached>> {
-        let options = GetOptions { range: Some(GetRange::Suffix(CHECKPOINT_FETCH)), ..Default::default() };
-        let result = self.inner.get_opts(location, options).await?;
-        let (meta, range) = (result.meta.clone(), result.range.clone());
-        let bytes = result.bytes().await?;
-        let cached = Arc::new(Cached { meta, start: range.start, bytes });
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).checkpoint = Some((location.clone(), cached.clone()));
+        let prefetch = {
+            let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.prefetch.as_ref().filter(|(path, _, _)| path == location).map(|(_, fetch, _)| fetch.clone())
+        };
+        let cached = match prefetch {
+            Some(fetch) => match fetch.await {
+                Ok(cached) => cached,
+                Err(_) => Arc::new(fetch_tail(self.inner.as_ref(), location).await?),
+            },
+            None => Arc::new(fetch_tail(self.inner.as_ref(), location).await?),
+        };
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.checkpoint = Some((location.clone(), cached.clone()));
+        if state.prefetch.as_ref().is_some_and(|(path, _, _)| path == location) {
+            state.prefetch = None;
+        }
         Ok(cached)
     }
+}
+
+/// A checkpoint part's last [`CHECKPOINT_FETCH`] bytes (all of a smaller one), in one GET.
+async fn fetch_tail(store: &dyn ObjectStore, location: &Path) -> Result<Cached> {
+    let options = GetOptions { range: Some(GetRange::Suffix(CHECKPOINT_FETCH)), ..Default::default() };
+    let result = store.get_opts(location, options).await?;
+    let (meta, range) = (result.meta.clone(), result.range.clone());
+    let bytes = result.bytes().await?;
+    Ok(Cached { meta, start: range.start, bytes })
+}
+
+/// The single-part checkpoint a `_last_checkpoint` at `location` with content `bytes`
+/// names; `None` for a multi-part or V2 checkpoint, or content that does not parse.
+fn named_checkpoint(location: &Path, bytes: &[u8]) -> Option<Path> {
+    let hint: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let version = hint.get("version")?.as_u64()?;
+    if hint.get("parts").is_some_and(|p| p.as_u64() != Some(1)) || hint.get("v2Checkpoint").is_some() {
+        return None;
+    }
+    let dir = location.as_ref().rsplit_once('/').map_or("", |(dir, _)| dir);
+    let name = format!("{version:020}.checkpoint.parquet");
+    Some(Path::from(if dir.is_empty() { name } else { format!("{dir}/{name}") }))
+}
+
+fn is_last_checkpoint(location: &Path) -> bool {
+    let s = location.as_ref();
+    s == "_delta_log/_last_checkpoint" || s.ends_with("/_delta_log/_last_checkpoint")
 }
 
 impl fmt::Display for LogCacheStore {
@@ -219,6 +307,20 @@ impl ObjectStore for LogCacheStore {
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if is_last_checkpoint(location)
+            && plain(&options)
+            && options.range.is_none()
+            && self.prefetch_next.swap(false, Ordering::Relaxed)
+        {
+            let result = self.inner.get_opts(location, options).await?;
+            let meta = result.meta.clone();
+            let bytes = result.bytes().await?;
+            if let Some(checkpoint) = named_checkpoint(location, &bytes) {
+                self.start_prefetch(checkpoint);
+            }
+            let read = Cached { meta, start: 0, bytes };
+            return Ok(read.serve(&None).expect("a whole copy serves a whole read"));
+        }
         let kind = kind(location);
         if kind == Kind::Other || !plain(&options) {
             return self.inner.get_opts(location, options).await;
@@ -384,6 +486,67 @@ mod tests {
         assert_eq!(limiter.report().requests, 3);
         assert_eq!(store.get_range(&checkpoint, footer).await.unwrap(), data.slice(size - 8..size));
         assert_eq!(limiter.report().requests, 3);
+    }
+
+    #[tokio::test]
+    async fn reading_last_checkpoint_fetches_its_checkpoint_before_the_kernel_asks() {
+        let (store, limiter, memory) = counted();
+        let hint = Path::from("t/_delta_log/_last_checkpoint");
+        let checkpoint = Path::from("t/_delta_log/00000000000000000010.checkpoint.parquet");
+        let data = Bytes::from((0..50_000u32).map(|i| (i % 7) as u8).collect::<Vec<u8>>());
+        memory.put(&checkpoint, data.clone().into()).await.unwrap();
+        memory.put(&hint, Bytes::from_static(br#"{"version":10,"size":3}"#).into()).await.unwrap();
+        // Without the opener's word, `_last_checkpoint` is an ordinary read.
+        store.get(&hint).await.unwrap().bytes().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(limiter.report().requests, 1);
+        store.prefetch_checkpoint();
+        let read = store.get(&hint).await.unwrap().bytes().await.unwrap();
+        assert_eq!(read, Bytes::from_static(br#"{"version":10,"size":3}"#));
+        // The checkpoint's GET starts on its own (while a kernel would list the log).
+        for _ in 0..100 {
+            if limiter.report().requests == 3 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(limiter.report().requests, 3, "the hint and the checkpoint's prefetch");
+        assert_eq!(store.get_range(&checkpoint, 100..200).await.unwrap(), data.slice(100..200));
+        assert_eq!(store.get_range(&checkpoint, 49_990..50_000).await.unwrap(), data.slice(49_990..50_000));
+        assert_eq!(limiter.report().requests, 3, "the kernel's reads are served by the prefetch");
+        // Once only: the next read of the hint starts nothing.
+        store.release();
+        store.get(&hint).await.unwrap().bytes().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(limiter.report().requests, 4);
+    }
+
+    #[tokio::test]
+    async fn a_prefetch_that_fails_or_names_parts_falls_back_to_plain_reads() {
+        let (store, limiter, memory) = counted();
+        let hint = Path::from("_delta_log/_last_checkpoint");
+        // A multi-part checkpoint: its parts are not guessed.
+        memory.put(&hint, Bytes::from_static(br#"{"version":10,"size":3,"parts":2}"#).into()).await.unwrap();
+        store.prefetch_checkpoint();
+        store.get(&hint).await.unwrap().bytes().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(limiter.report().requests, 1);
+        assert!(store.state.lock().unwrap().prefetch.is_none());
+        // A named checkpoint that is missing: the prefetch fails, the kernel's own read
+        // goes to the store and gets the store's answer.
+        memory.put(&hint, Bytes::from_static(br#"{"version":20,"size":3}"#).into()).await.unwrap();
+        store.prefetch_checkpoint();
+        store.get(&hint).await.unwrap().bytes().await.unwrap();
+        let checkpoint = Path::from("_delta_log/00000000000000000020.checkpoint.parquet");
+        assert!(matches!(store.get(&checkpoint).await, Err(object_store::Error::NotFound { .. })));
+        // One the kernel never reads is cancelled by the release.
+        memory.put(&checkpoint, Bytes::from_static(b"PAR1").into()).await.unwrap();
+        store.prefetch_checkpoint();
+        store.get(&hint).await.unwrap().bytes().await.unwrap();
+        store.release();
+        assert!(store.state.lock().unwrap().prefetch.is_none());
+        assert_eq!(named_checkpoint(&hint, br#"{"version":3,"v2Checkpoint":{}}"#), None);
+        assert_eq!(named_checkpoint(&hint, b"not json"), None);
     }
 
     #[test]

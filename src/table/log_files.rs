@@ -98,6 +98,7 @@ impl LogView {
         let url = crate::table::storage::parse_table_uri(uri, false)?;
         let (storage_options, object_store) = options.storage();
         let cache = open::log_cache(&url, storage_options, object_store)?;
+        cache.prefetch_checkpoint();
         let log_store = open::builder_over(&url, storage_options, &cache)?
             .build_storage()
             .map_err(|e| Error::delta(e).context(format!("table {uri}")))?;

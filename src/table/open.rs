@@ -141,6 +141,9 @@ impl Table {
             }
         }
         let cache = log_cache(&url, &options.storage_options, options.object_store.clone())?;
+        if !options.time_travels() {
+            cache.prefetch_checkpoint();
+        }
         let unloaded = || builder_over(&url, &options.storage_options, &cache);
         let mut builder = unloaded()?;
         if let Some(name) = &options.tag {
@@ -208,6 +211,7 @@ impl Table {
             .await
             .map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
         if exists {
+            cache.prefetch_checkpoint();
             let loaded = delta.load().await;
             cache.release();
             loaded.map_err(|e| Error::delta(e).context(format!("table {uri}")))?;
