@@ -665,6 +665,7 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
                 file_schema: &context.file_schema,
                 target_file_size: context.target_file_size,
                 min_page_rows,
+                single_put_below: crate::splice::SINGLE_PUT_BELOW,
             };
             if let Some(spliced) = crate::splice::splice_bin(&cx, adds).await? {
                 context.bytes_read.fetch_add(spliced.bytes_read, Ordering::Relaxed);

@@ -62,7 +62,7 @@ pub const DEFAULT_SPLICE_PAGES_ABOVE_ROWS: u64 = 4096;
 
 /// An output larger than this is uploaded in parts as it is written; a smaller one
 /// in one PUT at the end.
-const SINGLE_PUT_BELOW: usize = 16 * 1024 * 1024;
+pub(crate) const SINGLE_PUT_BELOW: usize = 16 * 1024 * 1024;
 
 /// Parts of a large output being uploaded at once, at most.
 const PARTS_IN_FLIGHT: usize = 2;
@@ -75,6 +75,8 @@ pub(crate) struct SpliceContext<'a> {
     pub file_schema: &'a SchemaRef,
     pub target_file_size: u64,
     pub min_page_rows: u64,
+    /// [`SINGLE_PUT_BELOW`] but in tests.
+    pub single_put_below: usize,
 }
 
 /// Whether a bin of `adds` can take this path at all: every input read whole, with
@@ -393,6 +395,7 @@ struct Output {
     factory: ArrowRowGroupWriterFactory,
     pending: Pending,
     location: Path,
+    single_put_below: usize,
     /// The bytes not yet uploaded, while the file is small enough for one PUT.
     buffered: Option<Vec<u8>>,
     upload: Option<object_store::WriteMultipart>,
@@ -407,8 +410,12 @@ impl Output {
         let chunk = self.pending.take();
         self.size += chunk.len() as u64;
         if let Some(buffered) = &mut self.buffered {
-            buffered.extend_from_slice(&chunk);
-            if buffered.len() < SINGLE_PUT_BELOW {
+            if buffered.is_empty() {
+                *buffered = chunk;
+            } else {
+                buffered.extend_from_slice(&chunk);
+            }
+            if buffered.len() < self.single_put_below {
                 return Ok(());
             }
             let upload = store
@@ -612,6 +619,7 @@ async fn write_inputs(
                     factory,
                     pending,
                     location: location.clone(),
+                    single_put_below: cx.single_put_below,
                     buffered: Some(Vec::new()),
                     upload: None,
                     size: 0,
@@ -744,6 +752,15 @@ mod tests {
     }
 
     async fn splice(store: &Arc<dyn object_store::ObjectStore>, adds: Vec<Add>, min_page_rows: u64) -> Option<Copied> {
+        splice_with(store, adds, min_page_rows, SINGLE_PUT_BELOW).await
+    }
+
+    async fn splice_with(
+        store: &Arc<dyn object_store::ObjectStore>,
+        adds: Vec<Add>,
+        min_page_rows: u64,
+        single_put_below: usize,
+    ) -> Option<Copied> {
         let io = IoSettings::default();
         let limiter = IoLimiter::new(&io);
         let file_schema = schema();
@@ -754,6 +771,7 @@ mod tests {
             file_schema: &file_schema,
             target_file_size: 128 << 20,
             min_page_rows,
+            single_put_below,
         };
         splice_bin(&cx, adds).await.unwrap()
     }
@@ -889,7 +907,7 @@ mod tests {
         for (i, input) in [&first, &second, &third].into_iter().enumerate() {
             adds.push(put(&store, &format!("in-{i}.parquet"), file(input)).await);
         }
-        let spliced = splice(&store, adds, 1000).await.expect("written");
+        let spliced = splice(&store, adds.clone(), 1000).await.expect("written");
         let (bytes, metadata) = read(&store, &spliced.add.path).await;
         // [first], then [second, third] with payload encoded anew.
         assert_eq!(metadata.num_row_groups(), 2);
@@ -899,6 +917,13 @@ mod tests {
         let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         let expected = concat_batches(&schema(), &[first, second, third]).unwrap();
+        assert_eq!(concat_batches(&schema(), &batches).unwrap(), expected);
+        // The same bin uploaded in parts (past a tiny single-PUT limit): the same file.
+        let parts = splice_with(&store, adds, 1000, 1024).await.expect("written");
+        let (in_parts, _) = read(&store, &parts.add.path).await;
+        assert_eq!(in_parts.len() as i64, parts.add.size);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(in_parts).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(concat_batches(&schema(), &batches).unwrap(), expected);
     }
 
