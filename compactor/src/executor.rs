@@ -51,7 +51,7 @@ use tracing::{info, instrument, warn};
 
 use crate::error::{CompactionError, Result};
 use crate::health::PartitionKey;
-use crate::io::{BoundedStore, BytesPermit, IoLimiter, IoReport, IoSettings};
+use crate::io::{BoundedStore, BytesPermit, EarlyFetches, IoLimiter, IoReport, IoSettings};
 use crate::planner::{Bin, Clustering, CompactionPlan, PlannedFile};
 use crate::reader::StoreFileReader;
 use crate::retry::{RetryBudget, RetrySettings, describe, is_conflict};
@@ -263,6 +263,8 @@ struct BinContext {
     limiter: Arc<IoLimiter>,
     bytes_read: AtomicU64,
     output_class: Option<OutputClassFn>,
+    /// First inputs of the bins next in line, fetched while they wait for a slot.
+    early: EarlyFetches,
 }
 
 type PartitionScalars = indexmap::IndexMap<String, delta_kernel::expressions::Scalar>;
@@ -319,17 +321,25 @@ impl CompactionExecutor {
         let permits_total = (self.settings.memory_budget / 1024).min(u32::MAX as u64) as u32;
         let memory = Arc::new(Semaphore::new(permits_total as usize));
         let slots = Arc::new(Semaphore::new(self.settings.max_concurrent_bins));
+        // As many bins as run may wait with their first inputs fetched, each within its
+        // share of a quarter of the byte budget (the running bins keep the rest).
+        let next_in_line = Arc::new(Semaphore::new(self.settings.max_concurrent_bins));
+        let early_bytes = self.settings.io.max_bytes_in_flight / 4 / self.settings.max_concurrent_bins as u64;
 
         let mut running = FuturesUnordered::new();
         for bin in plan.bins().cloned() {
             let context = context.clone();
             let memory = memory.clone();
             let slots = slots.clone();
+            let next_in_line = next_in_line.clone();
             let attempts = self.settings.max_bin_attempts.max(1);
             let estimate = bin_memory_estimate(&bin, row_group_bytes).div_ceil(1024).min(permits_total as u64) as u32;
             let planned = bin.clone();
             let task = tokio::spawn(async move {
+                let waiting = next_in_line.acquire_owned().await.expect("semaphore is never closed");
+                fetch_early(&context, &bin, early_bytes);
                 let _slot = slots.acquire_owned().await.expect("semaphore is never closed");
+                drop(waiting);
                 let _memory = memory.acquire_many_owned(estimate).await.expect("semaphore is never closed");
                 rewrite_bin_with_retries(&context, bin, attempts).await
             });
@@ -453,6 +463,7 @@ impl CompactionExecutor {
             splice_pages_above_rows: self.settings.splice_pages_above_rows,
             bytes_read: AtomicU64::new(0),
             output_class: self.output_class.clone(),
+            early: EarlyFetches::default(),
         })
     }
 
@@ -589,6 +600,25 @@ pub use crate::encoding::{row_group_bytes, writer_properties, writer_properties_
 
 /// Memory a bin may hold: its largest input decoded (about three times its size) and
 /// two writer row groups; with clustering, the whole bin decoded.
+/// Files fetched early per waiting bin, at most.
+const EARLY_FILES: usize = 16;
+
+/// Start fetching the first small inputs of `bin` (up to [`EARLY_FILES`] files and
+/// `bytes` bytes), so that it finds them in memory when it gets its slot.
+fn fetch_early(context: &BinContext, bin: &Bin, bytes: u64) {
+    let mut total = 0u64;
+    let files = bin
+        .inputs
+        .iter()
+        .take(EARLY_FILES)
+        .take_while(|file| {
+            total += file.size;
+            context.io.reads_whole(file.size) && total <= bytes
+        })
+        .filter_map(|file| Some((file.path.clone(), Path::from_url_path(&file.path).ok()?, file.size)));
+    context.early.start(&context.store, &context.limiter, files);
+}
+
 fn bin_memory_estimate(bin: &Bin, row_group_bytes: usize) -> u64 {
     let largest = bin.inputs.iter().map(|f| f.size).max().unwrap_or(0);
     3 * largest + 2 * row_group_bytes as u64
@@ -666,6 +696,7 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
                 target_file_size: context.target_file_size,
                 min_page_rows,
                 single_put_below: crate::splice::SINGLE_PUT_BELOW,
+                early: &context.early,
             };
             if let Some(spliced) = crate::splice::splice_bin(&cx, adds).await? {
                 context.bytes_read.fetch_add(spliced.bytes_read, Ordering::Relaxed);
@@ -733,10 +764,17 @@ async fn open_input(
 ) -> Result<(PlannedFile, ParquetRecordBatchStreamBuilder<StoreFileReader>, BytesPermit)> {
     let path = Path::from_url_path(&input.path)
         .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.path)))?;
-    let budget = context.limiter.reserve_bytes(context.io.bytes_to_open(input.size)).await;
-    let reader = StoreFileReader::open(context.store.clone(), path, input.size, &context.io)
-        .await
-        .map_err(|e| CompactionError::reading(&input.path, e))?;
+    let (reader, budget) = match context.early.take(&input.path).await {
+        Some(Ok((bytes, budget))) => (StoreFileReader::from_fetched(context.store.clone(), path, bytes), budget),
+        Some(Err(e)) => return Err(CompactionError::Storage(format!("reading {}: {e}", input.path))),
+        None => {
+            let budget = context.limiter.reserve_bytes(context.io.bytes_to_open(input.size)).await;
+            let reader = StoreFileReader::open(context.store.clone(), path, input.size, &context.io)
+                .await
+                .map_err(|e| CompactionError::reading(&input.path, e))?;
+            (reader, budget)
+        }
+    };
     let builder =
         ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| CompactionError::reading(&input.path, e))?;
     // Rows a deletion vector deleted are not read.

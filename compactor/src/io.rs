@@ -26,6 +26,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
@@ -365,6 +366,69 @@ impl MultipartUpload for BoundedUpload {
     }
 }
 
+/// Small data files fetched whole before the job that reads them starts: the first
+/// inputs of a compaction bin waiting for its slot, so that it does not start with a
+/// round trip while the others finish (each fetch holds its share of the byte budget
+/// until it is taken; one nobody takes is cancelled when this is dropped).
+#[derive(Default)]
+pub(crate) struct EarlyFetches {
+    files: std::sync::Mutex<std::collections::HashMap<String, EarlyFetch>>,
+}
+
+pub(crate) type EarlyResult = std::result::Result<(Bytes, BytesPermit), String>;
+
+struct EarlyFetch(tokio::task::JoinHandle<EarlyResult>);
+
+impl Drop for EarlyFetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl EarlyFetches {
+    /// Start fetching `files` (path as in the log, store path, size) whole, in tasks of
+    /// their own, through `store` (counted and bounded by `limiter`).
+    pub(crate) fn start(
+        &self,
+        store: &Arc<dyn ObjectStore>,
+        limiter: &Arc<IoLimiter>,
+        files: impl IntoIterator<Item = (String, Path, u64)>,
+    ) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let mut map = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, path, size) in files {
+            if map.contains_key(&key) {
+                continue;
+            }
+            let (store, limiter) = (store.clone(), limiter.clone());
+            let task = runtime.spawn(async move {
+                let permit = limiter.reserve_bytes(size).await;
+                let got = store.get(&path).await.map_err(|e| e.to_string())?;
+                let bytes = got.bytes().await.map_err(|e| e.to_string())?;
+                Ok((bytes, permit))
+            });
+            map.insert(key, EarlyFetch(task));
+        }
+    }
+
+    /// The bytes of `key` fetched early, waiting for the fetch if it is under way, or
+    /// why the fetch failed (a failure counts as the reader's own, so its retries stay
+    /// the caller's); `None` when it was not fetched early (read it as usual).
+    pub(crate) async fn take(&self, key: &str) -> Option<EarlyResult> {
+        let mut fetch = self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(key)?;
+        Some(match (&mut fetch.0).await {
+            Ok(result) => result,
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
+    /// Files fetched or being fetched early and not taken.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use object_store::ObjectStoreExt;
@@ -396,6 +460,34 @@ mod tests {
         let report = limiter.report();
         assert_eq!(report.requests, 4 + 20);
         assert!(report.peak_in_flight <= 3, "peak {} above the bound of 3", report.peak_in_flight);
+    }
+
+    #[tokio::test]
+    async fn early_fetches_are_taken_once_and_cancelled_when_dropped() {
+        let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let limiter = IoLimiter::new(&IoSettings { max_bytes_in_flight: 1024 * 1024, ..IoSettings::default() });
+        let store: Arc<dyn ObjectStore> = Arc::new(BoundedStore::new(inner, limiter.clone()));
+        for name in ["a", "b"] {
+            store.put(&Path::from(name), Bytes::from(name.repeat(1000)).into()).await.unwrap();
+        }
+        let early = EarlyFetches::default();
+        let files = ["a", "b", "missing"].map(|n| (format!("log/{n}"), Path::from(n), 1000));
+        early.start(&store, &limiter, files);
+        assert_eq!(early.len(), 3);
+        let (bytes, permit) = early.take("log/a").await.expect("fetched early").unwrap();
+        assert_eq!(bytes, Bytes::from("a".repeat(1000)));
+        assert!(early.take("log/a").await.is_none(), "taken once");
+        let failed = early.take("log/missing").await.expect("fetched early").unwrap_err();
+        assert!(failed.contains("missing"), "the failure is the reader's: {failed}");
+        assert!(early.take("log/other").await.is_none());
+        assert_eq!(early.len(), 1);
+        // The one nobody took gives its share of the byte budget back when dropped: the
+        // whole budget can be reserved again.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        drop((early, permit));
+        let whole = tokio::time::timeout(std::time::Duration::from_secs(5), limiter.reserve_bytes(1024 * 1024));
+        assert!(whole.await.is_ok(), "every early fetch gave its bytes back");
+        assert_eq!(limiter.report().requests, 2 + 3);
     }
 
     #[tokio::test]

@@ -54,7 +54,7 @@ use object_store::path::Path;
 
 use crate::copy::{Copied, Pending, Range};
 use crate::error::{CompactionError, Result};
-use crate::io::{BytesPermit, IoLimiter, IoSettings};
+use crate::io::{BytesPermit, EarlyFetches, IoLimiter, IoSettings};
 use crate::reader::StoreFileReader;
 
 /// Default of [`crate::ExecutorSettings::splice_pages_above_rows`].
@@ -77,6 +77,8 @@ pub(crate) struct SpliceContext<'a> {
     pub min_page_rows: u64,
     /// [`SINGLE_PUT_BELOW`] but in tests.
     pub single_put_below: usize,
+    /// Inputs fetched before the bin started.
+    pub early: &'a EarlyFetches,
 }
 
 /// Whether a bin of `adds` can take this path at all: every input read whole, with
@@ -99,12 +101,20 @@ async fn fetch(cx: &SpliceContext<'_>, add: Add) -> Result<Fetched> {
     let size = add.size.max(0) as u64;
     let path = Path::from_url_path(&add.path)
         .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", add.path)))?;
-    let permit = cx.limiter.reserve_bytes(cx.io.bytes_to_open(size)).await;
-    let reader = StoreFileReader::open(cx.store.clone(), path, size, cx.io)
-        .await
-        .map_err(|e| CompactionError::reading(&add.path, e))?;
-    let bytes =
-        reader.fetched_bytes().ok_or_else(|| CompactionError::Storage(format!("{} was not fetched", add.path)))?;
+    let (bytes, permit) = match cx.early.take(&add.path).await {
+        Some(Ok(early)) => early,
+        Some(Err(e)) => return Err(CompactionError::Storage(format!("reading {}: {e}", add.path))),
+        None => {
+            let permit = cx.limiter.reserve_bytes(cx.io.bytes_to_open(size)).await;
+            let reader = StoreFileReader::open(cx.store.clone(), path, size, cx.io)
+                .await
+                .map_err(|e| CompactionError::reading(&add.path, e))?;
+            let bytes = reader
+                .fetched_bytes()
+                .ok_or_else(|| CompactionError::Storage(format!("{} was not fetched", add.path)))?;
+            (bytes, permit)
+        }
+    };
     let metadata = ParquetMetaDataReader::new()
         .with_page_index_policy(PageIndexPolicy::Optional)
         .parse_and_finish(&bytes)
@@ -764,6 +774,7 @@ mod tests {
         let io = IoSettings::default();
         let limiter = IoLimiter::new(&io);
         let file_schema = schema();
+        let early = EarlyFetches::default();
         let cx = SpliceContext {
             store,
             limiter: &limiter,
@@ -772,6 +783,7 @@ mod tests {
             target_file_size: 128 << 20,
             min_page_rows,
             single_put_below,
+            early: &early,
         };
         splice_bin(&cx, adds).await.unwrap()
     }
