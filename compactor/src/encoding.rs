@@ -18,6 +18,14 @@
 //! would be abandoned anyway, and the column is written plain from the start. Columns
 //! with few distinct values (status codes, dates, amounts with a small range) keep
 //! their dictionary.
+//!
+//! When the writer knows how many rows the file will hold (a compaction's bin, a
+//! merge's rewrite of a file), a dictionary must also pay for itself: with `r` values
+//! in the file, `D (1 - e^(-r/D))` of them distinct, the dictionary and its bit-packed
+//! indices must come to at most [`DICTIONARY_GAIN`] of the plain values' bytes. A
+//! timestamp of one-second resolution over a day keeps its dictionary in a file of
+//! 300,000 rows (0.54 of plain) and not in one of 100,000 (0.84): there it costs the
+//! writer its hashing and memory for a file no smaller once compressed.
 
 use std::collections::HashSet;
 
@@ -36,6 +44,10 @@ pub const SAMPLE_ROWS: usize = 8192;
 /// Fewer sampled rows than this and the column keeps parquet's default.
 const MIN_SAMPLE_ROWS: usize = 1024;
 
+/// A dictionary is kept for a file of known rows when it and its indices come to at
+/// most this share of the plain values' bytes.
+pub const DICTIONARY_GAIN: f64 = 0.8;
+
 /// Parquet settings of every data file Sediment writes (appends, merges, compaction
 /// outputs): zstd level 3, page statistics, row groups of at most [`row_group_bytes`].
 pub fn writer_properties(target_file_size: u64) -> WriterProperties {
@@ -45,8 +57,14 @@ pub fn writer_properties(target_file_size: u64) -> WriterProperties {
 /// [`writer_properties`] with dictionary encoding turned off for the columns of
 /// `sample` whose estimated distinct values would overflow the dictionary page.
 pub fn writer_properties_for(target_file_size: u64, sample: &RecordBatch) -> WriterProperties {
+    writer_properties_for_rows(target_file_size, sample, None)
+}
+
+/// [`writer_properties_for`] for a file expected to hold `rows` rows: a dictionary is
+/// also turned off where it would not make the column smaller (see the module notes).
+pub fn writer_properties_for_rows(target_file_size: u64, sample: &RecordBatch, rows: Option<u64>) -> WriterProperties {
     let mut builder = base(target_file_size);
-    for column in plain_columns(sample) {
+    for column in plain_columns_for(sample, rows) {
         builder = builder.set_column_dictionary_enabled(ColumnPath::new(vec![column]), false);
     }
     builder.build()
@@ -69,6 +87,11 @@ pub fn row_group_bytes(target_file_size: u64) -> usize {
 
 /// The top-level columns of `sample` better written without a dictionary.
 pub fn plain_columns(sample: &RecordBatch) -> Vec<String> {
+    plain_columns_for(sample, None)
+}
+
+/// [`plain_columns`] for a file expected to hold `file_rows` rows.
+pub fn plain_columns_for(sample: &RecordBatch, file_rows: Option<u64>) -> Vec<String> {
     let rows = sample.num_rows().min(SAMPLE_ROWS);
     if rows < MIN_SAMPLE_ROWS {
         return Vec::new();
@@ -98,11 +121,31 @@ pub fn plain_columns(sample: &RecordBatch) -> Vec<String> {
         // The row format adds a byte or so per value; close enough for a width.
         let width = (bytes as f64 / values as f64).max(1.0);
         let estimated = estimate_distinct(values, distinct.len());
-        if estimated * width > DEFAULT_DICTIONARY_PAGE_SIZE_LIMIT as f64 {
+        let overflows = estimated * width > DEFAULT_DICTIONARY_PAGE_SIZE_LIMIT as f64;
+        let pays = file_rows.is_none_or(|file_rows| {
+            // The file's values: its rows at the sample's share of non-null values.
+            let r = file_rows as f64 * values as f64 / rows as f64;
+            dictionary_share(r, estimated, width) <= DICTIONARY_GAIN
+        });
+        if overflows || !pays {
             plain.push(field.name().clone());
         }
     }
     plain
+}
+
+/// The bytes of a dictionary and its bit-packed indices for `r` values of `width`
+/// bytes drawn from `distinct`, as a share of the bytes of the values written plain.
+pub fn dictionary_share(r: f64, distinct: f64, width: f64) -> f64 {
+    if r < 1.0 {
+        return 0.0;
+    }
+    if !distinct.is_finite() {
+        return f64::INFINITY;
+    }
+    let entries = distinct * (1.0 - (-r / distinct).exp());
+    let index_bits = entries.max(2.0).log2().ceil();
+    entries / r + index_bits / (8.0 * width.max(1.0))
 }
 
 /// The number of distinct values `D` of a column from which `n` uniform draws show
@@ -142,6 +185,33 @@ mod tests {
         assert!(estimate_distinct(8192, 8192).is_infinite());
         let estimate = estimate_distinct(8192, 5);
         assert!((5.0..6.0).contains(&estimate), "{estimate}");
+    }
+
+    #[test]
+    fn a_dictionary_is_kept_for_a_file_only_where_it_pays() {
+        // One-second timestamps of a day: they pay in a large file, not in a small one.
+        assert!(dictionary_share(300_000.0, 86_400.0, 9.0) < 0.6);
+        assert!(dictionary_share(100_000.0, 86_400.0, 9.0) > DICTIONARY_GAIN);
+        // Five statuses pay in any file.
+        assert!(dictionary_share(1_000.0, 5.0, 6.0) < 0.1);
+        assert!(dictionary_share(10.0, f64::INFINITY, 9.0).is_infinite());
+        let n = 8192i64;
+        // Seconds of a day drawn at random: about 7,800 distinct among 8,192.
+        let draw = |i: i64| {
+            let mut z = (i as u64).wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % 86_400
+        };
+        let seconds: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|i| draw(i) as i64)));
+        let status: ArrayRef = Arc::new(StringArray::from_iter_values((0..n).map(|i| ["a", "b", "c"][i as usize % 3])));
+        let batch = RecordBatch::try_from_iter([("at", seconds), ("status", status)]).unwrap();
+        assert!(plain_columns(&batch).is_empty(), "no file size given: the overflow rule only");
+        assert!(plain_columns_for(&batch, Some(300_000)).is_empty());
+        assert_eq!(plain_columns_for(&batch, Some(100_000)), ["at"]);
+        let properties = writer_properties_for_rows(128 << 20, &batch, Some(100_000));
+        assert!(!properties.dictionary_enabled(&ColumnPath::new(vec!["at".into()])));
+        assert!(properties.dictionary_enabled(&ColumnPath::new(vec!["status".into()])));
     }
 
     #[test]

@@ -600,6 +600,11 @@ pub use crate::encoding::{row_group_bytes, writer_properties, writer_properties_
 
 /// Memory a bin may hold: its largest input decoded (about three times its size) and
 /// two writer row groups; with clustering, the whole bin decoded.
+/// The rows a bin's output will hold, when every input's row count is known.
+pub(crate) fn bin_rows(bin: &Bin) -> Option<u64> {
+    bin.inputs.iter().map(|f| Some(f.rows?.saturating_sub(f.deleted_rows))).sum()
+}
+
 /// Files fetched early per waiting bin, at most.
 const EARLY_FILES: usize = 16;
 
@@ -695,6 +700,7 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
                 file_schema: &context.file_schema,
                 target_file_size: context.target_file_size,
                 min_page_rows,
+                expected_rows: bin_rows(bin),
                 single_put_below: crate::splice::SINGLE_PUT_BELOW,
                 early: &context.early,
             };
@@ -730,7 +736,9 @@ async fn rewrite_bin(context: &BinContext, bin: &Bin) -> Result<(Vec<Add>, u64, 
             })?;
             rows += batch.num_rows() as u64;
             if !settings_chosen {
-                writer = writer.with_writer_properties(writer_properties_for(context.target_file_size, &batch));
+                let properties =
+                    crate::encoding::writer_properties_for_rows(context.target_file_size, &batch, bin_rows(bin));
+                writer = writer.with_writer_properties(properties);
                 settings_chosen = true;
             }
             if context.clustering.is_some() {

@@ -18,7 +18,11 @@
 //! - the chunk has statistics, a column index and an offset index, with a sort order
 //!   whose bounds merge safely (not INT96, fixed-length or signed byte arrays);
 //! - its pages hold at least `min_page_rows` rows on average, so small pages are not
-//!   carried over (they would compress worse and bloat the page index).
+//!   carried over (they would compress worse and bloat the page index);
+//! - the output does not keep a dictionary for the column: each column's encoding is
+//!   chosen from a first batch of the first input, for the rows of the whole bin
+//!   ([`crate::encoding::writer_properties_for_rows`]), and a column of few values
+//!   that an input wrote plain is encoded with its dictionary.
 //!
 //! The set of spliced columns is chosen per output row group from its first input
 //! row group; an input row group that cannot splice one of them starts a new row
@@ -75,6 +79,8 @@ pub(crate) struct SpliceContext<'a> {
     pub file_schema: &'a SchemaRef,
     pub target_file_size: u64,
     pub min_page_rows: u64,
+    /// Rows the output will hold, when known (for the choice of its encodings).
+    pub expected_rows: Option<u64>,
     /// [`SINGLE_PUT_BELOW`] but in tests.
     pub single_put_below: usize,
     /// Inputs fetched before the bin started.
@@ -406,6 +412,8 @@ struct Output {
     pending: Pending,
     location: Path,
     single_put_below: usize,
+    /// Per leaf column, whether the output keeps a dictionary for it.
+    dictionary: Vec<bool>,
     /// The bytes not yet uploaded, while the file is small enough for one PUT.
     buffered: Option<Vec<u8>>,
     upload: Option<object_store::WriteMultipart>,
@@ -575,7 +583,50 @@ async fn write_inputs(
             if group_rows == 0 {
                 continue;
             }
-            let here = spliceable(&input.metadata, index, cx.min_page_rows);
+            // The file and its settings, at the first input: each column's encoding
+            // chosen from a first batch of all columns, for the rows the bin holds.
+            if output.is_none() {
+                let sample =
+                    ParquetRecordBatchReaderBuilder::new_with_metadata(input.bytes.clone(), reader_metadata.clone())
+                        .with_row_groups(vec![index])
+                        .with_batch_size(crate::encoding::SAMPLE_ROWS)
+                        .build()
+                        .map_err(|e| CompactionError::reading(&input.add.path, e))?
+                        .next()
+                        .transpose()
+                        .map_err(|e| decode_error(&input.add.path, e))?;
+                let properties = match &sample {
+                    Some(batch) => {
+                        crate::encoding::writer_properties_for_rows(cx.target_file_size, batch, cx.expected_rows)
+                    }
+                    None => crate::encoding::writer_properties(cx.target_file_size),
+                };
+                let properties = properties_for_output(properties, &input.metadata);
+                max_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
+                // A column the output keeps a dictionary for is encoded, never spliced.
+                let dictionary =
+                    (0..leaves).map(|leaf| properties.dictionary_enabled(ours.column(leaf).path())).collect();
+                let pending = Pending::default();
+                let writer = SerializedFileWriter::new(pending.clone(), ours.root_schema_ptr(), Arc::new(properties))?;
+                let factory = ArrowRowGroupWriterFactory::new(&writer, cx.file_schema.clone());
+                *output = Some(Output {
+                    writer,
+                    factory,
+                    pending,
+                    location: location.clone(),
+                    single_put_below: cx.single_put_below,
+                    dictionary,
+                    buffered: Some(Vec::new()),
+                    upload: None,
+                    size: 0,
+                    groups: 0,
+                });
+            }
+            let here: Vec<bool> = {
+                let Some(out) = output.as_ref() else { return Err(CompactionError::Invalid("no output".into())) };
+                let spliceable = spliceable(&input.metadata, index, cx.min_page_rows);
+                spliceable.into_iter().zip(&out.dictionary).map(|(can, dictionary)| can && !dictionary).collect()
+            };
             if let Some(current) = &group {
                 let lost = current.spliced.iter().zip(&here).any(|(was, now)| *was && !*now);
                 let full = current.bytes >= row_group_bytes || current.rows + group_rows > max_rows as u64;
@@ -609,33 +660,7 @@ async fn write_inputs(
                         .map_err(|e| CompactionError::reading(&input.add.path, e))?,
                 )
             };
-            let mut batches = batches.into_iter().flatten();
-            // The file and its settings, at the first input: dictionaries chosen from
-            // the first decoded batch.
-            let mut first_batch = None;
-            if output.is_none() {
-                first_batch = batches.next().transpose().map_err(|e| decode_error(&input.add.path, e))?;
-                let properties = match &first_batch {
-                    Some(batch) => crate::encoding::writer_properties_for(cx.target_file_size, batch),
-                    None => crate::encoding::writer_properties(cx.target_file_size),
-                };
-                let properties = properties_for_output(properties, &input.metadata);
-                max_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
-                let pending = Pending::default();
-                let writer = SerializedFileWriter::new(pending.clone(), ours.root_schema_ptr(), Arc::new(properties))?;
-                let factory = ArrowRowGroupWriterFactory::new(&writer, cx.file_schema.clone());
-                *output = Some(Output {
-                    writer,
-                    factory,
-                    pending,
-                    location: location.clone(),
-                    single_put_below: cx.single_put_below,
-                    buffered: Some(Vec::new()),
-                    upload: None,
-                    size: 0,
-                    groups: 0,
-                });
-            }
+            let batches = batches.into_iter().flatten();
             let Some(out) = output.as_mut() else { return Err(CompactionError::Invalid("no output".into())) };
             let current = match &mut group {
                 Some(current) => current,
@@ -655,7 +680,7 @@ async fn write_inputs(
                 }
             };
             let mut decoded = 0u64;
-            for batch in first_batch.into_iter().map(Ok).chain(batches) {
+            for batch in batches {
                 let batch = batch.map_err(|e| decode_error(&input.add.path, e))?;
                 decoded += batch.num_rows() as u64;
                 let mut writers = current.writers.iter_mut().filter_map(Option::as_mut);
@@ -782,6 +807,7 @@ mod tests {
             file_schema: &file_schema,
             target_file_size: 128 << 20,
             min_page_rows,
+            expected_rows: None,
             single_put_below,
             early: &early,
         };
@@ -937,6 +963,33 @@ mod tests {
         let reader = ParquetRecordBatchReaderBuilder::try_new(in_parts).unwrap().build().unwrap();
         let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
         assert_eq!(concat_batches(&schema(), &batches).unwrap(), expected);
+    }
+
+    #[tokio::test]
+    async fn a_column_the_output_keeps_a_dictionary_for_is_encoded_even_if_written_plain() {
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let mut adds = Vec::new();
+        for i in 0..3 {
+            let input = batch(i * 5000, 5000);
+            // Another writer wrote the three-valued `kind` plain.
+            let properties = crate::encoding::writer_properties_for(128 << 20, &input)
+                .into_builder()
+                .set_column_dictionary_enabled("kind".into(), false)
+                .build();
+            let mut out = Vec::new();
+            let mut writer = ArrowWriter::try_new(&mut out, input.schema(), Some(properties)).unwrap();
+            writer.write(&input).unwrap();
+            writer.close().unwrap();
+            let bytes = Bytes::from(out);
+            let metadata = ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
+            assert!(metadata.row_group(0).column(1).dictionary_page_offset().is_none());
+            adds.push(put(&store, &format!("in-{i}.parquet"), bytes).await);
+        }
+        let spliced = splice(&store, adds, 1000).await.expect("written");
+        let (_, metadata) = read(&store, &spliced.add.path).await;
+        assert!(metadata.row_group(0).column(1).dictionary_page_offset().is_some(), "kind encoded with a dictionary");
+        assert!(metadata.row_group(0).column(0).dictionary_page_offset().is_none());
+        assert_eq!(metadata.offset_index().unwrap()[0][0].page_locations().len(), 3, "ids spliced");
     }
 
     #[test]

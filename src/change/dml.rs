@@ -540,6 +540,7 @@ impl FileChange {
             SchemaMode::Strict,
             self.target_file_size,
         )?;
+        sink.expect_rows(add.stats.as_deref().and_then(crate::table::log_files::num_records));
         // Rows an earlier vector deleted are skipped; a new vector keeps them deleted.
         let deleted = crate::change::deletion_vectors::deleted_positions(&self.table, add).await?;
         let (mut positions, mut rows, mut changed, mut copied) = (Vec::new(), 0u64, 0u64, 0u64);

@@ -444,7 +444,7 @@ fn decoded(path: &str) -> String {
 pub const CLASS_TAG: &str = "sediment.storageClass";
 
 /// The row count of a file from its statistics JSON, reading no more of it than needed.
-fn num_records(stats: &str) -> Option<u64> {
+pub(crate) fn num_records(stats: &str) -> Option<u64> {
     const KEY: &str = "\"numRecords\":";
     if let Some(at) = stats.find(KEY) {
         let digits: &str = stats[at + KEY.len()..].trim_start();

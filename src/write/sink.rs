@@ -18,6 +18,7 @@ use crate::write::constraints::{Constraint, ConstraintChecker};
 
 pub use crate::table::info::DEFAULT_TARGET_FILE_SIZE;
 
+use sediment_compactor::encoding::writer_properties_for_rows;
 /// Parquet settings of every data file Sediment writes, shared with the compactor:
 /// zstd level 3, page statistics, and row groups of at most `target_file_size / 8`
 /// encoded bytes (64 KiB to 16 MiB).
@@ -38,6 +39,9 @@ pub(crate) struct FileSink {
     writer: Option<RecordBatchWriter>,
     /// Whether the writer settings were chosen from the first batch yet.
     settings_chosen: bool,
+    /// Rows the file written is expected to hold, when the caller knows (a rewrite of
+    /// a file): a dictionary is then kept only where it makes the column smaller.
+    expected_rows: Option<u64>,
     writer_schema: SchemaRef,
     finished: Vec<Add>,
     rows: u64,
@@ -82,6 +86,7 @@ impl FileSink {
             fitter: SchemaFitter::new(schema, schema_mode),
             writer: Some(writer),
             settings_chosen: false,
+            expected_rows: None,
             writer_schema,
             finished: Vec::new(),
             rows: 0,
@@ -96,6 +101,12 @@ impl FileSink {
         options: &crate::StorageOptions,
     ) -> Result<RecordBatchWriter> {
         Ok(RecordBatchWriter::try_new(url, schema.clone(), Some(partition_columns.to_vec()), Some(options.clone()))?)
+    }
+
+    /// Expect the files written to hold about `rows` rows (the file a rewrite replaces),
+    /// for the choice of each column's encoding.
+    pub(crate) fn expect_rows(&mut self, rows: Option<u64>) {
+        self.expected_rows = rows;
     }
 
     /// The table schema after the batches written so far (grows in merge mode).
@@ -163,7 +174,8 @@ impl FileSink {
         if !self.settings_chosen {
             // Dictionary encoding per column, judged from the first batch.
             let writer = self.writer.take().ok_or_else(|| Error::internal("file sink without a writer"))?;
-            self.writer = Some(writer.with_writer_properties(writer_properties_for(self.target_file_size, &fitted)));
+            let properties = writer_properties_for_rows(self.target_file_size, &fitted, self.expected_rows);
+            self.writer = Some(writer.with_writer_properties(properties));
             self.settings_chosen = true;
         }
         let rows = fitted.num_rows() as u64;

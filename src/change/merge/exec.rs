@@ -256,6 +256,7 @@ impl MergeJob {
     async fn rewrite(&self, add: Add, reader: Option<StoreFileReader>) -> Result<FileResult> {
         let mut result = FileResult::untouched(add);
         let mut sink = self.sink()?;
+        sink.expect_rows(result.add.stats.as_deref().and_then(crate::table::log_files::num_records));
         let mut held: Vec<RecordBatch> = Vec::new();
         let mut held_bytes = 0usize;
         let outcome: Result<()> = async {
