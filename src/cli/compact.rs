@@ -52,7 +52,7 @@ pub(crate) struct CompactArgs {
     /// Copy row groups undecoded when all of a bin's are at least this large (default 8MiB).
     #[arg(long, value_parser = parse_size, conflicts_with = "always_decode")]
     copy_row_groups_above: Option<u64>,
-    /// Never copy row groups undecoded: decode and encode every bin.
+    /// Never copy row groups or splice pages undecoded: decode and encode every column of every bin.
     #[arg(long)]
     always_decode: bool,
 }
@@ -95,6 +95,7 @@ pub(crate) async fn compact(args: CompactArgs, options: StorageOptions, json: bo
     }
     if args.always_decode {
         compact_options.executor.copy_row_groups_above = None;
+        compact_options.executor.splice_pages_above_rows = None;
     }
     if std::env::var("SEDIMENT_FAULT").as_deref() == Ok("crash-before-commit") {
         // Fault injection for tests: die the way a killed process does, after the
