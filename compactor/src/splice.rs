@@ -10,9 +10,12 @@
 //! encoded as before, alone: the reader decodes only their columns.
 //!
 //! A column chunk of an input is spliced when all of these hold:
-//! - the input's Parquet schema is exactly the one Sediment writes for the table,
-//!   and a Parquet writer known to write valid page statistics made it (parquet-rs or
-//!   Sediment); otherwise the bin is not spliced at all;
+//! - the input has the table's columns in name, order and nesting, decodes as the
+//!   table's Arrow schema, and a Parquet writer known to write valid page statistics
+//!   made it (parquet-rs or Sediment); otherwise the bin is not spliced at all;
+//! - the column's Parquet type and levels are exactly the ones Sediment writes for
+//!   the table (a REQUIRED column of another writer under a nullable table column is
+//!   decoded: its pages carry no definition levels);
 //! - the column is a top-level primitive column, zstd-compressed, without a
 //!   dictionary page or dictionary-encoded pages;
 //! - the chunk has statistics, a column index and an offset index, with a sort order
@@ -136,7 +139,7 @@ fn trusted_writer(metadata: &ParquetMetaData) -> bool {
 }
 
 /// Per leaf column of row group `group`, whether its chunk can be spliced.
-fn spliceable(metadata: &ParquetMetaData, group: usize, min_page_rows: u64) -> Vec<bool> {
+fn spliceable(metadata: &ParquetMetaData, group: usize, min_page_rows: u64, ours: &SchemaDescriptor) -> Vec<bool> {
     let descr = metadata.file_metadata().schema_descr();
     let row_group = metadata.row_group(group);
     let rows = row_group.num_rows().max(0) as u64;
@@ -148,6 +151,8 @@ fn spliceable(metadata: &ParquetMetaData, group: usize, min_page_rows: u64) -> V
             let Some(index) = metadata.column_index().and_then(|i| i.get(group)?.get(leaf)) else { return false };
             let pages = pages.page_locations().len() as u64;
             descr.get_column_root(leaf).is_primitive()
+                && column.self_type() == ours.column(leaf).self_type()
+                && column.max_def_level() == ours.column(leaf).max_def_level()
                 && column.max_rep_level() == 0
                 && matches!(chunk.compression(), Compression::ZSTD(_))
                 && chunk.dictionary_page_offset().is_none()
@@ -159,6 +164,18 @@ fn spliceable(metadata: &ParquetMetaData, group: usize, min_page_rows: u64) -> V
                 && rows / pages >= min_page_rows
         })
         .collect()
+}
+
+/// Whether the columns of a file with schema `descr` are the table's (`ours`) in
+/// name, order and nesting: its rows can be decoded as the table's. Types and
+/// nullability may differ (another writer's REQUIRED column, an INT32 of a smaller
+/// integer type); a column whose type or levels differ is decoded, not spliced.
+fn same_layout(descr: &SchemaDescriptor, ours: &SchemaDescriptor) -> bool {
+    let names =
+        |d: &SchemaDescriptor| d.root_schema().get_fields().iter().map(|f| f.name().to_string()).collect::<Vec<_>>();
+    descr.num_columns() == ours.num_columns()
+        && names(descr) == names(ours)
+        && (0..ours.num_columns()).all(|leaf| descr.column(leaf).path() == ours.column(leaf).path())
 }
 
 /// Whether chunk statistics `s` of a column with sort order `order` can be merged with
@@ -569,11 +586,13 @@ async fn write_inputs(
     while let Some(input) = fetched.next().await {
         let input = input?;
         let descr = input.metadata.file_metadata().schema_descr();
-        if descr.root_schema() != ours.root_schema() || !trusted_writer(&input.metadata) {
+        if !same_layout(descr, ours) || !trusted_writer(&input.metadata) {
             return Ok(None);
         }
-        // Decoded with the table's Arrow types.
-        let options = ArrowReaderOptions::new().with_schema(cx.file_schema.clone());
+        // Decoded with the table's Arrow types (and the file's nullability, which the
+        // reader must be given as it is).
+        let Some(supplied) = decoding_schema(&input.metadata, cx.file_schema) else { return Ok(None) };
+        let options = ArrowReaderOptions::new().with_schema(supplied);
         let Ok(reader_metadata) = ArrowReaderMetadata::try_new(input.metadata.clone(), options) else {
             return Ok(None);
         };
@@ -601,7 +620,7 @@ async fn write_inputs(
                     }
                     None => crate::encoding::writer_properties(cx.target_file_size),
                 };
-                let properties = properties_for_output(properties, &input.metadata);
+                let properties = properties_for_output(properties, cx.file_schema);
                 max_rows = properties.max_row_group_row_count().unwrap_or(usize::MAX);
                 // A column the output keeps a dictionary for is encoded, never spliced.
                 let dictionary =
@@ -624,7 +643,7 @@ async fn write_inputs(
             }
             let here: Vec<bool> = {
                 let Some(out) = output.as_ref() else { return Err(CompactionError::Invalid("no output".into())) };
-                let spliceable = spliceable(&input.metadata, index, cx.min_page_rows);
+                let spliceable = spliceable(&input.metadata, index, cx.min_page_rows, ours);
                 spliceable.into_iter().zip(&out.dictionary).map(|(can, dictionary)| can && !dictionary).collect()
             };
             if let Some(current) = &group {
@@ -684,8 +703,9 @@ async fn write_inputs(
                 let batch = batch.map_err(|e| decode_error(&input.add.path, e))?;
                 decoded += batch.num_rows() as u64;
                 let mut writers = current.writers.iter_mut().filter_map(Option::as_mut);
-                for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-                    for leaf in compute_leaves(field, column)? {
+                // Written as the table's columns (nullable where the table says so).
+                for (root, column) in roots.iter().zip(batch.columns()) {
+                    for leaf in compute_leaves(cx.file_schema.field(*root), column)? {
                         writers
                             .next()
                             .ok_or_else(|| CompactionError::Data("more leaf columns than writers".into()))?
@@ -719,14 +739,33 @@ fn decode_error(path: &str, e: impl std::fmt::Display) -> CompactionError {
     CompactionError::Data(format!("cannot read data file {path}: {e}"))
 }
 
+/// The table's Arrow schema with the nullability of `metadata`'s columns, to decode
+/// that file with; `None` when its schema does not convert.
+fn decoding_schema(metadata: &ParquetMetaData, table: &SchemaRef) -> Option<SchemaRef> {
+    let file = metadata.file_metadata();
+    let inferred =
+        deltalake::parquet::arrow::parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata()).ok()?;
+    if inferred.fields().len() != table.fields().len() {
+        return None;
+    }
+    let fields: Vec<deltalake::arrow::datatypes::Field> = table
+        .fields()
+        .iter()
+        .zip(inferred.fields())
+        .map(|(ours, theirs)| ours.as_ref().clone().with_nullable(theirs.is_nullable()))
+        .collect();
+    Some(Arc::new(deltalake::arrow::datatypes::Schema::new(fields)))
+}
+
 /// Writer settings of the output: `properties`, labelled as Sediment's, with the
-/// first input's key-value metadata (its Arrow schema).
-fn properties_for_output(properties: WriterProperties, first: &ParquetMetaData) -> WriterProperties {
-    properties
+/// table's Arrow schema in its key-value metadata (as Arrow writers put it).
+fn properties_for_output(properties: WriterProperties, schema: &SchemaRef) -> WriterProperties {
+    let mut properties = properties
         .into_builder()
         .set_created_by(format!("sediment-compactor {} (pages spliced)", env!("CARGO_PKG_VERSION")))
-        .set_key_value_metadata(first.file_metadata().key_value_metadata().cloned())
-        .build()
+        .build();
+    deltalake::parquet::arrow::add_encoded_arrow_schema_to_metadata(schema, &mut properties);
+    properties
 }
 
 #[cfg(test)]
@@ -990,6 +1029,44 @@ mod tests {
         assert!(metadata.row_group(0).column(1).dictionary_page_offset().is_some(), "kind encoded with a dictionary");
         assert!(metadata.row_group(0).column(0).dictionary_page_offset().is_none());
         assert_eq!(metadata.offset_index().unwrap()[0][0].page_locations().len(), 3, "ids spliced");
+    }
+
+    #[tokio::test]
+    async fn required_columns_of_another_writer_are_decoded_into_the_nullable_table_columns() {
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        // The table's columns are all nullable; the inputs' writer declared `id` and
+        // `kind` NOT NULL (REQUIRED in its files).
+        let table: SchemaRef = Arc::new(Schema::new(
+            schema().fields().iter().map(|f| f.as_ref().clone().with_nullable(true)).collect::<Vec<_>>(),
+        ));
+        let (mut adds, mut inputs) = (Vec::new(), Vec::new());
+        for i in 0..2 {
+            let input = batch(i * 5000, 5000);
+            adds.push(put(&store, &format!("in-{i}.parquet"), file(&input)).await);
+            inputs.push(RecordBatch::try_new(table.clone(), input.columns().to_vec()).unwrap());
+        }
+        let (io, early) = (IoSettings::default(), EarlyFetches::default());
+        let limiter = IoLimiter::new(&io);
+        let cx = SpliceContext {
+            store: &store,
+            limiter: &limiter,
+            io: &io,
+            file_schema: &table,
+            target_file_size: 128 << 20,
+            min_page_rows: 1000,
+            expected_rows: None,
+            single_put_below: SINGLE_PUT_BELOW,
+            early: &early,
+        };
+        let spliced = splice_bin(&cx, adds).await.unwrap().expect("written");
+        let (bytes, metadata) = read(&store, &spliced.add.path).await;
+        // `id` decoded into the nullable column (one new page); `payload` spliced.
+        assert_eq!(metadata.offset_index().unwrap()[0][0].page_locations().len(), 1);
+        assert_eq!(metadata.offset_index().unwrap()[0][3].page_locations().len(), 2);
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        assert_eq!(batches[0].schema(), table, "the table's Arrow schema");
+        assert_eq!(concat_batches(&table, &batches).unwrap(), concat_batches(&table, &inputs).unwrap());
     }
 
     #[test]
