@@ -11,8 +11,9 @@
 //!
 //! A column chunk of an input is spliced when all of these hold:
 //! - the input has the table's columns in name, order and nesting, decodes as the
-//!   table's Arrow schema, and a Parquet writer known to write valid page statistics
-//!   made it (parquet-rs or Sediment); otherwise the bin is not spliced at all;
+//!   table's Arrow schema (else the bin takes the decoding path), and a Parquet
+//!   writer known to write valid page statistics made it (parquet-rs, delta-rs or
+//!   Sediment; another writer's files are decoded whole);
 //! - the column's Parquet type and levels are exactly the ones Sediment writes for
 //!   the table (a REQUIRED column of another writer under a nullable table column is
 //!   decoded: its pages carry no definition levels);
@@ -135,7 +136,8 @@ async fn fetch(cx: &SpliceContext<'_>, add: Add) -> Result<Fetched> {
 /// they are (old parquet-mr releases wrote wrong byte-array bounds; their pages must
 /// not be relabelled as Sediment's).
 fn trusted_writer(metadata: &ParquetMetaData) -> bool {
-    metadata.file_metadata().created_by().is_some_and(|by| by.starts_with("parquet-rs") || by.starts_with("sediment"))
+    let trusted = ["parquet-rs", "delta-rs", "sediment"];
+    metadata.file_metadata().created_by().is_some_and(|by| trusted.iter().any(|writer| by.starts_with(writer)))
 }
 
 /// Per leaf column of row group `group`, whether its chunk can be spliced.
@@ -586,9 +588,11 @@ async fn write_inputs(
     while let Some(input) = fetched.next().await {
         let input = input?;
         let descr = input.metadata.file_metadata().schema_descr();
-        if !same_layout(descr, ours) || !trusted_writer(&input.metadata) {
+        if !same_layout(descr, ours) {
             return Ok(None);
         }
+        // Another writer's pages are decoded (their statistics are not relabelled).
+        let trusted = trusted_writer(&input.metadata);
         // Decoded with the table's Arrow types (and the file's nullability, which the
         // reader must be given as it is).
         let Some(supplied) = decoding_schema(&input.metadata, cx.file_schema) else { return Ok(None) };
@@ -644,7 +648,11 @@ async fn write_inputs(
             let here: Vec<bool> = {
                 let Some(out) = output.as_ref() else { return Err(CompactionError::Invalid("no output".into())) };
                 let spliceable = spliceable(&input.metadata, index, cx.min_page_rows, ours);
-                spliceable.into_iter().zip(&out.dictionary).map(|(can, dictionary)| can && !dictionary).collect()
+                spliceable
+                    .into_iter()
+                    .zip(&out.dictionary)
+                    .map(|(can, dictionary)| trusted && can && !dictionary)
+                    .collect()
             };
             if let Some(current) = &group {
                 let lost = current.spliced.iter().zip(&here).any(|(was, now)| *was && !*now);
@@ -957,7 +965,7 @@ mod tests {
         let mut foreign = adds.clone();
         foreign.push(put(&store, "other.parquet", file(&other)).await);
         assert!(splice(&store, foreign, 1000).await.is_none());
-        // A writer whose page statistics are not trusted: not spliced either.
+        // A writer whose page statistics are not trusted: decoded, none of its pages kept.
         let input = batch(0, 5000);
         let properties = crate::encoding::writer_properties_for(128 << 20, &input)
             .into_builder()
@@ -967,8 +975,12 @@ mod tests {
         let mut writer = ArrowWriter::try_new(&mut out, input.schema(), Some(properties)).unwrap();
         writer.write(&input).unwrap();
         writer.close().unwrap();
-        let old = vec![put(&store, "old.parquet", Bytes::from(out)).await];
-        assert!(splice(&store, old, 1000).await.is_none());
+        let out = Bytes::from(out);
+        let old = vec![put(&store, "old-1.parquet", out.clone()).await, put(&store, "old-2.parquet", out).await];
+        let written = splice(&store, old, 1000).await.expect("decoded and encoded");
+        let (_, metadata) = read(&store, &written.add.path).await;
+        assert_eq!(metadata.offset_index().unwrap()[0][0].page_locations().len(), 1, "ids encoded anew");
+        assert_eq!(written.rows, 10_000);
     }
 
     #[tokio::test]
