@@ -318,11 +318,7 @@ async fn large_row_groups_are_copied_undecoded() {
     for view in state.log_data().iter() {
         let stats: serde_json::Value = serde_json::from_str(&view.stats().expect("statistics")).unwrap();
         let day = view.partition_values_map()["event_date"].clone().unwrap();
-        let (batches, _) = table.scan().filter(format!("event_date = '{day}'")).columns(["event_id"]).run().await;
-        let ids: Vec<i64> = batches
-            .iter()
-            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
-            .collect();
+        let ids = day_ids(&table, &day).await;
         assert_eq!(stats["numRecords"].as_u64().unwrap(), ids.len() as u64);
         let (lo, hi) = (*ids.iter().min().unwrap(), *ids.iter().max().unwrap());
         assert_eq!(stats["minValues"]["event_id"].as_i64(), Some(lo), "{stats}");
@@ -358,9 +354,7 @@ async fn large_row_groups_are_copied_undecoded() {
     // row selection read through them equals the same rows read plainly.
     for file in mixed.files().unwrap() {
         use object_store::ObjectStoreExt as _;
-        use sediment::deltalake::parquet::arrow::arrow_reader::{
-            ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
-        };
+        use sediment::deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
         let path = object_store::path::Path::from_url_path(&file.path).unwrap();
         let bytes = mixed.object_store().get(&path).await.unwrap().bytes().await.unwrap();
         let options = ArrowReaderOptions::new()
@@ -368,15 +362,7 @@ async fn large_row_groups_are_copied_undecoded() {
         let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes.clone(), options).unwrap();
         assert!(builder.metadata().offset_index().is_some(), "{} has page indexes", file.path);
         assert!(builder.metadata().num_row_groups() >= 2, "copied and encoded row groups in {}", file.path);
-        let total = builder.metadata().file_metadata().num_rows() as usize;
-        let (skip, take) = (total / 3, total / 3);
-        let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(take)]);
-        let selected: Vec<RecordBatch> =
-            builder.with_row_selection(selection).build().unwrap().map(Result::unwrap).collect();
-        let all: Vec<RecordBatch> =
-            ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect();
-        let all = sediment::arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();
-        assert_eq!(canonical_rows(&selected), canonical_rows(&[all.slice(skip, take)]), "{}", file.path);
+        selection_reads_like_a_plain_read(builder, bytes, &file.path);
     }
 
     // Files whose schema differs (a column added later) are decoded instead.
@@ -425,9 +411,7 @@ async fn plain_columns_of_small_files_are_spliced_page_by_page() {
     let state = table.state().unwrap();
     for view in state.log_data().iter() {
         use object_store::ObjectStoreExt as _;
-        use sediment::deltalake::parquet::arrow::arrow_reader::{
-            ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
-        };
+        use sediment::deltalake::parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
         let day = view.partition_values_map()["event_date"].clone().unwrap();
         let path = object_store::path::Path::from_url_path(view.path().as_ref()).unwrap();
         let bytes = table.object_store().get(&path).await.unwrap().bytes().await.unwrap();
@@ -444,11 +428,7 @@ async fn plain_columns_of_small_files_are_spliced_page_by_page() {
 
         // Delta statistics of the output bound its rows.
         let stats: serde_json::Value = serde_json::from_str(&view.stats().expect("statistics")).unwrap();
-        let (batches, _) = table.scan().filter(format!("event_date = '{day}'")).columns(["event_id"]).run().await;
-        let ids: Vec<i64> = batches
-            .iter()
-            .flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec())
-            .collect();
+        let ids = day_ids(&table, &day).await;
         assert_eq!(stats["numRecords"].as_u64().unwrap(), ids.len() as u64);
         let (lo, hi) = (*ids.iter().min().unwrap(), *ids.iter().max().unwrap());
         assert_eq!(
@@ -463,15 +443,7 @@ async fn plain_columns_of_small_files_are_spliced_page_by_page() {
         assert_eq!(found.iter().map(RecordBatch::num_rows).sum::<usize>(), 1);
 
         // A row selection read through the page indexes equals the same rows read plainly.
-        let total = metadata.file_metadata().num_rows() as usize;
-        let (skip, take) = (total / 3, total / 3);
-        let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(take)]);
-        let selected: Vec<RecordBatch> =
-            builder.with_row_selection(selection).build().unwrap().map(Result::unwrap).collect();
-        let all: Vec<RecordBatch> =
-            ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect();
-        let all = sediment::arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();
-        assert_eq!(canonical_rows(&selected), canonical_rows(&[all.slice(skip, take)]), "{day}");
+        selection_reads_like_a_plain_read(builder, bytes, &day);
     }
 }
 
@@ -510,4 +482,31 @@ async fn two_compactions_of_the_same_files_commit_once() {
     );
     let table = Table::open(&uri).await.unwrap();
     assert_eq!(table_rows(&table).await, rows, "every row once");
+}
+
+/// The `event_id`s of the table's rows on `day`.
+async fn day_ids(table: &Table, day: &str) -> Vec<i64> {
+    let (batches, _) = table.scan().filter(format!("event_date = '{day}'")).columns(["event_id"]).run().await;
+    batches.iter().flat_map(|b| b.column(0).as_any().downcast_ref::<Int64Array>().unwrap().values().to_vec()).collect()
+}
+
+/// A row selection read through a file's page indexes (`builder`, loaded with them)
+/// holds the same rows as the same part of a plain read of the file (`bytes`).
+fn selection_reads_like_a_plain_read(
+    builder: sediment::deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<bytes::Bytes>,
+    bytes: bytes::Bytes,
+    label: &str,
+) {
+    use sediment::deltalake::parquet::arrow::arrow_reader::{
+        ParquetRecordBatchReaderBuilder, RowSelection, RowSelector,
+    };
+    let total = builder.metadata().file_metadata().num_rows() as usize;
+    let (skip, take) = (total / 3, total / 3);
+    let selection = RowSelection::from(vec![RowSelector::skip(skip), RowSelector::select(take)]);
+    let selected: Vec<RecordBatch> =
+        builder.with_row_selection(selection).build().unwrap().map(Result::unwrap).collect();
+    let all: Vec<RecordBatch> =
+        ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap().map(Result::unwrap).collect();
+    let all = sediment::arrow::compute::concat_batches(&all[0].schema(), &all).unwrap();
+    assert_eq!(canonical_rows(&selected), canonical_rows(&[all.slice(skip, take)]), "{label}");
 }
