@@ -249,7 +249,7 @@ impl std::io::Write for Pending {
 }
 
 /// Parts of the output being uploaded at once, at most.
-const PARTS_IN_FLIGHT: usize = 2;
+pub(crate) const PARTS_IN_FLIGHT: usize = 2;
 
 /// Small row groups decoded and waiting to be written as one row group.
 struct Encoder {

@@ -770,19 +770,15 @@ async fn open_input(
     context: &BinContext,
     input: PlannedFile,
 ) -> Result<(PlannedFile, ParquetRecordBatchStreamBuilder<StoreFileReader>, BytesPermit)> {
-    let path = Path::from_url_path(&input.path)
-        .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", input.path)))?;
-    let (reader, budget) = match context.early.take(&input.path).await {
-        Some(Ok((bytes, budget))) => (StoreFileReader::from_fetched(context.store.clone(), path, bytes), budget),
-        Some(Err(e)) => return Err(CompactionError::Storage(format!("reading {}: {e}", input.path))),
-        None => {
-            let budget = context.limiter.reserve_bytes(context.io.bytes_to_open(input.size)).await;
-            let reader = StoreFileReader::open(context.store.clone(), path, input.size, &context.io)
-                .await
-                .map_err(|e| CompactionError::reading(&input.path, e))?;
-            (reader, budget)
-        }
-    };
+    let (reader, budget) = crate::reader::open_input_file(
+        &context.early,
+        &context.store,
+        &context.limiter,
+        &context.io,
+        &input.path,
+        input.size,
+    )
+    .await?;
     let builder =
         ParquetRecordBatchStreamBuilder::new(reader).await.map_err(|e| CompactionError::reading(&input.path, e))?;
     // Rows a deletion vector deleted are not read.

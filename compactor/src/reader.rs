@@ -18,6 +18,33 @@ use object_store::{ObjectStore, ObjectStoreExt};
 
 use crate::io::IoSettings;
 
+/// Open the data file `key` (its path in the log, `size` bytes) for a compaction bin:
+/// from its early fetch when one was started, else through [`StoreFileReader::open`]
+/// with its share of the byte budget reserved first. A failed early fetch is this
+/// read's failure.
+pub(crate) async fn open_input_file(
+    early: &crate::io::EarlyFetches,
+    store: &Arc<dyn ObjectStore>,
+    limiter: &Arc<crate::io::IoLimiter>,
+    io: &IoSettings,
+    key: &str,
+    size: u64,
+) -> crate::error::Result<(StoreFileReader, crate::io::BytesPermit)> {
+    use crate::error::CompactionError;
+    let path = Path::from_url_path(key).map_err(|e| CompactionError::Data(format!("bad data file path {key}: {e}")))?;
+    match early.take(key).await {
+        Some(Ok((bytes, budget))) => Ok((StoreFileReader::from_fetched(store.clone(), path, bytes), budget)),
+        Some(Err(e)) => Err(CompactionError::Storage(format!("reading {key}: {e}"))),
+        None => {
+            let budget = limiter.reserve_bytes(io.bytes_to_open(size)).await;
+            let reader = StoreFileReader::open(store.clone(), path, size, io)
+                .await
+                .map_err(|e| CompactionError::reading(key, e))?;
+            Ok((reader, budget))
+        }
+    }
+}
+
 /// One Parquet file in an object store, of known size, read by ranges, or fetched
 /// whole in one GET ([`StoreFileReader::open`]) and then read from memory (a clone
 /// shares the fetched bytes).

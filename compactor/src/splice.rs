@@ -63,7 +63,6 @@ use object_store::path::Path;
 use crate::copy::{Copied, Pending, Range};
 use crate::error::{CompactionError, Result};
 use crate::io::{BytesPermit, EarlyFetches, IoLimiter, IoSettings};
-use crate::reader::StoreFileReader;
 
 /// Default of [`crate::ExecutorSettings::splice_pages_above_rows`].
 pub const DEFAULT_SPLICE_PAGES_ABOVE_ROWS: u64 = 4096;
@@ -71,9 +70,6 @@ pub const DEFAULT_SPLICE_PAGES_ABOVE_ROWS: u64 = 4096;
 /// An output larger than this is uploaded in parts as it is written; a smaller one
 /// in one PUT at the end.
 pub(crate) const SINGLE_PUT_BELOW: usize = 16 * 1024 * 1024;
-
-/// Parts of a large output being uploaded at once, at most.
-const PARTS_IN_FLIGHT: usize = 2;
 
 /// What splicing a bin needs from the executor.
 pub(crate) struct SpliceContext<'a> {
@@ -109,22 +105,11 @@ struct Fetched {
 
 async fn fetch(cx: &SpliceContext<'_>, add: Add) -> Result<Fetched> {
     let size = add.size.max(0) as u64;
-    let path = Path::from_url_path(&add.path)
-        .map_err(|e| CompactionError::Data(format!("bad data file path {}: {e}", add.path)))?;
-    let (bytes, permit) = match cx.early.take(&add.path).await {
-        Some(Ok(early)) => early,
-        Some(Err(e)) => return Err(CompactionError::Storage(format!("reading {}: {e}", add.path))),
-        None => {
-            let permit = cx.limiter.reserve_bytes(cx.io.bytes_to_open(size)).await;
-            let reader = StoreFileReader::open(cx.store.clone(), path, size, cx.io)
-                .await
-                .map_err(|e| CompactionError::reading(&add.path, e))?;
-            let bytes = reader
-                .fetched_bytes()
-                .ok_or_else(|| CompactionError::Storage(format!("{} was not fetched", add.path)))?;
-            (bytes, permit)
-        }
-    };
+    let (reader, permit) =
+        crate::reader::open_input_file(cx.early, cx.store, cx.limiter, cx.io, &add.path, size).await?;
+    // `applies` admits only files read whole.
+    let bytes =
+        reader.fetched_bytes().ok_or_else(|| CompactionError::Storage(format!("{} was not fetched", add.path)))?;
     let metadata = ParquetMetaDataReader::new()
         .with_page_index_policy(PageIndexPolicy::Optional)
         .parse_and_finish(&bytes)
@@ -466,7 +451,10 @@ impl Output {
             upload.write(&chunk);
         }
         if let Some(upload) = &mut self.upload {
-            upload.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| CompactionError::Storage(e.to_string()))?;
+            upload
+                .wait_for_capacity(crate::copy::PARTS_IN_FLIGHT)
+                .await
+                .map_err(|e| CompactionError::Storage(e.to_string()))?;
         }
         Ok(())
     }
