@@ -36,6 +36,7 @@ use serde::Serialize;
 use crate::error::{Error, ErrorKind, Result};
 use crate::table::Table;
 use crate::table::commit::{CommitExtra, CommitRequest, commit};
+use crate::table::conflict::{RetryBudget, RetrySettings, gave_up};
 use crate::table::features;
 
 /// The table-property prefix of a CHECK constraint.
@@ -43,9 +44,6 @@ pub const CONSTRAINT_PREFIX: &str = "delta.constraints.";
 
 /// Rows shown in a violation error.
 const SAMPLE_ROWS: usize = 5;
-
-/// Attempts of a constraint change that keeps losing commit races.
-const ATTEMPTS: usize = 10;
 
 /// One CHECK constraint of a table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -298,8 +296,11 @@ impl Table {
         let mut report = AddConstraintReport { constraint: Some(constraint.clone()), ..Default::default() };
         // Files checked so far, by path: after a lost race only the winners' are read.
         let mut checked: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for _ in 0..ATTEMPTS {
+        // Lost races are retried as every writer's are: backoff, within one budget.
+        let mut budget = RetryBudget::new(&RetrySettings::default());
+        loop {
             features::check_writable(self.uri(), self.state()?)?;
+            let read_version = self.version();
             let state = self.state()?;
             if let Some(existing) = constraints_of(state).into_iter().find(|c| c.name == name) {
                 if existing.expression == constraint.expression {
@@ -378,17 +379,18 @@ impl Table {
                     return Ok(report);
                 }
                 Err(e) if e.kind() == ErrorKind::Conflict => {
-                    report.retries += 1;
+                    if !budget.retry().await {
+                        let _ = self.refresh().await;
+                        let what = format!("adding CHECK constraint {name}");
+                        return Err(gave_up(self, &what, &budget, read_version, &Default::default(), &e).await);
+                    }
+                    report.retries = budget.retries();
                     tracing::info!(error = %e, "adding a constraint lost a commit race; checking the winner's files");
                     self.refresh().await?;
                 }
                 Err(e) => return Err(e.context(format!("table {}", self.uri()))),
             }
         }
-        Err(Error::new(
-            ErrorKind::Conflict,
-            format!("table {}: adding CHECK constraint {name} lost {ATTEMPTS} commit races in a row", self.uri()),
-        ))
     }
 
     /// Drop CHECK constraint `name`. A missing one is an error unless `if_exists`
@@ -397,8 +399,10 @@ impl Table {
         if !self.exists() {
             return Err(Error::new(ErrorKind::NotFound, format!("table {} does not exist", self.uri())));
         }
-        for _ in 0..ATTEMPTS {
+        let mut budget = RetryBudget::new(&RetrySettings::default());
+        loop {
             features::check_writable(self.uri(), self.state()?)?;
+            let read_version = self.version();
             let key = format!("{CONSTRAINT_PREFIX}{name}");
             let state = self.state()?;
             if !state.metadata().configuration().contains_key(&key) {
@@ -426,14 +430,17 @@ impl Table {
             };
             match commit(self, vec![Action::Metadata(metadata)], request).await {
                 Ok(version) => return Ok(Some(version)),
-                Err(e) if e.kind() == ErrorKind::Conflict => self.refresh().await?,
+                Err(e) if e.kind() == ErrorKind::Conflict => {
+                    if !budget.retry().await {
+                        let _ = self.refresh().await;
+                        let what = format!("dropping CHECK constraint {name}");
+                        return Err(gave_up(self, &what, &budget, read_version, &Default::default(), &e).await);
+                    }
+                    self.refresh().await?;
+                }
                 Err(e) => return Err(e.context(format!("table {}", self.uri()))),
             }
         }
-        Err(Error::new(
-            ErrorKind::Conflict,
-            format!("table {}: dropping CHECK constraint {name} lost {ATTEMPTS} commit races in a row", self.uri()),
-        ))
     }
 }
 

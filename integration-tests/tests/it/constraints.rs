@@ -177,6 +177,38 @@ async fn a_write_that_began_before_a_constraint_was_added_commits_nothing() {
     assert_eq!(table_rows(&other).await.len(), 50);
 }
 
+/// Adding a constraint on a version another writer has moved past loses the commit
+/// race, checks the winner's files and commits on the newest version; when the
+/// winner's rows break it, nothing is committed. Dropping one retries the same way.
+#[tokio::test]
+async fn a_constraint_change_that_loses_a_race_checks_the_winners_rows_and_retries() {
+    let uri = s3_uri("constraints-retry");
+    // Each `stale` handle reads the version before the other writer's append.
+    let mut stale = orders_table(&uri).await;
+    let mut writer = Table::open(&uri).await.unwrap();
+    writer.write([orders(&[(100, Some(5), "new")])], WriteOptions::append()).await.unwrap();
+    let report = stale.add_constraint("amount_not_negative", "amount >= 0").await.unwrap();
+    assert_eq!((report.retries, report.version), (1, Some(2)), "{report:?}");
+    assert_eq!((report.files_checked, report.rows_checked), (2, 51), "the first file, then the winner's: {report:?}");
+
+    // The winner's row breaks the new constraint: refused, nothing committed.
+    let mut stale = Table::open(&uri).await.unwrap();
+    let mut writer = Table::open(&uri).await.unwrap();
+    writer.write([orders(&[(101, Some(5000), "new")])], WriteOptions::append()).await.unwrap();
+    let err = stale.add_constraint("amount_small", "amount < 1000").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    assert!(err.to_string().contains("nothing was committed") && err.to_string().contains("5000"), "{err}");
+    writer.refresh().await.unwrap();
+    assert_eq!(writer.version(), Some(3));
+
+    let mut stale = Table::open(&uri).await.unwrap();
+    writer.write([orders(&[(102, Some(7), "new")])], WriteOptions::append()).await.unwrap();
+    assert_eq!(stale.drop_constraint("amount_not_negative", false).await.unwrap(), Some(5));
+    writer.refresh().await.unwrap();
+    assert!(writer.constraints().unwrap().is_empty());
+    assert_eq!(table_rows(&writer).await.len(), 53);
+}
+
 /// `sediment constraint add|list|drop`.
 #[tokio::test]
 async fn constraints_on_the_command_line() {
