@@ -102,7 +102,17 @@ struct State {
 enum Kind {
     Checkpoint,
     Commit,
+    /// `_last_checkpoint`: not cached, but its read may start the fetch of the
+    /// checkpoint it names.
+    LastCheckpoint,
     Other,
+}
+
+impl Kind {
+    /// Whether the cache keeps copies of files of this kind.
+    fn cached(&self) -> bool {
+        matches!(self, Kind::Checkpoint | Kind::Commit)
+    }
 }
 
 fn kind(location: &Path) -> Kind {
@@ -113,6 +123,9 @@ fn kind(location: &Path) -> Kind {
     }
     if name.ends_with(".parquet") && (name.contains(".checkpoint") || dir.ends_with("_sidecars")) {
         return Kind::Checkpoint;
+    }
+    if name == "_last_checkpoint" && !dir.ends_with("_sidecars") {
+        return Kind::LastCheckpoint;
     }
     match name.strip_suffix(".json") {
         Some(stem) if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) => Kind::Commit,
@@ -240,11 +253,6 @@ fn named_checkpoint(location: &Path, bytes: &[u8]) -> Option<Path> {
     Some(Path::from(if dir.is_empty() { name } else { format!("{dir}/{name}") }))
 }
 
-fn is_last_checkpoint(location: &Path) -> bool {
-    let s = location.as_ref();
-    s == "_delta_log/_last_checkpoint" || s.ends_with("/_delta_log/_last_checkpoint")
-}
-
 impl fmt::Display for LogCacheStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "LogCacheStore({})", self.inner)
@@ -279,7 +287,7 @@ impl ObjectStore for LogCacheStore {
     async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
         let create = matches!(opts.mode, PutMode::Create);
         let kind = kind(location);
-        if kind != Kind::Other {
+        if kind.cached() {
             self.forget(location);
         }
         let keep =
@@ -300,14 +308,15 @@ impl ObjectStore for LogCacheStore {
     }
 
     async fn put_multipart_opts(&self, location: &Path, opts: PutMultipartOptions) -> Result<Box<dyn MultipartUpload>> {
-        if kind(location) != Kind::Other {
+        if kind(location).cached() {
             self.forget(location);
         }
         self.inner.put_multipart_opts(location, opts).await
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        if is_last_checkpoint(location)
+        let kind = kind(location);
+        if kind == Kind::LastCheckpoint
             && plain(&options)
             && options.range.is_none()
             && self.prefetch_next.swap(false, Ordering::Relaxed)
@@ -321,8 +330,7 @@ impl ObjectStore for LogCacheStore {
             let read = Cached { meta, start: 0, bytes };
             return Ok(read.serve(&None).expect("a whole copy serves a whole read"));
         }
-        let kind = kind(location);
-        if kind == Kind::Other || !plain(&options) {
+        if !kind.cached() || !plain(&options) {
             return self.inner.get_opts(location, options).await;
         }
         let cached = self.lookup(location);
@@ -559,7 +567,10 @@ mod tests {
         assert!(
             kind(&Path::from("_delta_log/_sidecars/3a0d65cd-4056-49b8-937b-95f9e3ee90e5.parquet")) == Kind::Checkpoint
         );
-        assert!(kind(&Path::from("_delta_log/_last_checkpoint")) == Kind::Other);
+        assert!(kind(&Path::from("_delta_log/_last_checkpoint")) == Kind::LastCheckpoint);
+        assert!(kind(&Path::from("a/_delta_log/_last_checkpoint")) == Kind::LastCheckpoint);
+        assert!(!Kind::LastCheckpoint.cached());
+        assert!(kind(&Path::from("a/_last_checkpoint")) == Kind::Other);
         assert!(kind(&Path::from("_delta_log/00000000000000000007.crc")) == Kind::Other);
         assert!(kind(&Path::from("_delta_log/_tags/nightly.json")) == Kind::Other);
         assert!(kind(&Path::from("part=1/00000000000000000007.json")) == Kind::Other);
