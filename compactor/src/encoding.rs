@@ -26,6 +26,15 @@
 //! timestamp of one-second resolution over a day keeps its dictionary in a file of
 //! 300,000 rows (0.54 of plain) and not in one of 100,000 (0.84): there it costs the
 //! writer its hashing and memory for a file no smaller once compressed.
+//!
+//! Data pages are cut at [`DATA_PAGE_BYTES`] (64 KiB, where parquet-rs and
+//! parquet-mr cut at 1 MiB or 20,000 rows). A parquet-rs column writer keeps a zstd
+//! context of its own from its first page to the end of its row group, sized by the
+//! pages it compresses: about 1.0 MB at level 3 for a 160 KB page (20,000 eight-byte
+//! values), 0.66 MB for 64 KiB (measured with zstd-safe). A file being written holds
+//! one per column, and a merge or an append into many partitions writes several
+//! files at once: W2's peak fell 3.4 MiB with this limit, its files grew 0.1%. The
+//! page index gets finer too, so a point lookup decodes less.
 
 use std::collections::HashSet;
 
@@ -48,8 +57,12 @@ const MIN_SAMPLE_ROWS: usize = 1024;
 /// most this share of the plain values' bytes.
 pub const DICTIONARY_GAIN: f64 = 0.8;
 
+/// Data pages are cut once their encoded values reach this size (see the module notes).
+pub const DATA_PAGE_BYTES: usize = 64 * 1024;
+
 /// Parquet settings of every data file Sediment writes (appends, merges, compaction
-/// outputs): zstd level 3, page statistics, row groups of at most [`row_group_bytes`].
+/// outputs): zstd level 3, page statistics, pages of at most [`DATA_PAGE_BYTES`], row
+/// groups of at most [`row_group_bytes`].
 pub fn writer_properties(target_file_size: u64) -> WriterProperties {
     base(target_file_size).build()
 }
@@ -77,6 +90,7 @@ fn base(target_file_size: u64) -> WriterPropertiesBuilder {
                 .expect("level 3 is valid"),
         ))
         .set_statistics_enabled(EnabledStatistics::Page)
+        .set_data_page_size_limit(DATA_PAGE_BYTES)
         .set_max_row_group_bytes(Some(row_group_bytes(target_file_size)))
 }
 
@@ -176,6 +190,28 @@ mod tests {
     use super::*;
     use deltalake::arrow::array::{ArrayRef, Int64Array, StringArray};
     use std::sync::Arc;
+
+    #[test]
+    fn data_pages_are_cut_at_64_kib() {
+        use deltalake::parquet::arrow::ArrowWriter;
+        use deltalake::parquet::file::metadata::{PageIndexPolicy, ParquetMetaDataReader};
+        let ids: ArrayRef = Arc::new(Int64Array::from_iter_values(0..100_000));
+        let batch = RecordBatch::try_from_iter([("id", ids)]).unwrap();
+        let mut out = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut out, batch.schema(), Some(writer_properties_for(128 << 20, &batch))).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let metadata = ParquetMetaDataReader::new()
+            .with_page_index_policy(PageIndexPolicy::Required)
+            .parse_and_finish(&bytes::Bytes::from(out))
+            .unwrap();
+        let pages = metadata.offset_index().unwrap()[0][0].page_locations();
+        // 800,000 bytes of ids: 8,192 values (64 KiB) a page, where parquet-rs would
+        // cut at 20,000 rows.
+        assert_eq!(pages.len(), 13);
+        assert_eq!(pages[1].first_row_index, 8192);
+    }
 
     #[test]
     fn estimates_known_cardinalities() {

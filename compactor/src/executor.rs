@@ -86,8 +86,9 @@ pub struct ExecutorSettings {
     pub copy_row_groups_above: Option<u64>,
     /// In bins of small files (each read whole, with statistics, no deletion vector),
     /// splice the columns written without a dictionary whose pages average at least
-    /// this many rows: their pages are copied undecoded, the other columns decoded and
-    /// encoded again. `None`: decode and encode every column.
+    /// this many rows (or [`crate::splice::SPLICE_PAGE_BYTES`] before compression):
+    /// their pages are copied undecoded, the other columns decoded and encoded again.
+    /// `None`: decode and encode every column.
     pub splice_pages_above_rows: Option<u64>,
     /// How data files are read and written: requests in flight, the byte budget of
     /// prefetched inputs, whole-file reads of small files.

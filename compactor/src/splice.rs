@@ -21,8 +21,10 @@
 //!   dictionary page or dictionary-encoded pages;
 //! - the chunk has statistics, a column index and an offset index, with a sort order
 //!   whose bounds merge safely (not INT96, fixed-length or signed byte arrays);
-//! - its pages hold at least `min_page_rows` rows on average, so small pages are not
-//!   carried over (they would compress worse and bloat the page index);
+//! - its pages hold at least `min_page_rows` rows, or [`SPLICE_PAGE_BYTES`] bytes
+//!   before compression, on average, so small pages are not carried over (they would
+//!   compress worse and bloat the page index); a page the writer cut at its size
+//!   limit ([`crate::encoding::DATA_PAGE_BYTES`]) is not small, however few its rows;
 //! - the output does not keep a dictionary for the column: each column's encoding is
 //!   chosen from a first batch of the first input, for the rows of the whole bin
 //!   ([`crate::encoding::writer_properties_for_rows`]), and a column of few values
@@ -66,6 +68,10 @@ use crate::io::{BytesPermit, EarlyFetches, IoLimiter, IoSettings};
 
 /// Default of [`crate::ExecutorSettings::splice_pages_above_rows`].
 pub const DEFAULT_SPLICE_PAGES_ABOVE_ROWS: u64 = 4096;
+
+/// Pages of at least this many bytes before compression, on average, are spliced
+/// whatever their rows: half the size at which Sediment's writers cut a page.
+pub const SPLICE_PAGE_BYTES: u64 = crate::encoding::DATA_PAGE_BYTES as u64 / 2;
 
 /// An output larger than this is uploaded in parts as it is written; a smaller one
 /// in one PUT at the end.
@@ -148,7 +154,8 @@ fn spliceable(metadata: &ParquetMetaData, group: usize, min_page_rows: u64, ours
                 && !matches!(index, ColumnIndexMetaData::NONE)
                 && index.null_counts().is_some()
                 && pages > 0
-                && rows / pages >= min_page_rows
+                && (rows / pages >= min_page_rows
+                    || chunk.uncompressed_size().max(0) as u64 / pages >= SPLICE_PAGE_BYTES)
         })
         .collect()
 }
@@ -967,8 +974,47 @@ mod tests {
         let old = vec![put(&store, "old-1.parquet", out.clone()).await, put(&store, "old-2.parquet", out).await];
         let written = splice(&store, old, 1000).await.expect("decoded and encoded");
         let (_, metadata) = read(&store, &written.add.path).await;
-        assert_eq!(metadata.offset_index().unwrap()[0][0].page_locations().len(), 1, "ids encoded anew");
+        // Encoded anew: a page cut at 64 KiB of ids, not the inputs' two pages of 5,000.
+        let locations = metadata.offset_index().unwrap()[0][0].page_locations();
+        assert_eq!(locations.len(), 2);
+        assert!(locations[1].first_row_index > 8000, "ids encoded anew: {locations:?}");
         assert_eq!(written.rows, 10_000);
+    }
+
+    #[tokio::test]
+    async fn pages_cut_at_the_writers_size_limit_are_spliced_however_few_their_rows() {
+        let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let mut adds = Vec::new();
+        let mut payload_pages = 0;
+        // Payloads of 73 bytes: a 64 KiB page holds under 1,000 of them.
+        let long = |start: i64| {
+            let mut columns = batch(start, 10_000).columns().to_vec();
+            let payloads =
+                (start..start + 10_000).map(|i| (i % 5 != 0).then(|| format!("payload-{i:08}-{}", "x".repeat(56))));
+            columns[3] = Arc::new(StringArray::from_iter(payloads));
+            RecordBatch::try_new(schema(), columns).unwrap()
+        };
+        for i in 0..2 {
+            let bytes = file(&long(i * 10_000));
+            let metadata = ParquetMetaDataReader::new()
+                .with_page_index_policy(PageIndexPolicy::Required)
+                .parse_and_finish(&bytes)
+                .unwrap();
+            let pages = metadata.offset_index().unwrap()[0][3].page_locations().len();
+            // `payload` pages end at the size limit, under 4,096 rows each.
+            assert!(10_000 / pages < 4096, "{pages} pages");
+            let chunk = metadata.row_group(0).column(3);
+            assert!(chunk.uncompressed_size() as u64 / pages as u64 >= SPLICE_PAGE_BYTES);
+            payload_pages += pages;
+            adds.push(put(&store, &format!("in-{i}.parquet"), bytes).await);
+        }
+        let spliced = splice(&store, adds, 4096).await.expect("written");
+        let (bytes, metadata) = read(&store, &spliced.add.path).await;
+        assert_eq!(metadata.offset_index().unwrap()[0][3].page_locations().len(), payload_pages, "kept page for page");
+        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap().build().unwrap();
+        let batches: Vec<RecordBatch> = reader.map(|b| b.unwrap()).collect();
+        let expected = concat_batches(&schema(), &[long(0), long(10_000)]).unwrap();
+        assert_eq!(concat_batches(&schema(), &batches).unwrap(), expected);
     }
 
     #[tokio::test]
