@@ -35,8 +35,11 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Default of [`IoSettings::max_requests_in_flight`].
-pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
+/// Default of [`IoSettings::max_requests_in_flight`]. At 30 ms a request, 64 kept a
+/// compaction of small files on two cores waiting for its inputs (W1: 0.69 s against
+/// 0.62 s at 128; 256 no faster). S3 serves thousands of GETs a second per prefix and
+/// the byte budget, not this, bounds the memory.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 128;
 
 /// How an operation reads data files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -46,7 +46,7 @@ pub(crate) struct CompactArgs {
     /// Memory the bins in flight may use.
     #[arg(long, value_parser = parse_size)]
     memory_budget: Option<u64>,
-    /// Requests to storage in flight at once, at most (default 64).
+    /// Requests to storage in flight at once, at most (default 128).
     #[arg(long)]
     max_requests_in_flight: Option<usize>,
     /// Copy row groups undecoded when all of a bin's are at least this large (default 8MiB).
