@@ -599,8 +599,6 @@ impl CompactionExecutor {
 
 pub use crate::encoding::{row_group_bytes, writer_properties, writer_properties_for};
 
-/// Memory a bin may hold: its largest input decoded (about three times its size) and
-/// two writer row groups; with clustering, the whole bin decoded.
 /// The rows a bin's output will hold, when every input's row count is known.
 pub(crate) fn bin_rows(bin: &Bin) -> Option<u64> {
     bin.inputs.iter().map(|f| Some(f.rows?.saturating_sub(f.deleted_rows))).sum()
@@ -625,6 +623,8 @@ fn fetch_early(context: &BinContext, bin: &Bin, bytes: u64) {
     context.early.start(&context.store, &context.limiter, files);
 }
 
+/// Memory a bin may hold: its largest input decoded (about three times its size) and
+/// two writer row groups; with clustering, the whole bin decoded.
 fn bin_memory_estimate(bin: &Bin, row_group_bytes: usize) -> u64 {
     let largest = bin.inputs.iter().map(|f| f.size).max().unwrap_or(0);
     3 * largest + 2 * row_group_bytes as u64

@@ -808,12 +808,21 @@ mod tests {
 
     /// One input file as Sediment's writers make it.
     fn file(batch: &RecordBatch) -> Bytes {
-        let properties = crate::encoding::writer_properties_for(128 << 20, batch);
+        file_with(batch, crate::encoding::writer_properties_for(128 << 20, batch))
+    }
+
+    /// One input file written with `properties`.
+    fn file_with(batch: &RecordBatch, properties: WriterProperties) -> Bytes {
         let mut out = Vec::new();
         let mut writer = ArrowWriter::try_new(&mut out, batch.schema(), Some(properties)).unwrap();
         writer.write(batch).unwrap();
         writer.close().unwrap();
         Bytes::from(out)
+    }
+
+    /// A file's metadata with its page indexes.
+    fn metadata_of(bytes: &Bytes) -> ParquetMetaData {
+        ParquetMetaDataReader::new().with_page_index_policy(PageIndexPolicy::Required).parse_and_finish(bytes).unwrap()
     }
 
     async fn put(store: &Arc<dyn object_store::ObjectStore>, name: &str, bytes: Bytes) -> Add {
@@ -858,10 +867,7 @@ mod tests {
 
     async fn read(store: &Arc<dyn object_store::ObjectStore>, path: &str) -> (Bytes, ParquetMetaData) {
         let bytes = store.get(&Path::from(path)).await.unwrap().bytes().await.unwrap();
-        let metadata = ParquetMetaDataReader::new()
-            .with_page_index_policy(PageIndexPolicy::Required)
-            .parse_and_finish(&bytes)
-            .unwrap();
+        let metadata = metadata_of(&bytes);
         (bytes, metadata)
     }
 
@@ -873,10 +879,7 @@ mod tests {
         let mut input_pages = 0;
         for (i, input) in inputs.iter().enumerate() {
             let bytes = file(input);
-            let metadata = ParquetMetaDataReader::new()
-                .with_page_index_policy(PageIndexPolicy::Required)
-                .parse_and_finish(&bytes)
-                .unwrap();
+            let metadata = metadata_of(&bytes);
             input_pages += metadata.offset_index().unwrap()[0][0].page_locations().len();
             adds.push(put(&store, &format!("day=1/in-{i}.parquet"), bytes).await);
         }
@@ -966,11 +969,7 @@ mod tests {
             .into_builder()
             .set_created_by("parquet-mr version 1.8.1".into())
             .build();
-        let mut out = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut out, input.schema(), Some(properties)).unwrap();
-        writer.write(&input).unwrap();
-        writer.close().unwrap();
-        let out = Bytes::from(out);
+        let out = file_with(&input, properties);
         let old = vec![put(&store, "old-1.parquet", out.clone()).await, put(&store, "old-2.parquet", out).await];
         let written = splice(&store, old, 1000).await.expect("decoded and encoded");
         let (_, metadata) = read(&store, &written.add.path).await;
@@ -996,10 +995,7 @@ mod tests {
         };
         for i in 0..2 {
             let bytes = file(&long(i * 10_000));
-            let metadata = ParquetMetaDataReader::new()
-                .with_page_index_policy(PageIndexPolicy::Required)
-                .parse_and_finish(&bytes)
-                .unwrap();
+            let metadata = metadata_of(&bytes);
             let pages = metadata.offset_index().unwrap()[0][3].page_locations().len();
             // `payload` pages end at the size limit, under 4,096 rows each.
             assert!(10_000 / pages < 4096, "{pages} pages");
@@ -1061,11 +1057,7 @@ mod tests {
                 .into_builder()
                 .set_column_dictionary_enabled("kind".into(), false)
                 .build();
-            let mut out = Vec::new();
-            let mut writer = ArrowWriter::try_new(&mut out, input.schema(), Some(properties)).unwrap();
-            writer.write(&input).unwrap();
-            writer.close().unwrap();
-            let bytes = Bytes::from(out);
+            let bytes = file_with(&input, properties);
             let metadata = ParquetMetaDataReader::new().parse_and_finish(&bytes).unwrap();
             assert!(metadata.row_group(0).column(1).dictionary_page_offset().is_none());
             adds.push(put(&store, &format!("in-{i}.parquet"), bytes).await);
