@@ -15,13 +15,13 @@ use crate::error::{Error, Result};
 use crate::table::Table;
 use crate::table::schema::{SchemaFitter, SchemaMode};
 use crate::write::constraints::{Constraint, ConstraintChecker};
+use sediment_compactor::encoding::writer_properties_for_rows;
 
 pub use crate::table::info::DEFAULT_TARGET_FILE_SIZE;
 
-use sediment_compactor::encoding::writer_properties_for_rows;
 /// Parquet settings of every data file Sediment writes, shared with the compactor:
-/// zstd level 3, page statistics, and row groups of at most `target_file_size / 8`
-/// encoded bytes (64 KiB to 16 MiB).
+/// zstd level 3, page statistics, data pages of at most 64 KiB, and row groups of at
+/// most `target_file_size / 8` encoded bytes (64 KiB to 16 MiB).
 ///
 /// The row-group bound is what makes files come out near the target: a file is cut
 /// when its compressed bytes plus the open row group's *uncompressed* estimate reach
